@@ -1,0 +1,330 @@
+//! System call numbers and the argument and result layouts they use.
+//!
+//! See the crate docs for the register convention, and `docs/syscalls.md`
+//! for each call's arguments, results and errors.
+
+/// System call numbers, passed in `rax`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Sys {
+    // --- tasks, threads, time, memory (kernel core) ---
+    /// `(ptr, len)`: write UTF-8 bytes to the kernel debug console.
+    DebugPrint = 0,
+    /// `(entry, stack_top, arg) -> thread`: start a thread in this task.
+    ThreadCreate = 1,
+    /// `(code)`: end the calling thread; never returns.
+    ThreadExit = 2,
+    /// `(code)`: end the calling task and all its threads; never returns.
+    TaskExit = 3,
+    /// `()`: give up the rest of the time slice.
+    Yield = 4,
+    /// `(nanoseconds)`: sleep at least this long.
+    Sleep = 5,
+    /// `() -> nanoseconds`: the monotonic clock since boot.
+    Clock = 6,
+    /// `(&SpawnArgs) -> task`: start a task from an ELF image. Privileged.
+    Spawn = 7,
+    /// `(task, timeout_ns) -> (kind, detail)`: wait for a task to end.
+    /// Privileged, or the task's parent.
+    TaskWait = 8,
+    /// `(task)`: kill a task. Privileged, or the task's parent.
+    TaskKill = 9,
+    /// `(&mut KernelStats)`: kernel resource usage.
+    KernelStats = 10,
+    /// `(code)`: stop the machine with an exit code. Privileged.
+    Shutdown = 11,
+    /// `(len, flags) -> addr`: map zeroed anonymous memory.
+    MemMap = 12,
+    /// `(addr, len)`: unmap memory mapped with `MemMap`.
+    MemUnmap = 13,
+    /// `() -> (task, thread, uid, flags)`: who am I.
+    SelfInfo = 14,
+
+    // --- basic IPC (see `crate::ipc`) ---
+    /// `() -> handle`: create a port (an unconnected end of this thread).
+    PortCreate = 32,
+    /// `(port)`: push a port onto this task's listen queue.
+    ListenPush = 33,
+    /// `(port)`: withdraw a port from the listen queue.
+    ListenWithdraw = 34,
+    /// `(task, timeout_ns) -> handle`: connect to a task.
+    Connect = 35,
+    /// `(handle, ptr, len)`: overwrite this end's 32-byte buffer.
+    Write = 36,
+    /// `(handle, &mut [u8; 32]) -> (len, seq)`: read the peer's buffer.
+    Read = 37,
+    /// `(handle)`: signal the peer end.
+    Signal = 38,
+    /// `(handle, ptr, len)`: write then signal, in one call.
+    WriteSignal = 39,
+    /// `(handles_ptr, count, timeout_ns) -> (handle, events)`: poll a set.
+    Poll = 40,
+    /// `(timeout_ns) -> (handle, events)`: poll all ends of this thread.
+    PollAll = 41,
+    /// `(handle)`: close an end.
+    Close = 42,
+    /// `(handle, &mut ConnectionInfo)`: identity of a connection.
+    ConnectionInfo = 43,
+    /// `(uid, allow)`: allow or deny a uid to connect to this task.
+    SetConnectPermission = 44,
+    /// `(kind) -> handle`: open an end whose far side is the kernel. Privileged.
+    KernelEndOpen = 45,
+    /// `(connection_id, &mut ConnectionEnds)`: the two ends of a live
+    /// connection. Privileged.
+    ConnectionQuery = 46,
+}
+
+impl Sys {
+    /// Every system call, for decoders and exhaustive tests.
+    pub const ALL: [Sys; 30] = [
+        Sys::DebugPrint,
+        Sys::ThreadCreate,
+        Sys::ThreadExit,
+        Sys::TaskExit,
+        Sys::Yield,
+        Sys::Sleep,
+        Sys::Clock,
+        Sys::Spawn,
+        Sys::TaskWait,
+        Sys::TaskKill,
+        Sys::KernelStats,
+        Sys::Shutdown,
+        Sys::MemMap,
+        Sys::MemUnmap,
+        Sys::SelfInfo,
+        Sys::PortCreate,
+        Sys::ListenPush,
+        Sys::ListenWithdraw,
+        Sys::Connect,
+        Sys::Write,
+        Sys::Read,
+        Sys::Signal,
+        Sys::WriteSignal,
+        Sys::Poll,
+        Sys::PollAll,
+        Sys::Close,
+        Sys::ConnectionInfo,
+        Sys::SetConnectPermission,
+        Sys::KernelEndOpen,
+        Sys::ConnectionQuery,
+    ];
+
+    /// Decodes `rax`.
+    pub fn from_number(n: u64) -> Option<Sys> {
+        Sys::ALL.iter().copied().find(|s| *s as u64 == n)
+    }
+}
+
+/// A timeout of `u64::MAX` nanoseconds waits forever.
+pub const WAIT_FOREVER: u64 = u64::MAX;
+/// A timeout of 0 never blocks.
+pub const NO_WAIT: u64 = 0;
+
+/// Longest debug print accepted in one call.
+pub const DEBUG_PRINT_MAX: usize = 4096;
+/// Largest ELF image `Spawn` accepts.
+pub const SPAWN_IMAGE_MAX: usize = 16 << 20;
+/// Largest argument block `Spawn` accepts.
+pub const SPAWN_ARGS_MAX: usize = 2048;
+/// Largest single `MemMap` request.
+pub const MEM_MAP_MAX: usize = 64 << 20;
+/// Page size of user mappings.
+pub const PAGE_SIZE: usize = 4096;
+
+/// Task flags: in `SpawnArgs::flags` and in `SelfInfo`.
+pub mod task_flags {
+    /// The task may use privileged calls.
+    pub const PRIVILEGED: u32 = 1;
+}
+
+/// `MemMap` flags.
+pub mod map_flags {
+    /// Map writable (otherwise read-only).
+    pub const WRITE: u64 = 1;
+    /// Allow execution.
+    pub const EXEC: u64 = 2;
+    /// All defined flags.
+    pub const ALL: u64 = WRITE | EXEC;
+}
+
+/// The argument block of `Spawn`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct SpawnArgs {
+    /// The ELF image, in the caller's memory.
+    pub image_ptr: u64,
+    /// Its length in bytes.
+    pub image_len: u64,
+    /// Bytes handed to the new task's first thread (see `StartInfo`).
+    pub arg_ptr: u64,
+    /// Their length.
+    pub arg_len: u64,
+    /// The new task's user ID.
+    pub uid: u32,
+    /// `task_flags`.
+    pub flags: u32,
+}
+
+/// What a new task's first thread finds at the address in its `rdi`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct StartInfo {
+    /// The task's own ID (raw `TaskId`).
+    pub task: u64,
+    /// The first thread's ID (raw `ThreadId`).
+    pub thread: u64,
+    /// The task's uid.
+    pub uid: u32,
+    /// `task_flags`.
+    pub flags: u32,
+    /// The spawn argument bytes, copied into the task's memory.
+    pub arg_ptr: u64,
+    /// Their length.
+    pub arg_len: u64,
+    /// The boot module (only for init; else 0), mapped read-only.
+    pub boot_module_ptr: u64,
+    /// Its length.
+    pub boot_module_len: u64,
+}
+
+/// Kernel resource usage, answered by `KernelStats`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct KernelStats {
+    /// Physical frames in use.
+    pub frames_used: u64,
+    /// Physical frames managed.
+    pub frames_total: u64,
+    /// Kernel heap bytes in use.
+    pub heap_used: u64,
+    /// Live tasks.
+    pub tasks: u64,
+    /// Live threads.
+    pub threads: u64,
+    /// Live IPC objects (ends), kernel-wide.
+    pub ipc_ends: u64,
+    /// Timer interrupts so far.
+    pub ticks: u64,
+    /// Context switches so far.
+    pub switches: u64,
+}
+
+/// How a task ended: `TaskWait` returns `(kind, detail)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskEnd {
+    /// Its last thread exited, or it called `TaskExit`, with this code.
+    Exited(u64),
+    /// A CPU exception killed it. `detail` is the faulting address for page
+    /// faults, else the instruction pointer.
+    Faulted(Fault, u64),
+    /// Another task killed it.
+    Killed,
+}
+
+/// CPU exceptions that kill a user task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Fault {
+    /// #DE.
+    DivideError = 0,
+    /// #UD.
+    InvalidOpcode = 6,
+    /// #GP.
+    GeneralProtection = 13,
+    /// #PF.
+    PageFault = 14,
+    /// Any other exception vector.
+    Other = 255,
+}
+
+impl Fault {
+    /// Classifies an exception vector.
+    pub fn from_vector(v: u8) -> Fault {
+        match v {
+            0 => Fault::DivideError,
+            6 => Fault::InvalidOpcode,
+            13 => Fault::GeneralProtection,
+            14 => Fault::PageFault,
+            _ => Fault::Other,
+        }
+    }
+    /// A short name for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::DivideError => "divide error",
+            Fault::InvalidOpcode => "invalid opcode",
+            Fault::GeneralProtection => "general protection fault",
+            Fault::PageFault => "page fault",
+            Fault::Other => "exception",
+        }
+    }
+}
+
+impl TaskEnd {
+    const EXITED: u64 = 0;
+    const KILLED: u64 = 1;
+    const FAULTED: u64 = 2;
+
+    /// Encodes into `(kind, detail)` registers.
+    pub fn encode(self) -> (u64, u64) {
+        match self {
+            TaskEnd::Exited(code) => (Self::EXITED, code),
+            TaskEnd::Killed => (Self::KILLED, 0),
+            TaskEnd::Faulted(f, addr) => (Self::FAULTED | ((f as u64) << 8), addr),
+        }
+    }
+
+    /// Decodes `(kind, detail)`; `None` if malformed.
+    pub fn decode(kind: u64, detail: u64) -> Option<TaskEnd> {
+        match kind & 0xff {
+            Self::EXITED if kind == Self::EXITED => Some(TaskEnd::Exited(detail)),
+            Self::KILLED if kind == Self::KILLED => Some(TaskEnd::Killed),
+            Self::FAULTED if kind >> 16 == 0 => {
+                let f = Fault::from_vector((kind >> 8) as u8);
+                if f as u64 == (kind >> 8) {
+                    Some(TaskEnd::Faulted(f, detail))
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The value `isa-debug-exit` turns into QEMU exit status 33: success.
+pub const SHUTDOWN_SUCCESS: u64 = 0x10;
+/// The value `isa-debug-exit` turns into QEMU exit status 35: failure.
+pub const SHUTDOWN_FAILURE: u64 = 0x11;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_round_trip() {
+        for s in Sys::ALL {
+            assert_eq!(Sys::from_number(s as u64), Some(s));
+        }
+        assert_eq!(Sys::from_number(15), None);
+        assert_eq!(Sys::from_number(u64::MAX), None);
+    }
+
+    #[test]
+    fn task_end_round_trips() {
+        let cases = [
+            TaskEnd::Exited(0),
+            TaskEnd::Exited(u64::MAX),
+            TaskEnd::Killed,
+            TaskEnd::Faulted(Fault::PageFault, 0xdead),
+            TaskEnd::Faulted(Fault::Other, 1),
+            TaskEnd::Faulted(Fault::DivideError, 2),
+        ];
+        for c in cases {
+            let (k, d) = c.encode();
+            assert_eq!(TaskEnd::decode(k, d), Some(c));
+        }
+        assert_eq!(TaskEnd::decode(3, 0), None);
+        assert_eq!(TaskEnd::decode(2 | (5 << 8), 0), None);
+    }
+}

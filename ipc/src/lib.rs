@@ -1,0 +1,3 @@
+//! The alux IPC object model (placeholder; see issue 3).
+#![no_std]
+#![forbid(unsafe_code)]
