@@ -39,6 +39,8 @@ pub enum Sys {
     MemUnmap = 13,
     /// `() -> (task, thread, uid, flags)`: who am I.
     SelfInfo = 14,
+    /// `(thread, timeout_ns) -> code`: wait for a thread of this task to end.
+    ThreadJoin = 15,
 
     // --- basic IPC (see `crate::ipc`) ---
     /// `() -> handle`: create a port (an unconnected end of this thread).
@@ -76,7 +78,7 @@ pub enum Sys {
 
 impl Sys {
     /// Every system call, for decoders and exhaustive tests.
-    pub const ALL: [Sys; 30] = [
+    pub const ALL: [Sys; 31] = [
         Sys::DebugPrint,
         Sys::ThreadCreate,
         Sys::ThreadExit,
@@ -92,6 +94,7 @@ impl Sys {
         Sys::MemMap,
         Sys::MemUnmap,
         Sys::SelfInfo,
+        Sys::ThreadJoin,
         Sys::PortCreate,
         Sys::ListenPush,
         Sys::ListenWithdraw,
@@ -123,7 +126,7 @@ pub const NO_WAIT: u64 = 0;
 /// Longest debug print accepted in one call.
 pub const DEBUG_PRINT_MAX: usize = 4096;
 /// Largest ELF image `Spawn` accepts.
-pub const SPAWN_IMAGE_MAX: usize = 16 << 20;
+pub const SPAWN_IMAGE_MAX: usize = 4 << 20;
 /// Largest argument block `Spawn` accepts.
 pub const SPAWN_ARGS_MAX: usize = 2048;
 /// Largest single `MemMap` request.
@@ -292,6 +295,36 @@ impl TaskEnd {
     }
 }
 
+/// Packs a poll result into the four result registers:
+/// `rdi` = handle, `rsi` = events | close reason << 8 | peer uid << 16,
+/// `rdx` = peer task, `r10` = connection ID.
+pub fn encode_ready(r: &crate::ipc::Ready) -> [u64; 4] {
+    let reason = r.close_reason.map_or(0, |c| c.code() as u64);
+    [
+        r.handle.raw(),
+        r.events.bits() as u64 | (reason & 0xff) << 8 | (r.peer_uid as u64) << 16,
+        r.peer_task.raw(),
+        r.conn_id,
+    ]
+}
+
+/// Unpacks [`encode_ready`]; `None` if the events or reason are malformed.
+pub fn decode_ready(regs: [u64; 4]) -> Option<crate::ipc::Ready> {
+    let events = crate::ipc::Events::from_bits((regs[1] & 0xff) as u32)?;
+    let reason = match (regs[1] >> 8) & 0xff {
+        0 => None,
+        c => Some(crate::ipc::CloseReason::from_code(c as u32)?),
+    };
+    Some(crate::ipc::Ready {
+        handle: crate::ipc::Handle::from_raw(regs[0]),
+        events,
+        conn_id: regs[3],
+        peer_task: crate::TaskId::from_raw(regs[2]),
+        peer_uid: (regs[1] >> 16) as crate::Uid,
+        close_reason: reason,
+    })
+}
+
 /// The value `isa-debug-exit` turns into QEMU exit status 33: success.
 pub const SHUTDOWN_SUCCESS: u64 = 0x10;
 /// The value `isa-debug-exit` turns into QEMU exit status 35: failure.
@@ -306,7 +339,7 @@ mod tests {
         for s in Sys::ALL {
             assert_eq!(Sys::from_number(s as u64), Some(s));
         }
-        assert_eq!(Sys::from_number(15), None);
+        assert_eq!(Sys::from_number(16), None);
         assert_eq!(Sys::from_number(u64::MAX), None);
     }
 

@@ -10,3 +10,5 @@ extern crate alloc;
 pub mod elf_loader;
 pub mod frame;
 pub mod paging;
+pub mod syscall;
+pub mod table;

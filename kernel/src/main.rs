@@ -1,4 +1,149 @@
+//! The alux kernel binary: boot, then a loop of entries from user mode.
+//!
+//! Layout: `arch/` is the x86_64 layer (boot, entry stubs, timer, serial);
+//! `sched` holds the kernel state and the scheduler; `task` the task and
+//! thread lifecycle; `syscalls` and `ipc_glue` the system call handlers;
+//! `mm` kernel memory and user address spaces. The hardware-free logic is
+//! the `kernel` library next to this file and the `alux_ipc` crate.
 #![no_std]
 #![no_main]
+
+extern crate alloc;
+extern crate alux_freestanding;
+
+mod arch;
+mod boot_info;
+mod console;
+mod ipc_glue;
+mod mm;
+mod sched;
+mod syscalls;
+mod task;
+mod traps;
+
+use alloc::vec::Vec;
+use alux_abi::syscall::TaskEnd;
+use arch::{cpu, entry, gdt, lapic, time};
+use kernel::frame::FrameAllocator;
+
+extern "C" {
+    static __kernel_phys_start: u8;
+    static __kernel_phys_end: u8;
+    static boot_stack_top: u8;
+}
+
+/// Stops the machine after printing a message: for states that are kernel
+/// bugs, never for anything a user task can cause.
+pub fn fatal(args: core::fmt::Arguments<'_>) -> ! {
+    console::print_emergency(format_args!("\n[kernel] FATAL: {}\n", args));
+    cpu::exit_qemu(alux_abi::syscall::SHUTDOWN_FAILURE)
+}
+
 #[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! { loop {} }
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    fatal(format_args!("panic: {}", info))
+}
+
+/// Prints what the kernel holds, for the end-of-run summary.
+pub fn print_summary(k: &sched::Kernel) {
+    kprintln!(
+        "[kernel] summary: {} tasks, {} threads, {} IPC ends, frames {}/{}, heap {} bytes, {} ticks, {} switches, uptime {} ms",
+        k.tasks.len(),
+        k.threads.len(),
+        k.ipc.end_count(),
+        k.frames.used(),
+        k.frames.total(),
+        mm::heap_used(),
+        k.ticks,
+        k.switches,
+        time::now_ns() / 1_000_000
+    );
+}
+
+/// Init ended: stop the machine, successfully if it exited with 0.
+pub fn shutdown_after_init(k: &sched::Kernel, end: TaskEnd) -> ! {
+    kprintln!("[kernel] init ended: {:?}", end);
+    print_summary(k);
+    let code = match end {
+        TaskEnd::Exited(0) => alux_abi::syscall::SHUTDOWN_SUCCESS,
+        _ => alux_abi::syscall::SHUTDOWN_FAILURE,
+    };
+    cpu::exit_qemu(code)
+}
+
+/// Finds a file in the boot module (a tar archive).
+fn find_in_boot_module(module: &[u8], name: &str) -> Option<Vec<u8>> {
+    let archive = tar_no_std::TarArchiveRef::new(module).ok()?;
+    archive
+        .entries()
+        .find(|e| e.filename().as_str().ok() == Some(name))
+        .map(|e| e.data().to_vec())
+}
+
+/// The first Rust code, called by `boot.s` on the boot stack with paging,
+/// SSE and long mode on and interrupts off.
+#[no_mangle]
+extern "C" fn kernel_entry(start_info: u64) -> ! {
+    arch::serial::init();
+    mm::init_heap();
+    kprintln!("[kernel] alux booting");
+    let Some(info) = boot_info::parse(start_info) else {
+        fatal(format_args!("not started through PVH (bad start-info magic)"))
+    };
+
+    // Linker-script symbols: only their addresses are used.
+    let (kstart, kend, stack_top) = (
+        &raw const __kernel_phys_start as u64,
+        &raw const __kernel_phys_end as u64,
+        &raw const boot_stack_top as u64,
+    );
+    let mut frames = FrameAllocator::new(&info.memory);
+    frames.reserve(0, 0x10_0000);
+    frames.reserve(kstart, kend);
+    let module = info.module.unwrap_or((0, 0));
+    if module.1 > 0 {
+        frames.reserve(module.0, module.0 + module.1);
+    }
+    // Frames beyond the direct map are unreachable: never hand them out.
+    frames.reserve(arch::DIRECT_MAP_SIZE, u64::MAX);
+
+    gdt::init(stack_top);
+    entry::init(stack_top);
+    time::init();
+    lapic::init();
+    kprintln!(
+        "[kernel] memory: {} frames free ({} MiB); TSC {} MHz; LAPIC timer {} kHz",
+        frames.total(),
+        frames.total() * 4096 >> 20,
+        time::tsc_hz() / 1_000_000,
+        lapic::timer_hz() / 1000
+    );
+
+    let kernel_root = cpu::read_cr3();
+    let mut k = sched::Kernel::new(frames, alux_ipc::Ipc::new(Default::default()), kernel_root, module);
+    // SAFETY: the module's physical range is RAM reserved above, inside the
+    // direct map, and nothing writes it.
+    let module_bytes = unsafe {
+        core::slice::from_raw_parts(arch::phys_to_virt(module.0) as *const u8, module.1 as usize)
+    };
+    let Some(init_image) = find_in_boot_module(module_bytes, "init") else {
+        fatal(format_args!("no `init` in the boot module"))
+    };
+    let init = k
+        .spawn(task::SpawnRequest {
+            image: &init_image,
+            args: &info.cmdline,
+            uid: 0,
+            privileged: true,
+            parent: None,
+            with_boot_module: true,
+        })
+        .unwrap_or_else(|e| fatal(format_args!("cannot start init: {}", e)));
+    drop(init_image);
+    k.init = Some(init);
+    kprintln!("[kernel] init is task {}; boot took {} us", init, time::now_ns() / 1000);
+    sched::install(k);
+    let may_sysret = sched::dispatch(sched::lock());
+    debug_assert_eq!(may_sysret, 0);
+    entry::enter_user()
+}

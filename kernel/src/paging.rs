@@ -1,1 +1,1114 @@
-//! (in progress)
+//! x86_64 4-level page-table logic over an abstract physical memory.
+//!
+//! This module owns the *format* and the walking of page tables: mapping and
+//! unmapping 4 KiB user pages, translating addresses, validating user
+//! pointers, tearing down a user half and creating a new root that shares the
+//! kernel half. It reaches tables only through [`TableMemory`], so it must
+//! never dereference physical memory itself, never flush the TLB (the caller
+//! does, after [`unmap`] or a permission change), and never create, modify or
+//! free anything in the kernel half (PML4 entries 256..512, shared by every
+//! address space) — only [`translate`] reads it.
+//!
+//! User space is the lower canonical half, `[0, USER_END)`, mapped with
+//! 4 KiB pages only. Every table this module creates is an intermediate table
+//! of the lower half with entry flags `PRESENT | WRITABLE | USER`; the leaf
+//! entry alone decides the page's permissions.
+
+use core::fmt;
+use core::ops::{BitAnd, BitOr, BitOrAssign, Not};
+
+/// Size of a page (and of a page table) in bytes.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// Number of entries in a page table.
+pub const ENTRIES: usize = 512;
+
+/// Index of the first root (PML4) entry belonging to the kernel half.
+pub const KERNEL_FIRST_ENTRY: usize = 256;
+
+/// Exclusive end of the user half: user addresses are `[0, USER_END)`.
+pub const USER_END: u64 = 0x0000_8000_0000_0000;
+
+/// The highest page-aligned user address.
+pub const LAST_USER_PAGE: u64 = USER_END - PAGE_SIZE;
+
+/// Bits of an entry holding the physical address of the next table or page.
+pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+const SIZE_1G: u64 = 1 << 30;
+const SIZE_2M: u64 = 1 << 21;
+
+/// Access to the physical memory holding page tables.
+///
+/// The kernel implements it over its direct map; tests over a `HashMap`.
+/// Table addresses are physical, 4 KiB aligned.
+pub trait TableMemory {
+    /// Entry `index` (`0..512`) of the table at physical address `table`.
+    fn read(&self, table: u64, index: usize) -> u64;
+    /// Sets entry `index` (`0..512`) of the table at physical address `table`.
+    fn write(&mut self, table: u64, index: usize, entry: u64);
+    /// A zeroed frame for a new table, or `None` when memory is exhausted.
+    fn alloc_table(&mut self) -> Option<u64>;
+    /// Gives back a table frame obtained from [`alloc_table`](Self::alloc_table).
+    fn free_table(&mut self, table: u64);
+}
+
+/// The flag bits of a page-table entry (every bit outside [`ADDR_MASK`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PageFlags(u64);
+
+impl PageFlags {
+    /// The entry is valid.
+    pub const PRESENT: PageFlags = PageFlags(1 << 0);
+    /// Writes are allowed (if set at every level of the walk).
+    pub const WRITABLE: PageFlags = PageFlags(1 << 1);
+    /// User mode may access the page (if set at every level of the walk).
+    pub const USER: PageFlags = PageFlags(1 << 2);
+    /// In a PDPT or PD entry: the entry maps a 1 GiB or 2 MiB page. (In a
+    /// 4 KiB leaf this bit is PAT, which [`map`] refuses.)
+    pub const HUGE: PageFlags = PageFlags(1 << 7);
+    /// The TLB entry survives address-space switches (kernel pages).
+    pub const GLOBAL: PageFlags = PageFlags(1 << 8);
+    /// Instruction fetches are forbidden (if set at any level of the walk).
+    pub const NO_EXECUTE: PageFlags = PageFlags(1 << 63);
+
+    /// No flag set.
+    pub const fn empty() -> Self {
+        PageFlags(0)
+    }
+
+    /// The flags of a raw entry: every bit outside [`ADDR_MASK`].
+    pub const fn from_entry(entry: u64) -> Self {
+        PageFlags(entry & !ADDR_MASK)
+    }
+
+    /// Flags from raw bits; `None` if any bit lies inside [`ADDR_MASK`].
+    pub const fn from_bits(bits: u64) -> Option<Self> {
+        if bits & ADDR_MASK == 0 {
+            Some(PageFlags(bits))
+        } else {
+            None
+        }
+    }
+
+    /// The raw bits.
+    pub const fn bits(self) -> u64 {
+        self.0
+    }
+
+    /// Whether every flag of `other` is set in `self`.
+    pub const fn contains(self, other: PageFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether no flag is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// `self` with the flags of `other` added.
+    pub const fn union(self, other: PageFlags) -> Self {
+        PageFlags(self.0 | other.0)
+    }
+
+    /// `self` without the flags of `other`.
+    pub const fn difference(self, other: PageFlags) -> Self {
+        PageFlags(self.0 & !other.0)
+    }
+}
+
+impl BitOr for PageFlags {
+    type Output = PageFlags;
+    fn bitor(self, rhs: PageFlags) -> PageFlags {
+        self.union(rhs)
+    }
+}
+
+impl BitOrAssign for PageFlags {
+    fn bitor_assign(&mut self, rhs: PageFlags) {
+        *self = self.union(rhs);
+    }
+}
+
+impl BitAnd for PageFlags {
+    type Output = PageFlags;
+    fn bitand(self, rhs: PageFlags) -> PageFlags {
+        PageFlags(self.0 & rhs.0)
+    }
+}
+
+impl Not for PageFlags {
+    type Output = PageFlags;
+    /// The complement within the flag bits (never sets address bits).
+    fn not(self) -> PageFlags {
+        PageFlags(!self.0 & !ADDR_MASK)
+    }
+}
+
+/// Why a mapping operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MapError {
+    /// The virtual address is not canonical (bits 63..47 differ).
+    NonCanonical(u64),
+    /// The virtual address is canonical but in the kernel half.
+    NotUserAddress(u64),
+    /// The virtual address is not 4 KiB aligned.
+    Misaligned(u64),
+    /// The physical address is not 4 KiB aligned or exceeds 52 bits.
+    BadPhysAddress(u64),
+    /// The flags hold address bits or [`PageFlags::HUGE`] (PAT in a leaf).
+    InvalidFlags(PageFlags),
+    /// A page is already mapped at the virtual address.
+    AlreadyMapped(u64),
+    /// No page is mapped at the virtual address.
+    NotMapped(u64),
+    /// A huge (1 GiB or 2 MiB) entry covers the virtual address; this module
+    /// only manages 4 KiB user pages.
+    HugePage(u64),
+    /// A new page table could not be allocated.
+    OutOfMemory,
+}
+
+impl fmt::Display for MapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            MapError::NonCanonical(va) => write!(f, "virtual address {va:#x} is not canonical"),
+            MapError::NotUserAddress(va) => {
+                write!(f, "virtual address {va:#x} is not in the user half")
+            }
+            MapError::Misaligned(va) => {
+                write!(f, "virtual address {va:#x} is not 4 KiB aligned")
+            }
+            MapError::BadPhysAddress(pa) => write!(
+                f,
+                "physical address {pa:#x} is not 4 KiB aligned or exceeds 52 bits"
+            ),
+            MapError::InvalidFlags(fl) => write!(
+                f,
+                "page flags {:#x} are invalid for a 4 KiB user page",
+                fl.bits()
+            ),
+            MapError::AlreadyMapped(va) => {
+                write!(f, "a page is already mapped at {va:#x}")
+            }
+            MapError::NotMapped(va) => write!(f, "no page is mapped at {va:#x}"),
+            MapError::HugePage(va) => {
+                write!(f, "a huge page entry covers {va:#x}")
+            }
+            MapError::OutOfMemory => write!(f, "out of memory for a new page table"),
+        }
+    }
+}
+
+/// Whether `va` is canonical (bits 63..47 all equal).
+pub const fn is_canonical(va: u64) -> bool {
+    let top = va >> 47;
+    top == 0 || top == (1 << 17) - 1
+}
+
+/// Whether `va` lies in the user half `[0, USER_END)`.
+pub const fn is_user_address(va: u64) -> bool {
+    va < USER_END
+}
+
+/// The four table indices of `va`: PML4, PDPT, PD, PT.
+const fn indices(va: u64) -> [usize; 4] {
+    [
+        ((va >> 39) & 0x1ff) as usize,
+        ((va >> 30) & 0x1ff) as usize,
+        ((va >> 21) & 0x1ff) as usize,
+        ((va >> 12) & 0x1ff) as usize,
+    ]
+}
+
+const fn present(entry: u64) -> bool {
+    entry & PageFlags::PRESENT.0 != 0
+}
+
+const fn huge(entry: u64) -> bool {
+    entry & PageFlags::HUGE.0 != 0
+}
+
+const fn table_entry_bits() -> u64 {
+    PageFlags::PRESENT.0 | PageFlags::WRITABLE.0 | PageFlags::USER.0
+}
+
+fn check_user_page(va: u64) -> Result<(), MapError> {
+    if !is_canonical(va) {
+        Err(MapError::NonCanonical(va))
+    } else if !is_user_address(va) {
+        Err(MapError::NotUserAddress(va))
+    } else if !va.is_multiple_of(PAGE_SIZE) {
+        Err(MapError::Misaligned(va))
+    } else {
+        Ok(())
+    }
+}
+
+/// Maps the 4 KiB user page at `va` to the frame at `pa` in the address
+/// space rooted at `root`.
+///
+/// The leaf entry is `pa | flags | PRESENT | USER`; pass
+/// [`PageFlags::WRITABLE`] and/or [`PageFlags::NO_EXECUTE`] as needed.
+/// Missing intermediate tables are created with `PRESENT | WRITABLE | USER`.
+/// On any error nothing is changed: in particular, tables created by this
+/// call are freed again if a later allocation fails. No TLB flush is needed
+/// after mapping a previously unmapped page.
+pub fn map<M: TableMemory + ?Sized>(
+    mem: &mut M,
+    root: u64,
+    va: u64,
+    pa: u64,
+    flags: PageFlags,
+) -> Result<(), MapError> {
+    check_user_page(va)?;
+    if pa & !ADDR_MASK != 0 {
+        return Err(MapError::BadPhysAddress(pa));
+    }
+    if flags.0 & ADDR_MASK != 0 || flags.contains(PageFlags::HUGE) {
+        return Err(MapError::InvalidFlags(flags));
+    }
+    let idx = indices(va);
+    // Check first, so that a failure never leaves new tables behind.
+    let mut table = root;
+    let mut depth = 0;
+    while depth < 3 {
+        let entry = mem.read(table, idx[depth]);
+        if !present(entry) {
+            break;
+        }
+        if depth > 0 && huge(entry) {
+            return Err(MapError::HugePage(va));
+        }
+        table = entry & ADDR_MASK;
+        depth += 1;
+    }
+    if depth == 3 && present(mem.read(table, idx[3])) {
+        return Err(MapError::AlreadyMapped(va));
+    }
+    // Create the missing tables from `depth` down; remember them to undo.
+    let mut created: [(u64, usize, u64); 3] = [(0, 0, 0); 3];
+    let mut count = 0;
+    while depth < 3 {
+        let Some(new) = mem.alloc_table() else {
+            for &(parent, index, child) in created[..count].iter().rev() {
+                mem.write(parent, index, 0);
+                mem.free_table(child);
+            }
+            return Err(MapError::OutOfMemory);
+        };
+        mem.write(table, idx[depth], new | table_entry_bits());
+        created[count] = (table, idx[depth], new);
+        count += 1;
+        table = new;
+        depth += 1;
+    }
+    let leaf = pa | flags.0 | PageFlags::PRESENT.0 | PageFlags::USER.0;
+    mem.write(table, idx[3], leaf);
+    Ok(())
+}
+
+/// Unmaps the 4 KiB user page at `va` and returns the physical address of
+/// its frame, which the caller now owns.
+///
+/// Intermediate tables are kept even when they become empty;
+/// [`destroy_user_half`] reclaims them. The caller must flush the TLB entry
+/// for `va` (and shoot it down on other CPUs using this address space).
+pub fn unmap<M: TableMemory + ?Sized>(mem: &mut M, root: u64, va: u64) -> Result<u64, MapError> {
+    check_user_page(va)?;
+    let idx = indices(va);
+    let mut table = root;
+    for (depth, &index) in idx[..3].iter().enumerate() {
+        let entry = mem.read(table, index);
+        if !present(entry) {
+            return Err(MapError::NotMapped(va));
+        }
+        if depth > 0 && huge(entry) {
+            return Err(MapError::HugePage(va));
+        }
+        table = entry & ADDR_MASK;
+    }
+    let leaf = mem.read(table, idx[3]);
+    if !present(leaf) {
+        return Err(MapError::NotMapped(va));
+    }
+    mem.write(table, idx[3], 0);
+    Ok(leaf & ADDR_MASK)
+}
+
+/// Translates `va` (any half) to the physical address it maps to, offset
+/// included, with the *effective* flags of the walk: the leaf's flags, except
+/// that [`PageFlags::WRITABLE`] and [`PageFlags::USER`] are kept only if set
+/// at every level, and [`PageFlags::NO_EXECUTE`] is added if set at any
+/// level. 1 GiB and 2 MiB entries end the walk (their flags keep
+/// [`PageFlags::HUGE`]). `None` if `va` is non-canonical or not mapped.
+pub fn translate<M: TableMemory + ?Sized>(mem: &M, root: u64, va: u64) -> Option<(u64, PageFlags)> {
+    if !is_canonical(va) {
+        return None;
+    }
+    let idx = indices(va);
+    let and_bits = PageFlags::WRITABLE.0 | PageFlags::USER.0;
+    let mut and_flags = and_bits;
+    let mut nx = 0;
+    let mut table = root;
+    for (depth, &index) in idx.iter().enumerate() {
+        let entry = mem.read(table, index);
+        if !present(entry) {
+            return None;
+        }
+        and_flags &= entry;
+        nx |= entry & PageFlags::NO_EXECUTE.0;
+        let page_size = match depth {
+            1 if huge(entry) => SIZE_1G,
+            2 if huge(entry) => SIZE_2M,
+            3 => PAGE_SIZE,
+            _ => {
+                table = entry & ADDR_MASK;
+                continue;
+            }
+        };
+        let base = entry & ADDR_MASK & !(page_size - 1);
+        let flags = (entry & !ADDR_MASK & !and_bits) | and_flags | nx;
+        return Some((base | (va & (page_size - 1)), PageFlags(flags)));
+    }
+    None
+}
+
+/// Whether user code may access `[va, va + len)` — with writes if `write` —
+/// in the address space rooted at `root`; the kernel calls this before
+/// copying from or to a user pointer.
+///
+/// True only if the range does not overflow, ends at or below [`USER_END`],
+/// and every page it touches is mapped with effective flags
+/// `PRESENT | USER` (and `WRITABLE` if `write`). A zero-length range is
+/// valid iff `va` is a user address (`va < USER_END`, null included): it
+/// touches no page and nothing will be copied.
+pub fn user_range_ok<M: TableMemory + ?Sized>(
+    mem: &M,
+    root: u64,
+    va: u64,
+    len: u64,
+    write: bool,
+) -> bool {
+    if len == 0 {
+        return is_user_address(va);
+    }
+    let Some(end) = va.checked_add(len) else {
+        return false;
+    };
+    if end > USER_END {
+        return false;
+    }
+    let mut need = PageFlags::PRESENT | PageFlags::USER;
+    if write {
+        need |= PageFlags::WRITABLE;
+    }
+    let last = (end - 1) & !(PAGE_SIZE - 1);
+    let mut page = va & !(PAGE_SIZE - 1);
+    loop {
+        match translate(mem, root, page) {
+            Some((_, flags)) if flags.contains(need) => {}
+            _ => return false,
+        }
+        if page == last {
+            return true;
+        }
+        page += PAGE_SIZE;
+    }
+}
+
+/// Tears down the user half of the address space rooted at `root`.
+///
+/// Calls `free_frame` once per present 4 KiB leaf entry of the lower half
+/// (with the frame's physical address; the callback decides what freeing
+/// means, e.g. for shared frames), frees every lower-half table through
+/// [`TableMemory::free_table`] and zeroes root entries `0..256`. The root
+/// itself and the kernel half are left untouched. Huge lower-half entries,
+/// which [`map`] never creates, are cleared without calling `free_frame`.
+/// The caller must flush the TLB if this address space is live.
+pub fn destroy_user_half<M: TableMemory + ?Sized>(
+    mem: &mut M,
+    root: u64,
+    free_frame: &mut dyn FnMut(u64),
+) {
+    for i in 0..KERNEL_FIRST_ENTRY {
+        let entry = mem.read(root, i);
+        if present(entry) {
+            destroy_table(mem, entry & ADDR_MASK, 1, free_frame);
+        }
+        if entry != 0 {
+            mem.write(root, i, 0);
+        }
+    }
+}
+
+/// Frees the table at `table` (level 1 = PDPT, 2 = PD, 3 = PT) and
+/// everything below it.
+fn destroy_table<M: TableMemory + ?Sized>(
+    mem: &mut M,
+    table: u64,
+    level: usize,
+    free_frame: &mut dyn FnMut(u64),
+) {
+    for i in 0..ENTRIES {
+        let entry = mem.read(table, i);
+        if !present(entry) {
+            continue;
+        }
+        if level == 3 {
+            free_frame(entry & ADDR_MASK);
+        } else if !huge(entry) {
+            destroy_table(mem, entry & ADDR_MASK, level + 1, free_frame);
+        }
+    }
+    mem.free_table(table);
+}
+
+/// Allocates a new root (PML4) table whose kernel half (entries
+/// `256..512`) is copied from `kernel_root` and whose user half is empty.
+///
+/// Free it with [`destroy_user_half`] followed by
+/// [`TableMemory::free_table`] on the root.
+pub fn new_root<M: TableMemory + ?Sized>(mem: &mut M, kernel_root: u64) -> Result<u64, MapError> {
+    let root = mem.alloc_table().ok_or(MapError::OutOfMemory)?;
+    for i in 0..KERNEL_FIRST_ENTRY {
+        // `alloc_table` promises a zeroed frame; make sure of the user half.
+        if mem.read(root, i) != 0 {
+            mem.write(root, i, 0);
+        }
+    }
+    for i in KERNEL_FIRST_ENTRY..ENTRIES {
+        let entry = mem.read(kernel_root, i);
+        mem.write(root, i, entry);
+    }
+    Ok(root)
+}
+
+/// Number of 4 KiB pages mapped in the user half of the address space rooted
+/// at `root` (a huge entry counts as the 4 KiB pages it covers).
+pub fn user_half_mapped_pages<M: TableMemory + ?Sized>(mem: &M, root: u64) -> usize {
+    fn count<M: TableMemory + ?Sized>(mem: &M, table: u64, level: usize) -> usize {
+        let mut pages = 0;
+        for i in 0..ENTRIES {
+            let entry = mem.read(table, i);
+            if !present(entry) {
+                continue;
+            }
+            pages += match level {
+                3 => 1,
+                1 if huge(entry) => ENTRIES * ENTRIES,
+                2 if huge(entry) => ENTRIES,
+                _ => count(mem, entry & ADDR_MASK, level + 1),
+            };
+        }
+        pages
+    }
+    (0..KERNEL_FIRST_ENTRY)
+        .map(|i| mem.read(root, i))
+        .filter(|&e| present(e))
+        .map(|e| count(mem, e & ADDR_MASK, 1))
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::hash_map::Entry;
+    use std::collections::{HashMap, HashSet};
+
+    /// Page tables in a `HashMap`, with a frame budget and live-table count.
+    struct Mem {
+        tables: HashMap<u64, Box<[u64; ENTRIES]>>,
+        next: u64,
+        budget: usize,
+        freed: Vec<u64>,
+    }
+
+    impl Mem {
+        fn new() -> Self {
+            Mem {
+                tables: HashMap::new(),
+                next: 0x10_0000,
+                budget: usize::MAX,
+                freed: Vec::new(),
+            }
+        }
+        fn live(&self) -> usize {
+            self.tables.len()
+        }
+        fn root(&mut self) -> u64 {
+            self.alloc_table().unwrap()
+        }
+    }
+
+    impl TableMemory for Mem {
+        fn read(&self, table: u64, index: usize) -> u64 {
+            assert!(index < ENTRIES);
+            self.tables.get(&table).expect("read of a non-table")[index]
+        }
+        fn write(&mut self, table: u64, index: usize, entry: u64) {
+            assert!(index < ENTRIES);
+            self.tables.get_mut(&table).expect("write to a non-table")[index] = entry;
+        }
+        fn alloc_table(&mut self) -> Option<u64> {
+            if self.budget == 0 {
+                return None;
+            }
+            self.budget -= 1;
+            let t = self.next;
+            self.next += PAGE_SIZE;
+            self.tables.insert(t, Box::new([0; ENTRIES]));
+            Some(t)
+        }
+        fn free_table(&mut self, table: u64) {
+            let t = self.tables.remove(&table).expect("free of a non-table");
+            assert!(t.iter().all(|&e| e == 0) || self.freed.len() < usize::MAX);
+            self.freed.push(table);
+        }
+    }
+
+    const RW: PageFlags = PageFlags::WRITABLE;
+    const RO: PageFlags = PageFlags::empty();
+    const FRAME: u64 = 0x4000_0000;
+
+    #[test]
+    fn flags_basics() {
+        let f = PageFlags::PRESENT | PageFlags::WRITABLE;
+        assert!(f.contains(PageFlags::PRESENT));
+        assert!(!f.contains(PageFlags::USER));
+        assert!(f.contains(PageFlags::empty()));
+        assert_eq!((f & PageFlags::WRITABLE), PageFlags::WRITABLE);
+        assert_eq!(f.difference(PageFlags::PRESENT), PageFlags::WRITABLE);
+        assert_eq!((!PageFlags::empty()).bits(), !ADDR_MASK);
+        assert!(PageFlags::empty().is_empty());
+        assert_eq!(
+            PageFlags::from_entry(0x8000_0000_1234_5067).bits(),
+            0x8000_0000_0000_0067
+        );
+        assert_eq!(PageFlags::from_bits(0x1000), None);
+        assert_eq!(
+            PageFlags::from_bits(7),
+            Some(PageFlags::PRESENT | PageFlags::WRITABLE | PageFlags::USER)
+        );
+        assert_eq!(PageFlags::NO_EXECUTE.bits(), 1 << 63);
+        assert_eq!(PageFlags::HUGE.bits(), 0x80);
+        assert_eq!(PageFlags::GLOBAL.bits(), 0x100);
+    }
+
+    #[test]
+    fn canonical_and_user_checks() {
+        assert!(is_canonical(0));
+        assert!(is_canonical(0x0000_7fff_ffff_ffff));
+        assert!(!is_canonical(0x0000_8000_0000_0000));
+        assert!(!is_canonical(0xffff_7fff_ffff_ffff));
+        assert!(is_canonical(0xffff_8000_0000_0000));
+        assert!(is_canonical(u64::MAX));
+        assert!(is_user_address(LAST_USER_PAGE + 0xfff));
+        assert!(!is_user_address(USER_END));
+    }
+
+    #[test]
+    fn map_translate_unmap_round_trip() {
+        let mut m = Mem::new();
+        let root = m.root();
+        let va = 0x40_1000;
+        map(&mut m, root, va, FRAME, RW).unwrap();
+        assert_eq!(m.live(), 4);
+        let (pa, fl) = translate(&m, root, va + 0x123).unwrap();
+        assert_eq!(pa, FRAME + 0x123);
+        assert_eq!(
+            fl,
+            PageFlags::PRESENT | PageFlags::USER | PageFlags::WRITABLE
+        );
+        assert_eq!(translate(&m, root, va + PAGE_SIZE), None);
+        assert_eq!(translate(&m, root, va - 1), None);
+        assert_eq!(user_half_mapped_pages(&m, root), 1);
+        assert_eq!(unmap(&mut m, root, va), Ok(FRAME));
+        assert_eq!(translate(&m, root, va), None);
+        assert_eq!(user_half_mapped_pages(&m, root), 0);
+        assert_eq!(unmap(&mut m, root, va), Err(MapError::NotMapped(va)));
+        // The emptied tables are reused by the next mapping nearby.
+        map(
+            &mut m,
+            root,
+            va + PAGE_SIZE,
+            FRAME,
+            RO | PageFlags::NO_EXECUTE,
+        )
+        .unwrap();
+        assert_eq!(m.live(), 4);
+        let (_, fl) = translate(&m, root, va + PAGE_SIZE).unwrap();
+        assert!(fl.contains(PageFlags::NO_EXECUTE) && !fl.contains(PageFlags::WRITABLE));
+    }
+
+    #[test]
+    fn intermediate_tables_are_user_writable() {
+        let mut m = Mem::new();
+        let root = m.root();
+        map(&mut m, root, 0x1000, FRAME, RO).unwrap();
+        let pdpt = m.read(root, 0);
+        assert_eq!(pdpt & !ADDR_MASK, 7);
+        let pd = m.read(pdpt & ADDR_MASK, 0);
+        assert_eq!(pd & !ADDR_MASK, 7);
+        let pt = m.read(pd & ADDR_MASK, 0);
+        assert_eq!(pt & !ADDR_MASK, 7);
+        assert_eq!(m.read(pt & ADDR_MASK, 1), FRAME | 5);
+    }
+
+    #[test]
+    fn map_errors() {
+        let mut m = Mem::new();
+        let root = m.root();
+        let e = |m: &mut Mem, va, pa, fl| map(m, root, va, pa, fl);
+        assert_eq!(
+            e(&mut m, 0x1001, FRAME, RW),
+            Err(MapError::Misaligned(0x1001))
+        );
+        assert_eq!(
+            e(&mut m, USER_END, FRAME, RW),
+            Err(MapError::NonCanonical(USER_END))
+        );
+        let k = 0xffff_8000_0000_0000;
+        assert_eq!(e(&mut m, k, FRAME, RW), Err(MapError::NotUserAddress(k)));
+        assert_eq!(
+            e(&mut m, !0xfff_u64, FRAME, RW),
+            Err(MapError::NotUserAddress(!0xfff_u64))
+        );
+        assert_eq!(
+            e(&mut m, 0x1000, FRAME + 8, RW),
+            Err(MapError::BadPhysAddress(FRAME + 8))
+        );
+        assert_eq!(
+            e(&mut m, 0x1000, 1 << 52, RW),
+            Err(MapError::BadPhysAddress(1 << 52))
+        );
+        assert_eq!(
+            e(&mut m, 0x1000, FRAME, PageFlags::HUGE),
+            Err(MapError::InvalidFlags(PageFlags::HUGE))
+        );
+        let bad = PageFlags(0x1000);
+        assert_eq!(
+            e(&mut m, 0x1000, FRAME, bad),
+            Err(MapError::InvalidFlags(bad))
+        );
+        assert_eq!(m.live(), 1);
+        e(&mut m, 0x1000, FRAME, RW).unwrap();
+        assert_eq!(
+            e(&mut m, 0x1000, FRAME + PAGE_SIZE, RO),
+            Err(MapError::AlreadyMapped(0x1000))
+        );
+        assert_eq!(translate(&m, root, 0x1000).unwrap().0, FRAME);
+    }
+
+    #[test]
+    fn unmap_errors() {
+        let mut m = Mem::new();
+        let root = m.root();
+        assert_eq!(
+            unmap(&mut m, root, 0x1234),
+            Err(MapError::Misaligned(0x1234))
+        );
+        assert_eq!(
+            unmap(&mut m, root, USER_END),
+            Err(MapError::NonCanonical(USER_END))
+        );
+        assert_eq!(
+            unmap(&mut m, root, !0xfff_u64),
+            Err(MapError::NotUserAddress(!0xfff_u64))
+        );
+        assert_eq!(
+            unmap(&mut m, root, 0x1000),
+            Err(MapError::NotMapped(0x1000))
+        );
+        map(&mut m, root, 0x1000, FRAME, RW).unwrap();
+        // Same PT, other entry; other PD entry; other PML4 entry.
+        for va in [0x2000, 0x20_0000, 0x40_0000_0000, 0x80_0000_0000] {
+            assert_eq!(unmap(&mut m, root, va), Err(MapError::NotMapped(va)));
+        }
+    }
+
+    #[test]
+    fn out_of_memory_leaves_nothing_behind() {
+        for budget in 0..3 {
+            let mut m = Mem::new();
+            let root = m.root();
+            m.budget = budget;
+            assert_eq!(
+                map(&mut m, root, 0x1000, FRAME, RW),
+                Err(MapError::OutOfMemory)
+            );
+            assert_eq!(m.live(), 1, "budget {budget}");
+            assert!((0..ENTRIES).all(|i| m.read(root, i) == 0));
+            assert_eq!(m.freed.len(), budget);
+        }
+        // With the PDPT already there, only the PD and PT are new.
+        let mut m = Mem::new();
+        let root = m.root();
+        map(&mut m, root, 0x1000, FRAME, RW).unwrap();
+        m.budget = 1;
+        let va = 0x4000_0000; // PDPT index 1
+        assert_eq!(map(&mut m, root, va, FRAME, RW), Err(MapError::OutOfMemory));
+        assert_eq!(m.live(), 4);
+        let pdpt = m.read(root, 0) & ADDR_MASK;
+        assert_eq!(m.read(pdpt, 1), 0);
+        m.budget = 2;
+        map(&mut m, root, va, FRAME, RW).unwrap();
+        assert_eq!(m.live(), 6);
+        // An already-mapped page is reported even without memory.
+        m.budget = 0;
+        assert_eq!(
+            map(&mut m, root, va, FRAME, RW),
+            Err(MapError::AlreadyMapped(va))
+        );
+    }
+
+    #[test]
+    fn boundaries_of_the_user_half() {
+        let mut m = Mem::new();
+        let root = m.root();
+        map(&mut m, root, LAST_USER_PAGE, FRAME, RW).unwrap();
+        assert_eq!(m.read(root, 255) & !ADDR_MASK, 7);
+        assert_eq!(
+            translate(&m, root, USER_END - 1),
+            Some((FRAME + 0xfff, PageFlags(7)))
+        );
+        assert!(user_range_ok(&m, root, LAST_USER_PAGE, PAGE_SIZE, true));
+        assert!(user_range_ok(&m, root, USER_END - 1, 1, true));
+        assert!(!user_range_ok(&m, root, USER_END - 1, 2, false));
+        assert!(!user_range_ok(&m, root, USER_END, 1, false));
+        assert!(user_range_ok(&m, root, USER_END - 1, 0, false));
+        assert!(!user_range_ok(&m, root, USER_END, 0, false));
+        assert!(!user_range_ok(&m, root, 0xffff_8000_0000_0000, 0, false));
+        assert_eq!(translate(&m, root, USER_END), None);
+        assert_eq!(translate(&m, root, 0xffff_7fff_ffff_f000), None);
+        assert_eq!(unmap(&mut m, root, LAST_USER_PAGE), Ok(FRAME));
+    }
+
+    #[test]
+    fn user_range_ok_is_exact_at_page_boundaries() {
+        let mut m = Mem::new();
+        let root = m.root();
+        let base = 0x7000_0000; // pages base, +1 (read-only), +2 (missing), +3
+        map(&mut m, root, base, FRAME, RW).unwrap();
+        map(&mut m, root, base + PAGE_SIZE, FRAME + PAGE_SIZE, RO).unwrap();
+        map(
+            &mut m,
+            root,
+            base + 3 * PAGE_SIZE,
+            FRAME + 3 * PAGE_SIZE,
+            RW,
+        )
+        .unwrap();
+        let ok = |va, len, w| user_range_ok(&m, root, va, len, w);
+        assert!(ok(base, PAGE_SIZE, true));
+        assert!(ok(base, PAGE_SIZE + 1, false));
+        assert!(!ok(base, PAGE_SIZE + 1, true)); // touches the read-only page
+        assert!(ok(base + 0xfff, 1, true));
+        assert!(!ok(base + 0xfff, 2, true));
+        assert!(ok(base, 2 * PAGE_SIZE, false));
+        assert!(!ok(base, 2 * PAGE_SIZE + 1, false)); // touches the hole
+        assert!(!ok(base + 2 * PAGE_SIZE - 1, 2, false));
+        assert!(ok(base + 3 * PAGE_SIZE, PAGE_SIZE, true));
+        assert!(!ok(base + 3 * PAGE_SIZE, PAGE_SIZE + 1, true));
+        assert!(!ok(base - 1, 1, false));
+        assert!(!ok(base - 1, 2, false));
+        assert!(ok(base + 10, 0, true)); // length 0: any user address
+        assert!(ok(0, 0, true)); // null with length 0 is harmless
+        assert!(!ok(0, 1, false));
+        // Overflow of va + len.
+        assert!(!ok(base, u64::MAX, false));
+        assert!(!ok(u64::MAX, 1, false));
+        assert!(!ok(u64::MAX, 0, false));
+        assert!(!ok(base, USER_END, false));
+    }
+
+    #[test]
+    fn user_range_ok_needs_user_and_write_at_every_level() {
+        let mut m = Mem::new();
+        let root = m.root();
+        map(&mut m, root, 0x1000, FRAME, RW).unwrap();
+        assert!(user_range_ok(&m, root, 0x1000, 8, true));
+        // Strip WRITABLE from the PD entry: the leaf alone is not enough.
+        let pdpt = m.read(root, 0) & ADDR_MASK;
+        let pd_entry = m.read(pdpt, 0);
+        m.write(pdpt, 0, pd_entry & !PageFlags::WRITABLE.bits());
+        assert!(user_range_ok(&m, root, 0x1000, 8, false));
+        assert!(!user_range_ok(&m, root, 0x1000, 8, true));
+        assert!(!translate(&m, root, 0x1000)
+            .unwrap()
+            .1
+            .contains(PageFlags::WRITABLE));
+        // Strip USER from it: no user access at all.
+        m.write(pdpt, 0, pd_entry & !PageFlags::USER.bits());
+        assert!(!user_range_ok(&m, root, 0x1000, 8, false));
+        // NO_EXECUTE at an upper level shows in the effective flags.
+        m.write(pdpt, 0, pd_entry | PageFlags::NO_EXECUTE.bits());
+        assert!(translate(&m, root, 0x1000)
+            .unwrap()
+            .1
+            .contains(PageFlags::NO_EXECUTE));
+        assert!(user_range_ok(&m, root, 0x1000, 8, true));
+    }
+
+    #[test]
+    fn kernel_mapped_user_half_leaf_is_not_user_accessible() {
+        // A supervisor-only leaf (written by hand) must fail the check.
+        let mut m = Mem::new();
+        let root = m.root();
+        map(&mut m, root, 0x1000, FRAME, RW).unwrap();
+        let pt = {
+            let pdpt = m.read(root, 0) & ADDR_MASK;
+            let pd = m.read(pdpt, 0) & ADDR_MASK;
+            m.read(pd, 0) & ADDR_MASK
+        };
+        m.write(pt, 1, FRAME | 3);
+        assert!(!user_range_ok(&m, root, 0x1000, 1, false));
+    }
+
+    /// A kernel half with a 1 GiB page, a 2 MiB page and a 4 KiB page.
+    fn kernel_root(m: &mut Mem) -> u64 {
+        let root = m.root();
+        let pdpt = m.alloc_table().unwrap();
+        let pd = m.alloc_table().unwrap();
+        let pt = m.alloc_table().unwrap();
+        let p_w = (PageFlags::PRESENT | PageFlags::WRITABLE).bits();
+        m.write(root, 256, pdpt | p_w);
+        m.write(root, 511, pdpt | p_w);
+        m.write(pdpt, 0, 0x8000_0000 | p_w | PageFlags::HUGE.bits()); // 1 GiB
+        m.write(pdpt, 1, pd | p_w);
+        m.write(
+            pd,
+            3,
+            0x20_0000 | p_w | PageFlags::HUGE.bits() | PageFlags::NO_EXECUTE.bits(),
+        );
+        m.write(pd, 4, pt | p_w);
+        m.write(
+            pt,
+            5,
+            0x1234_5000 | PageFlags::PRESENT.bits() | PageFlags::GLOBAL.bits(),
+        );
+        root
+    }
+
+    #[test]
+    fn translate_handles_huge_pages_in_the_kernel_half() {
+        let mut m = Mem::new();
+        let root = kernel_root(&mut m);
+        let k = 0xffff_8000_0000_0000u64;
+        let (pa, fl) = translate(&m, root, k + 0x1234_5678).unwrap();
+        assert_eq!(pa, 0x8000_0000 + 0x1234_5678);
+        assert!(fl.contains(PageFlags::HUGE | PageFlags::WRITABLE));
+        assert!(!fl.contains(PageFlags::USER));
+        let two_m = k + (1 << 30) + 3 * (1 << 21);
+        let (pa, fl) = translate(&m, root, two_m + 0x1_2345).unwrap();
+        assert_eq!(pa, 0x20_0000 + 0x1_2345);
+        assert!(fl.contains(PageFlags::HUGE | PageFlags::NO_EXECUTE));
+        let four_k = k + (1 << 30) + 4 * (1 << 21) + 5 * PAGE_SIZE;
+        let (pa, fl) = translate(&m, root, four_k + 0xabc).unwrap();
+        assert_eq!(pa, 0x1234_5abc);
+        assert_eq!(fl, PageFlags::PRESENT | PageFlags::GLOBAL);
+        assert_eq!(translate(&m, root, four_k + PAGE_SIZE), None);
+        assert_eq!(translate(&m, root, k + (2 << 30)), None);
+        // The top of the address space (PML4 entry 511 aliases the same PDPT).
+        assert_eq!(
+            translate(&m, root, 0xffff_ff80_0000_0000).unwrap().0,
+            0x8000_0000
+        );
+        assert_eq!(translate(&m, root, 0x0000_8000_0000_0000), None);
+        // Kernel pages never pass the user check.
+        assert!(!user_range_ok(&m, root, k, 1, false));
+    }
+
+    #[test]
+    fn huge_entries_in_the_user_half_are_refused() {
+        let mut m = Mem::new();
+        let root = m.root();
+        map(&mut m, root, 0x1000, FRAME, RW).unwrap();
+        let pdpt = m.read(root, 0) & ADDR_MASK;
+        let huge_bits = (PageFlags::PRESENT | PageFlags::USER | PageFlags::HUGE).bits();
+        m.write(pdpt, 1, 0x4000_0000 | huge_bits); // 1 GiB at 1 GiB
+        let va = 0x4000_0000 + 0x5000;
+        assert_eq!(
+            map(&mut m, root, va, FRAME, RW),
+            Err(MapError::HugePage(va))
+        );
+        assert_eq!(unmap(&mut m, root, va), Err(MapError::HugePage(va)));
+        assert_eq!(translate(&m, root, va).unwrap().0, va);
+        assert!(user_range_ok(&m, root, va, 10, false));
+        assert_eq!(user_half_mapped_pages(&m, root), 1 + ENTRIES * ENTRIES);
+        let mut frames = Vec::new();
+        destroy_user_half(&mut m, root, &mut |f| frames.push(f));
+        assert_eq!(frames, vec![FRAME]);
+        assert_eq!(m.live(), 1);
+    }
+
+    #[test]
+    fn destroy_frees_every_table_and_frame() {
+        let mut m = Mem::new();
+        let kroot = kernel_root(&mut m);
+        let kernel_tables = m.live();
+        let root = new_root(&mut m, kroot).unwrap();
+        let kernel_entries: Vec<u64> = (0..ENTRIES).map(|i| m.read(kroot, i)).collect();
+        let mut mapped = HashSet::new();
+        let vas = [
+            0x1000,
+            0x2000,
+            0x40_0000,
+            0x7fff_f000,
+            0x80_0000_0000,
+            0x1234_5678_9000,
+            LAST_USER_PAGE,
+        ];
+        for (n, va) in vas.into_iter().enumerate() {
+            let pa = FRAME + n as u64 * PAGE_SIZE;
+            map(&mut m, root, va, pa, RW).unwrap();
+            mapped.insert(pa);
+        }
+        assert_eq!(user_half_mapped_pages(&m, root), vas.len());
+        assert!(m.live() > kernel_tables + 1);
+        let mut freed = Vec::new();
+        destroy_user_half(&mut m, root, &mut |f| freed.push(f));
+        assert_eq!(freed.len(), mapped.len());
+        assert_eq!(freed.into_iter().collect::<HashSet<_>>(), mapped);
+        assert_eq!(m.live(), kernel_tables + 1);
+        assert!((0..KERNEL_FIRST_ENTRY).all(|i| m.read(root, i) == 0));
+        for (i, &entry) in kernel_entries.iter().enumerate().skip(KERNEL_FIRST_ENTRY) {
+            assert_eq!(m.read(root, i), entry);
+        }
+        assert_eq!(user_half_mapped_pages(&m, root), 0);
+        // The kernel root is untouched and its tables are still translatable.
+        assert_eq!(
+            translate(&m, kroot, 0xffff_8000_0000_0000).unwrap().0,
+            0x8000_0000
+        );
+        // Destroying again is a no-op; the root can be reused and then freed.
+        destroy_user_half(&mut m, root, &mut |_| panic!("no frame left"));
+        map(&mut m, root, 0x1000, FRAME, RW).unwrap();
+        destroy_user_half(&mut m, root, &mut |_| {});
+        m.free_table(root);
+        assert_eq!(m.live(), kernel_tables);
+    }
+
+    #[test]
+    fn new_root_shares_the_kernel_half() {
+        let mut m = Mem::new();
+        let kroot = kernel_root(&mut m);
+        let root = new_root(&mut m, kroot).unwrap();
+        assert_ne!(root, kroot);
+        for i in 0..ENTRIES {
+            let expected = if i < KERNEL_FIRST_ENTRY {
+                0
+            } else {
+                m.read(kroot, i)
+            };
+            assert_eq!(m.read(root, i), expected);
+        }
+        let k = 0xffff_8000_0000_0000 + 0x42;
+        assert_eq!(translate(&m, root, k), translate(&m, kroot, k));
+        m.budget = 0;
+        assert_eq!(new_root(&mut m, kroot), Err(MapError::OutOfMemory));
+    }
+
+    #[test]
+    fn errors_display_a_message() {
+        let cases = [
+            (MapError::NonCanonical(0x8000_0000_0000), "not canonical"),
+            (MapError::NotUserAddress(0xffff_8000_0000_0000), "user half"),
+            (MapError::Misaligned(0x1001), "aligned"),
+            (MapError::BadPhysAddress(0x1001), "physical"),
+            (MapError::InvalidFlags(PageFlags::HUGE), "flags 0x80"),
+            (MapError::AlreadyMapped(0x1000), "already mapped"),
+            (MapError::NotMapped(0x1000), "no page"),
+            (MapError::HugePage(0x1000), "huge"),
+            (MapError::OutOfMemory, "out of memory"),
+        ];
+        for (e, needle) in cases {
+            let s = e.to_string();
+            assert!(s.contains(needle), "{s:?} lacks {needle:?}");
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Map(u64, bool),
+        Unmap(u64),
+        Check(u64, u64, bool),
+    }
+
+    /// Pages clustered so that tables are shared, plus far-away ones.
+    fn page() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            (0u64..64).prop_map(|p| 0x40_0000 + p * PAGE_SIZE),
+            (0u64..8).prop_map(|p| 0x7fff_ffe0_0000 - 4 * PAGE_SIZE + p * PAGE_SIZE),
+            (0u64..(USER_END / PAGE_SIZE)).prop_map(|p| p * PAGE_SIZE),
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (page(), any::<bool>()).prop_map(|(p, w)| Op::Map(p, w)),
+            2 => page().prop_map(Op::Unmap),
+            2 => (page(), 0u64..0x9000, 0u64..3 * PAGE_SIZE, any::<bool>())
+                .prop_map(|(p, off, len, w)| Op::Check(p + off, len, w)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn random_map_unmap_matches_a_model(ops in prop::collection::vec(op(), 0..200)) {
+            let mut m = Mem::new();
+            let root = m.root();
+            let mut model: HashMap<u64, (u64, bool)> = HashMap::new();
+            let mut next_frame = FRAME;
+            for op in ops {
+                match op {
+                    Op::Map(va, w) => {
+                        let pa = next_frame;
+                        next_frame += PAGE_SIZE;
+                        let r = map(&mut m, root, va, pa, if w { RW } else { RO });
+                        match model.entry(va) {
+                            Entry::Occupied(_) => {
+                                prop_assert_eq!(r, Err(MapError::AlreadyMapped(va)));
+                            }
+                            Entry::Vacant(slot) => {
+                                prop_assert_eq!(r, Ok(()));
+                                slot.insert((pa, w));
+                            }
+                        }
+                    }
+                    Op::Unmap(va) => {
+                        let r = unmap(&mut m, root, va);
+                        match model.remove(&va) {
+                            Some((pa, _)) => prop_assert_eq!(r, Ok(pa)),
+                            None => prop_assert_eq!(r, Err(MapError::NotMapped(va))),
+                        }
+                    }
+                    Op::Check(va, len, w) => {
+                        let expected = if len == 0 {
+                            va < USER_END
+                        } else {
+                            va.checked_add(len).is_some_and(|end| end <= USER_END)
+                                && (va / PAGE_SIZE..=(va + len - 1) / PAGE_SIZE).all(|p| {
+                                    model.get(&(p * PAGE_SIZE)).is_some_and(|&(_, pw)| pw || !w)
+                                })
+                        };
+                        prop_assert_eq!(user_range_ok(&m, root, va, len, w), expected);
+                    }
+                }
+            }
+            prop_assert_eq!(user_half_mapped_pages(&m, root), model.len());
+            for (&va, &(pa, w)) in &model {
+                let (got, fl) = translate(&m, root, va + 7).unwrap();
+                prop_assert_eq!(got, pa + 7);
+                prop_assert_eq!(fl.contains(PageFlags::WRITABLE), w);
+                prop_assert!(fl.contains(PageFlags::PRESENT | PageFlags::USER));
+            }
+            let mut freed = HashSet::new();
+            destroy_user_half(&mut m, root, &mut |f| { assert!(freed.insert(f)); });
+            let expected: HashSet<u64> = model.values().map(|&(pa, _)| pa).collect();
+            prop_assert_eq!(freed, expected);
+            prop_assert_eq!(m.live(), 1);
+        }
+    }
+}

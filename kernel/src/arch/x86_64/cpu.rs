@@ -1,0 +1,113 @@
+//! Small wrappers over privileged instructions: port I/O, MSRs, control
+//! registers, halting and the QEMU exit device.
+
+use core::arch::asm;
+
+/// Writes a byte to an I/O port.
+#[inline]
+pub fn outb(port: u16, value: u8) {
+    // SAFETY: port writes have no memory effects; the kernel only writes
+    // ports of devices it owns (serial, PIC, PIT, debug-exit).
+    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) }
+}
+
+/// Reads a byte from an I/O port.
+#[inline]
+pub fn inb(port: u16) -> u8 {
+    let value: u8;
+    // SAFETY: as for `outb`; reads of the kernel's own devices.
+    unsafe { asm!("in al, dx", out("al") value, in("dx") port, options(nomem, nostack, preserves_flags)) }
+    value
+}
+
+/// Writes a 32-bit value to an I/O port.
+#[inline]
+pub fn outl(port: u16, value: u32) {
+    // SAFETY: as for `outb`.
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) }
+}
+
+/// Reads a model-specific register.
+#[inline]
+pub fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: only architectural MSRs that exist on every x86_64 CPU are read.
+    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) }
+    ((hi as u64) << 32) | lo as u64
+}
+
+/// Writes a model-specific register.
+///
+/// # Safety
+/// The value must be valid for the MSR and keep the kernel's invariants
+/// (e.g. the system call entry point must stay a valid stub).
+#[inline]
+pub unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: the caller upholds the MSR-specific contract.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32,
+             options(nostack, preserves_flags))
+    }
+}
+
+/// Reads the time-stamp counter.
+#[inline]
+pub fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: rdtsc only reads a counter.
+    unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) }
+    ((hi as u64) << 32) | lo as u64
+}
+
+/// The physical address of the current top-level page table.
+#[inline]
+pub fn read_cr3() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR3 has no side effects.
+    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) }
+    v
+}
+
+/// Switches address space.
+///
+/// # Safety
+/// `root` must be a valid PML4 whose upper half maps the kernel exactly as
+/// the current one does.
+#[inline]
+pub unsafe fn write_cr3(root: u64) {
+    // SAFETY: the caller guarantees the kernel stays mapped.
+    unsafe { asm!("mov cr3, {}", in(reg) root, options(nostack, preserves_flags)) }
+}
+
+/// The faulting address of the last page fault.
+#[inline]
+pub fn read_cr2() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR2 has no side effects.
+    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) }
+    v
+}
+
+/// Enables interrupts, waits for one, and disables them again. The kernel
+/// otherwise always runs with interrupts off.
+#[inline]
+pub fn wait_for_interrupt() {
+    // SAFETY: `sti; hlt` lets a pending interrupt run its (kernel-mode)
+    // handler, which saves and restores every general register; `clobber_abi`
+    // tells the compiler vector registers may change. `cli` restores the
+    // interrupts-off invariant.
+    unsafe { asm!("sti", "hlt", "cli", clobber_abi("C")) }
+}
+
+/// The `isa-debug-exit` port: writing `v` ends QEMU with status `2v+1`.
+const DEBUG_EXIT_PORT: u16 = 0xf4;
+
+/// Stops the machine. Under QEMU with `isa-debug-exit` the host sees
+/// `2 * code + 1`; elsewhere the CPU halts forever.
+pub fn exit_qemu(code: u64) -> ! {
+    outl(DEBUG_EXIT_PORT, code as u32);
+    loop {
+        // SAFETY: halting with interrupts off stops this CPU for good.
+        unsafe { asm!("cli", "hlt", options(nomem, nostack)) }
+    }
+}

@@ -1,0 +1,324 @@
+//! Kernel entry and exit: the per-CPU block, the IDT, the interrupt and
+//! exception stubs, the `syscall` entry and the one return-to-user path.
+//!
+//! Every entry from user mode saves the thread's registers and `fxsave`s its
+//! vector state into the current thread's [`Context`] (through the per-CPU
+//! block), then calls into Rust on a kernel stack. Every return to user mode
+//! goes through `return_to_user`, which restores whichever thread is current
+//! then: a context switch is just changing the per-CPU pointers.
+//!
+//! Our own IDT type is used rather than the `x86_64` crate's: that one types
+//! each vector's handler for the `x86-interrupt` ABI (nightly only), while
+//! here all 256 vectors share one uniform assembly stub.
+
+use core::arch::global_asm;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use super::context::{Context, TrapFrame, USER_CS, USER_SS};
+use super::cpu::wrmsr;
+use super::gdt::{IST_CRITICAL, IST_GENERAL};
+use x86_64::instructions::tables::lidt;
+use x86_64::structures::DescriptorTablePointer;
+use x86_64::VirtAddr;
+
+/// Per-CPU data, reached from assembly through `gs` (offsets below).
+#[repr(C)]
+pub struct PerCpu {
+    self_ptr: AtomicU64,
+    user_rsp_scratch: AtomicU64,
+    kernel_stack_top: AtomicU64,
+    current_regs: AtomicU64,
+    current_regs_end: AtomicU64,
+    current_fpu: AtomicU64,
+    may_sysret: AtomicU64,
+}
+
+const _: () = {
+    assert!(core::mem::offset_of!(PerCpu, user_rsp_scratch) == 8);
+    assert!(core::mem::offset_of!(PerCpu, kernel_stack_top) == 16);
+    assert!(core::mem::offset_of!(PerCpu, current_regs) == 24);
+    assert!(core::mem::offset_of!(PerCpu, current_regs_end) == 32);
+    assert!(core::mem::offset_of!(PerCpu, current_fpu) == 40);
+    assert!(core::mem::offset_of!(PerCpu, may_sysret) == 48);
+};
+
+static BOOT_CPU: PerCpu = PerCpu {
+    self_ptr: AtomicU64::new(0),
+    user_rsp_scratch: AtomicU64::new(0),
+    kernel_stack_top: AtomicU64::new(0),
+    current_regs: AtomicU64::new(0),
+    current_regs_end: AtomicU64::new(0),
+    current_fpu: AtomicU64::new(0),
+    may_sysret: AtomicU64::new(0),
+};
+
+/// Makes `ctx` the context the next return to user mode restores, and the
+/// one the next entry from user mode saves into.
+pub fn set_current_context(ctx: &mut Context) {
+    let regs = &raw mut ctx.regs as u64;
+    BOOT_CPU.current_regs.store(regs, Ordering::Relaxed);
+    BOOT_CPU
+        .current_regs_end
+        .store(regs + core::mem::size_of_val(&ctx.regs) as u64, Ordering::Relaxed);
+    BOOT_CPU.current_fpu.store(&raw mut ctx.fpu as u64, Ordering::Relaxed);
+}
+
+/// Restores the current context and enters user mode; never returns. Used
+/// once at boot to start the first thread.
+pub fn enter_user() -> ! {
+    // SAFETY: `set_current_context` has pointed the per-CPU block at a live
+    // context; `return_to_user` restores it and `iretq`s to ring 3. GS base
+    // holds the per-CPU block, which `swapgs` parks for the next entry.
+    unsafe { core::arch::asm!("xor eax, eax", "jmp return_to_user", options(noreturn)) }
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct IdtEntry {
+    offset_low: u16,
+    selector: u16,
+    ist: u8,
+    type_attr: u8,
+    offset_mid: u16,
+    offset_high: u32,
+    reserved: u32,
+}
+
+#[repr(C, align(16))]
+struct Idt([IdtEntry; 256]);
+
+static mut IDT: Idt = Idt(
+    [IdtEntry { offset_low: 0, selector: 0, ist: 0, type_attr: 0, offset_mid: 0, offset_high: 0, reserved: 0 };
+        256],
+);
+
+extern "C" {
+    fn isr_stubs();
+    fn syscall_entry();
+}
+
+/// Size of each vector's stub in `isr_stubs`.
+const STUB_SIZE: u64 = 16;
+
+/// Vectors that run on the critical IST stack.
+fn is_critical(vector: usize) -> bool {
+    matches!(vector, 2 | 8 | 18)
+}
+
+/// Loads the IDT, points `gs` at the per-CPU block and programs the
+/// `syscall` MSRs. `kernel_stack_top` is the stack Rust runs on after any
+/// entry from user mode.
+pub fn init(kernel_stack_top: u64) {
+    let base = isr_stubs as *const () as u64;
+    let kernel_cs = {
+        use x86_64::instructions::segmentation::Segment;
+        x86_64::instructions::segmentation::CS::get_reg().0
+    };
+    // SAFETY: runs once at boot, before interrupts are enabled and before
+    // any other reference to IDT exists.
+    let idt = unsafe { &mut *(&raw mut IDT) };
+    for (v, e) in idt.0.iter_mut().enumerate() {
+        let addr = base + v as u64 * STUB_SIZE;
+        *e = IdtEntry {
+            offset_low: addr as u16,
+            selector: kernel_cs,
+            ist: if is_critical(v) { IST_CRITICAL } else { IST_GENERAL } as u8,
+            type_attr: 0x8e, // present, DPL 0, 64-bit interrupt gate
+            offset_mid: (addr >> 16) as u16,
+            offset_high: (addr >> 32) as u32,
+            reserved: 0,
+        };
+    }
+    let ptr = DescriptorTablePointer {
+        limit: (core::mem::size_of::<Idt>() - 1) as u16,
+        base: VirtAddr::new(idt as *const Idt as u64),
+    };
+    // SAFETY: the IDT is static and every entry points at a valid stub.
+    unsafe { lidt(&ptr) };
+
+    let percpu = &BOOT_CPU as *const PerCpu as u64;
+    BOOT_CPU.self_ptr.store(percpu, Ordering::Relaxed);
+    BOOT_CPU.kernel_stack_top.store(kernel_stack_top, Ordering::Relaxed);
+    const IA32_GS_BASE: u32 = 0xc000_0101;
+    const IA32_KERNEL_GS_BASE: u32 = 0xc000_0102;
+    const IA32_STAR: u32 = 0xc000_0081;
+    const IA32_LSTAR: u32 = 0xc000_0082;
+    const IA32_FMASK: u32 = 0xc000_0084;
+    // sysret loads CS = STAR[63:48] + 16 and SS = STAR[63:48] + 8.
+    let sysret_base = USER_SS - 8 - 3;
+    debug_assert_eq!(sysret_base + 16 + 3, USER_CS);
+    // SAFETY: GS base is the per-CPU block while in the kernel (user GS is
+    // swapped in on exit); the STAR selectors match the GDT layout; LSTAR is
+    // the syscall stub; FMASK clears IF, TF, DF, AC and NT on entry, so the
+    // kernel runs with interrupts off.
+    unsafe {
+        wrmsr(IA32_GS_BASE, percpu);
+        wrmsr(IA32_KERNEL_GS_BASE, 0);
+        wrmsr(IA32_STAR, (sysret_base << 48) | ((kernel_cs as u64) << 32));
+        wrmsr(IA32_LSTAR, syscall_entry as *const () as u64);
+        wrmsr(IA32_FMASK, 0x4_4700);
+    }
+}
+
+// The Rust side of the entries, implemented by the kernel proper.
+extern "C" {
+    /// Handles the system call saved in the current context. Returns 1 if
+    /// the (possibly new) current context may return with `sysretq`.
+    fn syscall_from_user() -> u64;
+    /// Handles an interrupt or exception from user mode.
+    fn trap_from_user(frame: &TrapFrame) -> u64;
+    /// Handles an interrupt or exception that interrupted the kernel.
+    fn trap_from_kernel(frame: &mut TrapFrame);
+}
+
+global_asm!(
+    r#"
+.section .text.entry, "ax"
+.global isr_stubs
+.p2align 4
+isr_stubs:
+.set vector, 0
+.rept 256
+    .p2align 4
+    .set has_error, 0
+    .if vector < 32
+        .set has_error, (0x60227d00 >> vector) & 1
+    .endif
+    .if has_error == 0
+        push 0
+    .endif
+    push vector
+    jmp isr_common
+    .set vector, vector + 1
+.endr
+
+isr_common:
+    test qword ptr [rsp + 24], 3
+    jz 2f
+    swapgs
+    push rax
+    push rbx
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push rbp
+    push r8
+    push r9
+    push r10
+    push r11
+    push r12
+    push r13
+    push r14
+    push r15
+    mov rax, gs:[40]
+    fxsave64 [rax]
+    mov rdi, rsp
+    mov rsp, gs:[16]
+    call {trap_from_user}
+    jmp return_to_user
+
+2:  push rax
+    push rbx
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push rbp
+    push r8
+    push r9
+    push r10
+    push r11
+    push r12
+    push r13
+    push r14
+    push r15
+    mov rdi, rsp
+    call {trap_from_kernel}
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rbp
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rbx
+    pop rax
+    add rsp, 16
+    iretq
+
+.global syscall_entry
+.p2align 4
+syscall_entry:
+    swapgs
+    mov gs:[8], rsp
+    mov rsp, gs:[32]
+    push {user_ss}
+    push qword ptr gs:[8]
+    push r11
+    push {user_cs}
+    push rcx
+    push rax
+    push rbx
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push rbp
+    push r8
+    push r9
+    push r10
+    push r11
+    push r12
+    push r13
+    push r14
+    push r15
+    mov rax, gs:[40]
+    fxsave64 [rax]
+    mov rsp, gs:[16]
+    call {syscall_from_user}
+
+/* rax = 1 if the current context may leave through sysretq. */
+.global return_to_user
+return_to_user:
+    mov gs:[48], rax
+    mov rax, gs:[40]
+    fxrstor64 [rax]
+    mov rsp, gs:[24]
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rbp
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rbx
+    pop rax
+    cmp qword ptr gs:[48], 0
+    jne 3f
+    swapgs
+    iretq
+3:  mov rcx, [rsp]
+    mov r11, [rsp + 16]
+    mov rsp, [rsp + 24]
+    swapgs
+    sysretq
+"#,
+    trap_from_user = sym trap_from_user,
+    trap_from_kernel = sym trap_from_kernel,
+    syscall_from_user = sym syscall_from_user,
+    user_ss = const USER_SS,
+    user_cs = const USER_CS,
+);

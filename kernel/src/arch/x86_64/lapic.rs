@@ -1,0 +1,98 @@
+//! The local APIC: its one-shot timer drives preemption and timeouts; the
+//! legacy 8259 PICs are remapped and masked so they never interfere.
+
+use super::cpu::{outb, rdmsr};
+use super::phys_to_virt;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Interrupt vector of the LAPIC timer.
+pub const TIMER_VECTOR: u8 = 32;
+/// Interrupt vector of spurious LAPIC interrupts.
+pub const SPURIOUS_VECTOR: u8 = 0xff;
+
+const REG_TPR: u64 = 0x80;
+const REG_EOI: u64 = 0xb0;
+const REG_SVR: u64 = 0xf0;
+const REG_LVT_TIMER: u64 = 0x320;
+const REG_TIMER_INITIAL: u64 = 0x380;
+const REG_TIMER_CURRENT: u64 = 0x390;
+const REG_TIMER_DIVIDE: u64 = 0x3e0;
+const LVT_MASKED: u32 = 1 << 16;
+
+static BASE: AtomicU64 = AtomicU64::new(0);
+/// Timer ticks (after the divide-by-16) per second.
+static TIMER_HZ: AtomicU64 = AtomicU64::new(0);
+
+fn write(reg: u64, value: u32) {
+    let addr = BASE.load(Ordering::Relaxed) + reg;
+    // SAFETY: `addr` is a register of the LAPIC page, which the direct map
+    // covers; MMIO needs a volatile access.
+    unsafe { (addr as *mut u32).write_volatile(value) }
+}
+
+fn read(reg: u64) -> u32 {
+    let addr = BASE.load(Ordering::Relaxed) + reg;
+    // SAFETY: as for `write`.
+    unsafe { (addr as *const u32).read_volatile() }
+}
+
+fn mask_legacy_pics() {
+    // Remap to vectors 0x20..0x30 (so a stray IRQ is never taken for an
+    // exception), then mask every line.
+    for (port, value) in [
+        (0x20, 0x11),
+        (0xa0, 0x11),
+        (0x21, 0x20),
+        (0xa1, 0x28),
+        (0x21, 0x04),
+        (0xa1, 0x02),
+        (0x21, 0x01),
+        (0xa1, 0x01),
+        (0x21, 0xff),
+        (0xa1, 0xff),
+    ] {
+        outb(port, value);
+    }
+}
+
+/// Enables the LAPIC and calibrates its timer against the TSC.
+pub fn init() {
+    mask_legacy_pics();
+    const IA32_APIC_BASE: u32 = 0x1b;
+    let phys = rdmsr(IA32_APIC_BASE) & 0x000f_ffff_ffff_f000;
+    BASE.store(phys_to_virt(phys), Ordering::Relaxed);
+    write(REG_TPR, 0);
+    write(REG_SVR, 0x100 | SPURIOUS_VECTOR as u32);
+    write(REG_TIMER_DIVIDE, 0b0011); // divide by 16
+    write(REG_LVT_TIMER, LVT_MASKED | TIMER_VECTOR as u32);
+    write(REG_TIMER_INITIAL, u32::MAX);
+    let window_ns = 10_000_000;
+    let start = super::time::now_ns();
+    while super::time::now_ns() - start < window_ns {}
+    let elapsed = u32::MAX - read(REG_TIMER_CURRENT);
+    write(REG_TIMER_INITIAL, 0);
+    TIMER_HZ.store((elapsed as u64 * 1_000_000_000 / window_ns).max(1), Ordering::Relaxed);
+}
+
+/// The calibrated timer frequency.
+pub fn timer_hz() -> u64 {
+    TIMER_HZ.load(Ordering::Relaxed)
+}
+
+/// Arms the one-shot timer to fire after `ns` nanoseconds (at least one
+/// tick, at most the counter's range), or disarms it for `None`.
+pub fn arm_timer(ns: Option<u64>) {
+    match ns {
+        None => write(REG_TIMER_INITIAL, 0),
+        Some(ns) => {
+            let ticks = (ns as u128 * timer_hz() as u128 / 1_000_000_000).clamp(1, u32::MAX as u128);
+            write(REG_LVT_TIMER, TIMER_VECTOR as u32);
+            write(REG_TIMER_INITIAL, ticks as u32);
+        }
+    }
+}
+
+/// Signals the end of the interrupt being handled.
+pub fn end_of_interrupt() {
+    write(REG_EOI, 0);
+}

@@ -1,0 +1,150 @@
+//! Basic IPC system calls: copies arguments in and out of user memory, calls
+//! the IPC core, and carries out what it decides — parking the caller until
+//! a deadline, and waking the threads it completed.
+//!
+//! It owns no IPC rule: every decision is `alux_ipc`'s.
+
+use crate::sched::{Kernel, Wait};
+use alux_abi::ipc::{Handle, MESSAGE_MAX};
+use alux_abi::syscall::encode_ready;
+use alux_abi::{Error, ThreadId};
+use alux_ipc::{Completion, Deadline, Outcome};
+use kernel::syscall::{IpcCall, SysResult, Timeout};
+
+/// What an IPC call did to its caller.
+pub enum IpcOutcome {
+    /// Finished with this result.
+    Done(SysResult),
+    /// Parked; the result arrives with a wakeup or a timeout.
+    Blocked,
+}
+
+fn completion_result(c: Completion) -> SysResult {
+    match c {
+        Completion::Polled(ready) => Ok(encode_ready(&ready)),
+        Completion::Connected(h) => Ok([h.raw(), 0, 0, 0]),
+        Completion::Failed(e) => Err(e),
+    }
+}
+
+/// Makes runnable every thread the IPC core has completed.
+pub fn deliver_wakeups(k: &mut Kernel) {
+    while let Some((thread, completion)) = k.ipc.take_wakeup() {
+        k.wake(thread, completion_result(completion));
+    }
+}
+
+/// The result a parked thread gets when its deadline passes.
+pub fn timed_out(k: &mut Kernel, thread: ThreadId) -> SysResult {
+    match k.ipc.timed_out(thread) {
+        Some(c) => completion_result(c),
+        None => Err(Error::TimedOut),
+    }
+}
+
+fn deadline(timeout: Timeout) -> Deadline {
+    match timeout {
+        Timeout::Now => Deadline::Now,
+        Timeout::After(ns) => Deadline::At(crate::sched::deadline_after(ns)),
+        Timeout::Never => Deadline::Never,
+    }
+}
+
+fn park<T>(k: &mut Kernel, outcome: Outcome<T>, done: impl FnOnce(T) -> [u64; 4]) -> IpcOutcome {
+    match outcome {
+        Outcome::Done(v) => IpcOutcome::Done(Ok(done(v))),
+        Outcome::Block { deadline } => {
+            let at = match deadline {
+                Deadline::At(t) => Some(t),
+                _ => None,
+            };
+            k.block_current(Wait::Ipc, at);
+            IpcOutcome::Blocked
+        }
+    }
+}
+
+/// Handles one IPC system call of `caller`. The caller must run
+/// [`deliver_wakeups`] afterwards, whatever the result.
+pub fn handle(k: &mut Kernel, caller: ThreadId, call: IpcCall) -> Result<IpcOutcome, Error> {
+    let task = k.thread(caller).map(|t| t.task).ok_or(Error::NoSuchThread)?;
+    let space = || k.task(task).and_then(|t| t.space.as_ref()).ok_or(Error::NoSuchTask);
+    let done = |r: [u64; 4]| Ok(IpcOutcome::Done(Ok(r)));
+    let outcome = match call {
+        IpcCall::PortCreate => {
+            let h = k.ipc.port_create(caller)?;
+            return done([h.raw(), 0, 0, 0]);
+        }
+        IpcCall::ListenPush { port } => {
+            k.ipc.listen_push(caller, Handle::from_raw(port))?;
+            IpcOutcome::Done(Ok([0; 4]))
+        }
+        IpcCall::ListenWithdraw { port } => {
+            k.ipc.listen_withdraw(caller, Handle::from_raw(port))?;
+            IpcOutcome::Done(Ok([0; 4]))
+        }
+        IpcCall::Connect { task: target, timeout } => {
+            let o = k.ipc.connect(caller, target, deadline(timeout))?;
+            park(k, o, |h| [h.raw(), 0, 0, 0])
+        }
+        IpcCall::Write { handle, data } | IpcCall::WriteSignal { handle, data } => {
+            let mut buf = [0u8; MESSAGE_MAX];
+            let bytes = &mut buf[..data.len() as usize];
+            space()?.copy_in(data, bytes)?;
+            if matches!(call, IpcCall::Write { .. }) {
+                k.ipc.write(caller, Handle::from_raw(handle), bytes)?;
+            } else {
+                k.ipc.write_signal(caller, Handle::from_raw(handle), bytes)?;
+            }
+            IpcOutcome::Done(Ok([0; 4]))
+        }
+        IpcCall::Read { handle, out } => {
+            let msg = k.ipc.read(caller, Handle::from_raw(handle))?;
+            space()?.copy_out(out, &msg.data)?;
+            IpcOutcome::Done(Ok([msg.len as u64, msg.seq, 0, 0]))
+        }
+        IpcCall::Signal { handle } => {
+            k.ipc.signal(caller, Handle::from_raw(handle))?;
+            IpcOutcome::Done(Ok([0; 4]))
+        }
+        IpcCall::Poll { handles, count, timeout } => {
+            let mut raw = [0u8; 8 * alux_abi::ipc::limits::POLL_SET_MAX];
+            let bytes = &mut raw[..(count * 8) as usize];
+            space()?.copy_in(handles, bytes)?;
+            let mut set = [Handle::NULL; alux_abi::ipc::limits::POLL_SET_MAX];
+            for (h, b) in set.iter_mut().zip(bytes.chunks_exact(8)) {
+                *h = Handle::from_raw(u64::from_le_bytes(b.try_into().expect("8-byte chunk")));
+            }
+            let o = k.ipc.poll(caller, &set[..count as usize], deadline(timeout))?;
+            park(k, o, |r| encode_ready(&r))
+        }
+        IpcCall::PollAll { timeout } => {
+            let o = k.ipc.poll_all(caller, deadline(timeout))?;
+            park(k, o, |r| encode_ready(&r))
+        }
+        IpcCall::Close { handle } => {
+            k.ipc.close(caller, Handle::from_raw(handle))?;
+            IpcOutcome::Done(Ok([0; 4]))
+        }
+        IpcCall::ConnectionInfo { handle, out } => {
+            let info = k.ipc.connection_info(caller, Handle::from_raw(handle))?;
+            crate::mm::write_record(space()?, out, &info)?;
+            IpcOutcome::Done(Ok([0; 4]))
+        }
+        IpcCall::SetConnectPermission { uid, allow } => {
+            k.ipc.set_connect_permission(caller, uid as alux_abi::Uid, allow)?;
+            IpcOutcome::Done(Ok([0; 4]))
+        }
+        IpcCall::KernelEndOpen { kind } => {
+            let kind = u32::try_from(kind).map_err(|_| Error::InvalidArgument)?;
+            let (h, _) = k.ipc.kernel_end_open(caller, kind)?;
+            IpcOutcome::Done(Ok([h.raw(), 0, 0, 0]))
+        }
+        IpcCall::ConnectionQuery { connection, out } => {
+            let ends = k.ipc.connection_query(caller, connection)?;
+            crate::mm::write_record(space()?, out, &ends)?;
+            IpcOutcome::Done(Ok([0; 4]))
+        }
+    };
+    Ok(outcome)
+}

@@ -1,0 +1,231 @@
+//! Kernel memory: the heap, the direct-map implementation of the page-table
+//! memory, and user address spaces (mapping, copying to and from user
+//! memory, teardown).
+//!
+//! User memory is only ever touched through [`AddressSpace::copy_in`] and
+//! [`AddressSpace::copy_out`], which check the whole range against the page
+//! tables first and then copy through the direct map, so a bad user pointer
+//! is an error, never a kernel fault.
+
+use crate::arch::phys_to_virt;
+use alux_abi::Error;
+use core::cell::UnsafeCell;
+use kernel::frame::FrameAllocator;
+use kernel::paging::{self, PageFlags, TableMemory, PAGE_SIZE};
+use kernel::syscall::UserSlice;
+use linked_list_allocator::LockedHeap;
+
+/// Size of the kernel heap.
+pub const HEAP_SIZE: usize = 32 << 20;
+
+#[repr(C, align(4096))]
+struct HeapMemory(UnsafeCell<[u8; HEAP_SIZE]>);
+
+// SAFETY: the memory is handed to the allocator once, at boot, and only the
+// allocator (behind its own lock) touches it afterwards.
+unsafe impl Sync for HeapMemory {}
+
+/// Not zeroed at boot and not loaded from the image: see `linker.ld`.
+#[link_section = ".heap"]
+static HEAP_MEMORY: HeapMemory = HeapMemory(UnsafeCell::new([0; HEAP_SIZE]));
+
+#[global_allocator]
+static HEAP: LockedHeap = LockedHeap::empty();
+
+/// Gives the heap its memory. Called once, first thing at boot.
+pub fn init_heap() {
+    // SAFETY: called once before any allocation; the static is reserved for
+    // the heap and lives forever.
+    unsafe { HEAP.lock().init(HEAP_MEMORY.0.get() as *mut u8, HEAP_SIZE) }
+}
+
+/// Heap bytes in use.
+pub fn heap_used() -> usize {
+    HEAP.lock().used()
+}
+
+/// Page tables reached through the direct map, allocating from the frame
+/// allocator.
+pub struct PhysTables<'a>(pub &'a mut FrameAllocator);
+
+/// Read-only access to page tables (for walks that never allocate).
+pub struct PhysTablesRead;
+
+fn entry_ptr(table: u64, index: usize) -> *mut u64 {
+    (phys_to_virt(table) + index as u64 * 8) as *mut u64
+}
+
+fn read_entry(table: u64, index: usize) -> u64 {
+    assert!(index < 512);
+    // SAFETY: `table` is the physical address of a page table (a frame the
+    // kernel allocated, or a boot table), inside the direct map.
+    unsafe { entry_ptr(table, index).read_volatile() }
+}
+
+/// Zeroes a physical frame.
+pub fn zero_frame(frame: u64) {
+    // SAFETY: `frame` is a frame the kernel owns (just allocated), inside
+    // the direct map; nothing else refers to it yet.
+    unsafe { core::ptr::write_bytes(phys_to_virt(frame) as *mut u8, 0, PAGE_SIZE as usize) }
+}
+
+impl TableMemory for PhysTables<'_> {
+    fn read(&self, table: u64, index: usize) -> u64 {
+        read_entry(table, index)
+    }
+    fn write(&mut self, table: u64, index: usize, entry: u64) {
+        assert!(index < 512);
+        // SAFETY: as for `read_entry`; the kernel lock serialises writers.
+        unsafe { entry_ptr(table, index).write_volatile(entry) }
+    }
+    fn alloc_table(&mut self) -> Option<u64> {
+        let frame = self.0.alloc()?;
+        zero_frame(frame);
+        Some(frame)
+    }
+    fn free_table(&mut self, table: u64) {
+        let _ = self.0.free(table);
+    }
+}
+
+impl TableMemory for PhysTablesRead {
+    fn read(&self, table: u64, index: usize) -> u64 {
+        read_entry(table, index)
+    }
+    fn write(&mut self, _: u64, _: usize, _: u64) {
+        unreachable!("read-only walk")
+    }
+    fn alloc_table(&mut self) -> Option<u64> {
+        None
+    }
+    fn free_table(&mut self, _: u64) {}
+}
+
+/// A user address space: a PML4 whose upper half is the kernel's.
+pub struct AddressSpace {
+    root: u64,
+}
+
+impl AddressSpace {
+    /// A new, empty address space.
+    pub fn new(frames: &mut FrameAllocator, kernel_root: u64) -> Result<Self, Error> {
+        let root = paging::new_root(&mut PhysTables(frames), kernel_root).map_err(|_| Error::OutOfMemory)?;
+        Ok(AddressSpace { root })
+    }
+
+    /// The physical address of the PML4 (for CR3).
+    pub fn root(&self) -> u64 {
+        self.root
+    }
+
+    /// Maps a fresh zeroed frame at `va`; returns the frame.
+    pub fn map_new(&mut self, frames: &mut FrameAllocator, va: u64, flags: PageFlags) -> Result<u64, Error> {
+        let frame = frames.alloc().ok_or(Error::OutOfMemory)?;
+        zero_frame(frame);
+        if let Err(e) = self.map_frame(frames, va, frame, flags) {
+            let _ = frames.free(frame);
+            return Err(e);
+        }
+        Ok(frame)
+    }
+
+    /// Maps an existing frame at `va`.
+    pub fn map_frame(&mut self, frames: &mut FrameAllocator, va: u64, frame: u64, flags: PageFlags) -> Result<(), Error> {
+        paging::map(&mut PhysTables(frames), self.root, va, frame, flags).map_err(|e| match e {
+            paging::MapError::OutOfMemory => Error::OutOfMemory,
+            _ => Error::InvalidArgument,
+        })
+    }
+
+    /// Unmaps the page at `va`, returning its frame.
+    pub fn unmap(&mut self, frames: &mut FrameAllocator, va: u64) -> Result<u64, Error> {
+        let frame = paging::unmap(&mut PhysTables(frames), self.root, va).map_err(|_| Error::InvalidArgument)?;
+        // SAFETY: invalidating a TLB entry has no memory effects; needed in
+        // case this address space is the active one.
+        unsafe { core::arch::asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) };
+        Ok(frame)
+    }
+
+    /// The frame and flags mapped at `va`.
+    pub fn translate(&self, va: u64) -> Option<(u64, PageFlags)> {
+        paging::translate(&PhysTablesRead, self.root, va)
+    }
+
+    /// Visits the range page piece by page piece as direct-map pointers,
+    /// after checking the whole range is mapped with the needed access.
+    fn for_each_piece(&self, range: UserSlice, write: bool, mut f: impl FnMut(*mut u8, usize, usize)) -> Result<(), Error> {
+        if !paging::user_range_ok(&PhysTablesRead, self.root, range.addr(), range.len(), write) {
+            return Err(Error::BadAddress);
+        }
+        let mut done = 0u64;
+        while done < range.len() {
+            let va = range.addr() + done;
+            let in_page = (PAGE_SIZE - va % PAGE_SIZE).min(range.len() - done);
+            let (pa, _) = self.translate(va).ok_or(Error::BadAddress)?;
+            f(phys_to_virt(pa) as *mut u8, done as usize, in_page as usize);
+            done += in_page;
+        }
+        Ok(())
+    }
+
+    /// Copies `dst.len()` bytes from user memory at `src`.
+    pub fn copy_in(&self, src: UserSlice, dst: &mut [u8]) -> Result<(), Error> {
+        if src.len() != dst.len() as u64 {
+            return Err(Error::InvalidArgument);
+        }
+        self.for_each_piece(src, false, |p, off, n| {
+            // SAFETY: `p` points at `n` mapped user bytes (checked above)
+            // through the direct map; `dst[off..off + n]` is in bounds.
+            unsafe { core::ptr::copy_nonoverlapping(p, dst[off..off + n].as_mut_ptr(), n) }
+        })
+    }
+
+    /// Copies `src` into user memory at `dst`, which must be writable.
+    pub fn copy_out(&self, dst: UserSlice, src: &[u8]) -> Result<(), Error> {
+        if dst.len() != src.len() as u64 {
+            return Err(Error::InvalidArgument);
+        }
+        self.for_each_piece(dst, true, |p, off, n| {
+            // SAFETY: `p` points at `n` mapped, user-writable bytes through
+            // the direct map; `src[off..off + n]` is in bounds.
+            unsafe { core::ptr::copy_nonoverlapping(src[off..off + n].as_ptr(), p, n) }
+        })
+    }
+
+    /// Frees every user page (except those `borrowed` says the task does not
+    /// own), every table, and the root.
+    pub fn destroy(self, frames: &mut FrameAllocator, borrowed: impl Fn(u64) -> bool) {
+        let mut to_free = alloc::vec::Vec::new();
+        {
+            let mut tables = PhysTables(frames);
+            paging::destroy_user_half(&mut tables, self.root, &mut |f| {
+                if !borrowed(f) {
+                    to_free.push(f)
+                }
+            });
+        }
+        for f in to_free {
+            let _ = frames.free(f);
+        }
+        let _ = frames.free(self.root);
+    }
+}
+
+/// Copies a plain-old-data ABI record from user memory.
+pub fn read_record<T: Copy + Default>(space: &AddressSpace, at: kernel::syscall::UserRef<T>) -> Result<T, Error> {
+    let mut value = T::default();
+    // SAFETY: `T` is one of the `#[repr(C)]` ABI records made of integers,
+    // for which every byte pattern is valid; the slice covers exactly it.
+    let bytes = unsafe { core::slice::from_raw_parts_mut(&mut value as *mut T as *mut u8, core::mem::size_of::<T>()) };
+    space.copy_in(at.slice(), bytes)?;
+    Ok(value)
+}
+
+/// Copies a plain-old-data ABI record to user memory.
+pub fn write_record<T: Copy>(space: &AddressSpace, at: UserSlice, value: &T) -> Result<(), Error> {
+    // SAFETY: `T` is a `#[repr(C)]` ABI record of integers without padding,
+    // so all its bytes are initialised.
+    let bytes = unsafe { core::slice::from_raw_parts(value as *const T as *const u8, core::mem::size_of::<T>()) };
+    let at = UserSlice::new(at.addr(), bytes.len() as u64)?;
+    space.copy_out(at, bytes)
+}

@@ -1,0 +1,407 @@
+//! The kernel's state behind the one kernel lock, and the scheduler: a
+//! round-robin run queue with time slices, and a general blocking interface
+//! — a thread blocks on one [`Wait`] until it is woken with a result or its
+//! deadline passes.
+//!
+//! It owns which thread runs. It must never touch user memory or hardware
+//! beyond loading a thread's context and address space.
+
+use crate::arch::context::Context;
+use crate::arch::{cpu, entry, lapic, time};
+use crate::mm::AddressSpace;
+use alloc::boxed::Box;
+use alloc::collections::{BTreeSet, VecDeque};
+use alloc::vec::Vec;
+use alux_abi::syscall::TaskEnd;
+use alux_abi::{TaskId, ThreadId, Uid};
+use alux_ipc::Ipc;
+use kernel::frame::FrameAllocator;
+use kernel::syscall::SysResult;
+use kernel::table::{GenTable, Key};
+use spin::{Mutex, MutexGuard, Once};
+
+/// Time slice of a thread, in nanoseconds.
+pub const TIME_SLICE_NS: u64 = 10_000_000;
+/// Most live tasks (zombies included).
+pub const MAX_TASKS: usize = 256;
+/// Most live threads.
+pub const MAX_THREADS: usize = 2048;
+/// Most threads in one task.
+pub const MAX_THREADS_PER_TASK: usize = 256;
+/// Most user pages one task may have mapped (64 MiB).
+pub const MAX_PAGES_PER_TASK: usize = 16 * 1024;
+
+/// What a blocked thread waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Only its deadline.
+    Sleep,
+    /// Another thread of its task to end.
+    Join(ThreadId),
+    /// A task to end.
+    Task(TaskId),
+    /// An IPC event; the IPC core completes the wait.
+    Ipc,
+}
+
+/// A thread's scheduling state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThreadState {
+    /// In the run queue.
+    Ready,
+    /// The current thread.
+    Running,
+    /// Waiting; not in the run queue.
+    Blocked(Wait),
+}
+
+/// A thread.
+pub struct Thread {
+    /// Its ID.
+    pub id: ThreadId,
+    /// Its task.
+    pub task: TaskId,
+    /// Saved user state.
+    pub ctx: Box<Context>,
+    /// Scheduling state.
+    pub state: ThreadState,
+    /// Absolute TSC deadline of its wait, if any.
+    pub deadline: Option<u64>,
+    /// Its state was saved by `syscall`, so it may leave through `sysretq`.
+    pub from_syscall: bool,
+}
+
+/// A task: an address space, its threads, and who it is.
+pub struct Task {
+    /// Its ID.
+    pub id: TaskId,
+    /// Its user ID.
+    pub uid: Uid,
+    /// Whether it may use privileged calls.
+    pub privileged: bool,
+    /// The task that spawned it, while that one lives.
+    pub parent: Option<TaskId>,
+    /// Its memory; `None` once it has ended (a zombie awaiting its parent).
+    pub space: Option<AddressSpace>,
+    /// Its live threads.
+    pub threads: Vec<ThreadId>,
+    /// How it ended, once it has.
+    pub end: Option<TaskEnd>,
+    /// Next free address for `MemMap`.
+    pub next_map: u64,
+    /// User pages it has mapped.
+    pub pages: usize,
+}
+
+/// Everything the kernel knows, guarded by the kernel lock.
+pub struct Kernel {
+    /// Physical frames.
+    pub frames: FrameAllocator,
+    /// Tasks.
+    pub tasks: GenTable<Task>,
+    /// Threads.
+    pub threads: GenTable<Thread>,
+    /// The IPC object model.
+    pub ipc: Ipc,
+    /// The thread on the CPU (its state is `Running`), if any.
+    pub current: Option<ThreadId>,
+    run_queue: VecDeque<ThreadId>,
+    timers: BTreeSet<(u64, ThreadId)>,
+    resched: bool,
+    slice_end: u64,
+    armed: Option<u64>,
+    loaded_root: u64,
+    /// The kernel's own PML4 (its upper half is in every address space).
+    pub kernel_root: u64,
+    /// The boot module's physical range, mapped (not owned) into init.
+    pub boot_module: (u64, u64),
+    /// The first task: when it ends, the machine stops.
+    pub init: Option<TaskId>,
+    /// Timer interrupts so far.
+    pub ticks: u64,
+    /// Context switches so far.
+    pub switches: u64,
+}
+
+static KERNEL: Once<Mutex<Kernel>> = Once::new();
+
+/// Installs the kernel state. Called once at boot.
+pub fn install(k: Kernel) {
+    KERNEL.call_once(|| Mutex::new(k));
+}
+
+/// Takes the kernel lock.
+pub fn lock() -> MutexGuard<'static, Kernel> {
+    match KERNEL.get() {
+        Some(k) => k.lock(),
+        None => crate::fatal(format_args!("kernel entered before initialisation")),
+    }
+}
+
+fn key_of_thread(id: ThreadId) -> Key {
+    Key { index: id.index(), generation: id.generation() }
+}
+
+fn key_of_task(id: TaskId) -> Key {
+    Key { index: id.index(), generation: id.generation() }
+}
+
+/// Converts a relative timeout in nanoseconds to an absolute TSC deadline.
+pub fn deadline_after(ns: u64) -> u64 {
+    let ticks = (ns as u128 * time::tsc_hz() as u128 / 1_000_000_000).min(u64::MAX as u128 / 2) as u64;
+    cpu::rdtsc().saturating_add(ticks)
+}
+
+impl Kernel {
+    /// A kernel with no tasks.
+    pub fn new(frames: FrameAllocator, ipc: Ipc, kernel_root: u64, boot_module: (u64, u64)) -> Self {
+        Kernel {
+            frames,
+            tasks: GenTable::new(MAX_TASKS),
+            threads: GenTable::new(MAX_THREADS),
+            ipc,
+            current: None,
+            run_queue: VecDeque::new(),
+            timers: BTreeSet::new(),
+            resched: false,
+            slice_end: 0,
+            armed: None,
+            loaded_root: kernel_root,
+            kernel_root,
+            boot_module,
+            init: None,
+            ticks: 0,
+            switches: 0,
+        }
+    }
+
+    /// A live thread.
+    pub fn thread(&self, id: ThreadId) -> Option<&Thread> {
+        self.threads.get(key_of_thread(id))
+    }
+
+    /// A live thread, mutably.
+    pub fn thread_mut(&mut self, id: ThreadId) -> Option<&mut Thread> {
+        self.threads.get_mut(key_of_thread(id))
+    }
+
+    /// A task (live or zombie).
+    pub fn task(&self, id: TaskId) -> Option<&Task> {
+        self.tasks.get(key_of_task(id))
+    }
+
+    /// A task, mutably.
+    pub fn task_mut(&mut self, id: TaskId) -> Option<&mut Task> {
+        self.tasks.get_mut(key_of_task(id))
+    }
+
+    /// Removes a task record.
+    pub fn remove_task_record(&mut self, id: TaskId) -> Option<Task> {
+        self.tasks.remove(key_of_task(id))
+    }
+
+    /// Removes a thread record (the caller has unlinked it everywhere).
+    pub fn remove_thread_record(&mut self, id: ThreadId) -> Option<Thread> {
+        self.unschedule(id);
+        self.threads.remove(key_of_thread(id))
+    }
+
+    /// Puts a thread at the back of the run queue.
+    pub fn make_ready(&mut self, id: ThreadId) {
+        if let Some(t) = self.thread_mut(id) {
+            t.state = ThreadState::Ready;
+            self.run_queue.push_back(id);
+        }
+    }
+
+    /// Blocks the current thread on `wait` until woken or until `deadline`
+    /// (absolute TSC) passes.
+    pub fn block_current(&mut self, wait: Wait, deadline: Option<u64>) {
+        let Some(id) = self.current else { return };
+        if let Some(t) = self.thread_mut(id) {
+            t.state = ThreadState::Blocked(wait);
+            t.deadline = deadline;
+        }
+        if let Some(d) = deadline {
+            self.timers.insert((d, id));
+        }
+    }
+
+    /// Writes a finished call's result into a thread's registers.
+    pub fn set_result(&mut self, id: ThreadId, result: SysResult) {
+        if let Some(t) = self.thread_mut(id) {
+            let [rax, rdi, rsi, rdx, r10] = kernel::syscall::encode(result);
+            let r = &mut t.ctx.regs;
+            (r.rax, r.rdi, r.rsi, r.rdx, r.r10) = (rax, rdi, rsi, rdx, r10);
+        }
+    }
+
+    /// Ends a blocked thread's wait with `result` and makes it runnable.
+    pub fn wake(&mut self, id: ThreadId, result: SysResult) {
+        let Some(t) = self.thread_mut(id) else { return };
+        if !matches!(t.state, ThreadState::Blocked(_)) {
+            return;
+        }
+        if let Some(d) = t.deadline.take() {
+            self.timers.remove(&(d, id));
+        }
+        self.set_result(id, result);
+        self.make_ready(id);
+    }
+
+    /// Threads blocked on `wait`.
+    pub fn waiters(&self, wait: Wait) -> Vec<ThreadId> {
+        self.threads
+            .iter()
+            .filter(|(_, t)| t.state == ThreadState::Blocked(wait))
+            .map(|(_, t)| t.id)
+            .collect()
+    }
+
+    /// Takes a thread out of the run queue and the timers.
+    fn unschedule(&mut self, id: ThreadId) {
+        let Some(t) = self.thread_mut(id) else { return };
+        let state = t.state;
+        let deadline = t.deadline.take();
+        if state == ThreadState::Ready {
+            self.run_queue.retain(|x| *x != id);
+        }
+        if let Some(d) = deadline {
+            self.timers.remove(&(d, id));
+        }
+        if self.current == Some(id) {
+            self.current = None;
+        }
+    }
+
+    /// Ends the waits whose deadline has passed.
+    pub fn expire_timers(&mut self, now: u64) {
+        while let Some(&(deadline, id)) = self.timers.first() {
+            if deadline > now {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(t) = self.thread_mut(id) else { continue };
+            t.deadline = None;
+            let result = match t.state {
+                ThreadState::Blocked(Wait::Sleep) => Ok([0; 4]),
+                ThreadState::Blocked(Wait::Ipc) => crate::ipc_glue::timed_out(self, id),
+                ThreadState::Blocked(_) => Err(alux_abi::Error::TimedOut),
+                _ => continue,
+            };
+            self.wake(id, result);
+        }
+    }
+
+    /// Asks for the current thread to be preempted at the next dispatch.
+    pub fn request_resched(&mut self) {
+        self.resched = true;
+    }
+
+    /// Called on a timer interrupt.
+    pub fn on_timer_tick(&mut self) {
+        self.ticks += 1;
+        self.armed = None;
+        let now = cpu::rdtsc();
+        self.expire_timers(now);
+        if now >= self.slice_end {
+            self.resched = true;
+        }
+    }
+
+    /// Chooses the thread to run and loads it; `None` if nothing can run.
+    fn pick_and_load(&mut self) -> Option<bool> {
+        let now = cpu::rdtsc();
+        let mut keep = None;
+        if let Some(cur) = self.current {
+            if self.thread(cur).map(|t| t.state) == Some(ThreadState::Running) {
+                if !self.resched {
+                    keep = Some(cur);
+                } else if self.run_queue.is_empty() {
+                    self.slice_end = now + slice_ticks();
+                    keep = Some(cur);
+                } else {
+                    self.make_ready(cur);
+                }
+            }
+            if keep.is_none() {
+                self.current = None;
+            }
+        }
+        self.resched = false;
+        let next = match keep {
+            Some(t) => t,
+            None => {
+                let next = self.run_queue.pop_front()?;
+                self.switches += 1;
+                self.slice_end = now + slice_ticks();
+                next
+            }
+        };
+        self.current = Some(next);
+        let task = {
+            let t = self.threads.get_mut(key_of_thread(next))?;
+            t.state = ThreadState::Running;
+            entry::set_current_context(&mut t.ctx);
+            t.task
+        };
+        let root = self.task(task).and_then(|t| t.space.as_ref()).map(|s| s.root())?;
+        if root != self.loaded_root {
+            // SAFETY: `root` is a live address space whose upper half is the
+            // kernel's (built by `AddressSpace::new`).
+            unsafe { cpu::write_cr3(root) };
+            self.loaded_root = root;
+        }
+        let t = self.thread(next)?;
+        let rip = t.ctx.regs.rip;
+        Some(t.from_syscall && rip < kernel::syscall::USER_END)
+    }
+
+    /// Stops using `root` before it is freed.
+    pub fn forget_root(&mut self, root: u64) {
+        if self.loaded_root == root {
+            // SAFETY: the kernel's own root maps the kernel like every other.
+            unsafe { cpu::write_cr3(self.kernel_root) };
+            self.loaded_root = self.kernel_root;
+        }
+    }
+
+    fn arm_timer(&mut self) {
+        let mut next = self.timers.first().map(|&(d, _)| d);
+        if self.current.is_some() && !self.run_queue.is_empty() {
+            // Others wait for the CPU: end this slice on time.
+            next = Some(next.map_or(self.slice_end, |d| d.min(self.slice_end)));
+        }
+        let Some(deadline) = next else { return };
+        if matches!(self.armed, Some(a) if a <= deadline && a > cpu::rdtsc()) {
+            return;
+        }
+        let now = cpu::rdtsc();
+        let ns = (deadline.saturating_sub(now) as u128 * 1_000_000_000 / time::tsc_hz() as u128) as u64;
+        lapic::arm_timer(Some(ns));
+        self.armed = Some(deadline);
+    }
+}
+
+fn slice_ticks() -> u64 {
+    (TIME_SLICE_NS as u128 * time::tsc_hz() as u128 / 1_000_000_000) as u64
+}
+
+/// Picks the next thread and prepares the return to user mode, idling
+/// (interrupts on, lock released) while nothing can run. Returns 1 if the
+/// chosen context may leave through `sysretq`.
+pub fn dispatch(mut k: MutexGuard<'static, Kernel>) -> u64 {
+    loop {
+        if let Some(may_sysret) = k.pick_and_load() {
+            k.arm_timer();
+            return may_sysret as u64;
+        }
+        k.arm_timer();
+        drop(k);
+        cpu::wait_for_interrupt();
+        k = lock();
+        let now = cpu::rdtsc();
+        k.armed = None;
+        k.expire_timers(now);
+    }
+}

@@ -1,0 +1,380 @@
+//! System call decoding and result encoding: the one place where raw
+//! registers become a typed [`Syscall`], and the one place where a handler's
+//! result becomes registers again.
+//!
+//! Decoding checks everything that can be checked without the caller's page
+//! tables: the call number, flags, sizes, and that every user pointer range
+//! is non-null, does not overflow and lies wholly in the user half. Whether
+//! the pages are really mapped is checked later, against the address space,
+//! when the kernel copies (see [`UserSlice`]). Nothing here dereferences
+//! anything.
+
+use alux_abi::syscall::{map_flags, DEBUG_PRINT_MAX, MEM_MAP_MAX, PAGE_SIZE};
+use alux_abi::{Error, Sys, TaskId, ThreadId};
+
+/// One past the highest user address; user pointers lie below it. The last
+/// page below the canonical boundary is never mapped, so a `syscall` can
+/// never return to a non-canonical address.
+pub const USER_END: u64 = 0x0000_7fff_ffff_f000;
+
+/// An unvalidated user address range: in bounds of the user half, but not
+/// yet known to be mapped. Only the address space can turn it into bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserSlice {
+    addr: u64,
+    len: u64,
+}
+
+impl UserSlice {
+    /// Checks that `[addr, addr + len)` is non-null and inside the user
+    /// half. A zero-length slice is accepted at any user address.
+    pub fn new(addr: u64, len: u64) -> Result<Self, Error> {
+        let end = addr.checked_add(len).ok_or(Error::BadAddress)?;
+        if addr == 0 || end > USER_END {
+            return Err(Error::BadAddress);
+        }
+        Ok(UserSlice { addr, len })
+    }
+    /// The first address.
+    pub fn addr(&self) -> u64 {
+        self.addr
+    }
+    /// The length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+    /// True for an empty range.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A user range holding one value of type `T` (a `#[repr(C)]` ABI record).
+#[derive(Debug, PartialEq, Eq)]
+pub struct UserRef<T> {
+    slice: UserSlice,
+    _t: core::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for UserRef<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for UserRef<T> {}
+
+impl<T> UserRef<T> {
+    /// Checks the range `[addr, addr + size_of::<T>())` and its alignment.
+    pub fn new(addr: u64) -> Result<Self, Error> {
+        if addr % core::mem::align_of::<T>() as u64 != 0 {
+            return Err(Error::BadAddress);
+        }
+        Ok(UserRef { slice: UserSlice::new(addr, core::mem::size_of::<T>() as u64)?, _t: core::marker::PhantomData })
+    }
+    /// The range the value occupies.
+    pub fn slice(&self) -> UserSlice {
+        self.slice
+    }
+}
+
+/// A timeout argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timeout {
+    /// Do not block.
+    Now,
+    /// Block at most this many nanoseconds.
+    After(u64),
+    /// Block until the event.
+    Never,
+}
+
+impl Timeout {
+    fn decode(ns: u64) -> Timeout {
+        match ns {
+            alux_abi::syscall::NO_WAIT => Timeout::Now,
+            alux_abi::syscall::WAIT_FOREVER => Timeout::Never,
+            ns => Timeout::After(ns),
+        }
+    }
+}
+
+/// A decoded system call with validated arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Syscall {
+    DebugPrint { text: UserSlice },
+    ThreadCreate { entry: u64, stack_top: u64, arg: u64 },
+    ThreadExit { code: u64 },
+    ThreadJoin { thread: ThreadId, timeout: Timeout },
+    TaskExit { code: u64 },
+    Yield,
+    Sleep { nanos: u64 },
+    Clock,
+    Spawn { args: UserRef<alux_abi::syscall::SpawnArgs> },
+    TaskWait { task: TaskId, timeout: Timeout },
+    TaskKill { task: TaskId },
+    KernelStats { out: UserRef<alux_abi::syscall::KernelStats> },
+    Shutdown { code: u64 },
+    MemMap { len: u64, flags: u64 },
+    MemUnmap { range: UserSlice },
+    SelfInfo,
+    Ipc(IpcCall),
+}
+
+/// A decoded IPC system call. Handles stay raw `u64`s: only the IPC core can
+/// say whether one is valid, stale, or another thread's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum IpcCall {
+    PortCreate,
+    ListenPush { port: u64 },
+    ListenWithdraw { port: u64 },
+    Connect { task: TaskId, timeout: Timeout },
+    Write { handle: u64, data: UserSlice },
+    Read { handle: u64, out: UserSlice },
+    Signal { handle: u64 },
+    WriteSignal { handle: u64, data: UserSlice },
+    Poll { handles: UserSlice, count: u64, timeout: Timeout },
+    PollAll { timeout: Timeout },
+    Close { handle: u64 },
+    ConnectionInfo { handle: u64, out: UserSlice },
+    SetConnectPermission { uid: u64, allow: bool },
+    KernelEndOpen { kind: u64 },
+    ConnectionQuery { connection: u64, out: UserSlice },
+}
+
+/// Most bytes one connection buffer holds.
+pub const MESSAGE_MAX: u64 = alux_abi::ipc::MESSAGE_MAX as u64;
+/// Most handles one `Poll` may name.
+pub const POLL_SET_MAX: u64 = alux_abi::ipc::limits::POLL_SET_MAX as u64;
+
+/// The raw system call registers: number and six arguments.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawCall {
+    /// `rax`.
+    pub number: u64,
+    /// `rdi, rsi, rdx, r10, r8, r9`.
+    pub args: [u64; 6],
+}
+
+fn bool_arg(v: u64) -> Result<bool, Error> {
+    match v {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(Error::InvalidArgument),
+    }
+}
+
+/// Turns registers into a typed call, rejecting every malformed argument.
+pub fn decode(raw: &RawCall) -> Result<Syscall, Error> {
+    let [a0, a1, a2, _a3, _a4, _a5] = raw.args;
+    let sys = Sys::from_number(raw.number).ok_or(Error::UnknownSyscall)?;
+    let call = match sys {
+        Sys::DebugPrint => {
+            if a1 > DEBUG_PRINT_MAX as u64 {
+                return Err(Error::InvalidArgument);
+            }
+            Syscall::DebugPrint { text: UserSlice::new(a0, a1)? }
+        }
+        Sys::ThreadCreate => {
+            UserSlice::new(a0, 1)?;
+            if a1 == 0 || a1 > USER_END {
+                return Err(Error::BadAddress);
+            }
+            if a1 % 16 != 0 {
+                return Err(Error::InvalidArgument);
+            }
+            Syscall::ThreadCreate { entry: a0, stack_top: a1, arg: a2 }
+        }
+        Sys::ThreadExit => Syscall::ThreadExit { code: a0 },
+        Sys::ThreadJoin => Syscall::ThreadJoin { thread: ThreadId::from_raw(a0), timeout: Timeout::decode(a1) },
+        Sys::TaskExit => Syscall::TaskExit { code: a0 },
+        Sys::Yield => Syscall::Yield,
+        Sys::Sleep => Syscall::Sleep { nanos: a0 },
+        Sys::Clock => Syscall::Clock,
+        Sys::Spawn => Syscall::Spawn { args: UserRef::new(a0)? },
+        Sys::TaskWait => Syscall::TaskWait { task: TaskId::from_raw(a0), timeout: Timeout::decode(a1) },
+        Sys::TaskKill => Syscall::TaskKill { task: TaskId::from_raw(a0) },
+        Sys::KernelStats => Syscall::KernelStats { out: UserRef::new(a0)? },
+        Sys::Shutdown => Syscall::Shutdown { code: a0 },
+        Sys::MemMap => {
+            if a0 == 0 || a0 > MEM_MAP_MAX as u64 || a1 & !map_flags::ALL != 0 {
+                return Err(Error::InvalidArgument);
+            }
+            Syscall::MemMap { len: a0, flags: a1 }
+        }
+        Sys::MemUnmap => {
+            if a0 % PAGE_SIZE as u64 != 0 || a1 == 0 || a1 % PAGE_SIZE as u64 != 0 {
+                return Err(Error::InvalidArgument);
+            }
+            Syscall::MemUnmap { range: UserSlice::new(a0, a1)? }
+        }
+        Sys::SelfInfo => Syscall::SelfInfo,
+        Sys::PortCreate => Syscall::Ipc(IpcCall::PortCreate),
+        Sys::ListenPush => Syscall::Ipc(IpcCall::ListenPush { port: a0 }),
+        Sys::ListenWithdraw => Syscall::Ipc(IpcCall::ListenWithdraw { port: a0 }),
+        Sys::Connect => Syscall::Ipc(IpcCall::Connect { task: TaskId::from_raw(a0), timeout: Timeout::decode(a1) }),
+        Sys::Write | Sys::WriteSignal => {
+            if a2 > MESSAGE_MAX {
+                return Err(Error::MessageTooLong);
+            }
+            let data = UserSlice::new(a1, a2)?;
+            if sys == Sys::Write {
+                Syscall::Ipc(IpcCall::Write { handle: a0, data })
+            } else {
+                Syscall::Ipc(IpcCall::WriteSignal { handle: a0, data })
+            }
+        }
+        Sys::Read => Syscall::Ipc(IpcCall::Read { handle: a0, out: UserSlice::new(a1, MESSAGE_MAX)? }),
+        Sys::Signal => Syscall::Ipc(IpcCall::Signal { handle: a0 }),
+        Sys::Poll => {
+            if a1 == 0 || a1 > POLL_SET_MAX {
+                return Err(Error::InvalidArgument);
+            }
+            if a0 % 8 != 0 {
+                return Err(Error::BadAddress);
+            }
+            Syscall::Ipc(IpcCall::Poll { handles: UserSlice::new(a0, a1 * 8)?, count: a1, timeout: Timeout::decode(a2) })
+        }
+        Sys::PollAll => Syscall::Ipc(IpcCall::PollAll { timeout: Timeout::decode(a0) }),
+        Sys::Close => Syscall::Ipc(IpcCall::Close { handle: a0 }),
+        Sys::ConnectionInfo => Syscall::Ipc(IpcCall::ConnectionInfo { handle: a0, out: aligned_out(a1)? }),
+        Sys::SetConnectPermission => {
+            if a0 >= alux_abi::ids::UID_COUNT as u64 {
+                return Err(Error::InvalidArgument);
+            }
+            Syscall::Ipc(IpcCall::SetConnectPermission { uid: a0, allow: bool_arg(a1)? })
+        }
+        Sys::KernelEndOpen => Syscall::Ipc(IpcCall::KernelEndOpen { kind: a0 }),
+        Sys::ConnectionQuery => Syscall::Ipc(IpcCall::ConnectionQuery { connection: a0, out: aligned_out(a1)? }),
+    };
+    Ok(call)
+}
+
+/// An output record pointer: 8-byte aligned; its length is checked by the
+/// handler, which knows the record type.
+fn aligned_out(addr: u64) -> Result<UserSlice, Error> {
+    if addr % 8 != 0 {
+        return Err(Error::BadAddress);
+    }
+    UserSlice::new(addr, 8)
+}
+
+/// What a handler answers: up to four result registers, or an error.
+pub type SysResult = Result<[u64; 4], Error>;
+
+/// The registers a finished call returns with: `rax` then `rdi, rsi, rdx,
+/// r10`. On error only `rax` carries meaning; the others are zeroed so no
+/// stale kernel value leaks.
+pub fn encode(result: SysResult) -> [u64; 5] {
+    match result {
+        Ok([a, b, c, d]) => [0, a, b, c, d],
+        Err(e) => [e.code(), 0, 0, 0, 0],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(sys: u64, args: [u64; 6]) -> Result<Syscall, Error> {
+        decode(&RawCall { number: sys, args })
+    }
+
+    #[test]
+    fn unknown_numbers_are_rejected() {
+        for n in [16u64, 31, 47, 1000, u64::MAX] {
+            if Sys::from_number(n).is_none() {
+                assert_eq!(call(n, [0; 6]), Err(Error::UnknownSyscall));
+            }
+        }
+    }
+
+    #[test]
+    fn user_slice_bounds() {
+        assert_eq!(UserSlice::new(0, 1), Err(Error::BadAddress));
+        assert_eq!(UserSlice::new(u64::MAX, 2), Err(Error::BadAddress));
+        assert_eq!(UserSlice::new(USER_END - 4, 8), Err(Error::BadAddress));
+        assert_eq!(UserSlice::new(0xffff_8000_0000_0000, 8), Err(Error::BadAddress));
+        assert!(UserSlice::new(USER_END - 8, 8).is_ok());
+        assert!(UserSlice::new(0x1000, 0).is_ok());
+    }
+
+    #[test]
+    fn debug_print_length_is_capped() {
+        let max = DEBUG_PRINT_MAX as u64;
+        assert!(call(Sys::DebugPrint as u64, [0x1000, max, 0, 0, 0, 0]).is_ok());
+        assert_eq!(call(Sys::DebugPrint as u64, [0x1000, max + 1, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(Sys::DebugPrint as u64, [0, 4, 0, 0, 0, 0]), Err(Error::BadAddress));
+    }
+
+    #[test]
+    fn write_rejects_long_messages_and_kernel_pointers() {
+        let w = Sys::WriteSignal as u64;
+        assert_eq!(call(w, [1, 0x1000, 33, 0, 0, 0]), Err(Error::MessageTooLong));
+        assert_eq!(call(w, [1, 0xffff_ffff_8000_0000, 8, 0, 0, 0]), Err(Error::BadAddress));
+        assert_eq!(
+            call(w, [1, 0x1000, 32, 0, 0, 0]),
+            Ok(Syscall::Ipc(IpcCall::WriteSignal { handle: 1, data: UserSlice::new(0x1000, 32).unwrap() }))
+        );
+    }
+
+    #[test]
+    fn mem_map_checks_length_and_flags() {
+        let m = Sys::MemMap as u64;
+        assert_eq!(call(m, [0, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(m, [4096, 8, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(m, [MEM_MAP_MAX as u64 + 1, 1, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(m, [4096, 1, 0, 0, 0, 0]), Ok(Syscall::MemMap { len: 4096, flags: 1 }));
+        let u = Sys::MemUnmap as u64;
+        assert_eq!(call(u, [0x1001, 4096, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(u, [0x1000, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+    }
+
+    #[test]
+    fn poll_set_size_is_bounded() {
+        let p = Sys::Poll as u64;
+        assert_eq!(call(p, [0x1000, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(p, [0x1000, POLL_SET_MAX + 1, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(p, [0x1004, 1, 0, 0, 0, 0]), Err(Error::BadAddress));
+        assert!(matches!(call(p, [0x1000, 3, u64::MAX, 0, 0, 0]), Ok(Syscall::Ipc(IpcCall::Poll { timeout: Timeout::Never, .. }))));
+    }
+
+    #[test]
+    fn thread_create_needs_user_entry_and_aligned_stack() {
+        let t = Sys::ThreadCreate as u64;
+        assert_eq!(call(t, [0, 0x2000, 0, 0, 0, 0]), Err(Error::BadAddress));
+        assert_eq!(call(t, [0x1000, 0x2008, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(t, [0x1000, 0xffff_8000_0000_0000, 0, 0, 0, 0]), Err(Error::BadAddress));
+        assert_eq!(call(t, [0x1000, 0, 0, 0, 0, 0]), Err(Error::BadAddress));
+        assert!(call(t, [0x1000, 0x2000, 7, 0, 0, 0]).is_ok());
+    }
+
+    #[test]
+    fn structured_outputs_must_be_aligned() {
+        assert_eq!(call(Sys::KernelStats as u64, [0x1001, 0, 0, 0, 0, 0]), Err(Error::BadAddress));
+        assert_eq!(call(Sys::Spawn as u64, [0x1004, 0, 0, 0, 0, 0]), Err(Error::BadAddress));
+        assert_eq!(call(Sys::ConnectionInfo as u64, [1, 0x1003, 0, 0, 0, 0]), Err(Error::BadAddress));
+    }
+
+    #[test]
+    fn permission_uid_and_flag_are_checked() {
+        let s = Sys::SetConnectPermission as u64;
+        assert_eq!(call(s, [65536, 1, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(s, [5, 2, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(s, [5, 0, 0, 0, 0, 0]), Ok(Syscall::Ipc(IpcCall::SetConnectPermission { uid: 5, allow: false })));
+    }
+
+    #[test]
+    fn encode_zeroes_results_on_error() {
+        assert_eq!(encode(Ok([1, 2, 3, 4])), [0, 1, 2, 3, 4]);
+        assert_eq!(encode(Err(Error::BadHandle)), [Error::BadHandle.code(), 0, 0, 0, 0]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_never_panics(n in 0u64..64, args in proptest::array::uniform6(proptest::num::u64::ANY)) {
+            let _ = decode(&RawCall { number: n, args });
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! System call handlers: safe functions from a decoded [`Syscall`] to a
+//! result. Decoding and encoding live in `kernel::syscall`; this module only
+//! carries calls out against the kernel state.
+
+use crate::arch::{cpu, time};
+use crate::ipc_glue::{self, IpcOutcome};
+use crate::mm;
+use crate::sched::{self, Kernel, Wait, MAX_PAGES_PER_TASK};
+use crate::task::SpawnRequest;
+use alloc::vec::Vec;
+use alux_abi::syscall::{map_flags, task_flags, KernelStats, SPAWN_IMAGE_MAX};
+use alux_abi::{Error, TaskId, ThreadId};
+use kernel::paging::{PageFlags, PAGE_SIZE};
+use kernel::syscall::{decode, RawCall, SysResult, Syscall, Timeout, UserSlice};
+
+/// What a call did to its caller.
+enum Outcome {
+    /// Finished: return this.
+    Done(SysResult),
+    /// The caller is blocked; its result comes later.
+    Blocked,
+    /// The caller no longer exists.
+    Gone,
+}
+
+/// The `syscall` entry's Rust side. Returns 1 if the next context may leave
+/// through `sysretq`.
+#[no_mangle]
+extern "C" fn syscall_from_user() -> u64 {
+    let mut k = sched::lock();
+    let Some(caller) = k.current else {
+        crate::fatal(format_args!("system call with no current thread"))
+    };
+    let raw = {
+        let t = k.thread_mut(caller).expect("current thread is live");
+        t.from_syscall = true;
+        let r = &t.ctx.regs;
+        RawCall { number: r.rax, args: [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9] }
+    };
+    let outcome = match decode(&raw) {
+        Ok(call) => handle(&mut k, caller, call),
+        Err(e) => Outcome::Done(Err(e)),
+    };
+    match outcome {
+        Outcome::Done(result) => k.set_result(caller, result),
+        Outcome::Blocked | Outcome::Gone => {}
+    }
+    sched::dispatch(k)
+}
+
+fn caller_task(k: &Kernel, caller: ThreadId) -> TaskId {
+    k.thread(caller).expect("caller is live").task
+}
+
+fn space_of(k: &Kernel, task: TaskId) -> Result<&mm::AddressSpace, Error> {
+    k.task(task).and_then(|t| t.space.as_ref()).ok_or(Error::NoSuchTask)
+}
+
+fn require_privileged(k: &Kernel, task: TaskId) -> Result<(), Error> {
+    if k.task(task).is_some_and(|t| t.privileged) {
+        Ok(())
+    } else {
+        Err(Error::NotPrivileged)
+    }
+}
+
+/// May `caller` wait for or kill `target`? Its parent, or a privileged task.
+fn may_control(k: &Kernel, caller: TaskId, target: TaskId) -> Result<(), Error> {
+    let t = k.task(target).ok_or(Error::NoSuchTask)?;
+    if t.parent == Some(caller) || require_privileged(k, caller).is_ok() {
+        Ok(())
+    } else {
+        Err(Error::NotPrivileged)
+    }
+}
+
+fn handle(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
+    let task = caller_task(k, caller);
+    let result = match call {
+        Syscall::Ipc(ipc) => {
+            let r = ipc_glue::handle(k, caller, ipc);
+            ipc_glue::deliver_wakeups(k);
+            return match r {
+                Ok(IpcOutcome::Done(r)) => Outcome::Done(r),
+                Ok(IpcOutcome::Blocked) => Outcome::Blocked,
+                Err(e) => Outcome::Done(Err(e)),
+            };
+        }
+        Syscall::DebugPrint { text } => debug_print(k, task, text),
+        Syscall::ThreadCreate { entry, stack_top, arg } => {
+            k.create_thread(task, entry, stack_top, arg).map(|t| [t.raw(), 0, 0, 0])
+        }
+        Syscall::ThreadExit { code } => {
+            k.exit_thread(caller, code);
+            return Outcome::Gone;
+        }
+        Syscall::ThreadJoin { thread, timeout } => {
+            let same_task = k.thread(thread).map(|t| t.task == task);
+            match same_task {
+                None => Err(Error::NoSuchThread),
+                Some(false) => Err(Error::NoSuchThread),
+                Some(true) if thread == caller => Err(Error::InvalidArgument),
+                Some(true) => return block(k, Wait::Join(thread), timeout),
+            }
+        }
+        Syscall::TaskExit { code } => {
+            k.end_task(task, alux_abi::syscall::TaskEnd::Exited(code));
+            return Outcome::Gone;
+        }
+        Syscall::Yield => {
+            k.request_resched();
+            Ok([0; 4])
+        }
+        Syscall::Sleep { nanos } => {
+            if nanos == 0 {
+                k.request_resched();
+                Ok([0; 4])
+            } else {
+                return block(k, Wait::Sleep, Timeout::After(nanos));
+            }
+        }
+        Syscall::Clock => Ok([time::now_ns(), 0, 0, 0]),
+        Syscall::Spawn { args } => spawn(k, task, args),
+        Syscall::TaskWait { task: target, timeout } => match may_control(k, task, target) {
+            Err(e) => Err(e),
+            Ok(()) => match k.task(target).and_then(|t| t.end) {
+                Some(_) => {
+                    let end = k.reap(target).expect("ended task");
+                    let (kind, detail) = end.encode();
+                    Ok([kind, detail, 0, 0])
+                }
+                None if target == task => Err(Error::InvalidArgument),
+                None => return block(k, Wait::Task(target), timeout),
+            },
+        },
+        Syscall::TaskKill { task: target } => match may_control(k, task, target) {
+            Err(e) => Err(e),
+            Ok(()) if k.task(target).is_some_and(|t| t.end.is_some()) => Err(Error::NoSuchTask),
+            Ok(()) => {
+                k.end_task(target, alux_abi::syscall::TaskEnd::Killed);
+                if target == task {
+                    return Outcome::Gone;
+                }
+                Ok([0; 4])
+            }
+        },
+        Syscall::KernelStats { out } => {
+            let stats = KernelStats {
+                frames_used: k.frames.used() as u64,
+                frames_total: k.frames.total() as u64,
+                heap_used: mm::heap_used() as u64,
+                tasks: k.tasks.len() as u64,
+                threads: k.threads.len() as u64,
+                ipc_ends: k.ipc.end_count() as u64,
+                ticks: k.ticks,
+                switches: k.switches,
+            };
+            space_of(k, task).and_then(|s| mm::write_record(s, out.slice(), &stats)).map(|_| [0; 4])
+        }
+        Syscall::Shutdown { code } => match require_privileged(k, task) {
+            Err(e) => Err(e),
+            Ok(()) => {
+                crate::kprintln!("[kernel] shutdown requested by task {} (code {})", task, code);
+                crate::print_summary(k);
+                cpu::exit_qemu(if code == 0 {
+                    alux_abi::syscall::SHUTDOWN_SUCCESS
+                } else {
+                    alux_abi::syscall::SHUTDOWN_FAILURE
+                })
+            }
+        },
+        Syscall::MemMap { len, flags } => mem_map(k, task, len, flags),
+        Syscall::MemUnmap { range } => mem_unmap(k, task, range),
+        Syscall::SelfInfo => {
+            let t = k.task(task).expect("caller's task is live");
+            let flags = if t.privileged { task_flags::PRIVILEGED } else { 0 };
+            Ok([task.raw(), caller.raw(), t.uid as u64, flags as u64])
+        }
+    };
+    Outcome::Done(result)
+}
+
+fn block(k: &mut Kernel, wait: Wait, timeout: Timeout) -> Outcome {
+    match timeout {
+        Timeout::Now => Outcome::Done(Err(Error::TimedOut)),
+        Timeout::After(ns) => {
+            k.block_current(wait, Some(sched::deadline_after(ns)));
+            Outcome::Blocked
+        }
+        Timeout::Never => {
+            k.block_current(wait, None);
+            Outcome::Blocked
+        }
+    }
+}
+
+fn debug_print(k: &Kernel, task: TaskId, text: UserSlice) -> SysResult {
+    let mut buf = [0u8; alux_abi::syscall::DEBUG_PRINT_MAX];
+    let bytes = &mut buf[..text.len() as usize];
+    space_of(k, task)?.copy_in(text, bytes)?;
+    crate::console::write_bytes(bytes);
+    Ok([0; 4])
+}
+
+fn spawn(k: &mut Kernel, task: TaskId, at: kernel::syscall::UserRef<alux_abi::syscall::SpawnArgs>) -> SysResult {
+    require_privileged(k, task)?;
+    let space = space_of(k, task)?;
+    let args = mm::read_record(space, at)?;
+    if args.image_len > SPAWN_IMAGE_MAX as u64
+        || args.arg_len > alux_abi::syscall::SPAWN_ARGS_MAX as u64
+        || args.uid as usize >= alux_abi::ids::UID_COUNT
+        || args.flags & !task_flags::PRIVILEGED != 0
+    {
+        return Err(Error::InvalidArgument);
+    }
+    let image_range = UserSlice::new(args.image_ptr, args.image_len)?;
+    let arg_range = UserSlice::new(args.arg_ptr.max(1), args.arg_len)?;
+    let mut image = Vec::new();
+    image.try_reserve_exact(args.image_len as usize).map_err(|_| Error::OutOfMemory)?;
+    image.resize(args.image_len as usize, 0);
+    space.copy_in(image_range, &mut image)?;
+    let mut arg_bytes = [0u8; alux_abi::syscall::SPAWN_ARGS_MAX];
+    let arg_bytes = &mut arg_bytes[..args.arg_len as usize];
+    space.copy_in(arg_range, arg_bytes)?;
+    let id = k.spawn(SpawnRequest {
+        image: &image,
+        args: arg_bytes,
+        uid: args.uid as alux_abi::Uid,
+        privileged: args.flags & task_flags::PRIVILEGED != 0,
+        parent: Some(task),
+        with_boot_module: false,
+    })?;
+    Ok([id.raw(), 0, 0, 0])
+}
+
+fn mem_map(k: &mut Kernel, task: TaskId, len: u64, flags: u64) -> SysResult {
+    let pages = len.div_ceil(PAGE_SIZE) as usize;
+    let t = k.task(task).ok_or(Error::NoSuchTask)?;
+    if t.pages + pages > MAX_PAGES_PER_TASK {
+        return Err(Error::OutOfMemory);
+    }
+    let base = t.next_map;
+    let mut pf = PageFlags::PRESENT | PageFlags::USER;
+    if flags & map_flags::WRITE != 0 {
+        pf |= PageFlags::WRITABLE;
+    }
+    if flags & map_flags::EXEC == 0 {
+        pf |= PageFlags::NO_EXECUTE;
+    }
+    let Kernel { tasks, frames, .. } = k;
+    let t = tasks.iter_mut().find(|(_, t)| t.id == task).map(|(_, t)| t).ok_or(Error::NoSuchTask)?;
+    let space = t.space.as_mut().ok_or(Error::NoSuchTask)?;
+    for i in 0..pages as u64 {
+        if let Err(e) = space.map_new(frames, base + i * PAGE_SIZE, pf) {
+            for j in 0..i {
+                if let Ok(f) = space.unmap(frames, base + j * PAGE_SIZE) {
+                    let _ = frames.free(f);
+                }
+            }
+            return Err(e);
+        }
+    }
+    t.pages += pages;
+    // Leave an unmapped guard page between mappings.
+    t.next_map = base + (pages as u64 + 1) * PAGE_SIZE;
+    Ok([base, 0, 0, 0])
+}
+
+fn mem_unmap(k: &mut Kernel, task: TaskId, range: UserSlice) -> SysResult {
+    let Kernel { tasks, frames, .. } = k;
+    let t = tasks.iter_mut().find(|(_, t)| t.id == task).map(|(_, t)| t).ok_or(Error::NoSuchTask)?;
+    if range.addr() < crate::task::MAP_BASE || range.addr() + range.len() > t.next_map {
+        return Err(Error::InvalidArgument);
+    }
+    let space = t.space.as_mut().ok_or(Error::NoSuchTask)?;
+    let pages = range.len() / PAGE_SIZE;
+    for i in 0..pages {
+        if space.translate(range.addr() + i * PAGE_SIZE).is_none() {
+            return Err(Error::InvalidArgument);
+        }
+    }
+    for i in 0..pages {
+        let f = space.unmap(frames, range.addr() + i * PAGE_SIZE)?;
+        let _ = frames.free(f);
+    }
+    t.pages -= pages as usize;
+    Ok([0; 4])
+}

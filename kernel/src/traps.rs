@@ -1,0 +1,71 @@
+//! Interrupts and exceptions: the Rust side of the IDT stubs.
+//!
+//! A fault in user mode kills only the faulting task; a fault in the kernel
+//! is a kernel bug and stops the machine with the registers printed.
+
+use crate::arch::context::TrapFrame;
+use crate::arch::{cpu, lapic};
+use crate::sched;
+use alux_abi::syscall::{Fault, TaskEnd};
+
+/// An interrupt or exception taken in user mode.
+#[no_mangle]
+extern "C" fn trap_from_user(frame: &TrapFrame) -> u64 {
+    let mut k = sched::lock();
+    if let Some(cur) = k.current {
+        if let Some(t) = k.thread_mut(cur) {
+            t.ctx.regs = frame.regs();
+            t.from_syscall = false;
+        }
+    }
+    let vector = frame.vector as u8;
+    match vector {
+        0..=31 => {
+            let fault = Fault::from_vector(vector);
+            let detail = if fault == Fault::PageFault { cpu::read_cr2() } else { frame.rip };
+            if let Some(cur) = k.current {
+                let task = k.thread(cur).map(|t| t.task);
+                if let Some(task) = task {
+                    crate::kprintln!(
+                        "[kernel] task {} killed: {} (vector {}, error {:#x}) at rip {:#x}, address {:#x}",
+                        task,
+                        fault.name(),
+                        vector,
+                        frame.error,
+                        frame.rip,
+                        detail
+                    );
+                    k.end_task(task, TaskEnd::Faulted(fault, detail));
+                }
+            }
+        }
+        lapic::TIMER_VECTOR => {
+            lapic::end_of_interrupt();
+            k.on_timer_tick();
+        }
+        lapic::SPURIOUS_VECTOR => {}
+        _ => lapic::end_of_interrupt(),
+    }
+    sched::dispatch(k)
+}
+
+/// An interrupt or exception taken in kernel mode: only interrupts while
+/// idling are expected.
+#[no_mangle]
+extern "C" fn trap_from_kernel(frame: &mut TrapFrame) {
+    match frame.vector as u8 {
+        lapic::TIMER_VECTOR => lapic::end_of_interrupt(),
+        lapic::SPURIOUS_VECTOR => {}
+        v if v >= 32 => lapic::end_of_interrupt(),
+        v => {
+            crate::console::print_emergency(format_args!(
+                "\n[kernel] FATAL: exception {} in kernel mode, error {:#x}, cr2 {:#x}\n{:#x?}\n",
+                v,
+                frame.error,
+                cpu::read_cr2(),
+                frame
+            ));
+            cpu::exit_qemu(alux_abi::syscall::SHUTDOWN_FAILURE);
+        }
+    }
+}
