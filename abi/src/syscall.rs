@@ -210,6 +210,9 @@ pub struct KernelStats {
     pub ticks: u64,
     /// Context switches so far.
     pub switches: u64,
+    /// Frames the calling task holds: its pages and page tables (part of
+    /// `frames_used`).
+    pub caller_frames: u64,
 }
 
 /// How a task ended: `TaskWait` returns `(kind, detail)`.

@@ -91,3 +91,12 @@ pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 /// unwinding ever happens, so it is never called.
 #[no_mangle]
 pub extern "C" fn rust_eh_personality() {}
+
+/// The prebuilt `alloc` refers to this unwinder entry point from landing
+/// pads that `panic = "abort"` never reaches.
+#[no_mangle]
+pub extern "C" fn _Unwind_Resume() -> ! {
+    loop {
+        core::hint::spin_loop();
+    }
+}

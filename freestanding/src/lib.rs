@@ -1,6 +1,6 @@
 //! The symbols a freestanding binary built against the host's prebuilt
 //! `core` must provide itself, since there is no libc: `memcpy`, `memmove`,
-//! `memset`, `memcmp`, `bcmp` and `rust_eh_personality`.
+//! `memset`, `memcmp`, `bcmp`, `rust_eh_personality` and `_Unwind_Resume`.
 //!
 //! Linked into the kernel and every user program. The functions are written
 //! with string instructions in inline assembly so that the compiler can never

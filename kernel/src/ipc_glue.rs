@@ -67,8 +67,15 @@ fn park<T>(k: &mut Kernel, outcome: Outcome<T>, done: impl FnOnce(T) -> [u64; 4]
 /// Handles one IPC system call of `caller`. The caller must run
 /// [`deliver_wakeups`] afterwards, whatever the result.
 pub fn handle(k: &mut Kernel, caller: ThreadId, call: IpcCall) -> Result<IpcOutcome, Error> {
-    let task = k.thread(caller).map(|t| t.task).ok_or(Error::NoSuchThread)?;
-    let space = || k.task(task).and_then(|t| t.space.as_ref()).ok_or(Error::NoSuchTask);
+    let task = k
+        .thread(caller)
+        .map(|t| t.task)
+        .ok_or(Error::NoSuchThread)?;
+    let space = || {
+        k.task(task)
+            .and_then(|t| t.space.as_ref())
+            .ok_or(Error::NoSuchTask)
+    };
     let done = |r: [u64; 4]| Ok(IpcOutcome::Done(Ok(r)));
     let outcome = match call {
         IpcCall::PortCreate => {
@@ -83,7 +90,10 @@ pub fn handle(k: &mut Kernel, caller: ThreadId, call: IpcCall) -> Result<IpcOutc
             k.ipc.listen_withdraw(caller, Handle::from_raw(port))?;
             IpcOutcome::Done(Ok([0; 4]))
         }
-        IpcCall::Connect { task: target, timeout } => {
+        IpcCall::Connect {
+            task: target,
+            timeout,
+        } => {
             let o = k.ipc.connect(caller, target, deadline(timeout))?;
             park(k, o, |h| [h.raw(), 0, 0, 0])
         }
@@ -94,7 +104,8 @@ pub fn handle(k: &mut Kernel, caller: ThreadId, call: IpcCall) -> Result<IpcOutc
             if matches!(call, IpcCall::Write { .. }) {
                 k.ipc.write(caller, Handle::from_raw(handle), bytes)?;
             } else {
-                k.ipc.write_signal(caller, Handle::from_raw(handle), bytes)?;
+                k.ipc
+                    .write_signal(caller, Handle::from_raw(handle), bytes)?;
             }
             IpcOutcome::Done(Ok([0; 4]))
         }
@@ -107,7 +118,11 @@ pub fn handle(k: &mut Kernel, caller: ThreadId, call: IpcCall) -> Result<IpcOutc
             k.ipc.signal(caller, Handle::from_raw(handle))?;
             IpcOutcome::Done(Ok([0; 4]))
         }
-        IpcCall::Poll { handles, count, timeout } => {
+        IpcCall::Poll {
+            handles,
+            count,
+            timeout,
+        } => {
             let mut raw = [0u8; 8 * alux_abi::ipc::limits::POLL_SET_MAX];
             let bytes = &mut raw[..(count * 8) as usize];
             space()?.copy_in(handles, bytes)?;
@@ -115,7 +130,9 @@ pub fn handle(k: &mut Kernel, caller: ThreadId, call: IpcCall) -> Result<IpcOutc
             for (h, b) in set.iter_mut().zip(bytes.chunks_exact(8)) {
                 *h = Handle::from_raw(u64::from_le_bytes(b.try_into().expect("8-byte chunk")));
             }
-            let o = k.ipc.poll(caller, &set[..count as usize], deadline(timeout))?;
+            let o = k
+                .ipc
+                .poll(caller, &set[..count as usize], deadline(timeout))?;
             park(k, o, |r| encode_ready(&r))
         }
         IpcCall::PollAll { timeout } => {
@@ -132,7 +149,8 @@ pub fn handle(k: &mut Kernel, caller: ThreadId, call: IpcCall) -> Result<IpcOutc
             IpcOutcome::Done(Ok([0; 4]))
         }
         IpcCall::SetConnectPermission { uid, allow } => {
-            k.ipc.set_connect_permission(caller, uid as alux_abi::Uid, allow)?;
+            k.ipc
+                .set_connect_permission(caller, uid as alux_abi::Uid, allow)?;
             IpcOutcome::Done(Ok([0; 4]))
         }
         IpcCall::KernelEndOpen { kind } => {

@@ -88,7 +88,9 @@ extern "C" fn kernel_entry(start_info: u64) -> ! {
     mm::init_heap();
     kprintln!("[kernel] alux booting");
     let Some(info) = boot_info::parse(start_info) else {
-        fatal(format_args!("not started through PVH (bad start-info magic)"))
+        fatal(format_args!(
+            "not started through PVH (bad start-info magic)"
+        ))
     };
 
     // Linker-script symbols: only their addresses are used.
@@ -120,7 +122,12 @@ extern "C" fn kernel_entry(start_info: u64) -> ! {
     );
 
     let kernel_root = cpu::read_cr3();
-    let mut k = sched::Kernel::new(frames, alux_ipc::Ipc::new(Default::default()), kernel_root, module);
+    let mut k = sched::Kernel::new(
+        frames,
+        alux_ipc::Ipc::new(Default::default()),
+        kernel_root,
+        module,
+    );
     // SAFETY: the module's physical range is RAM reserved above, inside the
     // direct map, and nothing writes it.
     let module_bytes = unsafe {
@@ -141,7 +148,11 @@ extern "C" fn kernel_entry(start_info: u64) -> ! {
         .unwrap_or_else(|e| fatal(format_args!("cannot start init: {}", e)));
     drop(init_image);
     k.init = Some(init);
-    kprintln!("[kernel] init is task {}; boot took {} us", init, time::now_ns() / 1000);
+    kprintln!(
+        "[kernel] init is task {}; boot took {} us",
+        init,
+        time::now_ns() / 1000
+    );
     sched::install(k);
     let may_sysret = sched::dispatch(sched::lock());
     debug_assert_eq!(may_sysret, 0);

@@ -45,8 +45,11 @@ pub fn heap_used() -> usize {
 }
 
 /// Page tables reached through the direct map, allocating from the frame
-/// allocator.
-pub struct PhysTables<'a>(pub &'a mut FrameAllocator);
+/// allocator and counting the tables it holds.
+pub struct PhysTables<'a> {
+    frames: &'a mut FrameAllocator,
+    tables: &'a mut usize,
+}
 
 /// Read-only access to page tables (for walks that never allocate).
 pub struct PhysTablesRead;
@@ -79,12 +82,15 @@ impl TableMemory for PhysTables<'_> {
         unsafe { entry_ptr(table, index).write_volatile(entry) }
     }
     fn alloc_table(&mut self) -> Option<u64> {
-        let frame = self.0.alloc()?;
+        let frame = self.frames.alloc()?;
         zero_frame(frame);
+        *self.tables += 1;
         Some(frame)
     }
     fn free_table(&mut self, table: u64) {
-        let _ = self.0.free(table);
+        if self.frames.free(table).is_ok() {
+            *self.tables -= 1;
+        }
     }
 }
 
@@ -104,13 +110,34 @@ impl TableMemory for PhysTablesRead {
 /// A user address space: a PML4 whose upper half is the kernel's.
 pub struct AddressSpace {
     root: u64,
+    tables: usize,
 }
 
 impl AddressSpace {
     /// A new, empty address space.
     pub fn new(frames: &mut FrameAllocator, kernel_root: u64) -> Result<Self, Error> {
-        let root = paging::new_root(&mut PhysTables(frames), kernel_root).map_err(|_| Error::OutOfMemory)?;
-        Ok(AddressSpace { root })
+        let mut tables = 0;
+        let root = paging::new_root(
+            &mut PhysTables {
+                frames,
+                tables: &mut tables,
+            },
+            kernel_root,
+        )
+        .map_err(|_| Error::OutOfMemory)?;
+        Ok(AddressSpace { root, tables })
+    }
+
+    /// Frames its page tables use, the root included.
+    pub fn table_frames(&self) -> usize {
+        self.tables
+    }
+
+    fn tables<'a>(&'a mut self, frames: &'a mut FrameAllocator) -> PhysTables<'a> {
+        PhysTables {
+            frames,
+            tables: &mut self.tables,
+        }
     }
 
     /// The physical address of the PML4 (for CR3).
@@ -119,7 +146,12 @@ impl AddressSpace {
     }
 
     /// Maps a fresh zeroed frame at `va`; returns the frame.
-    pub fn map_new(&mut self, frames: &mut FrameAllocator, va: u64, flags: PageFlags) -> Result<u64, Error> {
+    pub fn map_new(
+        &mut self,
+        frames: &mut FrameAllocator,
+        va: u64,
+        flags: PageFlags,
+    ) -> Result<u64, Error> {
         let frame = frames.alloc().ok_or(Error::OutOfMemory)?;
         zero_frame(frame);
         if let Err(e) = self.map_frame(frames, va, frame, flags) {
@@ -130,8 +162,15 @@ impl AddressSpace {
     }
 
     /// Maps an existing frame at `va`.
-    pub fn map_frame(&mut self, frames: &mut FrameAllocator, va: u64, frame: u64, flags: PageFlags) -> Result<(), Error> {
-        paging::map(&mut PhysTables(frames), self.root, va, frame, flags).map_err(|e| match e {
+    pub fn map_frame(
+        &mut self,
+        frames: &mut FrameAllocator,
+        va: u64,
+        frame: u64,
+        flags: PageFlags,
+    ) -> Result<(), Error> {
+        let root = self.root;
+        paging::map(&mut self.tables(frames), root, va, frame, flags).map_err(|e| match e {
             paging::MapError::OutOfMemory => Error::OutOfMemory,
             _ => Error::InvalidArgument,
         })
@@ -139,7 +178,9 @@ impl AddressSpace {
 
     /// Unmaps the page at `va`, returning its frame.
     pub fn unmap(&mut self, frames: &mut FrameAllocator, va: u64) -> Result<u64, Error> {
-        let frame = paging::unmap(&mut PhysTables(frames), self.root, va).map_err(|_| Error::InvalidArgument)?;
+        let root = self.root;
+        let frame = paging::unmap(&mut self.tables(frames), root, va)
+            .map_err(|_| Error::InvalidArgument)?;
         // SAFETY: invalidating a TLB entry has no memory effects; needed in
         // case this address space is the active one.
         unsafe { core::arch::asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) };
@@ -153,7 +194,12 @@ impl AddressSpace {
 
     /// Visits the range page piece by page piece as direct-map pointers,
     /// after checking the whole range is mapped with the needed access.
-    fn for_each_piece(&self, range: UserSlice, write: bool, mut f: impl FnMut(*mut u8, usize, usize)) -> Result<(), Error> {
+    fn for_each_piece(
+        &self,
+        range: UserSlice,
+        write: bool,
+        mut f: impl FnMut(*mut u8, usize, usize),
+    ) -> Result<(), Error> {
         if !paging::user_range_ok(&PhysTablesRead, self.root, range.addr(), range.len(), write) {
             return Err(Error::BadAddress);
         }
@@ -194,11 +240,12 @@ impl AddressSpace {
 
     /// Frees every user page (except those `borrowed` says the task does not
     /// own), every table, and the root.
-    pub fn destroy(self, frames: &mut FrameAllocator, borrowed: impl Fn(u64) -> bool) {
+    pub fn destroy(mut self, frames: &mut FrameAllocator, borrowed: impl Fn(u64) -> bool) {
         let mut to_free = alloc::vec::Vec::new();
         {
-            let mut tables = PhysTables(frames);
-            paging::destroy_user_half(&mut tables, self.root, &mut |f| {
+            let root = self.root;
+            let mut tables = self.tables(frames);
+            paging::destroy_user_half(&mut tables, root, &mut |f| {
                 if !borrowed(f) {
                     to_free.push(f)
                 }
@@ -212,11 +259,16 @@ impl AddressSpace {
 }
 
 /// Copies a plain-old-data ABI record from user memory.
-pub fn read_record<T: Copy + Default>(space: &AddressSpace, at: kernel::syscall::UserRef<T>) -> Result<T, Error> {
+pub fn read_record<T: Copy + Default>(
+    space: &AddressSpace,
+    at: kernel::syscall::UserRef<T>,
+) -> Result<T, Error> {
     let mut value = T::default();
     // SAFETY: `T` is one of the `#[repr(C)]` ABI records made of integers,
     // for which every byte pattern is valid; the slice covers exactly it.
-    let bytes = unsafe { core::slice::from_raw_parts_mut(&mut value as *mut T as *mut u8, core::mem::size_of::<T>()) };
+    let bytes = unsafe {
+        core::slice::from_raw_parts_mut(&mut value as *mut T as *mut u8, core::mem::size_of::<T>())
+    };
     space.copy_in(at.slice(), bytes)?;
     Ok(value)
 }
@@ -225,7 +277,9 @@ pub fn read_record<T: Copy + Default>(space: &AddressSpace, at: kernel::syscall:
 pub fn write_record<T: Copy>(space: &AddressSpace, at: UserSlice, value: &T) -> Result<(), Error> {
     // SAFETY: `T` is a `#[repr(C)]` ABI record of integers without padding,
     // so all its bytes are initialised.
-    let bytes = unsafe { core::slice::from_raw_parts(value as *const T as *const u8, core::mem::size_of::<T>()) };
+    let bytes = unsafe {
+        core::slice::from_raw_parts(value as *const T as *const u8, core::mem::size_of::<T>())
+    };
     let at = UserSlice::new(at.addr(), bytes.len() as u64)?;
     space.copy_out(at, bytes)
 }

@@ -562,8 +562,7 @@ mod tests {
             Some(t)
         }
         fn free_table(&mut self, table: u64) {
-            let t = self.tables.remove(&table).expect("free of a non-table");
-            assert!(t.iter().all(|&e| e == 0) || self.freed.len() < usize::MAX);
+            self.tables.remove(&table).expect("free of a non-table");
             self.freed.push(table);
         }
     }

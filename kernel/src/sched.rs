@@ -139,22 +139,34 @@ pub fn lock() -> MutexGuard<'static, Kernel> {
 }
 
 fn key_of_thread(id: ThreadId) -> Key {
-    Key { index: id.index(), generation: id.generation() }
+    Key {
+        index: id.index(),
+        generation: id.generation(),
+    }
 }
 
 fn key_of_task(id: TaskId) -> Key {
-    Key { index: id.index(), generation: id.generation() }
+    Key {
+        index: id.index(),
+        generation: id.generation(),
+    }
 }
 
 /// Converts a relative timeout in nanoseconds to an absolute TSC deadline.
 pub fn deadline_after(ns: u64) -> u64 {
-    let ticks = (ns as u128 * time::tsc_hz() as u128 / 1_000_000_000).min(u64::MAX as u128 / 2) as u64;
+    let ticks =
+        (ns as u128 * time::tsc_hz() as u128 / 1_000_000_000).min(u64::MAX as u128 / 2) as u64;
     cpu::rdtsc().saturating_add(ticks)
 }
 
 impl Kernel {
     /// A kernel with no tasks.
-    pub fn new(frames: FrameAllocator, ipc: Ipc, kernel_root: u64, boot_module: (u64, u64)) -> Self {
+    pub fn new(
+        frames: FrameAllocator,
+        ipc: Ipc,
+        kernel_root: u64,
+        boot_module: (u64, u64),
+    ) -> Self {
         Kernel {
             frames,
             tasks: GenTable::new(MAX_TASKS),
@@ -281,7 +293,9 @@ impl Kernel {
                 break;
             }
             self.timers.pop_first();
-            let Some(t) = self.thread_mut(id) else { continue };
+            let Some(t) = self.thread_mut(id) else {
+                continue;
+            };
             t.deadline = None;
             let result = match t.state {
                 ThreadState::Blocked(Wait::Sleep) => Ok([0; 4]),
@@ -345,7 +359,10 @@ impl Kernel {
             entry::set_current_context(&mut t.ctx);
             t.task
         };
-        let root = self.task(task).and_then(|t| t.space.as_ref()).map(|s| s.root())?;
+        let root = self
+            .task(task)
+            .and_then(|t| t.space.as_ref())
+            .map(|s| s.root())?;
         if root != self.loaded_root {
             // SAFETY: `root` is a live address space whose upper half is the
             // kernel's (built by `AddressSpace::new`).
@@ -377,7 +394,8 @@ impl Kernel {
             return;
         }
         let now = cpu::rdtsc();
-        let ns = (deadline.saturating_sub(now) as u128 * 1_000_000_000 / time::tsc_hz() as u128) as u64;
+        let ns =
+            (deadline.saturating_sub(now) as u128 * 1_000_000_000 / time::tsc_hz() as u128) as u64;
         lapic::arm_timer(Some(ns));
         self.armed = Some(deadline);
     }

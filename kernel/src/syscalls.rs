@@ -35,7 +35,10 @@ extern "C" fn syscall_from_user() -> u64 {
         let t = k.thread_mut(caller).expect("current thread is live");
         t.from_syscall = true;
         let r = &t.ctx.regs;
-        RawCall { number: r.rax, args: [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9] }
+        RawCall {
+            number: r.rax,
+            args: [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9],
+        }
     };
     let outcome = match decode(&raw) {
         Ok(call) => handle(&mut k, caller, call),
@@ -53,7 +56,9 @@ fn caller_task(k: &Kernel, caller: ThreadId) -> TaskId {
 }
 
 fn space_of(k: &Kernel, task: TaskId) -> Result<&mm::AddressSpace, Error> {
-    k.task(task).and_then(|t| t.space.as_ref()).ok_or(Error::NoSuchTask)
+    k.task(task)
+        .and_then(|t| t.space.as_ref())
+        .ok_or(Error::NoSuchTask)
 }
 
 fn require_privileged(k: &Kernel, task: TaskId) -> Result<(), Error> {
@@ -87,9 +92,13 @@ fn handle(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
             };
         }
         Syscall::DebugPrint { text } => debug_print(k, task, text),
-        Syscall::ThreadCreate { entry, stack_top, arg } => {
-            k.create_thread(task, entry, stack_top, arg).map(|t| [t.raw(), 0, 0, 0])
-        }
+        Syscall::ThreadCreate {
+            entry,
+            stack_top,
+            arg,
+        } => k
+            .create_thread(task, entry, stack_top, arg)
+            .map(|t| [t.raw(), 0, 0, 0]),
         Syscall::ThreadExit { code } => {
             k.exit_thread(caller, code);
             return Outcome::Gone;
@@ -121,7 +130,10 @@ fn handle(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
         }
         Syscall::Clock => Ok([time::now_ns(), 0, 0, 0]),
         Syscall::Spawn { args } => spawn(k, task, args),
-        Syscall::TaskWait { task: target, timeout } => match may_control(k, task, target) {
+        Syscall::TaskWait {
+            task: target,
+            timeout,
+        } => match may_control(k, task, target) {
             Err(e) => Err(e),
             Ok(()) => match k.task(target).and_then(|t| t.end) {
                 Some(_) => {
@@ -154,13 +166,22 @@ fn handle(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
                 ipc_ends: k.ipc.end_count() as u64,
                 ticks: k.ticks,
                 switches: k.switches,
+                caller_frames: k.task(task).map_or(0, |t| {
+                    (t.pages + t.space.as_ref().map_or(0, |s| s.table_frames())) as u64
+                }),
             };
-            space_of(k, task).and_then(|s| mm::write_record(s, out.slice(), &stats)).map(|_| [0; 4])
+            space_of(k, task)
+                .and_then(|s| mm::write_record(s, out.slice(), &stats))
+                .map(|_| [0; 4])
         }
         Syscall::Shutdown { code } => match require_privileged(k, task) {
             Err(e) => Err(e),
             Ok(()) => {
-                crate::kprintln!("[kernel] shutdown requested by task {} (code {})", task, code);
+                crate::kprintln!(
+                    "[kernel] shutdown requested by task {} (code {})",
+                    task,
+                    code
+                );
                 crate::print_summary(k);
                 cpu::exit_qemu(if code == 0 {
                     alux_abi::syscall::SHUTDOWN_SUCCESS
@@ -173,7 +194,11 @@ fn handle(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
         Syscall::MemUnmap { range } => mem_unmap(k, task, range),
         Syscall::SelfInfo => {
             let t = k.task(task).expect("caller's task is live");
-            let flags = if t.privileged { task_flags::PRIVILEGED } else { 0 };
+            let flags = if t.privileged {
+                task_flags::PRIVILEGED
+            } else {
+                0
+            };
             Ok([task.raw(), caller.raw(), t.uid as u64, flags as u64])
         }
     };
@@ -202,7 +227,11 @@ fn debug_print(k: &Kernel, task: TaskId, text: UserSlice) -> SysResult {
     Ok([0; 4])
 }
 
-fn spawn(k: &mut Kernel, task: TaskId, at: kernel::syscall::UserRef<alux_abi::syscall::SpawnArgs>) -> SysResult {
+fn spawn(
+    k: &mut Kernel,
+    task: TaskId,
+    at: kernel::syscall::UserRef<alux_abi::syscall::SpawnArgs>,
+) -> SysResult {
     require_privileged(k, task)?;
     let space = space_of(k, task)?;
     let args = mm::read_record(space, at)?;
@@ -216,7 +245,9 @@ fn spawn(k: &mut Kernel, task: TaskId, at: kernel::syscall::UserRef<alux_abi::sy
     let image_range = UserSlice::new(args.image_ptr, args.image_len)?;
     let arg_range = UserSlice::new(args.arg_ptr.max(1), args.arg_len)?;
     let mut image = Vec::new();
-    image.try_reserve_exact(args.image_len as usize).map_err(|_| Error::OutOfMemory)?;
+    image
+        .try_reserve_exact(args.image_len as usize)
+        .map_err(|_| Error::OutOfMemory)?;
     image.resize(args.image_len as usize, 0);
     space.copy_in(image_range, &mut image)?;
     let mut arg_bytes = [0u8; alux_abi::syscall::SPAWN_ARGS_MAX];
@@ -248,7 +279,11 @@ fn mem_map(k: &mut Kernel, task: TaskId, len: u64, flags: u64) -> SysResult {
         pf |= PageFlags::NO_EXECUTE;
     }
     let Kernel { tasks, frames, .. } = k;
-    let t = tasks.iter_mut().find(|(_, t)| t.id == task).map(|(_, t)| t).ok_or(Error::NoSuchTask)?;
+    let t = tasks
+        .iter_mut()
+        .find(|(_, t)| t.id == task)
+        .map(|(_, t)| t)
+        .ok_or(Error::NoSuchTask)?;
     let space = t.space.as_mut().ok_or(Error::NoSuchTask)?;
     for i in 0..pages as u64 {
         if let Err(e) = space.map_new(frames, base + i * PAGE_SIZE, pf) {
@@ -268,7 +303,11 @@ fn mem_map(k: &mut Kernel, task: TaskId, len: u64, flags: u64) -> SysResult {
 
 fn mem_unmap(k: &mut Kernel, task: TaskId, range: UserSlice) -> SysResult {
     let Kernel { tasks, frames, .. } = k;
-    let t = tasks.iter_mut().find(|(_, t)| t.id == task).map(|(_, t)| t).ok_or(Error::NoSuchTask)?;
+    let t = tasks
+        .iter_mut()
+        .find(|(_, t)| t.id == task)
+        .map(|(_, t)| t)
+        .ok_or(Error::NoSuchTask)?;
     if range.addr() < crate::task::MAP_BASE || range.addr() + range.len() > t.next_map {
         return Err(Error::InvalidArgument);
     }

@@ -30,7 +30,12 @@ pub struct GenTable<T> {
 impl<T> GenTable<T> {
     /// An empty table that holds at most `capacity` values.
     pub const fn new(capacity: usize) -> Self {
-        GenTable { slots: Vec::new(), free: Vec::new(), len: 0, capacity }
+        GenTable {
+            slots: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+            capacity,
+        }
     }
 
     /// Stores the value built by `make` from its future key; `None` (and
@@ -44,12 +49,18 @@ impl<T> GenTable<T> {
             None => {
                 self.slots.try_reserve(1).ok()?;
                 self.free.try_reserve(self.slots.len() + 1).ok()?;
-                self.slots.push(Slot { generation: 1, value: None });
+                self.slots.push(Slot {
+                    generation: 1,
+                    value: None,
+                });
                 (self.slots.len() - 1) as u32
             }
         };
         let slot = &mut self.slots[index as usize];
-        let key = Key { index, generation: slot.generation };
+        let key = Key {
+            index,
+            generation: slot.generation,
+        };
         slot.value = Some(make(key));
         self.len += 1;
         Some(key)
@@ -107,7 +118,15 @@ impl<T> GenTable<T> {
     /// Every live key and value.
     pub fn iter(&self) -> impl Iterator<Item = (Key, &T)> {
         self.slots.iter().enumerate().filter_map(|(i, s)| {
-            s.value.as_ref().map(|v| (Key { index: i as u32, generation: s.generation }, v))
+            s.value.as_ref().map(|v| {
+                (
+                    Key {
+                        index: i as u32,
+                        generation: s.generation,
+                    },
+                    v,
+                )
+            })
         })
     }
 
@@ -115,7 +134,15 @@ impl<T> GenTable<T> {
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (Key, &mut T)> {
         self.slots.iter_mut().enumerate().filter_map(|(i, s)| {
             let g = s.generation;
-            s.value.as_mut().map(move |v| (Key { index: i as u32, generation: g }, v))
+            s.value.as_mut().map(move |v| {
+                (
+                    Key {
+                        index: i as u32,
+                        generation: g,
+                    },
+                    v,
+                )
+            })
         })
     }
 }
@@ -159,7 +186,12 @@ mod tests {
     #[test]
     fn random_index_is_none() {
         let t: GenTable<u8> = GenTable::new(8);
-        assert!(t.get(Key { index: 5, generation: 1 }).is_none());
+        assert!(t
+            .get(Key {
+                index: 5,
+                generation: 1
+            })
+            .is_none());
     }
 
     proptest::proptest! {

@@ -6,7 +6,9 @@
 
 use crate::arch::context::Context;
 use crate::mm::AddressSpace;
-use crate::sched::{Kernel, Task, Thread, ThreadState, Wait, MAX_PAGES_PER_TASK, MAX_THREADS_PER_TASK};
+use crate::sched::{
+    Kernel, Task, Thread, ThreadState, Wait, MAX_PAGES_PER_TASK, MAX_THREADS_PER_TASK,
+};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use alux_abi::syscall::{task_flags, StartInfo, TaskEnd};
@@ -62,7 +64,12 @@ impl Kernel {
         space.destroy(&mut self.frames, |f| f >= first && f < start + len);
     }
 
-    fn load_image(&mut self, space: &mut AddressSpace, image: &[u8], plan: &LoadPlan) -> Result<usize, Error> {
+    fn load_image(
+        &mut self,
+        space: &mut AddressSpace,
+        image: &[u8],
+        plan: &LoadPlan,
+    ) -> Result<usize, Error> {
         let mut pages = 0;
         for seg in &plan.segments {
             let flags = segment_flags(seg.writable, seg.executable);
@@ -102,7 +109,11 @@ impl Kernel {
         Ok(pages)
     }
 
-    fn build_space(&mut self, req: &SpawnRequest<'_>, task: TaskId) -> Result<(AddressSpace, u64, usize), Error> {
+    fn build_space(
+        &mut self,
+        req: &SpawnRequest<'_>,
+        task: TaskId,
+    ) -> Result<(AddressSpace, u64, usize), Error> {
         let plan = elf_loader::plan(req.image).map_err(|e| {
             crate::kprintln!("[kernel] spawn refused: {}", e);
             Error::BadImage
@@ -110,7 +121,8 @@ impl Kernel {
         let mut space = AddressSpace::new(&mut self.frames, self.kernel_root)?;
         let result = (|| {
             let mut pages = self.load_image(&mut space, req.image, &plan)?;
-            let rw = PageFlags::PRESENT | PageFlags::USER | PageFlags::WRITABLE | PageFlags::NO_EXECUTE;
+            let rw =
+                PageFlags::PRESENT | PageFlags::USER | PageFlags::WRITABLE | PageFlags::NO_EXECUTE;
             let mut va = STACK_TOP - MAIN_STACK_SIZE;
             while va < STACK_TOP {
                 space.map_new(&mut self.frames, va, rw)?;
@@ -123,7 +135,11 @@ impl Kernel {
                 task: task.raw(),
                 thread: 0,
                 uid: req.uid as u32,
-                flags: if req.privileged { task_flags::PRIVILEGED } else { 0 },
+                flags: if req.privileged {
+                    task_flags::PRIVILEGED
+                } else {
+                    0
+                },
                 arg_ptr: START_INFO_ADDR + core::mem::size_of::<StartInfo>() as u64,
                 arg_len: req.args.len() as u64,
                 boot_module_ptr: 0,
@@ -203,7 +219,10 @@ impl Kernel {
         match self.create_thread(id, entry, STACK_TOP, START_INFO_ADDR) {
             Ok(thread) => {
                 // Tell the first thread its own ID through the start info.
-                let space = self.task(id).and_then(|t| t.space.as_ref()).expect("live task");
+                let space = self
+                    .task(id)
+                    .and_then(|t| t.space.as_ref())
+                    .expect("live task");
                 let _ = space.copy_out(
                     kernel::syscall::UserSlice::new(START_INFO_ADDR + 8, 8)?,
                     &thread.raw().to_le_bytes(),
@@ -228,7 +247,13 @@ impl Kernel {
 
     /// Starts a thread in `task` at `entry` with stack `stack_top` and
     /// `arg` in `rdi`.
-    pub fn create_thread(&mut self, task: TaskId, entry: u64, stack_top: u64, arg: u64) -> Result<ThreadId, Error> {
+    pub fn create_thread(
+        &mut self,
+        task: TaskId,
+        entry: u64,
+        stack_top: u64,
+        arg: u64,
+    ) -> Result<ThreadId, Error> {
         let t = self.task(task).ok_or(Error::NoSuchTask)?;
         if t.end.is_some() {
             return Err(Error::NoSuchTask);
@@ -261,7 +286,9 @@ impl Kernel {
 
     /// Ends one thread; the task ends with `code` if it was the last.
     pub fn exit_thread(&mut self, id: ThreadId, code: u64) {
-        let Some(task) = self.thread(id).map(|t| t.task) else { return };
+        let Some(task) = self.thread(id).map(|t| t.task) else {
+            return;
+        };
         self.ipc.remove_thread(id);
         crate::ipc_glue::deliver_wakeups(self);
         self.remove_thread_record(id);
@@ -283,14 +310,17 @@ impl Kernel {
     /// Ends a task and everything it holds. Its record stays as a zombie
     /// until its parent collects the status (or is gone).
     pub fn end_task(&mut self, id: TaskId, end: TaskEnd) {
-        let Some(task) = self.task_mut(id) else { return };
+        let Some(task) = self.task_mut(id) else {
+            return;
+        };
         if task.end.is_some() {
             return;
         }
         task.end = Some(end);
         let threads = core::mem::take(&mut task.threads);
         let space = task.space.take();
-        self.ipc.remove_task(id, matches!(end, TaskEnd::Killed | TaskEnd::Faulted(..)));
+        self.ipc
+            .remove_task(id, matches!(end, TaskEnd::Killed | TaskEnd::Faulted(..)));
         crate::ipc_glue::deliver_wakeups(self);
         for t in threads {
             self.remove_thread_record(t);
@@ -299,8 +329,12 @@ impl Kernel {
             self.destroy_space(space);
         }
         // Orphans: live children lose their parent; ended ones are reaped.
-        let children: Vec<TaskId> =
-            self.tasks.iter().filter(|(_, t)| t.parent == Some(id)).map(|(_, t)| t.id).collect();
+        let children: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.parent == Some(id))
+            .map(|(_, t)| t.id)
+            .collect();
         for c in children {
             let ended = self.task(c).is_some_and(|t| t.end.is_some());
             if ended {

@@ -71,7 +71,10 @@ pub fn init() {
     while super::time::now_ns() - start < window_ns {}
     let elapsed = u32::MAX - read(REG_TIMER_CURRENT);
     write(REG_TIMER_INITIAL, 0);
-    TIMER_HZ.store((elapsed as u64 * 1_000_000_000 / window_ns).max(1), Ordering::Relaxed);
+    TIMER_HZ.store(
+        (elapsed as u64 * 1_000_000_000 / window_ns).max(1),
+        Ordering::Relaxed,
+    );
 }
 
 /// The calibrated timer frequency.
@@ -85,7 +88,8 @@ pub fn arm_timer(ns: Option<u64>) {
     match ns {
         None => write(REG_TIMER_INITIAL, 0),
         Some(ns) => {
-            let ticks = (ns as u128 * timer_hz() as u128 / 1_000_000_000).clamp(1, u32::MAX as u128);
+            let ticks =
+                (ns as u128 * timer_hz() as u128 / 1_000_000_000).clamp(1, u32::MAX as u128);
             write(REG_LVT_TIMER, TIMER_VECTOR as u32);
             write(REG_TIMER_INITIAL, ticks as u32);
         }

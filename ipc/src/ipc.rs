@@ -1,0 +1,1040 @@
+//! The object model itself: [`Ipc`] and every IPC rule.
+//!
+//! This module owns all IPC state of one kernel: the end slab, the thread and
+//! task records, the listen queues, the ready lists and the wakeup queue. It
+//! must never block, sleep, read a clock or touch hardware: an operation
+//! returns its result or tells the kernel to park the caller, and queues the
+//! threads it wakes for the kernel to take.
+
+use alloc::collections::VecDeque;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use alux_abi::ipc::{
+    info_flags, kernel_end_kind, CloseReason, ConnState, ConnectionEnds, ConnectionInfo, Events,
+    Handle, Message, Ready, KERNEL_TASK, KERNEL_THREAD, KERNEL_UID, MESSAGE_MAX,
+};
+use alux_abi::{Error, TaskId, ThreadId, Uid};
+
+use crate::list::{List, NIL};
+use crate::objects::{
+    owned_links, queue_links, ready_links, waiter_links, End, EndState, Task, Thread, Wait,
+    BITMAP_WORDS, F_IN_WAIT_SET, F_KERNEL, F_SERVER,
+};
+use crate::types::{Completion, Deadline, KernelEndId, Limits, Outcome};
+
+/// The largest task or thread slot index accepted (IDs are expected to be
+/// the kernel's dense slab indices; the records are indexed by them).
+pub const MAX_ID_INDEX: u32 = 1 << 20;
+
+/// The whole IPC object model of one kernel. The kernel keeps exactly one,
+/// behind its lock, and calls it on every IPC system call and every task or
+/// thread birth and death.
+#[derive(Debug)]
+pub struct Ipc {
+    limits: Limits,
+    ends: Vec<End>,
+    /// Free end slots, reused last-freed first.
+    free: Vec<u32>,
+    live_ends: usize,
+    threads: Vec<Thread>,
+    tasks: Vec<Task>,
+    wakeups: VecDeque<(ThreadId, Completion)>,
+    /// Kernel sides with pending events (signals from their task).
+    kernel_ready: List,
+    /// Open kernel ends: `(kind, kernel side slot)`.
+    kernel_kinds: Vec<(u32, u32)>,
+    /// Ready-list arrival counter.
+    stamp: u64,
+}
+
+impl Ipc {
+    /// An empty object model with these limits.
+    pub fn new(limits: Limits) -> Self {
+        Ipc {
+            limits,
+            ends: Vec::new(),
+            free: Vec::new(),
+            live_ends: 0,
+            threads: Vec::new(),
+            tasks: Vec::new(),
+            wakeups: VecDeque::new(),
+            kernel_ready: List::EMPTY,
+            kernel_kinds: Vec::new(),
+            stamp: 0,
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    // ------------------------------------------------------------------
+    // Tasks and threads
+    // ------------------------------------------------------------------
+
+    /// Registers a task. Errors: `LimitReached` if its index is at least
+    /// [`MAX_ID_INDEX`], `InvalidArgument` if its slot holds a live task.
+    pub fn add_task(&mut self, task: TaskId, uid: Uid, privileged: bool) -> Result<(), Error> {
+        let i = task.index();
+        if i >= MAX_ID_INDEX {
+            return Err(Error::LimitReached);
+        }
+        while self.tasks.len() <= i as usize {
+            self.tasks.push(Task::vacant());
+        }
+        let slot = &mut self.tasks[i as usize];
+        if slot.live {
+            return Err(Error::InvalidArgument);
+        }
+        *slot = Task::vacant();
+        slot.id = task;
+        slot.live = true;
+        slot.uid = uid;
+        slot.privileged = privileged;
+        Ok(())
+    }
+
+    /// Registers a thread of a registered task. Errors: `NoSuchTask`,
+    /// `LimitReached` (index at least [`MAX_ID_INDEX`]), `InvalidArgument`
+    /// (its slot holds a live thread).
+    pub fn add_thread(&mut self, thread: ThreadId, task: TaskId) -> Result<(), Error> {
+        let k = self.task_slot(task)?;
+        let i = thread.index();
+        if i >= MAX_ID_INDEX {
+            return Err(Error::LimitReached);
+        }
+        while self.threads.len() <= i as usize {
+            self.threads.push(Thread::vacant());
+        }
+        let slot = &mut self.threads[i as usize];
+        if slot.live {
+            return Err(Error::InvalidArgument);
+        }
+        slot.id = thread;
+        slot.live = true;
+        slot.task = k;
+        slot.owned = List::EMPTY;
+        slot.ready = List::EMPTY;
+        slot.wait = Wait::None;
+        slot.wait_set.clear();
+        slot.waiter = crate::list::Links::UNLINKED;
+        self.tasks[k as usize].threads.push(i);
+        Ok(())
+    }
+
+    /// Forgets a thread: cancels its wait, drops its queued wakeup, and
+    /// closes its ends (their peers see `PEER_CLOSED`, reason
+    /// `ThreadExited`). Unknown threads are ignored.
+    pub fn remove_thread(&mut self, thread: ThreadId) {
+        if let Ok(t) = self.thread_slot(thread) {
+            self.drop_thread(t, CloseReason::ThreadExited);
+        }
+    }
+
+    /// Forgets a task and all its threads. Their ends close with reason
+    /// `TaskKilled` if `killed`, else `TaskExited`; threads of other tasks
+    /// blocked connecting to it wake with `NoSuchTask`. Unknown tasks are
+    /// ignored.
+    pub fn remove_task(&mut self, task: TaskId, killed: bool) {
+        let Ok(k) = self.task_slot(task) else {
+            return;
+        };
+        let reason = if killed {
+            CloseReason::TaskKilled
+        } else {
+            CloseReason::TaskExited
+        };
+        while let Some(&t) = self.tasks[k as usize].threads.last() {
+            self.drop_thread(t, reason);
+        }
+        while let Some(w) = self.tasks[k as usize]
+            .waiters
+            .pop_front(&mut self.threads, waiter_links)
+        {
+            let th = &mut self.threads[w as usize];
+            th.wait = Wait::None;
+            let id = th.id;
+            self.wakeups
+                .push_back((id, Completion::Failed(Error::NoSuchTask)));
+        }
+        let slot = &mut self.tasks[k as usize];
+        slot.live = false;
+        slot.denied = None;
+    }
+
+    fn drop_thread(&mut self, t: u32, reason: CloseReason) {
+        self.clear_wait(t);
+        let id = self.threads[t as usize].id;
+        self.wakeups.retain(|(w, _)| *w != id);
+        while let Some(i) = self.threads[t as usize].owned.head_opt() {
+            self.close_end(i, reason);
+        }
+        let th = &mut self.threads[t as usize];
+        th.live = false;
+        th.wait_set = Vec::new();
+        let k = th.task as usize;
+        let threads = &mut self.tasks[k].threads;
+        if let Some(pos) = threads.iter().position(|&x| x == t) {
+            threads.swap_remove(pos);
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Ports and the listen queue
+    // ------------------------------------------------------------------
+
+    /// Creates a port: an unconnected end of the caller. Errors:
+    /// `NoSuchThread`, `LimitReached`.
+    pub fn port_create(&mut self, caller: ThreadId) -> Result<Handle, Error> {
+        let t = self.thread_slot(caller)?;
+        self.check_room(t, 1)?;
+        let i = self.new_owned_end(t, EndState::Port);
+        Ok(self.handle_of(i))
+    }
+
+    /// Pushes a port onto the caller's task's listen queue. If a client is
+    /// blocked connecting, the port goes to the oldest eligible one at once.
+    /// Errors: `NoSuchThread`, handle errors, `AlreadyQueued`, `WrongKind`
+    /// (not a port), `QueueFull`.
+    pub fn listen_push(&mut self, caller: ThreadId, port: Handle) -> Result<(), Error> {
+        let t = self.thread_slot(caller)?;
+        let i = self.end_slot(t, port)?;
+        match self.ends[i as usize].state {
+            EndState::Port => {}
+            EndState::Queued => return Err(Error::AlreadyQueued),
+            _ => return Err(Error::WrongKind),
+        }
+        let k = self.threads[t as usize].task;
+        // A blocked client gets the port without it entering the queue.
+        while let Some(w) = self.tasks[k as usize]
+            .waiters
+            .pop_front(&mut self.threads, waiter_links)
+        {
+            self.threads[w as usize].wait = Wait::None;
+            let wid = self.threads[w as usize].id;
+            let completion = match self.connect_checks(w, k) {
+                Err(e) => Completion::Failed(e),
+                Ok(()) => Completion::Connected(self.pair(w, i)),
+            };
+            self.wakeups.push_back((wid, completion));
+            if let Completion::Connected(_) = completion {
+                return Ok(());
+            }
+        }
+        let task = &mut self.tasks[k as usize];
+        if task.queue.len as usize >= self.limits.listen_queue_len {
+            return Err(Error::QueueFull);
+        }
+        task.queue.push_back(&mut self.ends, queue_links, i);
+        self.ends[i as usize].state = EndState::Queued;
+        Ok(())
+    }
+
+    /// Takes a port back out of the listen queue. Errors: `NoSuchThread`,
+    /// handle errors, `NotQueued` (not in the queue, including a port a
+    /// client has already taken).
+    pub fn listen_withdraw(&mut self, caller: ThreadId, port: Handle) -> Result<(), Error> {
+        let t = self.thread_slot(caller)?;
+        let i = self.end_slot(t, port)?;
+        if self.ends[i as usize].state != EndState::Queued {
+            return Err(Error::NotQueued);
+        }
+        let k = self.ends[i as usize].task;
+        self.tasks[k as usize]
+            .queue
+            .unlink(&mut self.ends, queue_links, i);
+        self.ends[i as usize].state = EndState::Port;
+        Ok(())
+    }
+
+    /// The number of ports in a task's listen queue (`None` for an unknown
+    /// task).
+    pub fn listen_queue_len(&self, task: TaskId) -> Option<usize> {
+        let k = self.task_slot(task).ok()?;
+        Some(self.tasks[k as usize].queue.len as usize)
+    }
+
+    // ------------------------------------------------------------------
+    // Connect
+    // ------------------------------------------------------------------
+
+    /// Connects the caller to `target`, taking the oldest port of its listen
+    /// queue. Checks, in order: caller (`NoSuchThread`), not parked
+    /// (`Busy`), target (`NoSuchTask`), not its own task (`SelfConnect`),
+    /// the target's permission bitmap (`ConnectDenied`), the caller's limits
+    /// (`LimitReached`). Then with an empty queue: `NoPortAvailable` for
+    /// [`Deadline::Now`], else the caller blocks until a port is pushed
+    /// (waking with `Connected`, or `Failed` if the checks fail by then or
+    /// the target dies).
+    pub fn connect(
+        &mut self,
+        caller: ThreadId,
+        target: TaskId,
+        deadline: Deadline,
+    ) -> Result<Outcome<Handle>, Error> {
+        let t = self.thread_slot(caller)?;
+        if self.threads[t as usize].wait != Wait::None {
+            return Err(Error::Busy);
+        }
+        let k = self.task_slot(target)?;
+        self.connect_checks(t, k)?;
+        if let Some(p) = self.tasks[k as usize]
+            .queue
+            .pop_front(&mut self.ends, queue_links)
+        {
+            self.ends[p as usize].state = EndState::Port;
+            return Ok(Outcome::Done(self.pair(t, p)));
+        }
+        if deadline == Deadline::Now {
+            return Err(Error::NoPortAvailable);
+        }
+        self.threads[t as usize].wait = Wait::Connect(k);
+        self.tasks[k as usize]
+            .waiters
+            .push_back(&mut self.threads, waiter_links, t);
+        Ok(Outcome::Block { deadline })
+    }
+
+    fn connect_checks(&self, t: u32, k: u32) -> Result<(), Error> {
+        let my_task = self.threads[t as usize].task;
+        if my_task == k {
+            return Err(Error::SelfConnect);
+        }
+        if !self.tasks[k as usize].allows(self.tasks[my_task as usize].uid) {
+            return Err(Error::ConnectDenied);
+        }
+        self.check_room(t, 1)
+    }
+
+    /// Makes a client end for thread `t` connected to port `p` (on no
+    /// queue), and tells `p`'s owner with `OPENED`.
+    fn pair(&mut self, t: u32, p: u32) -> Handle {
+        let c = self.new_owned_end(t, EndState::Connected);
+        let h = self.handle_of(c);
+        let ct = self.threads[t as usize].task as usize;
+        let st = self.ends[p as usize].task as usize;
+        let (client_task, client_uid) = (self.tasks[ct].id, self.tasks[ct].uid);
+        let (server_task, server_uid) = (self.tasks[st].id, self.tasks[st].uid);
+        let conn_id = h.raw();
+        let ce = &mut self.ends[c as usize];
+        ce.peer = p;
+        ce.peer_task = server_task;
+        ce.peer_uid = server_uid;
+        ce.conn_id = conn_id;
+        let pe = &mut self.ends[p as usize];
+        pe.state = EndState::Connected;
+        pe.flags |= F_SERVER;
+        pe.peer = c;
+        pe.peer_task = client_task;
+        pe.peer_uid = client_uid;
+        pe.conn_id = conn_id;
+        self.deliver(p, Events::OPENED);
+        h
+    }
+
+    // ------------------------------------------------------------------
+    // Write, read, signal
+    // ------------------------------------------------------------------
+
+    /// Overwrites the caller's end's outgoing buffer (its peer reads it).
+    /// Errors: `NoSuchThread`, handle errors, `MessageTooLong`,
+    /// `NotConnected` (a port), `PeerClosed`.
+    pub fn write(&mut self, caller: ThreadId, h: Handle, data: &[u8]) -> Result<(), Error> {
+        let i = self.writable_end(caller, h, data)?;
+        self.store(i, data);
+        Ok(())
+    }
+
+    /// Marks the peer end pending with `SIGNAL` and wakes its thread if it
+    /// waits on it. Signals do not queue. Errors: `NoSuchThread`, handle
+    /// errors, `NotConnected`, `PeerClosed`.
+    pub fn signal(&mut self, caller: ThreadId, h: Handle) -> Result<(), Error> {
+        let i = self.writable_end(caller, h, &[])?;
+        let p = self.ends[i as usize].peer;
+        self.deliver(p, Events::SIGNAL);
+        Ok(())
+    }
+
+    /// [`Ipc::write`] then [`Ipc::signal`], all or nothing: errors as for
+    /// `write`.
+    pub fn write_signal(&mut self, caller: ThreadId, h: Handle, data: &[u8]) -> Result<(), Error> {
+        let i = self.writable_end(caller, h, data)?;
+        self.store(i, data);
+        let p = self.ends[i as usize].peer;
+        self.deliver(p, Events::SIGNAL);
+        Ok(())
+    }
+
+    /// Reads the peer's buffer as it is now; after the peer closed, its last
+    /// data. Errors: `NoSuchThread`, handle errors, `NotConnected`.
+    pub fn read(&self, caller: ThreadId, h: Handle) -> Result<Message, Error> {
+        let t = self.thread_slot(caller)?;
+        let i = self.end_slot(t, h)?;
+        let e = &self.ends[i as usize];
+        let src = match e.state {
+            EndState::Connected => &self.ends[e.peer as usize],
+            EndState::PeerGone => e,
+            _ => return Err(Error::NotConnected),
+        };
+        Ok(Message {
+            data: src.buf,
+            len: src.len,
+            seq: src.seq,
+        })
+    }
+
+    /// Validates a write/signal on a connected end; returns its slot.
+    fn writable_end(&self, caller: ThreadId, h: Handle, data: &[u8]) -> Result<u32, Error> {
+        let t = self.thread_slot(caller)?;
+        let i = self.end_slot(t, h)?;
+        if data.len() > MESSAGE_MAX {
+            return Err(Error::MessageTooLong);
+        }
+        match self.ends[i as usize].state {
+            EndState::Connected => Ok(i),
+            EndState::PeerGone => Err(Error::PeerClosed),
+            _ => Err(Error::NotConnected),
+        }
+    }
+
+    fn store(&mut self, i: u32, data: &[u8]) {
+        let e = &mut self.ends[i as usize];
+        e.buf = [0; MESSAGE_MAX];
+        e.buf[..data.len()].copy_from_slice(data);
+        e.len = data.len() as u8;
+        e.seq += 1;
+    }
+
+    // ------------------------------------------------------------------
+    // Poll
+    // ------------------------------------------------------------------
+
+    /// Waits until one of `set` (ends of the caller) has events, returning
+    /// the one that became ready first and clearing its events. Cost
+    /// O(`set.len()`). Errors: `NoSuchThread`, `Busy` (already parked),
+    /// `InvalidArgument` (empty set or more than `poll_set_max` handles),
+    /// handle errors, `TimedOut` (nothing ready and [`Deadline::Now`]).
+    pub fn poll(
+        &mut self,
+        caller: ThreadId,
+        set: &[Handle],
+        deadline: Deadline,
+    ) -> Result<Outcome<Ready>, Error> {
+        let t = self.thread_slot(caller)?;
+        if self.threads[t as usize].wait != Wait::None {
+            return Err(Error::Busy);
+        }
+        if set.is_empty() || set.len() > self.limits.poll_set_max {
+            return Err(Error::InvalidArgument);
+        }
+        let mut best: Option<u32> = None;
+        for &h in set {
+            let i = self.end_slot(t, h)?;
+            let e = &self.ends[i as usize];
+            if e.pending != 0
+                && best.is_none_or(|b| e.ready_stamp < self.ends[b as usize].ready_stamp)
+            {
+                best = Some(i);
+            }
+        }
+        if let Some(i) = best {
+            return Ok(Outcome::Done(self.take_events(i)));
+        }
+        if deadline == Deadline::Now {
+            return Err(Error::TimedOut);
+        }
+        let mut ws = core::mem::take(&mut self.threads[t as usize].wait_set);
+        ws.clear();
+        for &h in set {
+            let i = h.index();
+            self.ends[i as usize].flags |= F_IN_WAIT_SET;
+            ws.push(i);
+        }
+        let th = &mut self.threads[t as usize];
+        th.wait_set = ws;
+        th.wait = Wait::PollSet;
+        Ok(Outcome::Block { deadline })
+    }
+
+    /// Waits until any end of the caller has events, returning the one that
+    /// became ready first (FIFO, so no end starves) and clearing its events.
+    /// O(1) in the number of ends. Errors: `NoSuchThread`, `Busy`,
+    /// `TimedOut` (nothing ready and [`Deadline::Now`]).
+    pub fn poll_all(
+        &mut self,
+        caller: ThreadId,
+        deadline: Deadline,
+    ) -> Result<Outcome<Ready>, Error> {
+        let t = self.thread_slot(caller)?;
+        let th = &self.threads[t as usize];
+        if th.wait != Wait::None {
+            return Err(Error::Busy);
+        }
+        if let Some(i) = th.ready.head_opt() {
+            return Ok(Outcome::Done(self.take_events(i)));
+        }
+        if deadline == Deadline::Now {
+            return Err(Error::TimedOut);
+        }
+        self.threads[t as usize].wait = Wait::PollAll;
+        Ok(Outcome::Block { deadline })
+    }
+
+    /// The kernel reports that a parked thread's deadline passed: cancels
+    /// its wait and returns `Failed(TimedOut)`. `None` if the thread is not
+    /// parked (e.g. its wakeup is already queued: the kernel must use that).
+    pub fn timed_out(&mut self, thread: ThreadId) -> Option<Completion> {
+        let t = self.thread_slot(thread).ok()?;
+        if self.threads[t as usize].wait == Wait::None {
+            return None;
+        }
+        self.clear_wait(t);
+        Some(Completion::Failed(Error::TimedOut))
+    }
+
+    /// The next parked thread an operation woke, with what it wakes with,
+    /// oldest first. The kernel drains this after every call.
+    pub fn take_wakeup(&mut self) -> Option<(ThreadId, Completion)> {
+        self.wakeups.pop_front()
+    }
+
+    /// Whether `thread` is parked in this model (a poll or a blocking
+    /// connect).
+    pub fn is_parked(&self, thread: ThreadId) -> bool {
+        self.thread_slot(thread)
+            .is_ok_and(|t| self.threads[t as usize].wait != Wait::None)
+    }
+
+    /// Adds events to end `i`; queues it on its ready list if it was not
+    /// pending, and wakes its owner if the owner waits on it.
+    fn deliver(&mut self, i: u32, ev: Events) {
+        self.stamp += 1;
+        let stamp = self.stamp;
+        let e = &mut self.ends[i as usize];
+        let was = e.pending;
+        e.pending |= ev.bits() as u8;
+        if was != 0 {
+            // Already ready: a parked owner cannot be waiting on it (it would
+            // not have parked), so there is no one to wake.
+            return;
+        }
+        e.ready_stamp = stamp;
+        let owner = e.owner;
+        if owner == NIL {
+            self.kernel_ready.push_back(&mut self.ends, ready_links, i);
+            return;
+        }
+        let th = &mut self.threads[owner as usize];
+        th.ready.push_back(&mut self.ends, ready_links, i);
+        let wake = match th.wait {
+            Wait::PollAll => true,
+            Wait::PollSet => self.ends[i as usize].flags & F_IN_WAIT_SET != 0,
+            _ => false,
+        };
+        if wake {
+            self.clear_wait(owner);
+            let ready = self.take_events(i);
+            let id = self.threads[owner as usize].id;
+            self.wakeups.push_back((id, Completion::Polled(ready)));
+        }
+    }
+
+    /// Clears end `i`'s events, takes it off its ready list, and describes
+    /// it.
+    fn take_events(&mut self, i: u32) -> Ready {
+        let owner = self.ends[i as usize].owner;
+        self.threads[owner as usize]
+            .ready
+            .unlink(&mut self.ends, ready_links, i);
+        let e = &mut self.ends[i as usize];
+        let events = Events::from_bits(e.pending as u32).unwrap_or(Events::NONE);
+        e.pending = 0;
+        Ready {
+            handle: Handle::new(i, e.gen),
+            events,
+            conn_id: e.conn_id,
+            peer_task: e.peer_task,
+            peer_uid: e.peer_uid,
+            close_reason: CloseReason::from_code(e.close_reason as u32),
+        }
+    }
+
+    /// Cancels thread `t`'s wait, if any.
+    fn clear_wait(&mut self, t: u32) {
+        match self.threads[t as usize].wait {
+            Wait::None | Wait::PollAll => {}
+            Wait::PollSet => {
+                let ws = core::mem::take(&mut self.threads[t as usize].wait_set);
+                for &i in &ws {
+                    let e = &mut self.ends[i as usize];
+                    if e.owner == t {
+                        e.flags &= !F_IN_WAIT_SET;
+                    }
+                }
+                self.threads[t as usize].wait_set = ws;
+            }
+            Wait::Connect(k) => {
+                self.tasks[k as usize]
+                    .waiters
+                    .unlink(&mut self.threads, waiter_links, t);
+            }
+        }
+        self.threads[t as usize].wait = Wait::None;
+    }
+
+    // ------------------------------------------------------------------
+    // Close
+    // ------------------------------------------------------------------
+
+    /// Closes an end: a queued port leaves the queue; a connected end's peer
+    /// gets `PEER_CLOSED` (reason `Closed`) and keeps reading this end's
+    /// last data. Errors: `NoSuchThread`, handle errors.
+    pub fn close(&mut self, caller: ThreadId, h: Handle) -> Result<(), Error> {
+        let t = self.thread_slot(caller)?;
+        let i = self.end_slot(t, h)?;
+        self.close_end(i, CloseReason::Closed);
+        Ok(())
+    }
+
+    /// Closes task-owned end `i` for `reason` and frees it.
+    fn close_end(&mut self, i: u32, reason: CloseReason) {
+        let e = &self.ends[i as usize];
+        match e.state {
+            EndState::Queued => {
+                let k = e.task;
+                self.tasks[k as usize]
+                    .queue
+                    .unlink(&mut self.ends, queue_links, i);
+            }
+            EndState::Connected => {
+                let p = e.peer;
+                if self.ends[p as usize].state == EndState::KernelSide {
+                    self.free_kernel_side(p);
+                } else {
+                    self.orphan(p, i, reason);
+                }
+            }
+            _ => {}
+        }
+        self.free_end(i);
+    }
+
+    /// Turns `p` (whose peer `gone` is closing) into a `PeerGone` end that
+    /// keeps `gone`'s last data, and tells its owner.
+    fn orphan(&mut self, p: u32, gone: u32, reason: CloseReason) {
+        let g = &self.ends[gone as usize];
+        let (buf, len, seq) = (g.buf, g.len, g.seq);
+        let pe = &mut self.ends[p as usize];
+        pe.buf = buf;
+        pe.len = len;
+        pe.seq = seq;
+        pe.state = EndState::PeerGone;
+        pe.peer = NIL;
+        pe.close_reason = reason.code() as u8;
+        self.deliver(p, Events::PEER_CLOSED);
+    }
+
+    fn free_kernel_side(&mut self, k: u32) {
+        if let Some(pos) = self.kernel_kinds.iter().position(|&(_, s)| s == k) {
+            self.kernel_kinds.swap_remove(pos);
+        }
+        self.free_end(k);
+    }
+
+    /// Allocates an end slot (the caller checked the limits).
+    fn alloc_end(&mut self) -> u32 {
+        self.live_ends += 1;
+        if let Some(i) = self.free.pop() {
+            let e = &mut self.ends[i as usize];
+            *e = End::free(e.gen + 1);
+            i
+        } else {
+            self.ends.push(End::free(1));
+            (self.ends.len() - 1) as u32
+        }
+    }
+
+    /// Allocates an end owned by thread `t`.
+    fn new_owned_end(&mut self, t: u32, state: EndState) -> u32 {
+        let i = self.alloc_end();
+        let k = self.threads[t as usize].task;
+        let e = &mut self.ends[i as usize];
+        e.state = state;
+        e.owner = t;
+        e.task = k;
+        self.threads[t as usize]
+            .owned
+            .push_back(&mut self.ends, owned_links, i);
+        self.tasks[k as usize].ends += 1;
+        i
+    }
+
+    /// Frees slot `i`: off every list, counts down, generation kept so old
+    /// handles are stale. A slot whose generation is exhausted is retired.
+    fn free_end(&mut self, i: u32) {
+        let e = &self.ends[i as usize];
+        let (owner, task, pending) = (e.owner, e.task, e.pending);
+        if owner == NIL {
+            if pending != 0 {
+                self.kernel_ready.unlink(&mut self.ends, ready_links, i);
+            }
+        } else {
+            let th = &mut self.threads[owner as usize];
+            if pending != 0 {
+                th.ready.unlink(&mut self.ends, ready_links, i);
+            }
+            th.owned.unlink(&mut self.ends, owned_links, i);
+            self.tasks[task as usize].ends -= 1;
+        }
+        self.live_ends -= 1;
+        let e = &mut self.ends[i as usize];
+        *e = End::free(e.gen);
+        if e.gen != u32::MAX {
+            self.free.push(i);
+        }
+    }
+
+    /// Fails with `LimitReached` unless thread `t` may own one more end and
+    /// `total` more ends fit kernel-wide.
+    fn check_room(&self, t: u32, total: usize) -> Result<(), Error> {
+        let th = &self.threads[t as usize];
+        let task = &self.tasks[th.task as usize];
+        if th.owned.len as usize >= self.limits.ends_per_thread
+            || task.ends as usize >= self.limits.ends_per_task
+            || self.live_ends + total > self.limits.total_ends
+        {
+            return Err(Error::LimitReached);
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------
+    // Identity and permissions
+    // ------------------------------------------------------------------
+
+    /// The identity of the connection an end belongs to. Errors:
+    /// `NoSuchThread`, handle errors, `NotConnected` (a port).
+    pub fn connection_info(&self, caller: ThreadId, h: Handle) -> Result<ConnectionInfo, Error> {
+        let t = self.thread_slot(caller)?;
+        let i = self.end_slot(t, h)?;
+        let e = &self.ends[i as usize];
+        let state = match e.state {
+            EndState::Connected => ConnState::Connected,
+            EndState::PeerGone => ConnState::PeerClosed,
+            _ => return Err(Error::NotConnected),
+        };
+        let mut flags = 0;
+        if e.flags & F_SERVER != 0 {
+            flags |= info_flags::SERVER;
+        }
+        if e.flags & F_KERNEL != 0 {
+            flags |= info_flags::KERNEL;
+        }
+        Ok(ConnectionInfo {
+            conn_id: e.conn_id,
+            peer_task: e.peer_task.raw(),
+            peer_uid: e.peer_uid as u32,
+            state: state as u32,
+            close_reason: e.close_reason as u32,
+            flags,
+            kernel_kind: e.kernel_kind,
+            reserved: 0,
+        })
+    }
+
+    /// Allows or denies `uid` to connect to the caller's task (any thread
+    /// of the task may). By default every uid is allowed. Errors:
+    /// `NoSuchThread`.
+    pub fn set_connect_permission(
+        &mut self,
+        caller: ThreadId,
+        uid: Uid,
+        allow: bool,
+    ) -> Result<(), Error> {
+        let t = self.thread_slot(caller)?;
+        let task = &mut self.tasks[self.threads[t as usize].task as usize];
+        let (w, bit) = (uid as usize / 64, 1u64 << (uid % 64));
+        match (&mut task.denied, allow) {
+            (None, true) => {}
+            (None, false) => {
+                let mut bits = vec![0u64; BITMAP_WORDS].into_boxed_slice();
+                bits[w] |= bit;
+                task.denied = Some(bits);
+            }
+            (Some(bits), true) => bits[w] &= !bit,
+            (Some(bits), false) => bits[w] |= bit,
+        }
+        Ok(())
+    }
+
+    /// Whether `uid` may connect to `task` (`None` for an unknown task).
+    pub fn connect_permitted(&self, task: TaskId, uid: Uid) -> Option<bool> {
+        let k = self.task_slot(task).ok()?;
+        Some(self.tasks[k as usize].allows(uid))
+    }
+
+    /// The two ends of a live connection. Privileged callers only. Errors:
+    /// `NoSuchThread`, `NotPrivileged`, `NoSuchConnection` (unknown, or one
+    /// end already closed).
+    pub fn connection_query(&self, caller: ThreadId, conn: u64) -> Result<ConnectionEnds, Error> {
+        let t = self.thread_slot(caller)?;
+        if !self.tasks[self.threads[t as usize].task as usize].privileged {
+            return Err(Error::NotPrivileged);
+        }
+        // A connection ID is its client end's handle value.
+        let h = Handle::from_raw(conn);
+        let c = self
+            .ends
+            .get(h.index() as usize)
+            .filter(|e| {
+                e.gen == h.generation()
+                    && e.state == EndState::Connected
+                    && e.owner != NIL
+                    && e.flags & F_SERVER == 0
+                    && e.conn_id == conn
+            })
+            .ok_or(Error::NoSuchConnection)?;
+        let p = &self.ends[c.peer as usize];
+        let (server_task, server_thread) = if p.owner == NIL {
+            (KERNEL_TASK, KERNEL_THREAD)
+        } else {
+            (
+                self.tasks[p.task as usize].id,
+                self.threads[p.owner as usize].id,
+            )
+        };
+        Ok(ConnectionEnds {
+            conn_id: conn,
+            client_task: self.tasks[c.task as usize].id.raw(),
+            client_thread: self.threads[c.owner as usize].id.raw(),
+            server_task: server_task.raw(),
+            server_thread: server_thread.raw(),
+        })
+    }
+
+    // ------------------------------------------------------------------
+    // Kernel ends
+    // ------------------------------------------------------------------
+
+    /// Opens a connection whose far side is the kernel, for a privileged
+    /// caller: returns the caller's end and the kernel's side. At most one
+    /// end of each `kind` value is open. Errors: `NoSuchThread`,
+    /// `NotPrivileged`, `InvalidArgument` (unknown kind), `Busy` (kind
+    /// already open), `LimitReached`.
+    pub fn kernel_end_open(
+        &mut self,
+        caller: ThreadId,
+        kind: u32,
+    ) -> Result<(Handle, KernelEndId), Error> {
+        let t = self.thread_slot(caller)?;
+        let k = self.threads[t as usize].task;
+        if !self.tasks[k as usize].privileged {
+            return Err(Error::NotPrivileged);
+        }
+        if !kernel_end_kind::is_valid(kind) {
+            return Err(Error::InvalidArgument);
+        }
+        if self.kernel_kinds.iter().any(|&(kk, _)| kk == kind) {
+            return Err(Error::Busy);
+        }
+        self.check_room(t, 2)?;
+        let u = self.new_owned_end(t, EndState::Connected);
+        let s = self.alloc_end();
+        let h = self.handle_of(u);
+        let ue = &mut self.ends[u as usize];
+        ue.peer = s;
+        ue.flags = F_KERNEL;
+        ue.peer_task = KERNEL_TASK;
+        ue.peer_uid = KERNEL_UID;
+        ue.kernel_kind = kind;
+        ue.conn_id = h.raw();
+        let task_id = self.tasks[k as usize].id;
+        let uid = self.tasks[k as usize].uid;
+        let se = &mut self.ends[s as usize];
+        se.state = EndState::KernelSide;
+        se.peer = u;
+        se.flags = F_KERNEL | F_SERVER;
+        se.peer_task = task_id;
+        se.peer_uid = uid;
+        se.kernel_kind = kind;
+        se.conn_id = h.raw();
+        self.kernel_kinds.push((kind, s));
+        Ok((h, KernelEndId(self.handle_of(s))))
+    }
+
+    /// The open kernel end of `kind`, if any.
+    pub fn kernel_end_by_kind(&self, kind: u32) -> Option<KernelEndId> {
+        self.kernel_kinds
+            .iter()
+            .find(|&&(k, _)| k == kind)
+            .map(|&(_, s)| KernelEndId(self.handle_of(s)))
+    }
+
+    /// The kernel writes its side's buffer and signals the task's end.
+    /// Errors: `BadHandle` (never a kernel end), `PeerClosed` (the end is
+    /// gone: the task closed it, or its thread or task died),
+    /// `MessageTooLong`.
+    pub fn kernel_write_signal(&mut self, end: KernelEndId, data: &[u8]) -> Result<(), Error> {
+        let s = self.kernel_slot(end)?;
+        if data.len() > MESSAGE_MAX {
+            return Err(Error::MessageTooLong);
+        }
+        self.store(s, data);
+        let u = self.ends[s as usize].peer;
+        self.deliver(u, Events::SIGNAL);
+        Ok(())
+    }
+
+    /// The kernel reads the task's buffer of a kernel end. Errors as for
+    /// [`Ipc::kernel_write_signal`].
+    pub fn kernel_read(&self, end: KernelEndId) -> Result<Message, Error> {
+        let s = self.kernel_slot(end)?;
+        let u = &self.ends[self.ends[s as usize].peer as usize];
+        Ok(Message {
+            data: u.buf,
+            len: u.len,
+            seq: u.seq,
+        })
+    }
+
+    /// The next kernel end its task signaled since the kernel last looked
+    /// (oldest first), with its events, which this clears.
+    pub fn kernel_take_signal(&mut self) -> Option<(KernelEndId, Events)> {
+        let s = self.kernel_ready.pop_front(&mut self.ends, ready_links)?;
+        let e = &mut self.ends[s as usize];
+        let ev = Events::from_bits(e.pending as u32).unwrap_or(Events::NONE);
+        e.pending = 0;
+        Some((KernelEndId(Handle::new(s, e.gen)), ev))
+    }
+
+    /// The kernel closes its side: the task's end gets `PEER_CLOSED`
+    /// (reason `Closed`) and keeps reading the kernel's last data. Errors as
+    /// for [`Ipc::kernel_write_signal`].
+    pub fn kernel_end_close(&mut self, end: KernelEndId) -> Result<(), Error> {
+        let s = self.kernel_slot(end)?;
+        let u = self.ends[s as usize].peer;
+        self.orphan(u, s, CloseReason::Closed);
+        self.free_kernel_side(s);
+        Ok(())
+    }
+
+    fn kernel_slot(&self, end: KernelEndId) -> Result<u32, Error> {
+        let h = end.0;
+        let e = self.ends.get(h.index() as usize).ok_or(Error::BadHandle)?;
+        let g = h.generation();
+        if g == 0 || g > e.gen {
+            return Err(Error::BadHandle);
+        }
+        if g < e.gen || !e.live() {
+            return Err(Error::PeerClosed);
+        }
+        if e.state != EndState::KernelSide {
+            return Err(Error::BadHandle);
+        }
+        Ok(h.index())
+    }
+
+    // ------------------------------------------------------------------
+    // Lookup helpers and accounting
+    // ------------------------------------------------------------------
+
+    fn thread_slot(&self, id: ThreadId) -> Result<u32, Error> {
+        match self.threads.get(id.index() as usize) {
+            Some(t) if t.live && t.id == id => Ok(id.index()),
+            _ => Err(Error::NoSuchThread),
+        }
+    }
+
+    fn task_slot(&self, id: TaskId) -> Result<u32, Error> {
+        match self.tasks.get(id.index() as usize) {
+            Some(k) if k.live && k.id == id => Ok(id.index()),
+            _ => Err(Error::NoSuchTask),
+        }
+    }
+
+    /// Resolves handle `h` of thread slot `t`: `BadHandle` if it was never
+    /// issued (or names a kernel side), `StaleHandle` if its end is gone,
+    /// `WrongThread` if another thread owns it.
+    fn end_slot(&self, t: u32, h: Handle) -> Result<u32, Error> {
+        let e = self.ends.get(h.index() as usize).ok_or(Error::BadHandle)?;
+        let g = h.generation();
+        if g == 0 || g > e.gen {
+            return Err(Error::BadHandle);
+        }
+        if g < e.gen || !e.live() {
+            return Err(Error::StaleHandle);
+        }
+        if e.owner == NIL {
+            return Err(Error::BadHandle);
+        }
+        if e.owner != t {
+            return Err(Error::WrongThread);
+        }
+        Ok(h.index())
+    }
+
+    fn handle_of(&self, i: u32) -> Handle {
+        Handle::new(i, self.ends[i as usize].gen)
+    }
+
+    /// Live ends kernel-wide (including kernel sides of kernel ends).
+    pub fn end_count(&self) -> usize {
+        self.live_ends
+    }
+
+    /// Live ends owned by `thread` (`None` for an unknown thread).
+    pub fn thread_end_count(&self, thread: ThreadId) -> Option<usize> {
+        let t = self.thread_slot(thread).ok()?;
+        Some(self.threads[t as usize].owned.len as usize)
+    }
+
+    /// Live ends owned by the threads of `task` (`None` if unknown).
+    pub fn task_end_count(&self, task: TaskId) -> Option<usize> {
+        let k = self.task_slot(task).ok()?;
+        Some(self.tasks[k as usize].ends as usize)
+    }
+
+    /// Live tasks and threads registered (for leak checks).
+    pub fn object_counts(&self) -> (usize, usize) {
+        (
+            self.tasks.iter().filter(|k| k.live).count(),
+            self.threads.iter().filter(|t| t.live).count(),
+        )
+    }
+
+    /// Checks every internal invariant, in O(objects). For tests and debug
+    /// builds; returns what is broken.
+    pub fn audit(&self) -> Result<(), &'static str> {
+        crate::audit::audit(self)
+    }
+
+    /// Read-only access for the audit.
+    pub(crate) fn parts(&self) -> Parts<'_> {
+        Parts {
+            ends: &self.ends,
+            free: &self.free,
+            live_ends: self.live_ends,
+            threads: &self.threads,
+            tasks: &self.tasks,
+            wakeups: &self.wakeups,
+            kernel_ready: &self.kernel_ready,
+            kernel_kinds: &self.kernel_kinds,
+            limits: &self.limits,
+        }
+    }
+}
+
+/// A borrowed view of every field, for the audit.
+pub(crate) struct Parts<'a> {
+    pub(crate) ends: &'a [End],
+    pub(crate) free: &'a [u32],
+    pub(crate) live_ends: usize,
+    pub(crate) threads: &'a [Thread],
+    pub(crate) tasks: &'a [Task],
+    pub(crate) wakeups: &'a VecDeque<(ThreadId, Completion)>,
+    pub(crate) kernel_ready: &'a List,
+    pub(crate) kernel_kinds: &'a [(u32, u32)],
+    pub(crate) limits: &'a Limits,
+}

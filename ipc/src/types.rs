@@ -1,0 +1,103 @@
+//! The vocabulary between the IPC core and the kernel: limits, deadlines,
+//! outcomes, completions and kernel-end IDs.
+//!
+//! This module owns only plain data. It must never interpret time: a
+//! deadline is an opaque number that the kernel's timer compares.
+
+use alux_abi::ipc::{limits, Handle, Ready};
+use alux_abi::Error;
+
+/// Bounds on the object model. Hitting one is an error for the caller only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Live ends one thread may own.
+    pub ends_per_thread: usize,
+    /// Live ends all threads of one task may own together.
+    pub ends_per_task: usize,
+    /// Ports one task's listen queue holds.
+    pub listen_queue_len: usize,
+    /// Live ends kernel-wide, including the kernel's side of kernel ends.
+    pub total_ends: usize,
+    /// Handles one explicit poll may name.
+    pub poll_set_max: usize,
+}
+
+impl Default for Limits {
+    /// The ABI defaults of [`alux_abi::ipc::limits`].
+    fn default() -> Self {
+        Limits {
+            ends_per_thread: limits::ENDS_PER_THREAD,
+            ends_per_task: limits::ENDS_PER_TASK,
+            listen_queue_len: limits::LISTEN_QUEUE_LEN,
+            total_ends: limits::TOTAL_ENDS,
+            poll_set_max: limits::POLL_SET_MAX,
+        }
+    }
+}
+
+/// How long a blocking call may wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deadline {
+    /// Never block: answer `TimedOut` (poll) or `NoPortAvailable` (connect)
+    /// if nothing is ready.
+    Now,
+    /// Block until this time (nanoseconds on the kernel's clock; opaque to
+    /// this crate, which only hands it back in [`Outcome::Block`]).
+    At(u64),
+    /// Block without a time limit.
+    Never,
+}
+
+impl Deadline {
+    /// Converts a system call timeout (`0` = don't wait, `u64::MAX` = wait
+    /// forever, else nanoseconds from `now`).
+    pub const fn from_timeout(now: u64, timeout_ns: u64) -> Deadline {
+        match timeout_ns {
+            0 => Deadline::Now,
+            u64::MAX => Deadline::Never,
+            t => Deadline::At(now.saturating_add(t)),
+        }
+    }
+}
+
+/// The result of a call that may block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome<T> {
+    /// The call finished with this value.
+    Done(T),
+    /// The caller is parked: the kernel must not run it until it takes a
+    /// [`Completion`] for it from [`crate::Ipc::take_wakeup`] or
+    /// [`crate::Ipc::timed_out`]. `deadline` is never [`Deadline::Now`].
+    Block {
+        /// When the kernel must call [`crate::Ipc::timed_out`].
+        deadline: Deadline,
+    },
+}
+
+/// What a parked thread wakes up with: the result of its blocked call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Completion {
+    /// Its poll found an end with events.
+    Polled(Ready),
+    /// Its blocking connect got a port: the new end.
+    Connected(Handle),
+    /// Its call failed (e.g. `TimedOut`, or `ConnectDenied`/`NoSuchTask`
+    /// for a blocking connect).
+    Failed(Error),
+}
+
+/// Names the kernel's side of a kernel end. Only the kernel holds these;
+/// they never reach user space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KernelEndId(pub(crate) Handle);
+
+impl KernelEndId {
+    /// A raw value for the kernel's own tables.
+    pub const fn raw(self) -> u64 {
+        self.0.raw()
+    }
+    /// Reinterprets a value from [`KernelEndId::raw`].
+    pub const fn from_raw(raw: u64) -> Self {
+        KernelEndId(Handle::from_raw(raw))
+    }
+}

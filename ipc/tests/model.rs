@@ -1,0 +1,1255 @@
+//! Property tests: random operation sequences by several tasks and threads,
+//! run against `Ipc` and against a deliberately simple reference model
+//! (vectors and linear scans), comparing every result, every wakeup and the
+//! invariants after every step:
+//! - no end is usable after close (StaleHandle) or by another thread
+//!   (WrongThread);
+//! - no signal is lost and every peer close is seen (a final drain of every
+//!   thread's events matches the model's pending events exactly);
+//! - when every task has exited, no end, task or thread is left.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use alux_abi::ipc::kernel_end_kind;
+use alux_abi::{TaskId, ThreadId, Uid};
+use alux_ipc::{
+    CloseReason, Completion, ConnState, Deadline, Error, Events, Handle, Ipc, KernelEndId, Limits,
+    Outcome, Ready,
+};
+use proptest::prelude::*;
+
+const LIMITS: Limits = Limits {
+    ends_per_thread: 4,
+    ends_per_task: 6,
+    listen_queue_len: 2,
+    total_ends: 24,
+    poll_set_max: 3,
+};
+const KINDS: [u32; 3] = [
+    kernel_end_kind::PAGE_FAULTS,
+    kernel_end_kind::INTERRUPT | (1 << 8),
+    kernel_end_kind::INTERRUPT | (2 << 8),
+];
+const MAX_TASKS: u32 = 6;
+const MAX_THREADS: u32 = 16;
+
+// ------------------------------------------------------------------ the reference model
+
+type Key = u32;
+
+#[derive(Clone, Debug, PartialEq)]
+enum St {
+    Port,
+    Queued,
+    Connected(Peer),
+    PeerGone,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Peer {
+    End(Key),
+    Kernel(Key),
+}
+
+#[derive(Clone, Debug)]
+struct MEnd {
+    owner: usize,
+    task: usize,
+    st: St,
+    pending: u32,
+    buf: Vec<u8>,
+    seq: u64,
+    conn_id: u64,
+    peer_task: TaskId,
+    peer_uid: Uid,
+    reason: Option<CloseReason>,
+    /// This end was a port.
+    server: bool,
+}
+
+#[derive(Clone, Debug)]
+struct MKernel {
+    user: Key,
+    kind: u32,
+    buf: Vec<u8>,
+    seq: u64,
+    pending: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum MWait {
+    None,
+    All,
+    Set(Vec<Key>),
+    Connect(usize),
+}
+
+#[derive(Clone, Debug)]
+struct MThread {
+    id: ThreadId,
+    task: usize,
+    live: bool,
+    wait: MWait,
+}
+
+#[derive(Clone, Debug)]
+struct MTask {
+    id: TaskId,
+    uid: Uid,
+    privileged: bool,
+    live: bool,
+    threads: Vec<usize>,
+    queue: Vec<Key>,
+    waiters: Vec<usize>,
+    denied: HashSet<Uid>,
+}
+
+/// What a wakeup is expected to carry (handles of new ends are learned from
+/// the real model).
+#[derive(Clone, Debug, PartialEq)]
+enum MCompletion {
+    Polled(Key, u32),
+    Connected(Key),
+    Failed(Error),
+}
+
+#[derive(Default)]
+struct Model {
+    tasks: Vec<MTask>,
+    threads: Vec<MThread>,
+    ends: BTreeMap<Key, MEnd>,
+    kernel: BTreeMap<Key, MKernel>,
+    next_key: Key,
+    /// Task ends with pending events, oldest first.
+    ready: Vec<Key>,
+    /// Kernel sides with pending signals, oldest first.
+    kready: Vec<Key>,
+    wakeups: Vec<(usize, MCompletion)>,
+    // Translation between the real handles and model keys.
+    by_handle: HashMap<u64, Key>,
+    handle_of: HashMap<Key, u64>,
+    /// Every handle value ever issued (live or not), for picking.
+    issued: Vec<Handle>,
+    kissued: Vec<KernelEndId>,
+    conn_ids: HashSet<u64>,
+}
+
+impl Model {
+    fn thread(&self, t: usize) -> Result<usize, Error> {
+        if self.threads[t].live {
+            Ok(t)
+        } else {
+            Err(Error::NoSuchThread)
+        }
+    }
+
+    fn task_of_id(&self, id: TaskId) -> Result<usize, Error> {
+        self.tasks
+            .iter()
+            .position(|k| k.live && k.id == id)
+            .ok_or(Error::NoSuchTask)
+    }
+
+    fn resolve(&self, t: usize, h: Handle) -> Result<Key, Error> {
+        match self.by_handle.get(&h.raw()) {
+            Some(&k) if self.ends.contains_key(&k) => {
+                if self.ends[&k].owner == t {
+                    Ok(k)
+                } else {
+                    Err(Error::WrongThread)
+                }
+            }
+            Some(&k) if self.kernel.contains_key(&k) => Err(Error::BadHandle),
+            Some(_) => Err(Error::StaleHandle),
+            None => Err(Error::BadHandle),
+        }
+    }
+
+    fn resolve_kernel(&self, id: KernelEndId) -> Result<Key, Error> {
+        match self.by_handle.get(&id.raw()) {
+            Some(&k) if self.kernel.contains_key(&k) => Ok(k),
+            Some(&k) if self.ends.contains_key(&k) => Err(Error::BadHandle),
+            Some(_) => Err(Error::PeerClosed),
+            None => Err(Error::BadHandle),
+        }
+    }
+
+    fn live_total(&self) -> usize {
+        self.ends.len() + self.kernel.len()
+    }
+
+    fn owned(&self, t: usize) -> Vec<Key> {
+        self.ends
+            .iter()
+            .filter(|(_, e)| e.owner == t)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    fn check_room(&self, t: usize, total: usize) -> Result<(), Error> {
+        let task = self.threads[t].task;
+        let task_ends = self.ends.values().filter(|e| e.task == task).count();
+        if self.owned(t).len() >= LIMITS.ends_per_thread
+            || task_ends >= LIMITS.ends_per_task
+            || self.live_total() + total > LIMITS.total_ends
+        {
+            return Err(Error::LimitReached);
+        }
+        Ok(())
+    }
+
+    fn new_end(&mut self, t: usize, st: St) -> Key {
+        let k = self.next_key;
+        self.next_key += 1;
+        self.ends.insert(
+            k,
+            MEnd {
+                owner: t,
+                task: self.threads[t].task,
+                st,
+                pending: 0,
+                buf: Vec::new(),
+                seq: 0,
+                conn_id: 0,
+                peer_task: TaskId::from_raw(0),
+                peer_uid: 0,
+                reason: None,
+                server: false,
+            },
+        );
+        k
+    }
+
+    fn bind(&mut self, k: Key, h: Handle) {
+        assert!(
+            self.by_handle.insert(h.raw(), k).is_none(),
+            "handle {h} issued twice"
+        );
+        self.handle_of.insert(k, h.raw());
+        self.issued.push(h);
+    }
+
+    fn deliver(&mut self, k: Key, ev: u32) {
+        let e = self.ends.get_mut(&k).unwrap();
+        let was = e.pending;
+        e.pending |= ev;
+        if was != 0 {
+            return;
+        }
+        self.ready.push(k);
+        let t = e.owner;
+        let wake = match &self.threads[t].wait {
+            MWait::All => true,
+            MWait::Set(s) => s.contains(&k),
+            _ => false,
+        };
+        if wake {
+            self.clear_wait(t);
+            let ev = self.take(k);
+            self.wakeups.push((t, MCompletion::Polled(k, ev)));
+        }
+    }
+
+    fn take(&mut self, k: Key) -> u32 {
+        self.ready.retain(|&r| r != k);
+        let e = self.ends.get_mut(&k).unwrap();
+        std::mem::take(&mut e.pending)
+    }
+
+    fn clear_wait(&mut self, t: usize) {
+        if let MWait::Connect(target) = self.threads[t].wait {
+            self.tasks[target].waiters.retain(|&w| w != t);
+        }
+        self.threads[t].wait = MWait::None;
+    }
+
+    fn connect_checks(&self, t: usize, k: usize) -> Result<(), Error> {
+        let mine = self.threads[t].task;
+        if mine == k {
+            return Err(Error::SelfConnect);
+        }
+        if self.tasks[k].denied.contains(&self.tasks[mine].uid) {
+            return Err(Error::ConnectDenied);
+        }
+        self.check_room(t, 1)
+    }
+
+    /// Client end for `t` connected to port `p`; returns the new key.
+    fn pair(&mut self, t: usize, p: Key) -> Key {
+        let c = self.new_end(t, St::Connected(Peer::End(p)));
+        let ct = self.threads[t].task;
+        let st = self.ends[&p].task;
+        let (cid, cuid) = (self.tasks[ct].id, self.tasks[ct].uid);
+        let (sid, suid) = (self.tasks[st].id, self.tasks[st].uid);
+        let ce = self.ends.get_mut(&c).unwrap();
+        ce.peer_task = sid;
+        ce.peer_uid = suid;
+        let pe = self.ends.get_mut(&p).unwrap();
+        pe.st = St::Connected(Peer::End(c));
+        pe.server = true;
+        pe.peer_task = cid;
+        pe.peer_uid = cuid;
+        self.deliver(p, Events::OPENED.bits());
+        c
+    }
+
+    fn close_end(&mut self, k: Key, reason: CloseReason) {
+        let e = self.ends[&k].clone();
+        match e.st {
+            St::Queued => self.tasks[e.task].queue.retain(|&q| q != k),
+            St::Connected(Peer::Kernel(s)) => {
+                self.kernel.remove(&s);
+                self.kready.retain(|&r| r != s);
+            }
+            St::Connected(Peer::End(p)) => {
+                let pe = self.ends.get_mut(&p).unwrap();
+                pe.st = St::PeerGone;
+                pe.buf = e.buf.clone();
+                pe.seq = e.seq;
+                pe.reason = Some(reason);
+                self.deliver(p, Events::PEER_CLOSED.bits());
+            }
+            _ => {}
+        }
+        self.ready.retain(|&r| r != k);
+        self.ends.remove(&k);
+    }
+
+    fn drop_thread(&mut self, t: usize, reason: CloseReason) {
+        self.clear_wait(t);
+        self.wakeups.retain(|(w, _)| *w != t);
+        for k in self.owned(t) {
+            if self.ends.contains_key(&k) {
+                self.close_end(k, reason);
+            }
+        }
+        self.threads[t].live = false;
+        let task = self.threads[t].task;
+        let v = &mut self.tasks[task].threads;
+        if let Some(pos) = v.iter().position(|&x| x == t) {
+            v.swap_remove(pos);
+        }
+    }
+
+    fn remove_task(&mut self, k: usize, killed: bool) {
+        let reason = if killed {
+            CloseReason::TaskKilled
+        } else {
+            CloseReason::TaskExited
+        };
+        while let Some(&t) = self.tasks[k].threads.last() {
+            self.drop_thread(t, reason);
+        }
+        for w in std::mem::take(&mut self.tasks[k].waiters) {
+            self.threads[w].wait = MWait::None;
+            self.wakeups
+                .push((w, MCompletion::Failed(Error::NoSuchTask)));
+        }
+        self.tasks[k].live = false;
+    }
+
+    fn ready_of(&self, k: Key) -> MReady {
+        let e = &self.ends[&k];
+        MReady {
+            key: k,
+            peer_task: e.peer_task,
+            peer_uid: e.peer_uid,
+            reason: e.reason,
+            conn_id: e.conn_id,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct MReady {
+    key: Key,
+    peer_task: TaskId,
+    peer_uid: Uid,
+    reason: Option<CloseReason>,
+    conn_id: u64,
+}
+
+// ------------------------------------------------------------------ operations
+
+#[derive(Clone, Debug)]
+enum Op {
+    NewTask {
+        uid: Uid,
+        privileged: bool,
+    },
+    NewThread {
+        task: usize,
+    },
+    ExitThread {
+        t: usize,
+    },
+    ExitTask {
+        task: usize,
+        killed: bool,
+    },
+    PortCreate {
+        t: usize,
+    },
+    Push {
+        t: usize,
+        h: usize,
+    },
+    Withdraw {
+        t: usize,
+        h: usize,
+    },
+    Connect {
+        t: usize,
+        task: usize,
+        block: bool,
+    },
+    Write {
+        t: usize,
+        h: usize,
+        len: usize,
+    },
+    WriteSignal {
+        t: usize,
+        h: usize,
+        len: usize,
+    },
+    Signal {
+        t: usize,
+        h: usize,
+    },
+    Read {
+        t: usize,
+        h: usize,
+    },
+    Close {
+        t: usize,
+        h: usize,
+    },
+    Info {
+        t: usize,
+        h: usize,
+    },
+    Poll {
+        t: usize,
+        hs: Vec<usize>,
+        block: bool,
+    },
+    PollAll {
+        t: usize,
+        block: bool,
+    },
+    TimeOut {
+        t: usize,
+    },
+    SetPerm {
+        t: usize,
+        uid: Uid,
+        allow: bool,
+    },
+    KernelOpen {
+        t: usize,
+        kind: usize,
+    },
+    KernelWriteSignal {
+        k: usize,
+        len: usize,
+    },
+    KernelClose {
+        k: usize,
+    },
+    KernelTake,
+    Query {
+        t: usize,
+        h: usize,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let t = 0..64usize;
+    let h = 0..64usize;
+    let uid = 0..4u16;
+    prop_oneof![
+        1 => (uid.clone(), any::<bool>()).prop_map(|(uid, privileged)| Op::NewTask { uid, privileged }),
+        2 => (0..8usize).prop_map(|task| Op::NewThread { task }),
+        1 => t.clone().prop_map(|t| Op::ExitThread { t }),
+        1 => (0..8usize, any::<bool>()).prop_map(|(task, killed)| Op::ExitTask { task, killed }),
+        6 => t.clone().prop_map(|t| Op::PortCreate { t }),
+        6 => (t.clone(), h.clone()).prop_map(|(t, h)| Op::Push { t, h }),
+        1 => (t.clone(), h.clone()).prop_map(|(t, h)| Op::Withdraw { t, h }),
+        6 => (t.clone(), 0..8usize, any::<bool>()).prop_map(|(t, task, block)| Op::Connect { t, task, block }),
+        2 => (t.clone(), h.clone(), 0..34usize).prop_map(|(t, h, len)| Op::Write { t, h, len }),
+        4 => (t.clone(), h.clone(), 0..34usize).prop_map(|(t, h, len)| Op::WriteSignal { t, h, len }),
+        4 => (t.clone(), h.clone()).prop_map(|(t, h)| Op::Signal { t, h }),
+        3 => (t.clone(), h.clone()).prop_map(|(t, h)| Op::Read { t, h }),
+        3 => (t.clone(), h.clone()).prop_map(|(t, h)| Op::Close { t, h }),
+        1 => (t.clone(), h.clone()).prop_map(|(t, h)| Op::Info { t, h }),
+        4 => (t.clone(), proptest::collection::vec(h.clone(), 0..5), any::<bool>())
+            .prop_map(|(t, hs, block)| Op::Poll { t, hs, block }),
+        5 => (t.clone(), any::<bool>()).prop_map(|(t, block)| Op::PollAll { t, block }),
+        2 => t.clone().prop_map(|t| Op::TimeOut { t }),
+        1 => (t.clone(), uid, any::<bool>()).prop_map(|(t, uid, allow)| Op::SetPerm { t, uid, allow }),
+        1 => (t.clone(), 0..3usize).prop_map(|(t, kind)| Op::KernelOpen { t, kind }),
+        2 => (0..8usize, 0..34usize).prop_map(|(k, len)| Op::KernelWriteSignal { k, len }),
+        1 => (0..8usize).prop_map(|k| Op::KernelClose { k }),
+        1 => Just(Op::KernelTake),
+        1 => (t, h).prop_map(|(t, h)| Op::Query { t, h }),
+    ]
+}
+
+// ------------------------------------------------------------------ the harness
+
+struct Run {
+    ipc: Ipc,
+    m: Model,
+    step: u8,
+    /// The thread of the operation being applied (for handle picks).
+    cur: usize,
+}
+
+impl Run {
+    fn new() -> Self {
+        let mut r = Run {
+            ipc: Ipc::new(LIMITS),
+            m: Model::default(),
+            step: 0,
+            cur: 0,
+        };
+        for (uid, privileged) in [(1, false), (2, false), (0, true)] {
+            r.apply(&Op::NewTask { uid, privileged });
+        }
+        for task in [0, 0, 1, 1, 2] {
+            r.apply(&Op::NewThread { task });
+        }
+        r
+    }
+
+    /// A thread: mostly a live one, sometimes any (maybe dead) one.
+    fn tid(&mut self, t: usize) -> (usize, ThreadId) {
+        let live: Vec<usize> = (0..self.m.threads.len())
+            .filter(|&i| self.m.threads[i].live)
+            .collect();
+        let t = if t < 56 && !live.is_empty() {
+            live[t % live.len()]
+        } else {
+            t % self.m.threads.len()
+        };
+        self.cur = t;
+        (t, self.m.threads[t].id)
+    }
+
+    /// A handle for the thread last picked: mostly one of its live ends,
+    /// else any issued one (live or dead, any owner), sometimes one never
+    /// issued.
+    fn handle(&self, h: usize) -> Handle {
+        let mine = self.m.owned(self.cur);
+        if h < 40 && !mine.is_empty() {
+            return Handle::from_raw(self.m.handle_of[&mine[h % mine.len()]]);
+        }
+        let n = self.m.issued.len();
+        if n == 0 || h >= 60 {
+            return Handle::new(h as u32 % 7, 0xffff_0000 + h as u32);
+        }
+        self.m.issued[h % n]
+    }
+
+    fn data(&mut self, len: usize) -> Vec<u8> {
+        self.step = self.step.wrapping_add(1);
+        vec![self.step; len]
+    }
+
+    /// Learns the conn id of a new connection from its client end.
+    fn learn_conn(&mut self, client: Key, t: usize) {
+        let h = Handle::from_raw(self.m.handle_of[&client]);
+        let id = self
+            .ipc
+            .connection_info(self.m.threads[t].id, h)
+            .unwrap()
+            .conn_id;
+        assert!(self.m.conn_ids.insert(id), "connection id {id:#x} reused");
+        self.m.ends.get_mut(&client).unwrap().conn_id = id;
+        if let St::Connected(Peer::End(p)) = self.m.ends[&client].st {
+            self.m.ends.get_mut(&p).unwrap().conn_id = id;
+        }
+    }
+
+    fn check_ready(&self, real: &Ready, key: Key, events: u32) {
+        assert_eq!(
+            self.m.by_handle.get(&real.handle.raw()),
+            Some(&key),
+            "ready end"
+        );
+        assert_eq!(real.events.bits(), events, "ready events");
+        let want = self.m.ready_of(key);
+        assert_eq!(
+            (
+                real.peer_task,
+                real.peer_uid,
+                real.close_reason,
+                real.conn_id
+            ),
+            (want.peer_task, want.peer_uid, want.reason, want.conn_id),
+            "ready identity"
+        );
+    }
+
+    /// Compares the queued wakeups, learning handles of new connections.
+    fn check_wakeups(&mut self) {
+        let real: Vec<_> = std::iter::from_fn(|| self.ipc.take_wakeup()).collect();
+        let want = std::mem::take(&mut self.m.wakeups);
+        assert_eq!(real.len(), want.len(), "wakeups {real:?} vs {want:?}");
+        // Learn new connections first: a wakeup earlier in the queue may
+        // report one of them (e.g. OPENED on the port just taken).
+        for ((_, rc), (wt, wc)) in real.iter().zip(&want) {
+            if let (Completion::Connected(h), MCompletion::Connected(k)) = (rc, wc) {
+                self.m.bind(*k, *h);
+                self.learn_conn(*k, *wt);
+            }
+        }
+        for ((rt, rc), (wt, wc)) in real.iter().zip(want) {
+            assert_eq!(*rt, self.m.threads[wt].id, "woken thread");
+            match (rc, wc) {
+                (Completion::Polled(r), MCompletion::Polled(k, ev)) => self.check_ready(r, k, ev),
+                (Completion::Connected(_), MCompletion::Connected(_)) => {}
+                (Completion::Failed(a), MCompletion::Failed(b)) => assert_eq!(*a, b),
+                (a, b) => panic!("wakeup {a:?} vs {b:?}"),
+            }
+        }
+    }
+
+    fn poll_result(
+        &mut self,
+        t: usize,
+        real: Result<Outcome<Ready>, Error>,
+        pick: Option<Key>,
+        block: bool,
+    ) {
+        match pick {
+            Some(k) => {
+                let ev = self.m.take(k);
+                let Ok(Outcome::Done(r)) = real else {
+                    panic!("poll: want {k} got {real:?}")
+                };
+                self.check_ready(&r, k, ev);
+            }
+            None if !block => assert_eq!(real, Err(Error::TimedOut)),
+            None => assert_eq!(
+                real,
+                Ok(Outcome::Block {
+                    deadline: Deadline::At(9)
+                })
+            ),
+        }
+        let _ = t;
+    }
+
+    fn apply(&mut self, op: &Op) {
+        let dl = |block: bool| {
+            if block {
+                Deadline::At(9)
+            } else {
+                Deadline::Now
+            }
+        };
+        match op.clone() {
+            Op::NewTask { uid, privileged } => {
+                let n = self.m.tasks.len() as u32;
+                if n >= MAX_TASKS {
+                    return;
+                }
+                let id = TaskId::new(n, 1);
+                self.ipc.add_task(id, uid, privileged).unwrap();
+                self.m.tasks.push(MTask {
+                    id,
+                    uid,
+                    privileged,
+                    live: true,
+                    threads: vec![],
+                    queue: vec![],
+                    waiters: vec![],
+                    denied: HashSet::new(),
+                });
+            }
+            Op::NewThread { task } => {
+                let n = self.m.threads.len() as u32;
+                let k = task % self.m.tasks.len();
+                if n >= MAX_THREADS {
+                    return;
+                }
+                let id = ThreadId::new(n, 1);
+                let real = self.ipc.add_thread(id, self.m.tasks[k].id);
+                if !self.m.tasks[k].live {
+                    assert_eq!(real, Err(Error::NoSuchTask));
+                    return;
+                }
+                real.unwrap();
+                self.m.threads.push(MThread {
+                    id,
+                    task: k,
+                    live: true,
+                    wait: MWait::None,
+                });
+                self.m.tasks[k].threads.push(n as usize);
+            }
+            Op::ExitThread { t } => {
+                let (t, id) = self.tid(t);
+                self.ipc.remove_thread(id);
+                if self.m.threads[t].live {
+                    self.m.drop_thread(t, CloseReason::ThreadExited);
+                }
+            }
+            Op::ExitTask { task, killed } => {
+                let k = task % self.m.tasks.len();
+                self.ipc.remove_task(self.m.tasks[k].id, killed);
+                if self.m.tasks[k].live {
+                    self.m.remove_task(k, killed);
+                }
+            }
+            Op::PortCreate { t } => {
+                let (t, id) = self.tid(t);
+                let real = self.ipc.port_create(id);
+                let want = self.m.thread(t).and_then(|t| self.m.check_room(t, 1));
+                match want {
+                    Err(e) => assert_eq!(real, Err(e)),
+                    Ok(()) => {
+                        let k = self.m.new_end(t, St::Port);
+                        self.m.bind(k, real.unwrap());
+                    }
+                }
+            }
+            Op::Push { t, h } => {
+                let (t, id) = self.tid(t);
+                let h = self.handle(h);
+                let real = self.ipc.listen_push(id, h);
+                let want = (|| {
+                    self.m.thread(t)?;
+                    let k = self.m.resolve(t, h)?;
+                    match self.m.ends[&k].st {
+                        St::Port => Ok(k),
+                        St::Queued => Err(Error::AlreadyQueued),
+                        _ => Err(Error::WrongKind),
+                    }
+                })();
+                let k = match want {
+                    Err(e) => return assert_eq!(real, Err(e)),
+                    Ok(k) => k,
+                };
+                let task = self.m.threads[t].task;
+                while !self.m.tasks[task].waiters.is_empty() {
+                    let w = self.m.tasks[task].waiters.remove(0);
+                    self.m.threads[w].wait = MWait::None;
+                    match self.m.connect_checks(w, task) {
+                        Err(e) => self.m.wakeups.push((w, MCompletion::Failed(e))),
+                        Ok(()) => {
+                            let c = self.m.pair(w, k);
+                            self.m.wakeups.push((w, MCompletion::Connected(c)));
+                            return assert_eq!(real, Ok(()));
+                        }
+                    }
+                }
+                if self.m.tasks[task].queue.len() >= LIMITS.listen_queue_len {
+                    return assert_eq!(real, Err(Error::QueueFull));
+                }
+                assert_eq!(real, Ok(()));
+                self.m.tasks[task].queue.push(k);
+                self.m.ends.get_mut(&k).unwrap().st = St::Queued;
+            }
+            Op::Withdraw { t, h } => {
+                let (t, id) = self.tid(t);
+                let h = self.handle(h);
+                let real = self.ipc.listen_withdraw(id, h);
+                let want = (|| {
+                    self.m.thread(t)?;
+                    let k = self.m.resolve(t, h)?;
+                    if self.m.ends[&k].st != St::Queued {
+                        return Err(Error::NotQueued);
+                    }
+                    Ok(k)
+                })();
+                match want {
+                    Err(e) => assert_eq!(real, Err(e)),
+                    Ok(k) => {
+                        assert_eq!(real, Ok(()));
+                        let task = self.m.ends[&k].task;
+                        self.m.tasks[task].queue.retain(|&q| q != k);
+                        self.m.ends.get_mut(&k).unwrap().st = St::Port;
+                    }
+                }
+            }
+            Op::Connect { t, task, block } => {
+                let (t, id) = self.tid(t);
+                let target = self.m.tasks[task % self.m.tasks.len()].id;
+                let real = self.ipc.connect(id, target, dl(block));
+                let want = (|| {
+                    self.m.thread(t)?;
+                    if self.m.threads[t].wait != MWait::None {
+                        return Err(Error::Busy);
+                    }
+                    let k = self.m.task_of_id(target)?;
+                    self.m.connect_checks(t, k)?;
+                    Ok(k)
+                })();
+                let k = match want {
+                    Err(e) => return assert_eq!(real, Err(e)),
+                    Ok(k) => k,
+                };
+                if !self.m.tasks[k].queue.is_empty() {
+                    let p = self.m.tasks[k].queue.remove(0);
+                    self.m.ends.get_mut(&p).unwrap().st = St::Port;
+                    let c = self.m.pair(t, p);
+                    let Ok(Outcome::Done(h)) = real else {
+                        panic!("connect: {real:?}")
+                    };
+                    self.m.bind(c, h);
+                    self.learn_conn(c, t);
+                } else if !block {
+                    assert_eq!(real, Err(Error::NoPortAvailable));
+                } else {
+                    assert_eq!(
+                        real,
+                        Ok(Outcome::Block {
+                            deadline: Deadline::At(9)
+                        })
+                    );
+                    self.m.threads[t].wait = MWait::Connect(k);
+                    self.m.tasks[k].waiters.push(t);
+                }
+            }
+            Op::Write { t, h, len } | Op::WriteSignal { t, h, len } => {
+                let signal = matches!(op, Op::WriteSignal { .. });
+                let (t, id) = self.tid(t);
+                let h = self.handle(h);
+                let data = self.data(len);
+                let real = if signal {
+                    self.ipc.write_signal(id, h, &data)
+                } else {
+                    self.ipc.write(id, h, &data)
+                };
+                let want = self.writable(t, h, len);
+                match want {
+                    Err(e) => assert_eq!(real, Err(e)),
+                    Ok(k) => {
+                        assert_eq!(real, Ok(()));
+                        let e = self.m.ends.get_mut(&k).unwrap();
+                        e.buf = data;
+                        e.seq += 1;
+                        if signal {
+                            self.m_signal(k);
+                        }
+                    }
+                }
+            }
+            Op::Signal { t, h } => {
+                let (t, id) = self.tid(t);
+                let h = self.handle(h);
+                let real = self.ipc.signal(id, h);
+                match self.writable(t, h, 0) {
+                    Err(e) => assert_eq!(real, Err(e)),
+                    Ok(k) => {
+                        assert_eq!(real, Ok(()));
+                        self.m_signal(k);
+                    }
+                }
+            }
+            Op::Read { t, h } => {
+                let (t, id) = self.tid(t);
+                let h = self.handle(h);
+                let real = self.ipc.read(id, h);
+                let want = (|| {
+                    self.m.thread(t)?;
+                    let k = self.m.resolve(t, h)?;
+                    let e = &self.m.ends[&k];
+                    Ok(match e.st {
+                        St::Connected(Peer::End(p)) => {
+                            (self.m.ends[&p].buf.clone(), self.m.ends[&p].seq)
+                        }
+                        St::Connected(Peer::Kernel(s)) => {
+                            (self.m.kernel[&s].buf.clone(), self.m.kernel[&s].seq)
+                        }
+                        St::PeerGone => (e.buf.clone(), e.seq),
+                        _ => return Err(Error::NotConnected),
+                    })
+                })();
+                match want {
+                    Err(e) => assert_eq!(real, Err(e)),
+                    Ok((buf, seq)) => {
+                        let m = real.unwrap();
+                        assert_eq!((m.bytes(), m.seq), (&buf[..], seq));
+                    }
+                }
+            }
+            Op::Close { t, h } => {
+                let (t, id) = self.tid(t);
+                let h = self.handle(h);
+                let real = self.ipc.close(id, h);
+                match self.m.thread(t).and_then(|t| self.m.resolve(t, h)) {
+                    Err(e) => assert_eq!(real, Err(e)),
+                    Ok(k) => {
+                        assert_eq!(real, Ok(()));
+                        self.m.close_end(k, CloseReason::Closed);
+                    }
+                }
+            }
+            Op::Info { t, h } => {
+                let (t, id) = self.tid(t);
+                let h = self.handle(h);
+                let real = self.ipc.connection_info(id, h);
+                match self.m.thread(t).and_then(|t| self.m.resolve(t, h)) {
+                    Err(e) => assert_eq!(real, Err(e)),
+                    Ok(k) => {
+                        let e = &self.m.ends[&k];
+                        let state = match e.st {
+                            St::Connected(_) => ConnState::Connected,
+                            St::PeerGone => ConnState::PeerClosed,
+                            _ => return assert_eq!(real, Err(Error::NotConnected)),
+                        };
+                        let i = real.unwrap();
+                        assert_eq!(i.conn_state(), Some(state));
+                        assert_eq!(
+                            (i.conn_id, i.peer_task_id(), i.peer_uid as Uid),
+                            (e.conn_id, e.peer_task, e.peer_uid)
+                        );
+                        assert_eq!(i.reason(), e.reason);
+                    }
+                }
+            }
+            Op::Poll { t, hs, block } => {
+                let (t, id) = self.tid(t);
+                let set: Vec<Handle> = hs.iter().map(|&h| self.handle(h)).collect();
+                let real = self.ipc.poll(id, &set, dl(block));
+                let want = (|| {
+                    self.m.thread(t)?;
+                    if self.m.threads[t].wait != MWait::None {
+                        return Err(Error::Busy);
+                    }
+                    if set.is_empty() || set.len() > LIMITS.poll_set_max {
+                        return Err(Error::InvalidArgument);
+                    }
+                    set.iter()
+                        .map(|&h| self.m.resolve(t, h))
+                        .collect::<Result<Vec<_>, _>>()
+                })();
+                let keys = match want {
+                    Err(e) => return assert_eq!(real, Err(e)),
+                    Ok(keys) => keys,
+                };
+                let pick = self.m.ready.iter().copied().find(|k| keys.contains(k));
+                if pick.is_none() && block {
+                    self.m.threads[t].wait = MWait::Set(keys);
+                }
+                self.poll_result(t, real, pick, block);
+            }
+            Op::PollAll { t, block } => {
+                let (t, id) = self.tid(t);
+                let real = self.ipc.poll_all(id, dl(block));
+                let want = self.m.thread(t).and_then(|t| {
+                    if self.m.threads[t].wait != MWait::None {
+                        Err(Error::Busy)
+                    } else {
+                        Ok(())
+                    }
+                });
+                if let Err(e) = want {
+                    return assert_eq!(real, Err(e));
+                }
+                let pick = self
+                    .m
+                    .ready
+                    .iter()
+                    .copied()
+                    .find(|k| self.m.ends[k].owner == t);
+                if pick.is_none() && block {
+                    self.m.threads[t].wait = MWait::All;
+                }
+                self.poll_result(t, real, pick, block);
+            }
+            Op::TimeOut { t } => {
+                let (t, id) = self.tid(t);
+                let real = self.ipc.timed_out(id);
+                if self.m.threads[t].live && self.m.threads[t].wait != MWait::None {
+                    self.m.clear_wait(t);
+                    assert_eq!(real, Some(Completion::Failed(Error::TimedOut)));
+                } else {
+                    assert_eq!(real, None);
+                }
+            }
+            Op::SetPerm { t, uid, allow } => {
+                let (t, id) = self.tid(t);
+                let real = self.ipc.set_connect_permission(id, uid, allow);
+                match self.m.thread(t) {
+                    Err(e) => assert_eq!(real, Err(e)),
+                    Ok(t) => {
+                        assert_eq!(real, Ok(()));
+                        let k = self.m.threads[t].task;
+                        if allow {
+                            self.m.tasks[k].denied.remove(&uid);
+                        } else {
+                            self.m.tasks[k].denied.insert(uid);
+                        }
+                    }
+                }
+            }
+            Op::KernelOpen { t, kind } => {
+                let (t, id) = self.tid(t);
+                let kind = KINDS[kind];
+                let real = self.ipc.kernel_end_open(id, kind);
+                let want = (|| {
+                    self.m.thread(t)?;
+                    if !self.m.tasks[self.m.threads[t].task].privileged {
+                        return Err(Error::NotPrivileged);
+                    }
+                    if self.m.kernel.values().any(|k| k.kind == kind) {
+                        return Err(Error::Busy);
+                    }
+                    self.m.check_room(t, 2)
+                })();
+                if let Err(e) = want {
+                    return assert_eq!(real, Err(e));
+                }
+                let (h, kid) = real.unwrap();
+                let u = self.m.new_end(t, St::Port);
+                let s = self.m.next_key;
+                self.m.next_key += 1;
+                let e = self.m.ends.get_mut(&u).unwrap();
+                e.st = St::Connected(Peer::Kernel(s));
+                e.peer_task = alux_abi::ipc::KERNEL_TASK;
+                e.peer_uid = alux_abi::ipc::KERNEL_UID;
+                self.m.kernel.insert(
+                    s,
+                    MKernel {
+                        user: u,
+                        kind,
+                        buf: vec![],
+                        seq: 0,
+                        pending: false,
+                    },
+                );
+                self.m.bind(u, h);
+                assert!(self.m.by_handle.insert(kid.raw(), s).is_none());
+                self.m.kissued.push(kid);
+                self.learn_conn(u, t);
+            }
+            Op::KernelWriteSignal { k, len } => {
+                let kid = self.kernel_id(k);
+                let data = self.data(len);
+                let real = self.ipc.kernel_write_signal(kid, &data);
+                let want = self.m.resolve_kernel(kid).and_then(|s| {
+                    if len > 32 {
+                        Err(Error::MessageTooLong)
+                    } else {
+                        Ok(s)
+                    }
+                });
+                match want {
+                    Err(e) => assert_eq!(real, Err(e)),
+                    Ok(s) => {
+                        assert_eq!(real, Ok(()));
+                        let ks = self.m.kernel.get_mut(&s).unwrap();
+                        ks.buf = data;
+                        ks.seq += 1;
+                        let u = ks.user;
+                        self.m.deliver(u, Events::SIGNAL.bits());
+                    }
+                }
+            }
+            Op::KernelClose { k } => {
+                let kid = self.kernel_id(k);
+                let real = self.ipc.kernel_end_close(kid);
+                match self.m.resolve_kernel(kid) {
+                    Err(e) => assert_eq!(real, Err(e)),
+                    Ok(s) => {
+                        assert_eq!(real, Ok(()));
+                        let ks = self.m.kernel.remove(&s).unwrap();
+                        self.m.kready.retain(|&r| r != s);
+                        let e = self.m.ends.get_mut(&ks.user).unwrap();
+                        e.st = St::PeerGone;
+                        e.buf = ks.buf;
+                        e.seq = ks.seq;
+                        e.reason = Some(CloseReason::Closed);
+                        self.m.deliver(ks.user, Events::PEER_CLOSED.bits());
+                    }
+                }
+            }
+            Op::KernelTake => {
+                let real = self.ipc.kernel_take_signal();
+                if self.m.kready.is_empty() {
+                    assert_eq!(real, None);
+                } else {
+                    let s = self.m.kready.remove(0);
+                    self.m.kernel.get_mut(&s).unwrap().pending = false;
+                    let (kid, ev) = real.unwrap();
+                    assert_eq!(self.m.by_handle.get(&kid.raw()), Some(&s));
+                    assert_eq!(ev, Events::SIGNAL);
+                }
+            }
+            Op::Query { t, h } => {
+                let (t, id) = self.tid(t);
+                // Query by the conn id of some issued end (or a made-up one).
+                let h = self.handle(h);
+                let conn = self
+                    .m
+                    .by_handle
+                    .get(&h.raw())
+                    .and_then(|k| self.m.ends.get(k))
+                    .map_or(h.raw() ^ 0x5555, |e| e.conn_id);
+                let real = self.ipc.connection_query(id, conn);
+                let want = (|| {
+                    self.m.thread(t)?;
+                    if !self.m.tasks[self.m.threads[t].task].privileged {
+                        return Err(Error::NotPrivileged);
+                    }
+                    // A live connection: its client end is connected.
+                    self.m
+                        .ends
+                        .iter()
+                        .find(|(_, e)| {
+                            e.conn_id == conn && !e.server && matches!(e.st, St::Connected(_))
+                        })
+                        .map(|(k, _)| *k)
+                        .ok_or(Error::NoSuchConnection)
+                })();
+                match want {
+                    Err(e) => assert_eq!(real, Err(e)),
+                    Ok(c) => {
+                        let ends = real.unwrap();
+                        let ce = &self.m.ends[&c];
+                        assert_eq!(ends.client_thread, self.m.threads[ce.owner].id.raw());
+                        assert_eq!(ends.client_task, self.m.tasks[ce.task].id.raw());
+                        let st = match ce.st {
+                            St::Connected(Peer::End(p)) => self.m.threads[self.m.ends[&p].owner].id,
+                            _ => alux_abi::ipc::KERNEL_THREAD,
+                        };
+                        assert_eq!(ends.server_thread, st.raw());
+                    }
+                }
+            }
+        }
+    }
+
+    fn writable(&self, t: usize, h: Handle, len: usize) -> Result<Key, Error> {
+        self.m.thread(t)?;
+        let k = self.m.resolve(t, h)?;
+        if len > 32 {
+            return Err(Error::MessageTooLong);
+        }
+        match self.m.ends[&k].st {
+            St::Connected(_) => Ok(k),
+            St::PeerGone => Err(Error::PeerClosed),
+            _ => Err(Error::NotConnected),
+        }
+    }
+
+    fn m_signal(&mut self, k: Key) {
+        match self.m.ends[&k].st {
+            St::Connected(Peer::End(p)) => self.m.deliver(p, Events::SIGNAL.bits()),
+            St::Connected(Peer::Kernel(s)) => {
+                let ks = self.m.kernel.get_mut(&s).unwrap();
+                if !ks.pending {
+                    ks.pending = true;
+                    self.m.kready.push(s);
+                }
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    fn kernel_id(&self, k: usize) -> KernelEndId {
+        if self.m.kissued.is_empty() || k == 7 {
+            return KernelEndId::from_raw(Handle::new(3, 0xffff_0000).raw());
+        }
+        self.m.kissued[k % self.m.kissued.len()]
+    }
+
+    /// Invariants that must hold after every step.
+    fn check(&mut self) {
+        self.check_wakeups();
+        self.ipc.audit().unwrap();
+        assert_eq!(self.ipc.end_count(), self.m.live_total(), "end count");
+        for (t, th) in self.m.threads.iter().enumerate() {
+            assert_eq!(
+                self.ipc.is_parked(th.id),
+                th.live && th.wait != MWait::None,
+                "parked {t}"
+            );
+            let want = th.live.then(|| self.m.owned(t).len());
+            assert_eq!(self.ipc.thread_end_count(th.id), want);
+        }
+        for k in &self.m.tasks {
+            let want = k.live.then_some(k.queue.len());
+            assert_eq!(self.ipc.listen_queue_len(k.id), want);
+        }
+        // No end is usable after close or by another thread.
+        for h in &self.m.issued {
+            let key = self.m.by_handle[&h.raw()];
+            let owner = self.m.ends.get(&key).map(|e| e.owner);
+            for (t, th) in self.m.threads.iter().enumerate() {
+                if !th.live {
+                    continue;
+                }
+                let r = self.ipc.connection_info(th.id, *h).err();
+                match owner {
+                    None => assert_eq!(r, Some(Error::StaleHandle)),
+                    Some(o) if o != t => assert_eq!(r, Some(Error::WrongThread)),
+                    Some(_) => assert_ne!(r, Some(Error::WrongThread)),
+                }
+            }
+        }
+    }
+
+    /// No signal lost, every peer close seen: draining every unparked thread
+    /// returns exactly the model's pending ends, in order. Then every task
+    /// exits and nothing is left.
+    fn finish(&mut self) {
+        for t in 0..self.m.threads.len() {
+            let th = &self.m.threads[t];
+            if !th.live || th.wait != MWait::None {
+                continue;
+            }
+            let id = th.id;
+            let want: Vec<Key> = self
+                .m
+                .ready
+                .iter()
+                .copied()
+                .filter(|k| self.m.ends[k].owner == t)
+                .collect();
+            for k in want {
+                let ev = self.m.take(k);
+                assert_ne!(ev, 0);
+                let r = common::done(self.ipc.poll_all(id, Deadline::Now));
+                self.check_ready(&r, k, ev);
+            }
+            assert_eq!(self.ipc.poll_all(id, Deadline::Now), Err(Error::TimedOut));
+        }
+        for k in 0..self.m.tasks.len() {
+            let killed = k % 2 == 0;
+            self.ipc.remove_task(self.m.tasks[k].id, killed);
+            if self.m.tasks[k].live {
+                self.m.remove_task(k, killed);
+            }
+            self.check();
+        }
+        assert_eq!(self.ipc.end_count(), 0);
+        assert_eq!(self.ipc.object_counts(), (0, 0));
+        assert_eq!(self.ipc.take_wakeup(), None);
+        assert_eq!(self.ipc.kernel_take_signal(), None);
+        let unique: BTreeSet<u64> = self.m.issued.iter().map(|h| h.raw()).collect();
+        assert_eq!(unique.len(), self.m.issued.len());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn ipc_matches_the_reference_model(ops in proptest::collection::vec(op(), 1..160)) {
+        let mut run = Run::new();
+        run.check();
+        for op in &ops {
+            run.apply(op);
+            run.check();
+        }
+        run.finish();
+    }
+}

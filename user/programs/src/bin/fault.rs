@@ -1,0 +1,40 @@
+//! `fault KIND`: commits one kind of CPU fault, which must kill this task
+//! and nothing else.
+#![no_std]
+#![no_main]
+
+use alux_rt::{println, Start};
+use core::arch::asm;
+
+fn main(start: &Start) -> u64 {
+    let kind = start.arg_words().next().unwrap_or("");
+    println!("fault: committing {}", kind);
+    // SAFETY: none of this is safe on purpose: each arm makes the CPU raise
+    // an exception, which the kernel answers by killing this task.
+    unsafe {
+        match kind {
+            "page" => {
+                core::ptr::read_volatile(0xdead_0000 as *const u64);
+            }
+            "kernel-write" => core::ptr::write_volatile(0xffff_8000_0010_0000 as *mut u64, 1),
+            "non-canonical" => {
+                core::ptr::read_volatile(0x8000_0000_0000_0000u64 as *const u64);
+            }
+            "divide" => {
+                asm!("xor edx, edx", "xor eax, eax", "xor ecx, ecx", "div ecx", out("eax") _, out("edx") _, out("ecx") _)
+            }
+            "invalid-opcode" => asm!("ud2"),
+            "privileged" => asm!("hlt"),
+            "breakpoint" => asm!("int3"),
+            "exec-stack" => {
+                let code = [0xc3u8; 16];
+                let f: extern "C" fn() = core::mem::transmute(code.as_ptr());
+                f();
+            }
+            _ => return 2,
+        }
+    }
+    println!("fault: {} did not fault", kind);
+    1
+}
+alux_rt::entry!(main);

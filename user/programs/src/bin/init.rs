@@ -1,0 +1,243 @@
+//! The first task. It reads `scenario=NAME` from the kernel command line
+//! (default `demo`), runs that scenario by spawning programs from the boot
+//! module, prints `scenario NAME: PASS` or `FAIL`, and exits; the kernel
+//! then stops the machine with init's verdict.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::String;
+use alux_abi::syscall::{Fault, TaskEnd};
+use alux_abi::{Error, TaskId};
+use alux_rt::task::{self, Spawn};
+use alux_rt::{println, Start};
+use core::time::Duration;
+
+/// Generous: scenarios run under full emulation.
+const WAIT: Option<Duration> = Some(Duration::from_secs(120));
+
+struct Init<'a> {
+    module: &'a [u8],
+}
+
+impl Init<'_> {
+    fn spawn_as(
+        &self,
+        name: &str,
+        args: &str,
+        uid: u16,
+        privileged: bool,
+    ) -> Result<TaskId, Error> {
+        let image = task::find_file(self.module, name).ok_or(Error::InvalidArgument)?;
+        Spawn {
+            image,
+            args: args.as_bytes(),
+            uid,
+            privileged,
+        }
+        .start()
+    }
+
+    fn spawn(&self, name: &str, args: &str) -> Result<TaskId, String> {
+        self.spawn_as(name, args, 1, false)
+            .map_err(|e| format!("spawn {} {}: {}", name, args, e))
+    }
+
+    fn run(&self, name: &str, args: &str) -> Result<TaskEnd, Error> {
+        let t = self.spawn_as(name, args, 1, false)?;
+        task::wait(t, WAIT)
+    }
+}
+
+type Verdict = Result<(), String>;
+
+fn expect(what: &str, got: Result<TaskEnd, Error>, want: TaskEnd) -> Verdict {
+    match got {
+        Ok(end) if end == want => {
+            println!("init: {} ended as expected: {:?}", what, end);
+            Ok(())
+        }
+        other => Err(format!("{}: expected {:?}, got {:?}", what, want, other)),
+    }
+}
+
+fn demo(init: &Init<'_>) -> Verdict {
+    println!("init: starting three demo tasks; their threads share the CPU by preemption");
+    let tasks = [
+        init.spawn("demo", "alpha 3 4 2000000")?,
+        init.spawn("demo", "beta 2 4 2000000")?,
+        init.spawn("demo", "gamma 3 3 2000000")?,
+    ];
+    for (i, t) in tasks.into_iter().enumerate() {
+        expect(
+            &format!("demo task {}", i),
+            task::wait(t, WAIT),
+            TaskEnd::Exited(0),
+        )?;
+    }
+    Ok(())
+}
+
+fn preempt(init: &Init<'_>) -> Verdict {
+    let spinner = init.spawn("spinner", "")?;
+    println!(
+        "init: spinner {} spins forever; a worker must still finish",
+        spinner
+    );
+    expect(
+        "worker",
+        init.run("demo", "worker 2 3 100000"),
+        TaskEnd::Exited(0),
+    )?;
+    task::kill(spinner).map_err(|e| format!("kill spinner: {}", e))?;
+    expect("spinner", task::wait(spinner, WAIT), TaskEnd::Killed)
+}
+
+fn fpu(init: &Init<'_>) -> Verdict {
+    let spinner = init.spawn("spinner", "")?;
+    let r = expect("fpu", init.run("fpu", "2000000"), TaskEnd::Exited(0));
+    task::kill(spinner).map_err(|e| format!("kill spinner: {}", e))?;
+    r
+}
+
+fn faults(init: &Init<'_>) -> Verdict {
+    let bystander = init.spawn("demo", "bystander 1 6 100000")?;
+    let cases = [
+        ("page", Fault::PageFault),
+        ("kernel-write", Fault::PageFault),
+        ("exec-stack", Fault::PageFault),
+        ("non-canonical", Fault::GeneralProtection),
+        ("privileged", Fault::GeneralProtection),
+        ("breakpoint", Fault::GeneralProtection),
+        ("divide", Fault::DivideError),
+        ("invalid-opcode", Fault::InvalidOpcode),
+    ];
+    for (kind, fault) in cases {
+        match init.run("fault", kind) {
+            Ok(TaskEnd::Faulted(f, _)) if f == fault => {
+                println!("init: fault {} killed its task: {:?}", kind, f)
+            }
+            other => {
+                return Err(format!(
+                    "fault {}: expected {:?}, got {:?}",
+                    kind, fault, other
+                ))
+            }
+        }
+    }
+    expect("bystander", task::wait(bystander, WAIT), TaskEnd::Exited(0))
+}
+
+fn hostile(init: &Init<'_>) -> Verdict {
+    expect("hostile", init.run("hostile", "20"), TaskEnd::Exited(0))?;
+    expect("nop after hostile", init.run("nop", ""), TaskEnd::Exited(0))
+}
+
+fn stats() -> Result<alux_abi::syscall::KernelStats, String> {
+    alux_rt::sys::kernel_stats().map_err(|e| format!("kernel stats: {}", e))
+}
+
+fn leak(init: &Init<'_>, threads: u64, tasks: u64) -> Verdict {
+    // Warm up, so that tables grown once (and kept) are in the baseline.
+    expect("warm-up churn", init.run("churn", "20"), TaskEnd::Exited(0))?;
+    for _ in 0..3 {
+        expect("warm-up nop", init.run("nop", ""), TaskEnd::Exited(0))?;
+    }
+    let before = stats()?;
+    println!("init: before: {:?}", before);
+    expect(
+        "churn",
+        init.run("churn", &format!("{}", threads)),
+        TaskEnd::Exited(0),
+    )?;
+    for i in 0..tasks {
+        match init.run("nop", "") {
+            Ok(TaskEnd::Exited(0)) => {}
+            other => return Err(format!("nop #{}: {:?}", i, other)),
+        }
+    }
+    println!(
+        "init: {} thread and {} task create/exit cycles done",
+        threads, tasks
+    );
+    let after = stats()?;
+    println!("init: after:  {:?}", after);
+    // Init's own heap may have grown meanwhile: compare the kernel's frames
+    // without the caller's own.
+    let key = |s: &alux_abi::syscall::KernelStats| {
+        (
+            s.frames_used - s.caller_frames,
+            s.heap_used,
+            s.tasks,
+            s.threads,
+            s.ipc_ends,
+        )
+    };
+    if key(&before) != key(&after) {
+        return Err(String::from("kernel frames, heap or object counts changed"));
+    }
+    Ok(())
+}
+
+fn bad_elf(init: &Init<'_>) -> Verdict {
+    let nop = task::find_file(init.module, "nop").ok_or("no nop")?;
+    let garbage = [0x42u8; 512];
+    let truncated = &nop[..100.min(nop.len())];
+    let badelf = task::find_file(init.module, "badelf").ok_or("no badelf in the boot module")?;
+    for (what, image) in [
+        ("badelf", badelf),
+        ("garbage", &garbage[..]),
+        ("truncated", truncated),
+    ] {
+        match (Spawn {
+            image,
+            args: b"",
+            uid: 1,
+            privileged: false,
+        })
+        .start()
+        {
+            Err(Error::BadImage) => println!("init: {} image refused: bad image", what),
+            other => return Err(format!("{}: expected BadImage, got {:?}", what, other)),
+        }
+    }
+    expect(
+        "nop after bad images",
+        init.run("nop", ""),
+        TaskEnd::Exited(0),
+    )
+}
+
+fn main(start: &Start) -> u64 {
+    let scenario = start
+        .arg_words()
+        .find_map(|w| w.strip_prefix("scenario="))
+        .unwrap_or("demo");
+    println!("init: task {} running scenario {}", start.task, scenario);
+    let init = Init {
+        module: start.boot_module,
+    };
+    let verdict = match scenario {
+        "demo" => demo(&init),
+        "preempt" => preempt(&init),
+        "fpu" => fpu(&init),
+        "faults" => faults(&init),
+        "hostile" => hostile(&init),
+        "leak" => leak(&init, 10_000, 1_000),
+        "bad-elf" => bad_elf(&init),
+        other => Err(format!("unknown scenario {}", other)),
+    };
+    match verdict {
+        Ok(()) => {
+            println!("scenario {}: PASS", scenario);
+            0
+        }
+        Err(why) => {
+            println!("scenario {}: FAIL: {}", scenario, why);
+            1
+        }
+    }
+}
+alux_rt::entry!(main);

@@ -1,0 +1,1 @@
+//! Basic IPC (see issue 4).

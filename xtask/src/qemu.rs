@@ -1,0 +1,266 @@
+//! Finding (or installing) QEMU and running the kernel under it with a
+//! timeout, capturing the serial console.
+
+use crate::Artifacts;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const QEMU: &str = "qemu-system-x86_64";
+
+/// QEMU's exit status when the kernel reports success through
+/// `isa-debug-exit` (`alux_abi::syscall::SHUTDOWN_SUCCESS`).
+pub const EXIT_SUCCESS: i32 = (0x10 << 1) | 1;
+/// QEMU's exit status for a kernel-reported failure.
+pub const EXIT_FAILURE: i32 = (0x11 << 1) | 1;
+
+fn have_qemu() -> bool {
+    Command::new(QEMU)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Makes sure QEMU is there: installs Debian's package when running as root
+/// with apt-get, else says exactly what to run.
+pub fn ensure_installed() -> Result<(), String> {
+    if have_qemu() {
+        return Ok(());
+    }
+    let install = "apt-get update && apt-get install -y qemu-system-x86";
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let has_apt = Command::new("apt-get")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok();
+    if is_root && has_apt {
+        eprintln!("xtask: {QEMU} not found; installing Debian's qemu-system-x86");
+        let ok = Command::new("sh")
+            .args(["-c", &format!("{install} >/dev/null")])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok && have_qemu() {
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "{QEMU} is missing; install it with:\n    sudo sh -c '{install}'"
+    ))
+}
+
+/// How to run QEMU.
+pub struct Options {
+    /// Kernel ELF.
+    pub kernel: PathBuf,
+    /// Boot module.
+    pub initrd: PathBuf,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// Kill QEMU after this long.
+    pub timeout: Duration,
+    /// Wait for gdb on :1234.
+    pub gdb: bool,
+    /// Try KVM.
+    pub kvm: bool,
+    /// Count instructions: `-icount shift=0` (the guest TSC counts them).
+    pub icount: bool,
+    /// Print the serial console as it comes.
+    pub echo: bool,
+    /// Extra QEMU arguments.
+    pub extra: Vec<String>,
+}
+
+impl Options {
+    /// Defaults for a built system and a command line.
+    pub fn new(a: &Artifacts, cmdline: &str) -> Self {
+        Options {
+            kernel: a.kernel.clone(),
+            initrd: a.initrd.clone(),
+            cmdline: cmdline.into(),
+            timeout: Duration::from_secs(300),
+            gdb: false,
+            kvm: false,
+            icount: false,
+            echo: false,
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// How a run ended.
+pub enum Ending {
+    /// QEMU exited with this status.
+    Exited(i32),
+    /// QEMU was killed by a signal.
+    Signalled,
+    /// The timeout passed.
+    TimedOut,
+}
+
+/// A finished run.
+pub struct Outcome {
+    /// How it ended.
+    pub ending: Ending,
+    /// Everything the serial console printed.
+    pub log: String,
+    /// How long it took.
+    pub elapsed: Duration,
+    /// Whether KVM was used.
+    pub used_kvm: bool,
+}
+
+impl Outcome {
+    /// The kernel reported success.
+    pub fn success(&self) -> bool {
+        matches!(self.ending, Ending::Exited(EXIT_SUCCESS))
+    }
+
+    /// One line for humans.
+    pub fn describe(&self) -> String {
+        let how = match self.ending {
+            Ending::Exited(EXIT_SUCCESS) => "kernel reported success".to_string(),
+            Ending::Exited(EXIT_FAILURE) => "kernel reported failure".to_string(),
+            Ending::Exited(0) => "QEMU exited with status 0 (reset: triple fault?)".to_string(),
+            Ending::Exited(c) => format!("QEMU exited with status {c}"),
+            Ending::Signalled => "QEMU was killed".to_string(),
+            Ending::TimedOut => "timed out (hang?)".to_string(),
+        };
+        format!(
+            "{how} after {:.1} s{}",
+            self.elapsed.as_secs_f64(),
+            if self.used_kvm { " (KVM)" } else { "" }
+        )
+    }
+}
+
+/// Whether KVM can really run a guest here.
+pub fn kvm_works() -> bool {
+    if !std::path::Path::new("/dev/kvm").exists() {
+        return false;
+    }
+    let child = Command::new(QEMU)
+        .args([
+            "-accel",
+            "kvm",
+            "-machine",
+            "none",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-monitor",
+            "stdio",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else { return false };
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(b"quit\n");
+    }
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.success();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    false
+}
+
+/// Boots the kernel and waits for QEMU to exit or the timeout.
+pub fn run(opts: &Options) -> Result<Outcome, String> {
+    let used_kvm = opts.kvm && kvm_works();
+    if opts.kvm && !used_kvm {
+        eprintln!("xtask: KVM does not work here; using TCG");
+    }
+    let mut cmd = Command::new(QEMU);
+    cmd.args([
+        "-m",
+        "512M",
+        "-smp",
+        "1",
+        "-no-reboot",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+    ])
+    .args(["-serial", "stdio"])
+    .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+    .arg("-kernel")
+    .arg(&opts.kernel)
+    .arg("-initrd")
+    .arg(&opts.initrd)
+    .args(["-append", &opts.cmdline]);
+    if used_kvm {
+        cmd.args(["-accel", "kvm", "-cpu", "host"]);
+    } else {
+        cmd.args(["-accel", "tcg", "-cpu", "max"]);
+        if opts.icount {
+            cmd.args(["-icount", "shift=0"]);
+        }
+    }
+    if opts.gdb {
+        eprintln!("xtask: waiting for gdb: target remote localhost:1234");
+        cmd.args(["-s", "-S"]);
+    }
+    cmd.args(&opts.extra);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {QEMU}: {e}"))?;
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    let echo = opts.echo;
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        let mut r = BufReader::new(stdout);
+        let mut line = Vec::new();
+        while r.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+            let text = String::from_utf8_lossy(&line).replace('\r', "");
+            if echo {
+                print!("{text}");
+                let _ = std::io::stdout().flush();
+            }
+            log.push_str(&text);
+            line.clear();
+        }
+        let _ = tx.send(log);
+    });
+    let ending = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break match status.code() {
+                Some(c) => Ending::Exited(c),
+                None => Ending::Signalled,
+            };
+        }
+        if !opts.gdb && start.elapsed() > opts.timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break Ending::TimedOut;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let elapsed = start.elapsed();
+    let log = rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
+    let _ = reader.join();
+    Ok(Outcome {
+        ending,
+        log,
+        elapsed,
+        used_kvm,
+    })
+}
