@@ -269,7 +269,8 @@ impl Message {
 }
 
 /// What a successful `Poll`/`PollAll` returns: one end and the events it
-/// had, which the poll cleared.
+/// had, which the poll cleared. Its register encoding is
+/// `crate::syscall::encode_ready`/`decode_ready`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ready {
     /// The end.
@@ -284,42 +285,6 @@ pub struct Ready {
     pub peer_uid: Uid,
     /// Set when `events` holds `PEER_CLOSED`.
     pub close_reason: Option<CloseReason>,
-}
-
-impl Ready {
-    /// Encodes into the four result registers `rdi, rsi, rdx, r10`:
-    /// `handle`, `events | reason << 32 | peer_uid << 48`, `peer_task`,
-    /// `conn_id`.
-    pub const fn encode(&self) -> [u64; 4] {
-        let reason = match self.close_reason {
-            Some(r) => r.code() as u64,
-            None => 0,
-        };
-        [
-            self.handle.raw(),
-            self.events.bits() as u64 | (reason << 32) | ((self.peer_uid as u64) << 48),
-            self.peer_task.raw(),
-            self.conn_id,
-        ]
-    }
-
-    /// Decodes the four result registers; `None` if malformed.
-    pub fn decode(regs: [u64; 4]) -> Option<Ready> {
-        let events = Events::from_bits(regs[1] as u32)?;
-        let reason_code = ((regs[1] >> 32) & 0xffff) as u32;
-        let close_reason = match reason_code {
-            0 => None,
-            c => Some(CloseReason::from_code(c)?),
-        };
-        Some(Ready {
-            handle: Handle::from_raw(regs[0]),
-            events,
-            conn_id: regs[3],
-            peer_task: TaskId::from_raw(regs[2]),
-            peer_uid: (regs[1] >> 48) as Uid,
-            close_reason,
-        })
-    }
 }
 
 /// Kinds of kernel ends (`KernelEndOpen`'s argument). The low 8 bits are
@@ -379,25 +344,6 @@ mod tests {
         }
         assert_eq!(CloseReason::from_code(0), None);
         assert_eq!(CloseReason::from_code(5), None);
-    }
-
-    #[test]
-    fn ready_round_trips() {
-        let r = Ready {
-            handle: Handle::new(3, 7),
-            events: Events::SIGNAL | Events::PEER_CLOSED,
-            conn_id: 0x1234_0000_0042,
-            peer_task: TaskId::new(5, 2),
-            peer_uid: 0xbeef,
-            close_reason: Some(CloseReason::TaskKilled),
-        };
-        assert_eq!(Ready::decode(r.encode()), Some(r));
-        let open = Ready {
-            close_reason: None,
-            ..r
-        };
-        assert_eq!(Ready::decode(open.encode()), Some(open));
-        assert_eq!(Ready::decode([0, 1 | (9 << 32), 0, 0]), None);
     }
 
     #[test]

@@ -1,1 +1,277 @@
-//! Basic IPC (see issue 4).
+//! Basic IPC: ports, connections and polling, as safe thread-local values.
+//!
+//! Every end belongs to the thread that created it (all IPC is
+//! thread-local), so [`Port`] and [`Connection`] are neither `Send` nor
+//! `Sync`: the compiler keeps them on their thread, and the kernel would
+//! refuse another thread's use anyway. Dropping one closes it.
+//!
+//! A server creates ports and pushes them onto its task's listen queue
+//! ([`Port::listen`]); a client [`connect`]s to the task and takes the
+//! oldest port. Each end has a 32-byte buffer: [`Connection::send`] writes it
+//! and signals the peer, which wakes from [`poll_all`] (or a [`PollSet`])
+//! and [`Connection::read`]s.
+
+use alloc::vec::Vec;
+use alux_abi::ipc::{ConnectionEnds, ConnectionInfo, Events, Handle, Message, Ready, MESSAGE_MAX};
+use alux_abi::syscall::{decode_ready, Sys};
+use alux_abi::{Error, TaskId, Uid};
+use core::marker::PhantomData;
+use core::time::Duration;
+
+use crate::sys::call;
+use crate::time::timeout_ns;
+
+/// Marks a type as bound to its thread (neither `Send` nor `Sync`).
+type ThreadBound = PhantomData<*const ()>;
+
+fn ready(regs: [u64; 4]) -> Result<Ready, Error> {
+    decode_ready(regs).ok_or(Error::InvalidArgument)
+}
+
+/// An end of this thread not yet connected: what a server offers.
+#[derive(Debug)]
+pub struct Port {
+    handle: Handle,
+    _thread: ThreadBound,
+}
+
+impl Port {
+    /// Creates a port owned by the calling thread.
+    pub fn new() -> Result<Port, Error> {
+        let [h, ..] = call(Sys::PortCreate, [0; 6])?;
+        Ok(Port {
+            handle: Handle::from_raw(h),
+            _thread: PhantomData,
+        })
+    }
+
+    /// Pushes the port onto this task's listen queue, where the next
+    /// connecting client takes it.
+    pub fn listen(&self) -> Result<(), Error> {
+        call(Sys::ListenPush, [self.handle.raw(), 0, 0, 0, 0, 0]).map(|_| ())
+    }
+
+    /// Takes the port back out of the listen queue.
+    pub fn withdraw(&self) -> Result<(), Error> {
+        call(Sys::ListenWithdraw, [self.handle.raw(), 0, 0, 0, 0, 0]).map(|_| ())
+    }
+
+    /// The port's handle (to match poll results).
+    pub fn handle(&self) -> Handle {
+        self.handle
+    }
+
+    /// Waits until a client has connected to this port, then returns the
+    /// connection and the `OPENED` event (client task and uid).
+    pub fn accept(self, timeout: Option<Duration>) -> Result<(Connection, Ready), Error> {
+        let r = poll(&[self.handle], timeout)?;
+        if !r.events.contains(Events::OPENED) {
+            return Err(Error::NotConnected);
+        }
+        Ok((self.into_connection(), r))
+    }
+
+    /// Treats the port as the connection it became once a client took it
+    /// (after a poll reported `OPENED` for it).
+    pub fn into_connection(self) -> Connection {
+        let c = Connection {
+            handle: self.handle,
+            _thread: PhantomData,
+        };
+        core::mem::forget(self);
+        c
+    }
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        let _ = call(Sys::Close, [self.handle.raw(), 0, 0, 0, 0, 0]);
+    }
+}
+
+/// One end of a connection, owned by the calling thread.
+#[derive(Debug)]
+pub struct Connection {
+    handle: Handle,
+    _thread: ThreadBound,
+}
+
+/// Connects to `task`, taking the oldest port of its listen queue. With a
+/// timeout, waits that long for a port if none is queued (`None`: forever;
+/// zero: not at all, failing with `NoPortAvailable`).
+pub fn connect(task: TaskId, timeout: Option<Duration>) -> Result<Connection, Error> {
+    let [h, ..] = call(Sys::Connect, [task.raw(), timeout_ns(timeout), 0, 0, 0, 0])?;
+    Ok(Connection {
+        handle: Handle::from_raw(h),
+        _thread: PhantomData,
+    })
+}
+
+impl Connection {
+    /// The end's handle (to match poll results).
+    pub fn handle(&self) -> Handle {
+        self.handle
+    }
+
+    /// Overwrites this end's buffer (at most 32 bytes) without signalling.
+    pub fn write(&self, data: &[u8]) -> Result<(), Error> {
+        call(
+            Sys::Write,
+            [
+                self.handle.raw(),
+                data.as_ptr() as u64,
+                data.len() as u64,
+                0,
+                0,
+                0,
+            ],
+        )
+        .map(|_| ())
+    }
+
+    /// Signals the peer: it sees `SIGNAL` at its next poll.
+    pub fn signal(&self) -> Result<(), Error> {
+        call(Sys::Signal, [self.handle.raw(), 0, 0, 0, 0, 0]).map(|_| ())
+    }
+
+    /// Writes and signals in one system call.
+    pub fn send(&self, data: &[u8]) -> Result<(), Error> {
+        call(
+            Sys::WriteSignal,
+            [
+                self.handle.raw(),
+                data.as_ptr() as u64,
+                data.len() as u64,
+                0,
+                0,
+                0,
+            ],
+        )
+        .map(|_| ())
+    }
+
+    /// The peer's buffer as it is now.
+    pub fn read(&self) -> Result<Message, Error> {
+        let mut data = [0u8; MESSAGE_MAX];
+        let [len, seq, ..] = call(
+            Sys::Read,
+            [self.handle.raw(), data.as_mut_ptr() as u64, 0, 0, 0, 0],
+        )?;
+        Ok(Message {
+            data,
+            len: len as u8,
+            seq,
+        })
+    }
+
+    /// Waits for an event on this end alone.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<Ready, Error> {
+        poll(&[self.handle], timeout)
+    }
+
+    /// Sends `data` and waits for the peer's answer: the common
+    /// request/reply step.
+    pub fn call(&self, data: &[u8], timeout: Option<Duration>) -> Result<Message, Error> {
+        self.send(data)?;
+        let r = self.wait(timeout)?;
+        if r.events.contains(Events::PEER_CLOSED) && !r.events.contains(Events::SIGNAL) {
+            return Err(Error::PeerClosed);
+        }
+        self.read()
+    }
+
+    /// The connection's identity: ID, peer task and uid, state.
+    pub fn info(&self) -> Result<ConnectionInfo, Error> {
+        let mut info = ConnectionInfo::default();
+        call(
+            Sys::ConnectionInfo,
+            [self.handle.raw(), &mut info as *mut _ as u64, 0, 0, 0, 0],
+        )?;
+        Ok(info)
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let _ = call(Sys::Close, [self.handle.raw(), 0, 0, 0, 0, 0]);
+    }
+}
+
+/// Waits for an event on one of `handles` (all of this thread).
+pub fn poll(handles: &[Handle], timeout: Option<Duration>) -> Result<Ready, Error> {
+    ready(call(
+        Sys::Poll,
+        [
+            handles.as_ptr() as u64,
+            handles.len() as u64,
+            timeout_ns(timeout),
+            0,
+            0,
+            0,
+        ],
+    )?)
+}
+
+/// Waits for an event on any end of this thread.
+pub fn poll_all(timeout: Option<Duration>) -> Result<Ready, Error> {
+    ready(call(Sys::PollAll, [timeout_ns(timeout), 0, 0, 0, 0, 0])?)
+}
+
+/// A set of ends to poll together.
+#[derive(Default)]
+pub struct PollSet {
+    handles: Vec<Handle>,
+    _thread: ThreadBound,
+}
+
+impl PollSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        PollSet {
+            handles: Vec::new(),
+            _thread: PhantomData,
+        }
+    }
+    /// Adds an end.
+    pub fn add(&mut self, handle: Handle) {
+        self.handles.push(handle);
+    }
+    /// Removes an end.
+    pub fn remove(&mut self, handle: Handle) {
+        self.handles.retain(|h| *h != handle);
+    }
+    /// Waits for an event on one of the set's ends.
+    pub fn poll(&self, timeout: Option<Duration>) -> Result<Ready, Error> {
+        poll(&self.handles, timeout)
+    }
+}
+
+/// Allows or denies `uid` to connect to this task (all uids are allowed at
+/// first).
+pub fn set_connect_permission(uid: Uid, allow: bool) -> Result<(), Error> {
+    call(
+        Sys::SetConnectPermission,
+        [uid as u64, allow as u64, 0, 0, 0, 0],
+    )
+    .map(|_| ())
+}
+
+/// Opens an end whose far side is the kernel (privileged tasks only).
+pub fn open_kernel_end(kind: u32) -> Result<Connection, Error> {
+    let [h, ..] = call(Sys::KernelEndOpen, [kind as u64, 0, 0, 0, 0, 0])?;
+    Ok(Connection {
+        handle: Handle::from_raw(h),
+        _thread: PhantomData,
+    })
+}
+
+/// The two ends of a live connection (privileged tasks only): how a
+/// service checks that two tasks are really connected.
+pub fn query_connection(conn_id: u64) -> Result<ConnectionEnds, Error> {
+    let mut ends = ConnectionEnds::default();
+    call(
+        Sys::ConnectionQuery,
+        [conn_id, &mut ends as *mut _ as u64, 0, 0, 0, 0],
+    )?;
+    Ok(ends)
+}
