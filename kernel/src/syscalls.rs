@@ -145,7 +145,9 @@ fn handle(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
                 None => return block(k, Wait::Task(target), timeout),
             },
         },
-        Syscall::TaskKill { task: target } => match may_control(k, task, target) {
+        // A task may always kill itself; others need to be its parent or
+        // privileged.
+        Syscall::TaskKill { task: target } => match (target == task).then_some(Ok(())).unwrap_or_else(|| may_control(k, task, target)) {
             Err(e) => Err(e),
             Ok(()) if k.task(target).is_some_and(|t| t.end.is_some()) => Err(Error::NoSuchTask),
             Ok(()) => {

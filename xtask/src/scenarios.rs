@@ -53,6 +53,12 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "10,000 thread and 1,000 task cycles leak nothing",
         timeout_secs: 600,
     },
+    Scenario { name: "ipc-pingpong", about: "10,000 ping-pong messages, every byte checked", timeout_secs: 300 },
+    Scenario { name: "ipc-fairness", about: "one thread polls 200 connections and serves all", timeout_secs: 300 },
+    Scenario { name: "ipc-timeouts", about: "poll and connect timeouts", timeout_secs: 120 },
+    Scenario { name: "ipc-closes", about: "close, thread exit, task exit and kill reach the peer", timeout_secs: 120 },
+    Scenario { name: "ipc-handles", about: "bad, stale and foreign handles; empty queue; denied calls", timeout_secs: 120 },
+    Scenario { name: "ipc-flood", about: "a flooder hits its limits, others go on, memory returns", timeout_secs: 300 },
 ];
 
 fn tail(log: &str, lines: usize) -> String {

@@ -63,7 +63,53 @@ fn expect(what: &str, got: Result<TaskEnd, Error>, want: TaskEnd) -> Verdict {
     }
 }
 
+fn ipc_demo(init: &Init<'_>) -> Verdict {
+    println!("init: --- basic IPC: an echo service with 3 threads, each pushing its own ports ---");
+    let echo = init.spawn("ipc", "echo 3 2")?;
+    let clients: alloc::vec::Vec<TaskId> = ["ada", "bob", "cyd", "dee"]
+        .iter()
+        .map(|name| init.spawn("ipc", &format!("client {} {} 3", echo.raw(), name)))
+        .collect::<Result<_, _>>()?;
+    for (i, c) in clients.into_iter().enumerate() {
+        expect(&format!("echo client {}", i), task::wait(c, WAIT), TaskEnd::Exited(0))?;
+    }
+    println!("init: --- a client with uid 13, which the echo service denies ---");
+    let refused = init.spawn_as("ipc", &format!("refused {}", echo.raw()), 13, false).map_err(|e| format!("{}", e))?;
+    expect("refused client", task::wait(refused, WAIT), TaskEnd::Exited(0))?;
+    println!("init: --- a ping-pong pair ---");
+    let pong = init.spawn("ipc", "pong")?;
+    expect("ping", init.run("ipc", &format!("ping {} 1000", pong.raw())), TaskEnd::Exited(0))?;
+    expect("pong", task::wait(pong, WAIT), TaskEnd::Exited(0))?;
+    println!("init: --- a service that dies while two clients are connected ---");
+    let mortal = init.spawn("ipc", "mortal 2")?;
+    let watchers = [
+        init.spawn("ipc", &format!("watch {} killed", mortal.raw()))?,
+        init.spawn("ipc", &format!("watch {} killed", mortal.raw()))?,
+    ];
+    while alux_rt::ipc::connect(mortal, Some(Duration::ZERO)).is_ok() {}
+    alux_rt::time::sleep(Duration::from_millis(20));
+    task::kill(mortal).map_err(|e| format!("kill mortal: {}", e))?;
+    expect("mortal service", task::wait(mortal, WAIT), TaskEnd::Killed)?;
+    for w in watchers {
+        expect("watcher", task::wait(w, WAIT), TaskEnd::Exited(0))?;
+    }
+    task::kill(echo).map_err(|e| format!("kill echo: {}", e))?;
+    expect("echo service", task::wait(echo, WAIT), TaskEnd::Killed)?;
+    Ok(())
+}
+
 fn demo(init: &Init<'_>) -> Verdict {
+    threads_demo(init)?;
+    ipc_demo(init)?;
+    let s = stats()?;
+    println!(
+        "init: summary: all demo tasks finished; kernel holds {} tasks, {} threads, {} IPC ends, {} frames, {} switches so far",
+        s.tasks, s.threads, s.ipc_ends, s.frames_used, s.switches
+    );
+    Ok(())
+}
+
+fn threads_demo(init: &Init<'_>) -> Verdict {
     println!("init: starting three demo tasks; their threads share the CPU by preemption");
     let tasks = [
         init.spawn("demo", "alpha 3 4 2000000")?,
@@ -210,6 +256,84 @@ fn bad_elf(init: &Init<'_>) -> Verdict {
     )
 }
 
+fn pingpong(init: &Init<'_>) -> Verdict {
+    let pong = init.spawn("ipc", "pong")?;
+    expect("ping", init.run("ipc", &format!("ping {} 10000", pong.raw())), TaskEnd::Exited(0))?;
+    expect("pong", task::wait(pong, WAIT), TaskEnd::Exited(0))
+}
+
+fn fairness(init: &Init<'_>) -> Verdict {
+    let fan = init.spawn("ipc", "fan 200 3")?;
+    let clients: alloc::vec::Vec<TaskId> =
+        (0..4).map(|_| init.spawn("ipc", &format!("fanclient {} 50 3", fan.raw()))).collect::<Result<_, _>>()?;
+    for c in clients {
+        expect("fan client", task::wait(c, WAIT), TaskEnd::Exited(0))?;
+    }
+    expect("fan server", task::wait(fan, WAIT), TaskEnd::Exited(0))
+}
+
+fn with_holder(init: &Init<'_>, role: &str) -> Verdict {
+    let holder = init.spawn("ipc", "holder")?;
+    let r = expect(role, init.run("ipc", &format!("{} {}", role, holder.raw())), TaskEnd::Exited(0));
+    task::kill(holder).map_err(|e| format!("kill holder: {}", e))?;
+    r
+}
+
+fn closes(init: &Init<'_>) -> Verdict {
+    let closer = init.spawn("ipc", "closer")?;
+    let exiter = init.spawn("ipc", "exiter")?;
+    expect("closes", init.run("ipc", &format!("closes {} {}", closer.raw(), exiter.raw())), TaskEnd::Exited(0))?;
+    expect("closer", task::wait(closer, WAIT), TaskEnd::Killed)?;
+    expect("exiter", task::wait(exiter, WAIT), TaskEnd::Exited(0))
+}
+
+fn handles(init: &Init<'_>) -> Verdict {
+    with_holder(init, "handles")?;
+    // Privileged calls work for init.
+    let end = alux_rt::ipc::open_kernel_end(alux_abi::ipc::kernel_end_kind::PAGE_FAULTS)
+        .map_err(|e| format!("kernel end for init: {}", e))?;
+    let info = end.info().map_err(|e| format!("kernel end info: {}", e))?;
+    println!("init: kernel end open: connection {} with peer {}", info.conn_id, info.peer_task_id());
+    let ends = alux_rt::ipc::query_connection(info.conn_id).map_err(|e| format!("query: {}", e))?;
+    println!("init: connection query: {:?}", ends);
+    if ends.client_task != alux_rt::sys::self_info().map_err(|e| format!("{}", e))?.0.raw() {
+        return Err("connection query named the wrong client".into());
+    }
+    Ok(())
+}
+
+fn flood(init: &Init<'_>) -> Verdict {
+    // Baseline after one ping-pong, so its one-time growth is counted.
+    pingpong_n(init, 10)?;
+    let before = stats()?;
+    let echo = init.spawn("ipc", "echo 1 64")?;
+    let pong = init.spawn("ipc", "pong")?;
+    let ping = init.spawn("ipc", &format!("ping {} 2000", pong.raw()))?;
+    let flooders: alloc::vec::Vec<TaskId> =
+        (0..2).map(|_| init.spawn("ipc", &format!("flood {}", echo.raw()))).collect::<Result<_, _>>()?;
+    for f in flooders {
+        expect("flooder", task::wait(f, WAIT), TaskEnd::Exited(0))?;
+    }
+    expect("ping during the flood", task::wait(ping, WAIT), TaskEnd::Exited(0))?;
+    expect("pong during the flood", task::wait(pong, WAIT), TaskEnd::Exited(0))?;
+    task::kill(echo).map_err(|e| format!("kill echo: {}", e))?;
+    expect("echo", task::wait(echo, WAIT), TaskEnd::Killed)?;
+    let after = stats()?;
+    println!("init: before: {:?}\ninit: after:  {:?}", before, after);
+    if (before.frames_used - before.caller_frames, before.heap_used, before.ipc_ends, before.tasks, before.threads)
+        != (after.frames_used - after.caller_frames, after.heap_used, after.ipc_ends, after.tasks, after.threads)
+    {
+        return Err("kernel memory or IPC objects not back where they started".into());
+    }
+    Ok(())
+}
+
+fn pingpong_n(init: &Init<'_>, n: u64) -> Verdict {
+    let pong = init.spawn("ipc", "pong")?;
+    expect("ping", init.run("ipc", &format!("ping {} {}", pong.raw(), n)), TaskEnd::Exited(0))?;
+    expect("pong", task::wait(pong, WAIT), TaskEnd::Exited(0))
+}
+
 fn main(start: &Start) -> u64 {
     let scenario = start
         .arg_words()
@@ -227,6 +351,12 @@ fn main(start: &Start) -> u64 {
         "hostile" => hostile(&init),
         "leak" => leak(&init, 10_000, 1_000),
         "bad-elf" => bad_elf(&init),
+        "ipc-pingpong" => pingpong(&init),
+        "ipc-fairness" => fairness(&init),
+        "ipc-timeouts" => with_holder(&init, "timeouts"),
+        "ipc-closes" => closes(&init),
+        "ipc-handles" => handles(&init),
+        "ipc-flood" => flood(&init),
         other => Err(format!("unknown scenario {}", other)),
     };
     match verdict {

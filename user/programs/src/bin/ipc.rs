@@ -14,6 +14,7 @@ use alloc::vec::Vec;
 use alux_abi::ipc::{CloseReason, Events, Handle};
 use alux_abi::{Error, TaskId};
 use alux_rt::ipc::{self, Connection, Port};
+use alux_rt::sys::call;
 use alux_rt::{println, thread, time, Start};
 use core::time::Duration;
 
@@ -280,6 +281,333 @@ fn mortal(clients: u64) -> u64 {
     }
 }
 
+/// One thread serving `n` connections (ports pushed as the queue allows),
+/// answering every request, until `n * rounds` requests were served.
+fn fan(n: u64, rounds: u64) -> u64 {
+    let mut ports: BTreeMap<Handle, Port> = BTreeMap::new();
+    let mut conns: BTreeMap<Handle, (Connection, u64)> = BTreeMap::new();
+    let mut created = 0;
+    let mut served = 0;
+    let refill = |ports: &mut BTreeMap<Handle, Port>, created: &mut u64| {
+        while *created < n {
+            let p = Port::new().expect("port");
+            match p.listen() {
+                Ok(()) => {
+                    ports.insert(p.handle(), p);
+                    *created += 1;
+                }
+                Err(Error::QueueFull) => break,
+                Err(e) => panic!("listen: {}", e),
+            }
+        }
+    };
+    refill(&mut ports, &mut created);
+    while served < n * rounds {
+        let r = match ipc::poll_all(LONG) {
+            Ok(r) => r,
+            Err(e) => {
+                println!("fan: poll failed after {} served: {}", served, e);
+                return 1;
+            }
+        };
+        if r.events.contains(Events::OPENED) {
+            if let Some(p) = ports.remove(&r.handle) {
+                conns.insert(r.handle, (p.into_connection(), 0));
+            }
+            refill(&mut ports, &mut created);
+        }
+        if r.events.contains(Events::SIGNAL) {
+            if let Some((c, count)) = conns.get_mut(&r.handle) {
+                let m = c.read().expect("read");
+                c.send(&pong_of(m.bytes())).expect("reply");
+                *count += 1;
+                served += 1;
+            }
+        }
+    }
+    let min = conns.values().map(|c| c.1).min().unwrap_or(0);
+    let max = conns.values().map(|c| c.1).max().unwrap_or(0);
+    println!("fan: one thread served {} connections, {} requests; each connection {}..{} times", conns.len(), served, min, max);
+    if conns.len() as u64 == n && min == rounds && max == rounds {
+        0
+    } else {
+        1
+    }
+}
+
+/// Opens `conns` connections to `server` and sends `rounds` rounds of
+/// requests on all of them at once, collecting every reply with poll_all.
+fn fan_client(server: TaskId, conns: u64, rounds: u64) -> u64 {
+    let mut all: BTreeMap<Handle, Connection> = BTreeMap::new();
+    for _ in 0..conns {
+        match ipc::connect(server, LONG) {
+            Ok(c) => {
+                all.insert(c.handle(), c);
+            }
+            Err(e) => {
+                println!("fanclient: connect failed: {}", e);
+                return 1;
+            }
+        }
+    }
+    for round in 0..rounds {
+        for (h, c) in &all {
+            c.send(&ping_message(h.raw() ^ round)).expect("send");
+        }
+        let mut pending = all.len();
+        while pending > 0 {
+            let r = match ipc::poll_all(LONG) {
+                Ok(r) => r,
+                Err(e) => {
+                    println!("fanclient: round {}: {} replies missing: {}", round, pending, e);
+                    return 1;
+                }
+            };
+            if r.events.contains(Events::SIGNAL) {
+                let c = &all[&r.handle];
+                let m = c.read().expect("read");
+                if m.bytes() != pong_of(&ping_message(r.handle.raw() ^ round)) {
+                    println!("fanclient: wrong reply");
+                    return 1;
+                }
+                pending -= 1;
+            }
+        }
+    }
+    println!("fanclient: {} connections x {} rounds answered", conns, rounds);
+    0
+}
+
+fn check<T: core::fmt::Debug>(what: &str, got: Result<T, Error>, want: Error) -> bool {
+    match got {
+        Err(e) if e == want => {
+            println!("  ok: {} -> {}", what, e);
+            true
+        }
+        other => {
+            println!("  WRONG: {} -> {:?}, expected {}", what, other, want);
+            false
+        }
+    }
+}
+
+/// Poll and connect timeouts; `idle` is a task with an empty listen queue.
+fn timeouts(idle: TaskId) -> u64 {
+    let mut ok = true;
+    let port = Port::new().expect("port");
+    for (what, ms) in [("poll on a quiet port", 50u64), ("poll_all", 30)] {
+        let t0 = time::now();
+        let r = if what == "poll_all" {
+            ipc::poll_all(Some(Duration::from_millis(ms)))
+        } else {
+            ipc::poll(&[port.handle()], Some(Duration::from_millis(ms)))
+        };
+        let took = time::now() - t0;
+        ok &= check(what, r.map(|r| r.handle), Error::TimedOut);
+        if took < Duration::from_millis(ms) {
+            println!("  WRONG: {} returned after {:?}, before its {} ms timeout", what, took, ms);
+            ok = false;
+        } else {
+            println!("  ok: {} waited {} ms for a {} ms timeout", what, took.as_millis(), ms);
+        }
+    }
+    ok &= check("poll without waiting", ipc::poll(&[port.handle()], Some(Duration::ZERO)).map(|r| r.handle), Error::TimedOut);
+    ok &= check("connect without waiting, empty queue", ipc::connect(idle, Some(Duration::ZERO)).map(|c| c.handle()), Error::NoPortAvailable);
+    let t0 = time::now();
+    ok &= check("connect with 40 ms timeout, empty queue", ipc::connect(idle, Some(Duration::from_millis(40))).map(|c| c.handle()), Error::TimedOut);
+    let took = time::now() - t0;
+    if took < Duration::from_millis(40) {
+        println!("  WRONG: connect gave up after {:?}", took);
+        ok = false;
+    }
+    if ok {
+        0
+    } else {
+        1
+    }
+}
+
+/// Every handle error, the empty queue and the other argument checks.
+fn handles(idle: TaskId, me: TaskId) -> u64 {
+    let mut ok = true;
+    let port = Port::new().expect("port");
+    let raw = port.handle();
+    // A random number, and a handle whose slot exists with another generation.
+    let random = Handle::from_raw(0x1357_9bdf_0246_8ace);
+    ok &= check("random handle", call(alux_abi::syscall::Sys::Signal, [random.raw(), 0, 0, 0, 0, 0]), Error::BadHandle);
+    ok &= check("null handle", call(alux_abi::syscall::Sys::Signal, [0, 0, 0, 0, 0, 0]), Error::BadHandle);
+    let closed = Port::new().expect("port");
+    let stale = closed.handle();
+    drop(closed);
+    ok &= check("stale handle", call(alux_abi::syscall::Sys::Signal, [stale.raw(), 0, 0, 0, 0, 0]), Error::StaleHandle);
+    let other = thread::spawn(move || call(alux_abi::syscall::Sys::ListenPush, [raw.raw(), 0, 0, 0, 0, 0]).map(|_| ()))
+        .expect("thread")
+        .join()
+        .expect("result");
+    ok &= check("another thread's handle", other, Error::WrongThread);
+    ok &= check("read on a port nobody connected to", port.into_connection().read().map(|m| m.len), Error::NotConnected);
+    let p = Port::new().expect("port");
+    p.listen().expect("listen");
+    ok &= check("push twice", p.listen(), Error::AlreadyQueued);
+    p.withdraw().expect("withdraw");
+    ok &= check("withdraw an unqueued port", p.withdraw(), Error::NotQueued);
+    ok &= check("empty listen queue", ipc::connect(idle, Some(Duration::ZERO)).map(|c| c.handle()), Error::NoPortAvailable);
+    ok &= check("connect to own task", ipc::connect(me, Some(Duration::ZERO)).map(|c| c.handle()), Error::SelfConnect);
+    ok &= check("connect to no task", ipc::connect(TaskId::new(999, 7), Some(Duration::ZERO)).map(|c| c.handle()), Error::NoSuchTask);
+    let long = [0u8; 33];
+    ok &= check("33-byte write", call(alux_abi::syscall::Sys::Write, [p.handle().raw(), long.as_ptr() as u64, 33, 0, 0, 0]), Error::MessageTooLong);
+    ok &= check("write from a kernel pointer", call(alux_abi::syscall::Sys::Write, [p.handle().raw(), 0xffff_8000_0000_0000, 8, 0, 0, 0]), Error::BadAddress);
+    ok &= check("kernel end, unprivileged", ipc::open_kernel_end(1).map(|c| c.handle()), Error::NotPrivileged);
+    ok &= check("connection query, unprivileged", ipc::query_connection(1), Error::NotPrivileged);
+    ok &= check("permission for uid 65536", call(alux_abi::syscall::Sys::SetConnectPermission, [65536, 0, 0, 0, 0, 0]), Error::InvalidArgument);
+    let many = [p.handle(); 65];
+    ok &= check("poll set over the limit", call(alux_abi::syscall::Sys::Poll, [many.as_ptr() as u64, 65, 0, 0, 0, 0]), Error::InvalidArgument);
+    if ok {
+        0
+    } else {
+        1
+    }
+}
+
+/// A server whose three connections end three ways: closed, its thread
+/// exits, its task is killed (by itself, once the client asks).
+fn closer() -> u64 {
+    let a = thread::spawn(|| {
+        let p = Port::new().expect("port");
+        p.listen().expect("listen");
+        let (c, _) = p.accept(LONG).expect("accept");
+        drop(c); // Closed
+    })
+    .expect("thread");
+    a.join();
+    let b = thread::spawn(|| {
+        let p = Port::new().expect("port");
+        p.listen().expect("listen");
+        let (c, _) = p.accept(LONG).expect("accept");
+        core::mem::forget(c);
+        thread::exit(0); // ThreadExited
+    })
+    .expect("thread");
+    b.join();
+    let p = Port::new().expect("port");
+    p.listen().expect("listen");
+    let (c, _) = p.accept(LONG).expect("accept");
+    let _ = c.wait(LONG); // the client's "now die"
+    let me = alux_rt::sys::self_info().expect("self").0;
+    let _ = alux_rt::task::kill(me); // TaskKilled
+    1
+}
+
+/// A server that accepts one client and exits normally.
+fn exiter() -> u64 {
+    let p = Port::new().expect("port");
+    p.listen().expect("listen");
+    let (c, _) = p.accept(LONG).expect("accept");
+    let _ = c.wait(LONG);
+    // Keep the end open: the task's exit must close it (dropping it here
+    // would close it first, with reason Closed).
+    core::mem::forget(c);
+    0 // TaskExited
+}
+
+fn expect_close(c: &Connection, want: CloseReason) -> bool {
+    loop {
+        match c.wait(LONG) {
+            Ok(r) if r.events.contains(Events::PEER_CLOSED) => {
+                let info = c.info().expect("info");
+                let good = r.close_reason == Some(want) && info.reason() == Some(want);
+                println!("  {}: peer closed: {:?} (info: {:?})", if good { "ok" } else { "WRONG" }, r.close_reason, info.reason());
+                let read_ok = c.read().is_ok();
+                let write_fails = c.send(b"late") == Err(Error::PeerClosed);
+                if !read_ok || !write_fails {
+                    println!("  WRONG: after close: read ok {}, write fails {}", read_ok, write_fails);
+                    return false;
+                }
+                return good;
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                println!("  WRONG: waiting for a close: {}", e);
+                return false;
+            }
+        }
+    }
+}
+
+fn closes(closer: TaskId, exiter: TaskId) -> u64 {
+    let mut ok = true;
+    let c1 = ipc::connect(closer, LONG).expect("connect 1");
+    ok &= expect_close(&c1, CloseReason::Closed);
+    let c2 = ipc::connect(closer, LONG).expect("connect 2");
+    ok &= expect_close(&c2, CloseReason::ThreadExited);
+    let c3 = ipc::connect(closer, LONG).expect("connect 3");
+    c3.send(b"now die").expect("send");
+    ok &= expect_close(&c3, CloseReason::TaskKilled);
+    let c4 = ipc::connect(exiter, LONG).expect("connect 4");
+    c4.send(b"now exit").expect("send");
+    ok &= expect_close(&c4, CloseReason::TaskExited);
+    if ok {
+        0
+    } else {
+        1
+    }
+}
+
+/// Grabs every IPC resource it can: ports until the per-thread limit,
+/// pushes until the queue is full, connections to `server` until refused.
+fn flood(server: TaskId) -> u64 {
+    let mut ports = Vec::new();
+    let mut limit = None;
+    for _ in 0..5000 {
+        match Port::new() {
+            Ok(p) => ports.push(p),
+            Err(e) => {
+                limit = Some(e);
+                break;
+            }
+        }
+    }
+    let mut queued = 0;
+    let mut full = None;
+    for p in &ports {
+        match p.listen() {
+            Ok(()) => queued += 1,
+            Err(e) => {
+                full = Some(e);
+                break;
+            }
+        }
+    }
+    drop(ports);
+    let mut conns = Vec::new();
+    let mut refused = None;
+    for _ in 0..5000 {
+        match ipc::connect(server, Some(Duration::ZERO)) {
+            Ok(c) => conns.push(c),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    println!(
+        "flood: ports stopped by {:?} after {}; queue stopped by {:?} after {}; connects stopped by {:?} after {}",
+        limit, limit.map_or(0, |_| 1024), full, queued, refused, conns.len()
+    );
+    if limit == Some(Error::LimitReached) && full == Some(Error::QueueFull) && refused.is_some() {
+        0
+    } else {
+        1
+    }
+}
+
+/// Holds no ports; lives until killed (a target with an empty queue).
+fn holder() -> u64 {
+    loop {
+        time::sleep(Duration::from_secs(1));
+    }
+}
+
 fn main(start: &Start) -> u64 {
     let mut w = start.arg_words();
     let role = w.next().unwrap_or("");
@@ -305,6 +633,25 @@ fn main(start: &Start) -> u64 {
             watch(t, reason_arg(w.next()))
         }
         "mortal" => mortal(num(w.next(), 1)),
+        "fan" => {
+            let n = num(w.next(), 200);
+            fan(n, num(w.next(), 3))
+        }
+        "fanclient" => {
+            let t = task_arg(w.next());
+            let c = num(w.next(), 50);
+            fan_client(t, c, num(w.next(), 3))
+        }
+        "timeouts" => timeouts(task_arg(w.next())),
+        "handles" => handles(task_arg(w.next()), start.task),
+        "closer" => closer(),
+        "exiter" => exiter(),
+        "closes" => {
+            let a = task_arg(w.next());
+            closes(a, task_arg(w.next()))
+        }
+        "flood" => flood(task_arg(w.next())),
+        "holder" => holder(),
         other => {
             println!("ipc: unknown role {}", other);
             2
