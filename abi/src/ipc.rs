@@ -351,9 +351,7 @@ mod tests {
         assert!(kernel_end_kind::is_valid(kernel_end_kind::PAGE_FAULTS));
         assert!(kernel_end_kind::is_valid(kernel_end_kind::interrupt(11)));
         assert!(!kernel_end_kind::is_valid(0));
-        assert!(!kernel_end_kind::is_valid(
-            kernel_end_kind::PAGE_FAULTS | 0x100
-        ));
+        assert!(!kernel_end_kind::is_valid(kernel_end_kind::PAGE_FAULTS | 0x100));
         assert!(!kernel_end_kind::is_valid(3));
     }
 

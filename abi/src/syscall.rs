@@ -74,11 +74,18 @@ pub enum Sys {
     /// `(connection_id, &mut ConnectionEnds)`: the two ends of a live
     /// connection. Privileged.
     ConnectionQuery = 46,
+    /// `(handle, len, w0, w1, w2, w3)`: write and signal with the message in
+    /// registers (bytes little-endian in `w0..w3`); the fast path.
+    Send = 47,
+    /// `(timeout_ns) -> (handle, info, w0, w1, w2, w3)`: poll all ends and
+    /// read the ready end's peer buffer, all in registers (see
+    /// [`Received`]); results in `rdi, rsi, rdx, r10, r8, r9`.
+    Receive = 48,
 }
 
 impl Sys {
     /// Every system call, for decoders and exhaustive tests.
-    pub const ALL: [Sys; 31] = [
+    pub const ALL: [Sys; 33] = [
         Sys::DebugPrint,
         Sys::ThreadCreate,
         Sys::ThreadExit,
@@ -110,11 +117,48 @@ impl Sys {
         Sys::SetConnectPermission,
         Sys::KernelEndOpen,
         Sys::ConnectionQuery,
+        Sys::Send,
+        Sys::Receive,
     ];
 
-    /// Decodes `rax`.
+    /// Decodes `rax` (a jump table, not a search: it is on every call).
     pub fn from_number(n: u64) -> Option<Sys> {
-        Sys::ALL.iter().copied().find(|s| *s as u64 == n)
+        Some(match n {
+            0 => Sys::DebugPrint,
+            1 => Sys::ThreadCreate,
+            2 => Sys::ThreadExit,
+            3 => Sys::TaskExit,
+            4 => Sys::Yield,
+            5 => Sys::Sleep,
+            6 => Sys::Clock,
+            7 => Sys::Spawn,
+            8 => Sys::TaskWait,
+            9 => Sys::TaskKill,
+            10 => Sys::KernelStats,
+            11 => Sys::Shutdown,
+            12 => Sys::MemMap,
+            13 => Sys::MemUnmap,
+            14 => Sys::SelfInfo,
+            15 => Sys::ThreadJoin,
+            32 => Sys::PortCreate,
+            33 => Sys::ListenPush,
+            34 => Sys::ListenWithdraw,
+            35 => Sys::Connect,
+            36 => Sys::Write,
+            37 => Sys::Read,
+            38 => Sys::Signal,
+            39 => Sys::WriteSignal,
+            40 => Sys::Poll,
+            41 => Sys::PollAll,
+            42 => Sys::Close,
+            43 => Sys::ConnectionInfo,
+            44 => Sys::SetConnectPermission,
+            45 => Sys::KernelEndOpen,
+            46 => Sys::ConnectionQuery,
+            47 => Sys::Send,
+            48 => Sys::Receive,
+            _ => return None,
+        })
     }
 }
 
@@ -328,6 +372,82 @@ pub fn decode_ready(regs: [u64; 4]) -> Option<crate::ipc::Ready> {
     })
 }
 
+/// Packs up to 32 message bytes into four registers, little-endian.
+pub fn pack_message(data: &[u8]) -> [u64; 4] {
+    let mut bytes = [0u8; 32];
+    let n = data.len().min(32);
+    bytes[..n].copy_from_slice(&data[..n]);
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+        u64::from_le_bytes(w)
+    };
+    [word(0), word(1), word(2), word(3)]
+}
+
+/// Unpacks [`pack_message`].
+pub fn unpack_message(words: [u64; 4]) -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    for (i, w) in words.iter().enumerate() {
+        bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+    }
+    bytes
+}
+
+/// What `Receive` returns: the ready end, its events, and its peer's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Received {
+    /// The end.
+    pub handle: crate::ipc::Handle,
+    /// Its events, which the call cleared.
+    pub events: crate::ipc::Events,
+    /// Set when `events` holds `PEER_CLOSED`.
+    pub close_reason: Option<crate::ipc::CloseReason>,
+    /// The peer task's uid.
+    pub peer_uid: crate::Uid,
+    /// The peer's buffer as it is now (`seq` is not reported: 0).
+    pub message: crate::ipc::Message,
+}
+
+impl Received {
+    /// Packs into the six result registers: `rdi` = handle, `rsi` = events
+    /// | reason << 8 | uid << 16 | len << 32, `rdx, r10, r8, r9` = data.
+    pub fn encode(&self) -> [u64; 6] {
+        let reason = self.close_reason.map_or(0, |c| c.code() as u64);
+        let info = self.events.bits() as u64
+            | (reason & 0xff) << 8
+            | (self.peer_uid as u64) << 16
+            | (self.message.len as u64) << 32;
+        let [a, b, c, d] = pack_message(&self.message.data);
+        [self.handle.raw(), info, a, b, c, d]
+    }
+
+    /// Unpacks [`Received::encode`]; `None` if malformed.
+    pub fn decode(regs: [u64; 6]) -> Option<Received> {
+        let info = regs[1];
+        let events = crate::ipc::Events::from_bits((info & 0xff) as u32)?;
+        let close_reason = match (info >> 8) & 0xff {
+            0 => None,
+            c => Some(crate::ipc::CloseReason::from_code(c as u32)?),
+        };
+        let len = (info >> 32) as usize;
+        if len > crate::ipc::MESSAGE_MAX || info >> 40 != 0 {
+            return None;
+        }
+        Some(Received {
+            handle: crate::ipc::Handle::from_raw(regs[0]),
+            events,
+            close_reason,
+            peer_uid: (info >> 16) as crate::Uid,
+            message: crate::ipc::Message {
+                data: unpack_message([regs[2], regs[3], regs[4], regs[5]]),
+                len: len as u8,
+                seq: 0,
+            },
+        })
+    }
+}
+
 /// The value `isa-debug-exit` turns into QEMU exit status 33: success.
 pub const SHUTDOWN_SUCCESS: u64 = 0x10;
 /// The value `isa-debug-exit` turns into QEMU exit status 35: failure.
@@ -342,8 +462,28 @@ mod tests {
         for s in Sys::ALL {
             assert_eq!(Sys::from_number(s as u64), Some(s));
         }
+        let decodable = (0..256).filter(|n| Sys::from_number(*n).is_some()).count();
+        assert_eq!(decodable, Sys::ALL.len(), "ALL lists every number from_number knows");
         assert_eq!(Sys::from_number(16), None);
         assert_eq!(Sys::from_number(u64::MAX), None);
+    }
+
+    #[test]
+    fn messages_and_receipts_round_trip() {
+        let data: [u8; 32] = core::array::from_fn(|i| i as u8 * 7 + 1);
+        assert_eq!(unpack_message(pack_message(&data)), data);
+        assert_eq!(unpack_message(pack_message(b"hi"))[..3], *b"hi\0");
+        let r = Received {
+            handle: crate::ipc::Handle::new(3, 9),
+            events: crate::ipc::Events::SIGNAL | crate::ipc::Events::PEER_CLOSED,
+            close_reason: Some(crate::ipc::CloseReason::TaskKilled),
+            peer_uid: 65535,
+            message: crate::ipc::Message { data, len: 32, seq: 0 },
+        };
+        assert_eq!(Received::decode(r.encode()), Some(r));
+        let mut bad = r.encode();
+        bad[1] |= 33 << 32;
+        assert_eq!(Received::decode(bad), None);
     }
 
     #[test]

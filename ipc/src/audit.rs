@@ -6,6 +6,7 @@
 
 use crate::list::{List, NIL};
 use crate::objects::{End, EndState, Wait, F_IN_WAIT_SET, F_KERNEL};
+use crate::slab::tight;
 use crate::Ipc;
 
 fn walk(
@@ -42,15 +43,49 @@ pub(crate) fn audit(ipc: &Ipc) -> Result<(), &'static str> {
     if live > p.limits.total_ends {
         return Err("total limit exceeded");
     }
-    for &f in p.free {
-        if p.ends[f as usize].live() {
-            return Err("live slot on the free list");
-        }
+    // The free list holds exactly the free, unretired slots, and the slab
+    // has no free tail (it is cut off at once).
+    let mut on_free = alloc::vec![false; p.ends.len()];
+    let mut bad = false;
+    walk(
+        p.free,
+        p.ends,
+        |e| e.owned.next,
+        |i| match on_free.get_mut(i as usize) {
+            Some(seen) if !*seen => {
+                *seen = true;
+                let e = &p.ends[i as usize];
+                bad |= e.live() || e.gen == u32::MAX;
+            }
+            _ => bad = true,
+        },
+    )?;
+    if bad {
+        return Err("live, retired, repeated or cut-off slot on the free list");
+    }
+    let free = p.ends.iter().filter(|e| !e.live() && e.gen != u32::MAX).count();
+    if free != p.free.len as usize {
+        return Err("free slot missing from the free list");
+    }
+    if p.ends.last().is_some_and(|e| !e.live() && e.gen != u32::MAX) {
+        return Err("free slot at the slab's tail");
+    }
+    if p.gen_floor == u32::MAX || (p.ends.len() as u64) > u64::from(p.high_water) {
+        return Err("generation floor or high-water mark wrong");
+    }
+    if !tight(p.ends.len(), p.capacities[0])
+        || !tight(p.threads.len(), p.capacities[1])
+        || !tight(p.tasks.len(), p.capacities[2])
+    {
+        return Err("a table holds more than four times the capacity it uses");
+    }
+    if p.threads.last().is_some_and(|t| !t.live) || p.tasks.last().is_some_and(|k| !k.live) {
+        return Err("dead record at a table's tail");
     }
     for (i, e) in p.ends.iter().enumerate() {
         let i = i as u32;
         if !e.live() {
-            if e.pending != 0 || e.owner != NIL {
+            if e.pending != 0 || e.owner != NIL || e.gen == 0 {
                 return Err("free slot holds state");
             }
             continue;
@@ -74,11 +109,7 @@ pub(crate) fn audit(ipc: &Ipc) -> Result<(), &'static str> {
                 if e.owner != NIL || e.flags & F_KERNEL == 0 {
                     return Err("kernel side owned by a thread");
                 }
-                if !p
-                    .kernel_kinds
-                    .iter()
-                    .any(|&(k, s)| s == i && k == e.kernel_kind)
-                {
+                if !p.kernel_kinds.iter().any(|&(k, s)| s == i && k == e.kernel_kind) {
                     return Err("kernel side not registered");
                 }
             }
@@ -90,10 +121,7 @@ pub(crate) fn audit(ipc: &Ipc) -> Result<(), &'static str> {
             EndState::Free => {}
         }
         if e.state != EndState::KernelSide {
-            let t = p
-                .threads
-                .get(e.owner as usize)
-                .ok_or("end owner out of range")?;
+            let t = p.threads.get(e.owner as usize).ok_or("end owner out of range")?;
             if !t.live || t.task != e.task {
                 return Err("end owned by a dead thread or wrong task");
             }
@@ -114,12 +142,7 @@ pub(crate) fn audit(ipc: &Ipc) -> Result<(), &'static str> {
         if !task.live || !task.threads.contains(&ti) {
             return Err("thread not in its task");
         }
-        walk(
-            &t.owned,
-            p.ends,
-            |e| e.owned.next,
-            |i| on_owned[i as usize] = true,
-        )?;
+        walk(&t.owned, p.ends, |e| e.owned.next, |i| on_owned[i as usize] = true)?;
         let mut bad = false;
         walk(
             &t.ready,
@@ -138,8 +161,9 @@ pub(crate) fn audit(ipc: &Ipc) -> Result<(), &'static str> {
         }
         if t.wait == Wait::PollSet
             && t.wait_set.iter().any(|&i| {
-                let e = &p.ends[i as usize];
-                e.owner == ti && e.flags & F_IN_WAIT_SET != 0 && e.pending != 0
+                p.ends.get(i as usize).is_some_and(|e| {
+                    e.owner == ti && e.flags & F_IN_WAIT_SET != 0 && e.pending != 0
+                })
             })
         {
             return Err("thread parked on a ready end");
@@ -148,12 +172,7 @@ pub(crate) fn audit(ipc: &Ipc) -> Result<(), &'static str> {
             return Err("parked thread has a queued wakeup");
         }
     }
-    walk(
-        p.kernel_ready,
-        p.ends,
-        |e| e.ready.next,
-        |i| on_ready[i as usize] = true,
-    )?;
+    walk(p.kernel_ready, p.ends, |e| e.ready.next, |i| on_ready[i as usize] = true)?;
     for (ki, k) in p.tasks.iter().enumerate() {
         if !k.live {
             continue;
@@ -178,11 +197,7 @@ pub(crate) fn audit(ipc: &Ipc) -> Result<(), &'static str> {
         if !k.waiters.is_empty() && !k.queue.is_empty() {
             return Err("connect waiters while ports are queued");
         }
-        let ends = p
-            .ends
-            .iter()
-            .filter(|e| e.live() && e.task == ki as u32)
-            .count();
+        let ends = p.ends.iter().filter(|e| e.live() && e.task == ki as u32).count();
         if ends != k.ends as usize {
             return Err("task end count wrong");
         }

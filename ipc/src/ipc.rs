@@ -33,9 +33,22 @@ pub const MAX_ID_INDEX: u32 = 1 << 20;
 #[derive(Debug)]
 pub struct Ipc {
     limits: Limits,
+    /// The end slab. Its last slot is never free (free tail slots are cut
+    /// off at once, see `trim_ends`), and its capacity follows
+    /// `slab::shrink`.
     ends: Vec<End>,
-    /// Free end slots, reused last-freed first.
-    free: Vec<u32>,
+    /// Free end slots, linked through their `owned` links: slots in the
+    /// lower half of the slab go to the front (reused first, last-freed
+    /// first), the others to the back, so that the tail tends to empty and
+    /// can be cut off. Retired slots (generation `u32::MAX`) are not on it.
+    free: List,
+    /// The highest generation any cut-off slot had: a slot pushed at a
+    /// cut-off index starts above it, so an old handle stays stale.
+    gen_floor: u32,
+    /// One past the highest slot index ever issued: an index at or beyond
+    /// the slab's length but below this was cut off (its handles are
+    /// stale, not bad).
+    high_water: u32,
     live_ends: usize,
     threads: Vec<Thread>,
     tasks: Vec<Task>,
@@ -54,7 +67,9 @@ impl Ipc {
         Ipc {
             limits,
             ends: Vec::new(),
-            free: Vec::new(),
+            free: List::EMPTY,
+            gen_floor: 0,
+            high_water: 0,
             live_ends: 0,
             threads: Vec::new(),
             tasks: Vec::new(),
@@ -141,27 +156,23 @@ impl Ipc {
         let Ok(k) = self.task_slot(task) else {
             return;
         };
-        let reason = if killed {
-            CloseReason::TaskKilled
-        } else {
-            CloseReason::TaskExited
-        };
+        let reason = if killed { CloseReason::TaskKilled } else { CloseReason::TaskExited };
         while let Some(&t) = self.tasks[k as usize].threads.last() {
             self.drop_thread(t, reason);
         }
-        while let Some(w) = self.tasks[k as usize]
-            .waiters
-            .pop_front(&mut self.threads, waiter_links)
+        while let Some(w) =
+            self.tasks[k as usize].waiters.pop_front(&mut self.threads, waiter_links)
         {
             let th = &mut self.threads[w as usize];
             th.wait = Wait::None;
             let id = th.id;
-            self.wakeups
-                .push_back((id, Completion::Failed(Error::NoSuchTask)));
+            self.wakeups.push_back((id, Completion::Failed(Error::NoSuchTask)));
         }
         let slot = &mut self.tasks[k as usize];
         slot.live = false;
         slot.denied = None;
+        slot.threads = Vec::new();
+        trim_records(&mut self.tasks, |k| k.live);
     }
 
     fn drop_thread(&mut self, t: u32, reason: CloseReason) {
@@ -179,6 +190,8 @@ impl Ipc {
         if let Some(pos) = threads.iter().position(|&x| x == t) {
             threads.swap_remove(pos);
         }
+        crate::slab::shrink(threads);
+        trim_records(&mut self.threads, |t| t.live);
     }
 
     // ------------------------------------------------------------------
@@ -208,9 +221,8 @@ impl Ipc {
         }
         let k = self.threads[t as usize].task;
         // A blocked client gets the port without it entering the queue.
-        while let Some(w) = self.tasks[k as usize]
-            .waiters
-            .pop_front(&mut self.threads, waiter_links)
+        while let Some(w) =
+            self.tasks[k as usize].waiters.pop_front(&mut self.threads, waiter_links)
         {
             self.threads[w as usize].wait = Wait::None;
             let wid = self.threads[w as usize].id;
@@ -242,9 +254,7 @@ impl Ipc {
             return Err(Error::NotQueued);
         }
         let k = self.ends[i as usize].task;
-        self.tasks[k as usize]
-            .queue
-            .unlink(&mut self.ends, queue_links, i);
+        self.tasks[k as usize].queue.unlink(&mut self.ends, queue_links, i);
         self.ends[i as usize].state = EndState::Port;
         Ok(())
     }
@@ -280,10 +290,7 @@ impl Ipc {
         }
         let k = self.task_slot(target)?;
         self.connect_checks(t, k)?;
-        if let Some(p) = self.tasks[k as usize]
-            .queue
-            .pop_front(&mut self.ends, queue_links)
-        {
+        if let Some(p) = self.tasks[k as usize].queue.pop_front(&mut self.ends, queue_links) {
             self.ends[p as usize].state = EndState::Port;
             return Ok(Outcome::Done(self.pair(t, p)));
         }
@@ -291,9 +298,7 @@ impl Ipc {
             return Err(Error::NoPortAvailable);
         }
         self.threads[t as usize].wait = Wait::Connect(k);
-        self.tasks[k as usize]
-            .waiters
-            .push_back(&mut self.threads, waiter_links, t);
+        self.tasks[k as usize].waiters.push_back(&mut self.threads, waiter_links, t);
         Ok(Outcome::Block { deadline })
     }
 
@@ -378,11 +383,7 @@ impl Ipc {
             EndState::PeerGone => e,
             _ => return Err(Error::NotConnected),
         };
-        Ok(Message {
-            data: src.buf,
-            len: src.len,
-            seq: src.seq,
-        })
+        Ok(Message { data: src.buf, len: src.len, seq: src.seq })
     }
 
     /// Validates a write/signal on a connected end; returns its slot.
@@ -497,14 +498,18 @@ impl Ipc {
     /// The next parked thread an operation woke, with what it wakes with,
     /// oldest first. The kernel drains this after every call.
     pub fn take_wakeup(&mut self) -> Option<(ThreadId, Completion)> {
-        self.wakeups.pop_front()
+        let w = self.wakeups.pop_front();
+        if w.is_none() && self.wakeups.capacity() > crate::slab::MIN_KEPT {
+            // Drained after a burst: back to the queue's first capacity.
+            self.wakeups.shrink_to(crate::slab::MIN_KEPT);
+        }
+        w
     }
 
     /// Whether `thread` is parked in this model (a poll or a blocking
     /// connect).
     pub fn is_parked(&self, thread: ThreadId) -> bool {
-        self.thread_slot(thread)
-            .is_ok_and(|t| self.threads[t as usize].wait != Wait::None)
+        self.thread_slot(thread).is_ok_and(|t| self.threads[t as usize].wait != Wait::None)
     }
 
     /// Adds events to end `i`; queues it on its ready list if it was not
@@ -545,9 +550,7 @@ impl Ipc {
     /// it.
     fn take_events(&mut self, i: u32) -> Ready {
         let owner = self.ends[i as usize].owner;
-        self.threads[owner as usize]
-            .ready
-            .unlink(&mut self.ends, ready_links, i);
+        self.threads[owner as usize].ready.unlink(&mut self.ends, ready_links, i);
         let e = &mut self.ends[i as usize];
         let events = Events::from_bits(e.pending as u32).unwrap_or(Events::NONE);
         e.pending = 0;
@@ -568,17 +571,17 @@ impl Ipc {
             Wait::PollSet => {
                 let ws = core::mem::take(&mut self.threads[t as usize].wait_set);
                 for &i in &ws {
-                    let e = &mut self.ends[i as usize];
-                    if e.owner == t {
-                        e.flags &= !F_IN_WAIT_SET;
+                    // The slot may have been freed (and cut off) meanwhile.
+                    if let Some(e) = self.ends.get_mut(i as usize) {
+                        if e.owner == t {
+                            e.flags &= !F_IN_WAIT_SET;
+                        }
                     }
                 }
                 self.threads[t as usize].wait_set = ws;
             }
             Wait::Connect(k) => {
-                self.tasks[k as usize]
-                    .waiters
-                    .unlink(&mut self.threads, waiter_links, t);
+                self.tasks[k as usize].waiters.unlink(&mut self.threads, waiter_links, t);
             }
         }
         self.threads[t as usize].wait = Wait::None;
@@ -604,9 +607,7 @@ impl Ipc {
         match e.state {
             EndState::Queued => {
                 let k = e.task;
-                self.tasks[k as usize]
-                    .queue
-                    .unlink(&mut self.ends, queue_links, i);
+                self.tasks[k as usize].queue.unlink(&mut self.ends, queue_links, i);
             }
             EndState::Connected => {
                 let p = e.peer;
@@ -640,19 +641,28 @@ impl Ipc {
         if let Some(pos) = self.kernel_kinds.iter().position(|&(_, s)| s == k) {
             self.kernel_kinds.swap_remove(pos);
         }
+        if self.kernel_kinds.is_empty() {
+            self.kernel_kinds = Vec::new();
+        }
         self.free_end(k);
     }
 
     /// Allocates an end slot (the caller checked the limits).
     fn alloc_end(&mut self) -> u32 {
         self.live_ends += 1;
-        if let Some(i) = self.free.pop() {
+        if let Some(i) = self.free.pop_front(&mut self.ends, owned_links) {
             let e = &mut self.ends[i as usize];
+            // Free slots are never retired, so this does not wrap.
             *e = End::free(e.gen + 1);
             i
         } else {
-            self.ends.push(End::free(1));
-            (self.ends.len() - 1) as u32
+            // A fresh slot, maybe at an index that was cut off: it starts
+            // above every generation a cut-off slot had (`gen_floor` is
+            // below `u32::MAX`: retired slots are never cut off).
+            let i = self.ends.len() as u32;
+            self.ends.push(End::free(self.gen_floor + 1));
+            self.high_water = self.high_water.max(i + 1);
+            i
         }
     }
 
@@ -664,15 +674,14 @@ impl Ipc {
         e.state = state;
         e.owner = t;
         e.task = k;
-        self.threads[t as usize]
-            .owned
-            .push_back(&mut self.ends, owned_links, i);
+        self.threads[t as usize].owned.push_back(&mut self.ends, owned_links, i);
         self.tasks[k as usize].ends += 1;
         i
     }
 
     /// Frees slot `i`: off every list, counts down, generation kept so old
     /// handles are stale. A slot whose generation is exhausted is retired.
+    /// Free slots at the slab's tail are cut off and the slab shrinks.
     fn free_end(&mut self, i: u32) {
         let e = &self.ends[i as usize];
         let (owner, task, pending) = (e.owner, e.task, e.pending);
@@ -691,9 +700,47 @@ impl Ipc {
         self.live_ends -= 1;
         let e = &mut self.ends[i as usize];
         *e = End::free(e.gen);
-        if e.gen != u32::MAX {
-            self.free.push(i);
+        if e.gen == u32::MAX {
+            return;
         }
+        let len = self.ends.len();
+        if i as usize + 1 == len {
+            self.trim_ends(i);
+        } else if (i as usize) < len / 2 {
+            self.free.push_front(&mut self.ends, owned_links, i);
+        } else {
+            self.free.push_back(&mut self.ends, owned_links, i);
+        }
+    }
+
+    /// Cuts off the slab's tail: `last` (just freed, on no list) and the
+    /// free slots below it, raising `gen_floor` to their generations, then
+    /// shrinks the slab. Amortised O(1): each slot is cut off once per time
+    /// it was pushed. Stops at a live or retired slot (a retired slot stays
+    /// for good, so `gen_floor` never reaches `u32::MAX`).
+    fn trim_ends(&mut self, last: u32) {
+        let e = self.ends.pop().expect("the slot to cut off");
+        debug_assert_eq!(self.ends.len(), last as usize);
+        self.gen_floor = self.gen_floor.max(e.gen);
+        while let Some(e) = self.ends.last() {
+            if e.live() || e.gen == u32::MAX {
+                break;
+            }
+            let gen = e.gen;
+            let i = (self.ends.len() - 1) as u32;
+            self.free.unlink(&mut self.ends, owned_links, i);
+            self.gen_floor = self.gen_floor.max(gen);
+            self.ends.pop();
+        }
+        crate::slab::shrink(&mut self.ends);
+    }
+
+    /// Whether handle `h`, whose index is beyond the slab, names a slot that
+    /// was cut off: its index was issued and its generation is one a cut-off
+    /// slot may have had (otherwise it was never issued).
+    fn cut_off(&self, h: Handle) -> bool {
+        let g = h.generation();
+        h.index() < self.high_water && g != 0 && g <= self.gen_floor
     }
 
     /// Fails with `LimitReached` unless thread `t` may own one more end and
@@ -800,10 +847,7 @@ impl Ipc {
         let (server_task, server_thread) = if p.owner == NIL {
             (KERNEL_TASK, KERNEL_THREAD)
         } else {
-            (
-                self.tasks[p.task as usize].id,
-                self.threads[p.owner as usize].id,
-            )
+            (self.tasks[p.task as usize].id, self.threads[p.owner as usize].id)
         };
         Ok(ConnectionEnds {
             conn_id: conn,
@@ -892,11 +936,7 @@ impl Ipc {
     pub fn kernel_read(&self, end: KernelEndId) -> Result<Message, Error> {
         let s = self.kernel_slot(end)?;
         let u = &self.ends[self.ends[s as usize].peer as usize];
-        Ok(Message {
-            data: u.buf,
-            len: u.len,
-            seq: u.seq,
-        })
+        Ok(Message { data: u.buf, len: u.len, seq: u.seq })
     }
 
     /// The next kernel end its task signaled since the kernel last looked
@@ -922,7 +962,9 @@ impl Ipc {
 
     fn kernel_slot(&self, end: KernelEndId) -> Result<u32, Error> {
         let h = end.0;
-        let e = self.ends.get(h.index() as usize).ok_or(Error::BadHandle)?;
+        let Some(e) = self.ends.get(h.index() as usize) else {
+            return Err(if self.cut_off(h) { Error::PeerClosed } else { Error::BadHandle });
+        };
         let g = h.generation();
         if g == 0 || g > e.gen {
             return Err(Error::BadHandle);
@@ -956,9 +998,13 @@ impl Ipc {
 
     /// Resolves handle `h` of thread slot `t`: `BadHandle` if it was never
     /// issued (or names a kernel side), `StaleHandle` if its end is gone,
-    /// `WrongThread` if another thread owns it.
+    /// `WrongThread` if another thread owns it. A slot re-created after its
+    /// index was cut off skipped generations: a skipped generation below
+    /// the current one is answered `StaleHandle`, like a real old one.
     fn end_slot(&self, t: u32, h: Handle) -> Result<u32, Error> {
-        let e = self.ends.get(h.index() as usize).ok_or(Error::BadHandle)?;
+        let Some(e) = self.ends.get(h.index() as usize) else {
+            return Err(if self.cut_off(h) { Error::StaleHandle } else { Error::BadHandle });
+        };
         let g = h.generation();
         if g == 0 || g > e.gen {
             return Err(Error::BadHandle);
@@ -996,6 +1042,44 @@ impl Ipc {
         Some(self.tasks[k as usize].ends as usize)
     }
 
+    /// Capacity of the end slab, in slots (for memory statistics and
+    /// tests). It follows the slab's length: 0 once no end is left (or only
+    /// retired slots below live ones remain), and never more than
+    /// `max(4, 4 × slots in use)`.
+    pub fn slab_capacity(&self) -> usize {
+        self.ends.capacity()
+    }
+
+    /// Capacities of the task and the thread records, in records (indexed
+    /// by the IDs' slot indices; cut back like the end slab).
+    pub fn record_capacity(&self) -> (usize, usize) {
+        (self.tasks.capacity(), self.threads.capacity())
+    }
+
+    /// Heap bytes this model holds now: its tables' capacities, the thread
+    /// and wakeup queues, the tasks' thread lists and permission bitmaps
+    /// and the threads' poll sets. Allocator overhead not included.
+    pub fn heap_bytes(&self) -> usize {
+        use core::mem::size_of;
+        let tasks: usize = self
+            .tasks
+            .iter()
+            .map(|k| {
+                k.threads.capacity() * size_of::<u32>()
+                    + k.denied.as_ref().map_or(0, |b| b.len() * size_of::<u64>())
+            })
+            .sum();
+        let threads: usize =
+            self.threads.iter().map(|t| t.wait_set.capacity() * size_of::<u32>()).sum();
+        self.ends.capacity() * size_of::<End>()
+            + self.tasks.capacity() * size_of::<Task>()
+            + self.threads.capacity() * size_of::<Thread>()
+            + self.wakeups.capacity() * size_of::<(ThreadId, Completion)>()
+            + self.kernel_kinds.capacity() * size_of::<(u32, u32)>()
+            + tasks
+            + threads
+    }
+
     /// Live tasks and threads registered (for leak checks).
     pub fn object_counts(&self) -> (usize, usize) {
         (
@@ -1015,6 +1099,9 @@ impl Ipc {
         Parts {
             ends: &self.ends,
             free: &self.free,
+            gen_floor: self.gen_floor,
+            high_water: self.high_water,
+            capacities: [self.ends.capacity(), self.threads.capacity(), self.tasks.capacity()],
             live_ends: self.live_ends,
             threads: &self.threads,
             tasks: &self.tasks,
@@ -1029,7 +1116,11 @@ impl Ipc {
 /// A borrowed view of every field, for the audit.
 pub(crate) struct Parts<'a> {
     pub(crate) ends: &'a [End],
-    pub(crate) free: &'a [u32],
+    pub(crate) free: &'a List,
+    pub(crate) gen_floor: u32,
+    pub(crate) high_water: u32,
+    /// Capacities of `ends`, `threads` and `tasks`.
+    pub(crate) capacities: [usize; 3],
     pub(crate) live_ends: usize,
     pub(crate) threads: &'a [Thread],
     pub(crate) tasks: &'a [Task],
@@ -1037,4 +1128,84 @@ pub(crate) struct Parts<'a> {
     pub(crate) kernel_ready: &'a List,
     pub(crate) kernel_kinds: &'a [(u32, u32)],
     pub(crate) limits: &'a Limits,
+}
+
+/// Cuts the dead records off the tail of a task or thread table and shrinks
+/// it. Nothing refers to a dead record (lists hold live threads only, ends
+/// live tasks and threads), and lookups by ID treat a missing record as an
+/// unknown ID.
+fn trim_records<T>(v: &mut Vec<T>, live: impl Fn(&T) -> bool) {
+    let before = v.len();
+    while v.last().is_some_and(|r| !live(r)) {
+        v.pop();
+    }
+    if v.len() != before {
+        crate::slab::shrink(v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn world() -> (Ipc, ThreadId) {
+        let mut ipc = Ipc::new(Limits::default());
+        let (k, t) = (TaskId::new(0, 1), ThreadId::new(0, 1));
+        ipc.add_task(k, 1, false).unwrap();
+        ipc.add_thread(t, k).unwrap();
+        (ipc, t)
+    }
+
+    #[test]
+    fn a_retired_slot_is_never_cut_off_nor_reused() {
+        let (mut ipc, t) = world();
+        let p = ipc.port_create(t).unwrap();
+        // As if the slot had been reused 2^32 - 2 times.
+        ipc.ends[p.index() as usize].gen = u32::MAX;
+        let p = Handle::new(p.index(), u32::MAX);
+        let q = ipc.port_create(t).unwrap();
+        ipc.close(t, p).unwrap();
+        ipc.close(t, q).unwrap();
+        ipc.audit().unwrap();
+        assert_eq!(ipc.ends.len(), 1, "the retired slot stays, above it goes");
+        assert!(ipc.gen_floor < u32::MAX);
+        assert_eq!(ipc.close(t, p), Err(Error::StaleHandle));
+        assert_eq!(ipc.close(t, q), Err(Error::StaleHandle));
+        let r = ipc.port_create(t).unwrap();
+        assert_eq!(r.index(), 1);
+        assert!(r.generation() > q.generation());
+        assert_eq!(ipc.close(t, q), Err(Error::StaleHandle));
+        ipc.close(t, r).unwrap();
+        assert_eq!(ipc.slab_capacity(), crate::slab::MIN_KEPT);
+    }
+
+    #[test]
+    fn fresh_slots_start_above_every_cut_off_generation() {
+        let (mut ipc, t) = world();
+        let first = ipc.port_create(t).unwrap();
+        let mut last = first;
+        for _ in 0..1000 {
+            ipc.close(t, last).unwrap();
+            assert_eq!(ipc.slab_capacity(), 0);
+            let h = ipc.port_create(t).unwrap();
+            assert_eq!(h.index(), 0);
+            assert!(h.generation() > last.generation());
+            last = h;
+        }
+        assert_eq!(last.generation(), 1001);
+        ipc.close(t, last).unwrap();
+        // Two fresh slots: both start above the floor.
+        let a = ipc.port_create(t).unwrap();
+        let b = ipc.port_create(t).unwrap();
+        assert_eq!((a.index(), b.index()), (0, 1));
+        assert!(a.generation() > 1001 && b.generation() > 1001);
+        assert_eq!(ipc.close(t, first), Err(Error::StaleHandle));
+        assert_eq!(ipc.close(t, Handle::new(0, 500)), Err(Error::StaleHandle));
+        ipc.close(t, b).unwrap();
+        // Index 1 was issued (at a generation above 1001), index 2 never.
+        assert_eq!(ipc.close(t, b), Err(Error::StaleHandle));
+        assert_eq!(ipc.close(t, Handle::new(1, 2000)), Err(Error::BadHandle));
+        assert_eq!(ipc.close(t, Handle::new(2, 1)), Err(Error::BadHandle));
+        ipc.audit().unwrap();
+    }
 }

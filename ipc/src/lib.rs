@@ -23,6 +23,7 @@ mod audit;
 mod ipc;
 mod list;
 mod objects;
+mod slab;
 mod types;
 
 pub use alux_abi::ipc::{
@@ -34,8 +35,8 @@ pub use types::{Completion, Deadline, KernelEndId, Limits, Outcome};
 
 /// Bytes of kernel memory one connection costs in the end slab: its two end
 /// slots (a kernel end also takes two: the task's and the kernel's side).
-/// Slab growth slack and one `u32` free-list entry per freed slot come on
-/// top.
+/// Slab growth slack comes on top (the slab's capacity stays below
+/// `max(4, 4 × slots in use)`; free slots are linked through themselves).
 pub const BYTES_PER_CONNECTION: usize = 2 * core::mem::size_of::<objects::End>();
 
 // The documented bound (docs/ipc.md): a connection costs at most 256 bytes.

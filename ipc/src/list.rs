@@ -18,10 +18,7 @@ pub(crate) struct Links {
 
 impl Links {
     /// The links of a node on no list.
-    pub(crate) const UNLINKED: Links = Links {
-        prev: NIL,
-        next: NIL,
-    };
+    pub(crate) const UNLINKED: Links = Links { prev: NIL, next: NIL };
 }
 
 impl Default for Links {
@@ -40,11 +37,7 @@ pub(crate) struct List {
 
 impl List {
     /// The empty list.
-    pub(crate) const EMPTY: List = List {
-        head: NIL,
-        tail: NIL,
-        len: 0,
-    };
+    pub(crate) const EMPTY: List = List { head: NIL, tail: NIL, len: 0 };
 
     /// True if the list has no node.
     pub(crate) fn is_empty(&self) -> bool {
@@ -58,16 +51,25 @@ impl List {
 
     /// Appends node `i`, which must be on no list of this kind.
     pub(crate) fn push_back<T>(&mut self, nodes: &mut [T], sel: fn(&mut T) -> &mut Links, i: u32) {
-        *sel(&mut nodes[i as usize]) = Links {
-            prev: self.tail,
-            next: NIL,
-        };
+        *sel(&mut nodes[i as usize]) = Links { prev: self.tail, next: NIL };
         if self.tail == NIL {
             self.head = i;
         } else {
             sel(&mut nodes[self.tail as usize]).next = i;
         }
         self.tail = i;
+        self.len += 1;
+    }
+
+    /// Prepends node `i`, which must be on no list of this kind.
+    pub(crate) fn push_front<T>(&mut self, nodes: &mut [T], sel: fn(&mut T) -> &mut Links, i: u32) {
+        *sel(&mut nodes[i as usize]) = Links { prev: NIL, next: self.head };
+        if self.head == NIL {
+            self.tail = i;
+        } else {
+            sel(&mut nodes[self.head as usize]).prev = i;
+        }
+        self.head = i;
         self.len += 1;
     }
 
@@ -139,5 +141,21 @@ mod tests {
         assert_eq!(l.pop_front(&mut nodes, sel), None);
         assert!(l.is_empty() && l.tail == NIL);
         assert!(nodes.iter().all(|n| *n == Links::UNLINKED));
+    }
+
+    #[test]
+    fn push_front_prepends() {
+        let mut nodes = [Links::UNLINKED; 4];
+        let mut l = List::EMPTY;
+        l.push_front(&mut nodes, sel, 1);
+        l.push_back(&mut nodes, sel, 2);
+        l.push_front(&mut nodes, sel, 0);
+        l.push_back(&mut nodes, sel, 3);
+        assert_eq!(collect(&l, &nodes), [0, 1, 2, 3]);
+        assert_eq!((l.head, l.tail, l.len), (0, 3, 4));
+        l.unlink(&mut nodes, sel, 3);
+        l.unlink(&mut nodes, sel, 0);
+        assert_eq!(collect(&l, &nodes), [1, 2]);
+        assert_eq!((nodes[1].prev, nodes[2].next), (NIL, NIL));
     }
 }

@@ -146,10 +146,7 @@ impl Model {
     }
 
     fn task_of_id(&self, id: TaskId) -> Result<usize, Error> {
-        self.tasks
-            .iter()
-            .position(|k| k.live && k.id == id)
-            .ok_or(Error::NoSuchTask)
+        self.tasks.iter().position(|k| k.live && k.id == id).ok_or(Error::NoSuchTask)
     }
 
     fn resolve(&self, t: usize, h: Handle) -> Result<Key, Error> {
@@ -181,11 +178,7 @@ impl Model {
     }
 
     fn owned(&self, t: usize) -> Vec<Key> {
-        self.ends
-            .iter()
-            .filter(|(_, e)| e.owner == t)
-            .map(|(k, _)| *k)
-            .collect()
+        self.ends.iter().filter(|(_, e)| e.owner == t).map(|(k, _)| *k).collect()
     }
 
     fn check_room(&self, t: usize, total: usize) -> Result<(), Error> {
@@ -223,10 +216,7 @@ impl Model {
     }
 
     fn bind(&mut self, k: Key, h: Handle) {
-        assert!(
-            self.by_handle.insert(h.raw(), k).is_none(),
-            "handle {h} issued twice"
-        );
+        assert!(self.by_handle.insert(h.raw(), k).is_none(), "handle {h} issued twice");
         self.handle_of.insert(k, h.raw());
         self.issued.push(h);
     }
@@ -334,18 +324,13 @@ impl Model {
     }
 
     fn remove_task(&mut self, k: usize, killed: bool) {
-        let reason = if killed {
-            CloseReason::TaskKilled
-        } else {
-            CloseReason::TaskExited
-        };
+        let reason = if killed { CloseReason::TaskKilled } else { CloseReason::TaskExited };
         while let Some(&t) = self.tasks[k].threads.last() {
             self.drop_thread(t, reason);
         }
         for w in std::mem::take(&mut self.tasks[k].waiters) {
             self.threads[w].wait = MWait::None;
-            self.wakeups
-                .push((w, MCompletion::Failed(Error::NoSuchTask)));
+            self.wakeups.push((w, MCompletion::Failed(Error::NoSuchTask)));
         }
         self.tasks[k].live = false;
     }
@@ -375,95 +360,29 @@ struct MReady {
 
 #[derive(Clone, Debug)]
 enum Op {
-    NewTask {
-        uid: Uid,
-        privileged: bool,
-    },
-    NewThread {
-        task: usize,
-    },
-    ExitThread {
-        t: usize,
-    },
-    ExitTask {
-        task: usize,
-        killed: bool,
-    },
-    PortCreate {
-        t: usize,
-    },
-    Push {
-        t: usize,
-        h: usize,
-    },
-    Withdraw {
-        t: usize,
-        h: usize,
-    },
-    Connect {
-        t: usize,
-        task: usize,
-        block: bool,
-    },
-    Write {
-        t: usize,
-        h: usize,
-        len: usize,
-    },
-    WriteSignal {
-        t: usize,
-        h: usize,
-        len: usize,
-    },
-    Signal {
-        t: usize,
-        h: usize,
-    },
-    Read {
-        t: usize,
-        h: usize,
-    },
-    Close {
-        t: usize,
-        h: usize,
-    },
-    Info {
-        t: usize,
-        h: usize,
-    },
-    Poll {
-        t: usize,
-        hs: Vec<usize>,
-        block: bool,
-    },
-    PollAll {
-        t: usize,
-        block: bool,
-    },
-    TimeOut {
-        t: usize,
-    },
-    SetPerm {
-        t: usize,
-        uid: Uid,
-        allow: bool,
-    },
-    KernelOpen {
-        t: usize,
-        kind: usize,
-    },
-    KernelWriteSignal {
-        k: usize,
-        len: usize,
-    },
-    KernelClose {
-        k: usize,
-    },
+    NewTask { uid: Uid, privileged: bool },
+    NewThread { task: usize },
+    ExitThread { t: usize },
+    ExitTask { task: usize, killed: bool },
+    PortCreate { t: usize },
+    Push { t: usize, h: usize },
+    Withdraw { t: usize, h: usize },
+    Connect { t: usize, task: usize, block: bool },
+    Write { t: usize, h: usize, len: usize },
+    WriteSignal { t: usize, h: usize, len: usize },
+    Signal { t: usize, h: usize },
+    Read { t: usize, h: usize },
+    Close { t: usize, h: usize },
+    Info { t: usize, h: usize },
+    Poll { t: usize, hs: Vec<usize>, block: bool },
+    PollAll { t: usize, block: bool },
+    TimeOut { t: usize },
+    SetPerm { t: usize, uid: Uid, allow: bool },
+    KernelOpen { t: usize, kind: usize },
+    KernelWriteSignal { k: usize, len: usize },
+    KernelClose { k: usize },
     KernelTake,
-    Query {
-        t: usize,
-        h: usize,
-    },
+    Query { t: usize, h: usize },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -510,12 +429,7 @@ struct Run {
 
 impl Run {
     fn new() -> Self {
-        let mut r = Run {
-            ipc: Ipc::new(LIMITS),
-            m: Model::default(),
-            step: 0,
-            cur: 0,
-        };
+        let mut r = Run { ipc: Ipc::new(LIMITS), m: Model::default(), step: 0, cur: 0 };
         for (uid, privileged) in [(1, false), (2, false), (0, true)] {
             r.apply(&Op::NewTask { uid, privileged });
         }
@@ -527,9 +441,8 @@ impl Run {
 
     /// A thread: mostly a live one, sometimes any (maybe dead) one.
     fn tid(&mut self, t: usize) -> (usize, ThreadId) {
-        let live: Vec<usize> = (0..self.m.threads.len())
-            .filter(|&i| self.m.threads[i].live)
-            .collect();
+        let live: Vec<usize> =
+            (0..self.m.threads.len()).filter(|&i| self.m.threads[i].live).collect();
         let t = if t < 56 && !live.is_empty() {
             live[t % live.len()]
         } else {
@@ -562,11 +475,7 @@ impl Run {
     /// Learns the conn id of a new connection from its client end.
     fn learn_conn(&mut self, client: Key, t: usize) {
         let h = Handle::from_raw(self.m.handle_of[&client]);
-        let id = self
-            .ipc
-            .connection_info(self.m.threads[t].id, h)
-            .unwrap()
-            .conn_id;
+        let id = self.ipc.connection_info(self.m.threads[t].id, h).unwrap().conn_id;
         assert!(self.m.conn_ids.insert(id), "connection id {id:#x} reused");
         self.m.ends.get_mut(&client).unwrap().conn_id = id;
         if let St::Connected(Peer::End(p)) = self.m.ends[&client].st {
@@ -575,20 +484,11 @@ impl Run {
     }
 
     fn check_ready(&self, real: &Ready, key: Key, events: u32) {
-        assert_eq!(
-            self.m.by_handle.get(&real.handle.raw()),
-            Some(&key),
-            "ready end"
-        );
+        assert_eq!(self.m.by_handle.get(&real.handle.raw()), Some(&key), "ready end");
         assert_eq!(real.events.bits(), events, "ready events");
         let want = self.m.ready_of(key);
         assert_eq!(
-            (
-                real.peer_task,
-                real.peer_uid,
-                real.close_reason,
-                real.conn_id
-            ),
+            (real.peer_task, real.peer_uid, real.close_reason, real.conn_id),
             (want.peer_task, want.peer_uid, want.reason, want.conn_id),
             "ready identity"
         );
@@ -628,18 +528,11 @@ impl Run {
         match pick {
             Some(k) => {
                 let ev = self.m.take(k);
-                let Ok(Outcome::Done(r)) = real else {
-                    panic!("poll: want {k} got {real:?}")
-                };
+                let Ok(Outcome::Done(r)) = real else { panic!("poll: want {k} got {real:?}") };
                 self.check_ready(&r, k, ev);
             }
             None if !block => assert_eq!(real, Err(Error::TimedOut)),
-            None => assert_eq!(
-                real,
-                Ok(Outcome::Block {
-                    deadline: Deadline::At(9)
-                })
-            ),
+            None => assert_eq!(real, Ok(Outcome::Block { deadline: Deadline::At(9) })),
         }
         let _ = t;
     }
@@ -684,12 +577,7 @@ impl Run {
                     return;
                 }
                 real.unwrap();
-                self.m.threads.push(MThread {
-                    id,
-                    task: k,
-                    live: true,
-                    wait: MWait::None,
-                });
+                self.m.threads.push(MThread { id, task: k, live: true, wait: MWait::None });
                 self.m.tasks[k].threads.push(n as usize);
             }
             Op::ExitThread { t } => {
@@ -798,20 +686,13 @@ impl Run {
                     let p = self.m.tasks[k].queue.remove(0);
                     self.m.ends.get_mut(&p).unwrap().st = St::Port;
                     let c = self.m.pair(t, p);
-                    let Ok(Outcome::Done(h)) = real else {
-                        panic!("connect: {real:?}")
-                    };
+                    let Ok(Outcome::Done(h)) = real else { panic!("connect: {real:?}") };
                     self.m.bind(c, h);
                     self.learn_conn(c, t);
                 } else if !block {
                     assert_eq!(real, Err(Error::NoPortAvailable));
                 } else {
-                    assert_eq!(
-                        real,
-                        Ok(Outcome::Block {
-                            deadline: Deadline::At(9)
-                        })
-                    );
+                    assert_eq!(real, Ok(Outcome::Block { deadline: Deadline::At(9) }));
                     self.m.threads[t].wait = MWait::Connect(k);
                     self.m.tasks[k].waiters.push(t);
                 }
@@ -926,9 +807,7 @@ impl Run {
                     if set.is_empty() || set.len() > LIMITS.poll_set_max {
                         return Err(Error::InvalidArgument);
                     }
-                    set.iter()
-                        .map(|&h| self.m.resolve(t, h))
-                        .collect::<Result<Vec<_>, _>>()
+                    set.iter().map(|&h| self.m.resolve(t, h)).collect::<Result<Vec<_>, _>>()
                 })();
                 let keys = match want {
                     Err(e) => return assert_eq!(real, Err(e)),
@@ -953,12 +832,7 @@ impl Run {
                 if let Err(e) = want {
                     return assert_eq!(real, Err(e));
                 }
-                let pick = self
-                    .m
-                    .ready
-                    .iter()
-                    .copied()
-                    .find(|k| self.m.ends[k].owner == t);
+                let pick = self.m.ready.iter().copied().find(|k| self.m.ends[k].owner == t);
                 if pick.is_none() && block {
                     self.m.threads[t].wait = MWait::All;
                 }
@@ -1015,16 +889,9 @@ impl Run {
                 e.st = St::Connected(Peer::Kernel(s));
                 e.peer_task = alux_abi::ipc::KERNEL_TASK;
                 e.peer_uid = alux_abi::ipc::KERNEL_UID;
-                self.m.kernel.insert(
-                    s,
-                    MKernel {
-                        user: u,
-                        kind,
-                        buf: vec![],
-                        seq: 0,
-                        pending: false,
-                    },
-                );
+                self.m
+                    .kernel
+                    .insert(s, MKernel { user: u, kind, buf: vec![], seq: 0, pending: false });
                 self.m.bind(u, h);
                 assert!(self.m.by_handle.insert(kid.raw(), s).is_none());
                 self.m.kissued.push(kid);
@@ -1167,11 +1034,7 @@ impl Run {
         self.ipc.audit().unwrap();
         assert_eq!(self.ipc.end_count(), self.m.live_total(), "end count");
         for (t, th) in self.m.threads.iter().enumerate() {
-            assert_eq!(
-                self.ipc.is_parked(th.id),
-                th.live && th.wait != MWait::None,
-                "parked {t}"
-            );
+            assert_eq!(self.ipc.is_parked(th.id), th.live && th.wait != MWait::None, "parked {t}");
             let want = th.live.then(|| self.m.owned(t).len());
             assert_eq!(self.ipc.thread_end_count(th.id), want);
         }
@@ -1207,13 +1070,8 @@ impl Run {
                 continue;
             }
             let id = th.id;
-            let want: Vec<Key> = self
-                .m
-                .ready
-                .iter()
-                .copied()
-                .filter(|k| self.m.ends[k].owner == t)
-                .collect();
+            let want: Vec<Key> =
+                self.m.ready.iter().copied().filter(|k| self.m.ends[k].owner == t).collect();
             for k in want {
                 let ev = self.m.take(k);
                 assert_ne!(ev, 0);
@@ -1236,6 +1094,31 @@ impl Run {
         assert_eq!(self.ipc.kernel_take_signal(), None);
         let unique: BTreeSet<u64> = self.m.issued.iter().map(|h| h.raw()).collect();
         assert_eq!(unique.len(), self.m.issued.len());
+        // Memory is back where it started: the slab and the records are
+        // cut back to nothing.
+        assert_eq!(self.ipc.slab_capacity(), 0);
+        assert_eq!(self.ipc.record_capacity(), (0, 0));
+        assert!(self.ipc.heap_bytes() <= 256, "{}", self.ipc.heap_bytes());
+        // The slab regrows over the cut-off slots, yet every old handle
+        // stays stale and no new handle repeats an old one.
+        let (k, t) = (TaskId::new(40, 1), ThreadId::new(40, 1));
+        self.ipc.add_task(k, 9, true).unwrap();
+        self.ipc.add_thread(t, k).unwrap();
+        let fresh: Vec<Handle> =
+            (0..LIMITS.ends_per_thread).map(|_| self.ipc.port_create(t).unwrap()).collect();
+        for h in &fresh {
+            assert!(!unique.contains(&h.raw()), "{h} reissued");
+        }
+        for h in &self.m.issued {
+            assert_eq!(self.ipc.close(t, *h), Err(Error::StaleHandle), "{h}");
+        }
+        for id in &self.m.kissued {
+            assert_eq!(self.ipc.kernel_read(*id), Err(Error::PeerClosed));
+        }
+        self.ipc.remove_task(k, false);
+        self.ipc.audit().unwrap();
+        assert_eq!(self.ipc.slab_capacity(), 0);
+        assert_eq!(self.ipc.record_capacity(), (0, 0));
     }
 }
 

@@ -17,27 +17,14 @@ fn add_task_and_thread_errors() {
     let mut w = World::new();
     let (k, _) = w.task(1, false);
     assert_eq!(w.ipc.add_task(k, 1, false), Err(Error::InvalidArgument));
+    assert_eq!(w.ipc.add_task(TaskId::new(MAX_ID_INDEX, 1), 1, false), Err(Error::LimitReached));
+    assert_eq!(w.ipc.add_thread(ThreadId::new(50, 1), TaskId::new(9, 1)), Err(Error::NoSuchTask));
     assert_eq!(
-        w.ipc.add_task(TaskId::new(MAX_ID_INDEX, 1), 1, false),
-        Err(Error::LimitReached)
-    );
-    assert_eq!(
-        w.ipc.add_thread(ThreadId::new(50, 1), TaskId::new(9, 1)),
+        w.ipc.add_thread(ThreadId::new(50, 1), TaskId::new(k.index(), 2)),
         Err(Error::NoSuchTask)
     );
-    assert_eq!(
-        w.ipc
-            .add_thread(ThreadId::new(50, 1), TaskId::new(k.index(), 2)),
-        Err(Error::NoSuchTask)
-    );
-    assert_eq!(
-        w.ipc.add_thread(ThreadId::new(0, 1), k),
-        Err(Error::InvalidArgument)
-    );
-    assert_eq!(
-        w.ipc.add_thread(ThreadId::new(MAX_ID_INDEX, 1), k),
-        Err(Error::LimitReached)
-    );
+    assert_eq!(w.ipc.add_thread(ThreadId::new(0, 1), k), Err(Error::InvalidArgument));
+    assert_eq!(w.ipc.add_thread(ThreadId::new(MAX_ID_INDEX, 1), k), Err(Error::LimitReached));
     assert_eq!(w.ipc.object_counts(), (1, 1));
 }
 
@@ -52,25 +39,16 @@ fn unknown_or_stale_thread_is_no_such_thread() {
         assert_eq!(w.ipc.port_create(bad), Err(Error::NoSuchThread));
         assert_eq!(w.ipc.listen_push(bad, p), Err(Error::NoSuchThread));
         assert_eq!(w.ipc.listen_withdraw(bad, p), Err(Error::NoSuchThread));
-        assert_eq!(
-            w.ipc.connect(bad, k, Deadline::Now),
-            Err(Error::NoSuchThread)
-        );
+        assert_eq!(w.ipc.connect(bad, k, Deadline::Now), Err(Error::NoSuchThread));
         assert_eq!(w.ipc.write(bad, p, b""), Err(Error::NoSuchThread));
         assert_eq!(w.ipc.read(bad, p), Err(Error::NoSuchThread));
         assert_eq!(w.ipc.signal(bad, p), Err(Error::NoSuchThread));
         assert_eq!(w.ipc.write_signal(bad, p, b""), Err(Error::NoSuchThread));
-        assert_eq!(
-            w.ipc.poll(bad, &[p], Deadline::Now),
-            Err(Error::NoSuchThread)
-        );
+        assert_eq!(w.ipc.poll(bad, &[p], Deadline::Now), Err(Error::NoSuchThread));
         assert_eq!(w.ipc.poll_all(bad, Deadline::Now), Err(Error::NoSuchThread));
         assert_eq!(w.ipc.close(bad, p), Err(Error::NoSuchThread));
         assert_eq!(w.ipc.connection_info(bad, p), Err(Error::NoSuchThread));
-        assert_eq!(
-            w.ipc.set_connect_permission(bad, 3, false),
-            Err(Error::NoSuchThread)
-        );
+        assert_eq!(w.ipc.set_connect_permission(bad, 3, false), Err(Error::NoSuchThread));
         assert_eq!(
             w.ipc.kernel_end_open(bad, kernel_end_kind::PAGE_FAULTS),
             Err(Error::NoSuchThread)
@@ -141,10 +119,7 @@ fn another_threads_handle_is_wrong_thread() {
 fn kernel_side_id_is_not_a_user_handle() {
     let mut w = World::new();
     let (_, t) = w.task(0, true);
-    let (_, kid) = w
-        .ipc
-        .kernel_end_open(t, kernel_end_kind::PAGE_FAULTS)
-        .unwrap();
+    let (_, kid) = w.ipc.kernel_end_open(t, kernel_end_kind::PAGE_FAULTS).unwrap();
     let as_handle = Handle::from_raw(kid.raw());
     assert_eq!(w.ipc.write(t, as_handle, b""), Err(Error::BadHandle));
 }
@@ -175,10 +150,7 @@ fn listen_queue_is_fifo_and_any_thread_may_push() {
 
 #[test]
 fn push_errors() {
-    let mut w = World::with(Limits {
-        listen_queue_len: 2,
-        ..Limits::default()
-    });
+    let mut w = World::with(Limits { listen_queue_len: 2, ..Limits::default() });
     let (sk, s) = w.task(1, false);
     let (_, c) = w.task(2, false);
     let p = w.ipc.port_create(s).unwrap();
@@ -206,10 +178,7 @@ fn withdraw_removes_from_queue() {
     w.ipc.listen_push(s, p).unwrap();
     w.ipc.listen_withdraw(s, p).unwrap();
     assert_eq!(w.ipc.listen_withdraw(s, p), Err(Error::NotQueued));
-    assert_eq!(
-        w.ipc.connect(c, sk, Deadline::Now),
-        Err(Error::NoPortAvailable)
-    );
+    assert_eq!(w.ipc.connect(c, sk, Deadline::Now), Err(Error::NoPortAvailable));
     // A port a client already took is no longer queued.
     w.ipc.listen_push(s, p).unwrap();
     done(w.ipc.connect(c, sk, Deadline::Now));
@@ -225,10 +194,7 @@ fn closing_a_queued_port_removes_it() {
     w.ipc.listen_push(s, p).unwrap();
     w.ipc.close(s, p).unwrap();
     assert_eq!(w.ipc.listen_queue_len(sk), Some(0));
-    assert_eq!(
-        w.ipc.connect(c, sk, Deadline::Now),
-        Err(Error::NoPortAvailable)
-    );
+    assert_eq!(w.ipc.connect(c, sk, Deadline::Now), Err(Error::NoPortAvailable));
     assert_eq!(w.ipc.end_count(), 0);
 }
 
@@ -278,29 +244,14 @@ fn connect_errors() {
     let mut w = World::new();
     let (sk, s) = w.task(1, false);
     let (_, c) = w.task(2, false);
-    assert_eq!(
-        w.ipc.connect(c, TaskId::new(9, 1), Deadline::Now),
-        Err(Error::NoSuchTask)
-    );
-    assert_eq!(
-        w.ipc.connect(c, TaskId::new(sk.index(), 7), Deadline::Now),
-        Err(Error::NoSuchTask)
-    );
+    assert_eq!(w.ipc.connect(c, TaskId::new(9, 1), Deadline::Now), Err(Error::NoSuchTask));
+    assert_eq!(w.ipc.connect(c, TaskId::new(sk.index(), 7), Deadline::Now), Err(Error::NoSuchTask));
     assert_eq!(w.ipc.connect(s, sk, Deadline::Now), Err(Error::SelfConnect));
-    assert_eq!(
-        w.ipc.connect(c, sk, Deadline::Now),
-        Err(Error::NoPortAvailable)
-    );
+    assert_eq!(w.ipc.connect(c, sk, Deadline::Now), Err(Error::NoPortAvailable));
     // The bitmap is checked before the queue.
     w.ipc.set_connect_permission(s, 2, false).unwrap();
-    assert_eq!(
-        w.ipc.connect(c, sk, Deadline::Now),
-        Err(Error::ConnectDenied)
-    );
-    assert_eq!(
-        w.ipc.connect(c, sk, Deadline::Never),
-        Err(Error::ConnectDenied)
-    );
+    assert_eq!(w.ipc.connect(c, sk, Deadline::Now), Err(Error::ConnectDenied));
+    assert_eq!(w.ipc.connect(c, sk, Deadline::Never), Err(Error::ConnectDenied));
     assert!(!w.ipc.is_parked(c));
 }
 
@@ -311,9 +262,7 @@ fn blocking_connect_waits_for_a_port() {
     let (ck, c) = w.task(2, false);
     assert_eq!(
         w.ipc.connect(c, sk, Deadline::At(500)),
-        Ok(Outcome::Block {
-            deadline: Deadline::At(500)
-        })
+        Ok(Outcome::Block { deadline: Deadline::At(500) })
     );
     assert!(w.ipc.is_parked(c));
     assert_eq!(w.ipc.take_wakeup(), None);
@@ -321,9 +270,7 @@ fn blocking_connect_waits_for_a_port() {
     w.ipc.listen_push(s, p).unwrap();
     let wk = w.wakeups();
     assert_eq!(wk.len(), 1);
-    let Completion::Connected(h) = wk[0].1 else {
-        panic!("{wk:?}")
-    };
+    let Completion::Connected(h) = wk[0].1 else { panic!("{wk:?}") };
     assert_eq!(wk[0].0, c);
     assert!(!w.ipc.is_parked(c));
     assert_eq!(w.ipc.listen_queue_len(sk), Some(0));
@@ -359,10 +306,7 @@ fn blocking_connect_times_out() {
     let (sk, s) = w.task(1, false);
     let (_, c) = w.task(2, false);
     w.ipc.connect(c, sk, Deadline::At(10)).unwrap();
-    assert_eq!(
-        w.ipc.timed_out(c),
-        Some(Completion::Failed(Error::TimedOut))
-    );
+    assert_eq!(w.ipc.timed_out(c), Some(Completion::Failed(Error::TimedOut)));
     assert_eq!(w.ipc.timed_out(c), None);
     // No longer waiting: a pushed port stays queued.
     let p = w.ipc.port_create(s).unwrap();
@@ -395,10 +339,7 @@ fn blocking_connect_fails_when_target_dies() {
     let (_, c) = w.task(2, false);
     w.ipc.connect(c, sk, Deadline::Never).unwrap();
     w.ipc.remove_task(sk, false);
-    assert_eq!(
-        w.wakeups(),
-        vec![(c, Completion::Failed(Error::NoSuchTask))]
-    );
+    assert_eq!(w.wakeups(), vec![(c, Completion::Failed(Error::NoSuchTask))]);
     assert!(!w.ipc.is_parked(c));
 }
 
@@ -414,10 +355,7 @@ fn parked_thread_is_busy() {
     assert_eq!(w.ipc.poll(c, &[p], Deadline::Now), Err(Error::Busy));
     w.ipc.poll_all(s, Deadline::Never).unwrap();
     assert_eq!(w.ipc.poll_all(s, Deadline::Never), Err(Error::Busy));
-    assert_eq!(
-        w.ipc.connect(s, TaskId::new(1, 1), Deadline::Now),
-        Err(Error::Busy)
-    );
+    assert_eq!(w.ipc.connect(s, TaskId::new(1, 1), Deadline::Now), Err(Error::Busy));
 }
 
 // ---------------------------------------------------------------- write, read, signal
@@ -454,10 +392,7 @@ fn too_long_write_is_rejected_without_effect() {
     let (p, h) = w.connect_pair(s, sk, c);
     w.poll_now(s).unwrap();
     assert_eq!(w.ipc.write(c, h, &[1; 33]), Err(Error::MessageTooLong));
-    assert_eq!(
-        w.ipc.write_signal(c, h, &[1; 33]),
-        Err(Error::MessageTooLong)
-    );
+    assert_eq!(w.ipc.write_signal(c, h, &[1; 33]), Err(Error::MessageTooLong));
     assert_eq!(w.ipc.read(s, p).unwrap().seq, 0);
     assert_eq!(w.poll_now(s), Err(Error::TimedOut));
 }
@@ -512,16 +447,12 @@ fn signal_wakes_a_poll_all_waiter() {
     w.poll_now(s).unwrap();
     assert_eq!(
         w.ipc.poll_all(s, Deadline::Never),
-        Ok(Outcome::Block {
-            deadline: Deadline::Never
-        })
+        Ok(Outcome::Block { deadline: Deadline::Never })
     );
     w.ipc.write_signal(c, h, b"x").unwrap();
     let wk = w.wakeups();
     assert_eq!(wk.len(), 1);
-    let Completion::Polled(r) = wk[0].1 else {
-        panic!()
-    };
+    let Completion::Polled(r) = wk[0].1 else { panic!() };
     assert_eq!((wk[0].0, r.handle, r.events), (s, p, Events::SIGNAL));
     // The woken poll consumed the event.
     assert_eq!(w.poll_now(s), Err(Error::TimedOut));
@@ -536,17 +467,12 @@ fn signal_wakes_a_set_waiter_only_for_ends_in_its_set() {
     let (p2, h2) = w.connect_pair(s, sk, c);
     w.poll_now(s).unwrap();
     w.poll_now(s).unwrap();
-    assert!(matches!(
-        w.ipc.poll(s, &[p2], Deadline::At(9)),
-        Ok(Outcome::Block { .. })
-    ));
+    assert!(matches!(w.ipc.poll(s, &[p2], Deadline::At(9)), Ok(Outcome::Block { .. })));
     w.ipc.signal(c, h1).unwrap();
     assert!(w.wakeups().is_empty());
     w.ipc.signal(c, h2).unwrap();
     let wk = w.wakeups();
-    let Completion::Polled(r) = wk[0].1 else {
-        panic!()
-    };
+    let Completion::Polled(r) = wk[0].1 else { panic!() };
     assert_eq!(r.handle, p2);
     // p1's signal is still pending.
     assert_eq!(w.poll_now(s).unwrap().handle, p1);
@@ -573,15 +499,10 @@ fn poll_times_out_or_blocks() {
     assert_eq!(w.ipc.poll_all(s, Deadline::Now), Err(Error::TimedOut));
     assert_eq!(
         w.ipc.poll(s, &[p], Deadline::At(5)),
-        Ok(Outcome::Block {
-            deadline: Deadline::At(5)
-        })
+        Ok(Outcome::Block { deadline: Deadline::At(5) })
     );
     assert!(w.ipc.is_parked(s));
-    assert_eq!(
-        w.ipc.timed_out(s),
-        Some(Completion::Failed(Error::TimedOut))
-    );
+    assert_eq!(w.ipc.timed_out(s), Some(Completion::Failed(Error::TimedOut)));
     assert!(!w.ipc.is_parked(s));
     assert_eq!(w.ipc.timed_out(s), None);
     w.ipc.audit().unwrap();
@@ -589,20 +510,11 @@ fn poll_times_out_or_blocks() {
 
 #[test]
 fn poll_set_size_is_checked() {
-    let mut w = World::with(Limits {
-        poll_set_max: 2,
-        ..Limits::default()
-    });
+    let mut w = World::with(Limits { poll_set_max: 2, ..Limits::default() });
     let (_, s) = w.task(1, false);
     let p = w.ipc.port_create(s).unwrap();
-    assert_eq!(
-        w.ipc.poll(s, &[], Deadline::Now),
-        Err(Error::InvalidArgument)
-    );
-    assert_eq!(
-        w.ipc.poll(s, &[p, p, p], Deadline::Now),
-        Err(Error::InvalidArgument)
-    );
+    assert_eq!(w.ipc.poll(s, &[], Deadline::Now), Err(Error::InvalidArgument));
+    assert_eq!(w.ipc.poll(s, &[p, p, p], Deadline::Now), Err(Error::InvalidArgument));
     assert_eq!(w.ipc.poll(s, &[p, p], Deadline::Now), Err(Error::TimedOut));
 }
 
@@ -613,14 +525,8 @@ fn poll_set_rejects_any_bad_handle() {
     let (_, o) = w.task(2, false);
     let p = w.ipc.port_create(s).unwrap();
     let q = w.ipc.port_create(o).unwrap();
-    assert_eq!(
-        w.ipc.poll(s, &[p, q], Deadline::Never),
-        Err(Error::WrongThread)
-    );
-    assert_eq!(
-        w.ipc.poll(s, &[p, Handle::NULL], Deadline::Never),
-        Err(Error::BadHandle)
-    );
+    assert_eq!(w.ipc.poll(s, &[p, q], Deadline::Never), Err(Error::WrongThread));
+    assert_eq!(w.ipc.poll(s, &[p, Handle::NULL], Deadline::Never), Err(Error::BadHandle));
     assert!(!w.ipc.is_parked(s));
 }
 
@@ -704,9 +610,7 @@ fn peer_close_wakes_a_waiter() {
     w.ipc.poll(s, &[p], Deadline::Never).unwrap();
     w.ipc.close(c, h).unwrap();
     let wk = w.wakeups();
-    let Completion::Polled(r) = wk[0].1 else {
-        panic!()
-    };
+    let Completion::Polled(r) = wk[0].1 else { panic!() };
     assert_eq!(r.events, Events::PEER_CLOSED);
 }
 
@@ -772,9 +676,7 @@ fn everything_is_freed_when_every_task_exits() {
     w.connect_pair(s, sk, c);
     let q = w.ipc.port_create(s).unwrap();
     w.ipc.listen_push(s, q).unwrap();
-    w.ipc
-        .kernel_end_open(pt, kernel_end_kind::PAGE_FAULTS)
-        .unwrap();
+    w.ipc.kernel_end_open(pt, kernel_end_kind::PAGE_FAULTS).unwrap();
     assert_eq!(w.ipc.end_count(), 7);
     w.ipc.remove_task(ck, true);
     w.ipc.remove_task(sk, false);
@@ -805,10 +707,7 @@ fn permission_bitmap_defaults_to_allow() {
         let p = w.ipc.port_create(s).unwrap();
         w.ipc.listen_push(s, p).unwrap();
     }
-    assert_eq!(
-        w.ipc.connect(c7, sk, Deadline::Now),
-        Err(Error::ConnectDenied)
-    );
+    assert_eq!(w.ipc.connect(c7, sk, Deadline::Now), Err(Error::ConnectDenied));
     done(w.ipc.connect(c8, sk, Deadline::Now));
     // Re-allowing works; allowing an allowed uid is a no-op.
     w.ipc.set_connect_permission(s, 7, true).unwrap();
@@ -834,27 +733,16 @@ fn any_thread_sets_its_own_tasks_bitmap_only() {
 fn kernel_end_delivers_like_a_peer() {
     let mut w = World::new();
     let (pk, t) = w.task(0, true);
-    let (h, kid) = w
-        .ipc
-        .kernel_end_open(t, kernel_end_kind::PAGE_FAULTS)
-        .unwrap();
-    assert_eq!(
-        w.ipc.kernel_end_by_kind(kernel_end_kind::PAGE_FAULTS),
-        Some(kid)
-    );
+    let (h, kid) = w.ipc.kernel_end_open(t, kernel_end_kind::PAGE_FAULTS).unwrap();
+    assert_eq!(w.ipc.kernel_end_by_kind(kernel_end_kind::PAGE_FAULTS), Some(kid));
     assert_eq!(w.ipc.end_count(), 2);
     assert_eq!(w.ipc.thread_end_count(t), Some(1));
     assert_eq!(w.ipc.task_end_count(pk), Some(1));
     w.ipc.poll_all(t, Deadline::Never).unwrap();
     w.ipc.kernel_write_signal(kid, b"fault@0x1000").unwrap();
     let wk = w.wakeups();
-    let Completion::Polled(r) = wk[0].1 else {
-        panic!()
-    };
-    assert_eq!(
-        (r.handle, r.events, r.peer_task),
-        (h, Events::SIGNAL, KERNEL_TASK)
-    );
+    let Completion::Polled(r) = wk[0].1 else { panic!() };
+    assert_eq!((r.handle, r.events, r.peer_task), (h, Events::SIGNAL, KERNEL_TASK));
     assert_eq!(w.ipc.read(t, h).unwrap().bytes(), b"fault@0x1000");
     let info = w.ipc.connection_info(t, h).unwrap();
     assert_eq!(info.flags, info_flags::KERNEL);
@@ -867,10 +755,7 @@ fn kernel_end_delivers_like_a_peer() {
     assert_eq!(w.ipc.kernel_take_signal(), Some((kid, Events::SIGNAL)));
     assert_eq!(w.ipc.kernel_take_signal(), None);
     assert_eq!(w.ipc.kernel_read(kid).unwrap().bytes(), b"done");
-    assert_eq!(
-        w.ipc.kernel_write_signal(kid, &[0; 33]),
-        Err(Error::MessageTooLong)
-    );
+    assert_eq!(w.ipc.kernel_write_signal(kid, &[0; 33]), Err(Error::MessageTooLong));
 }
 
 #[test]
@@ -878,31 +763,15 @@ fn kernel_end_open_errors() {
     let mut w = World::new();
     let (_, u) = w.task(1, false);
     let (_, t) = w.task(0, true);
-    assert_eq!(
-        w.ipc.kernel_end_open(u, kernel_end_kind::PAGE_FAULTS),
-        Err(Error::NotPrivileged)
-    );
+    assert_eq!(w.ipc.kernel_end_open(u, kernel_end_kind::PAGE_FAULTS), Err(Error::NotPrivileged));
     assert_eq!(w.ipc.kernel_end_open(t, 0), Err(Error::InvalidArgument));
     assert_eq!(w.ipc.kernel_end_open(t, 0x7f), Err(Error::InvalidArgument));
-    w.ipc
-        .kernel_end_open(t, kernel_end_kind::interrupt(3))
-        .unwrap();
-    assert_eq!(
-        w.ipc.kernel_end_open(t, kernel_end_kind::interrupt(3)),
-        Err(Error::Busy)
-    );
-    w.ipc
-        .kernel_end_open(t, kernel_end_kind::interrupt(4))
-        .unwrap();
-    let mut small = World::with(Limits {
-        ends_per_thread: 1,
-        ..Limits::default()
-    });
+    w.ipc.kernel_end_open(t, kernel_end_kind::interrupt(3)).unwrap();
+    assert_eq!(w.ipc.kernel_end_open(t, kernel_end_kind::interrupt(3)), Err(Error::Busy));
+    w.ipc.kernel_end_open(t, kernel_end_kind::interrupt(4)).unwrap();
+    let mut small = World::with(Limits { ends_per_thread: 1, ..Limits::default() });
     let (_, t) = small.task(0, true);
-    small
-        .ipc
-        .kernel_end_open(t, kernel_end_kind::interrupt(1))
-        .unwrap();
+    small.ipc.kernel_end_open(t, kernel_end_kind::interrupt(1)).unwrap();
     assert_eq!(
         small.ipc.kernel_end_open(t, kernel_end_kind::interrupt(2)),
         Err(Error::LimitReached)
@@ -918,22 +787,15 @@ fn closing_a_kernel_end_frees_both_sides() {
     w.ipc.kernel_write_signal(kid, b"irq").unwrap();
     w.ipc.close(t, h).unwrap();
     assert_eq!(w.ipc.end_count(), 0);
-    assert_eq!(
-        w.ipc.kernel_write_signal(kid, b"irq"),
-        Err(Error::PeerClosed)
-    );
+    assert_eq!(w.ipc.kernel_write_signal(kid, b"irq"), Err(Error::PeerClosed));
     assert_eq!(w.ipc.kernel_read(kid), Err(Error::PeerClosed));
     assert_eq!(w.ipc.kernel_end_close(kid), Err(Error::PeerClosed));
     assert_eq!(w.ipc.kernel_end_by_kind(kind), None);
     // The kind can be opened again.
     w.ipc.kernel_end_open(t, kind).unwrap();
+    assert_eq!(w.ipc.kernel_write_signal(KernelEndId::from_raw(0), b""), Err(Error::BadHandle));
     assert_eq!(
-        w.ipc.kernel_write_signal(KernelEndId::from_raw(0), b""),
-        Err(Error::BadHandle)
-    );
-    assert_eq!(
-        w.ipc
-            .kernel_write_signal(KernelEndId::from_raw(u64::MAX), b""),
+        w.ipc.kernel_write_signal(KernelEndId::from_raw(u64::MAX), b""),
         Err(Error::BadHandle)
     );
 }
@@ -942,10 +804,7 @@ fn closing_a_kernel_end_frees_both_sides() {
 fn kernel_closing_its_side_tells_the_task() {
     let mut w = World::new();
     let (_, t) = w.task(0, true);
-    let (h, kid) = w
-        .ipc
-        .kernel_end_open(t, kernel_end_kind::PAGE_FAULTS)
-        .unwrap();
+    let (h, kid) = w.ipc.kernel_end_open(t, kernel_end_kind::PAGE_FAULTS).unwrap();
     w.ipc.kernel_write_signal(kid, b"bye").unwrap();
     w.ipc.kernel_end_close(kid).unwrap();
     assert_eq!(w.ipc.end_count(), 1);
@@ -962,10 +821,7 @@ fn kernel_closing_its_side_tells_the_task() {
 fn task_signal_to_kernel_is_dropped_when_end_closes() {
     let mut w = World::new();
     let (_, t) = w.task(0, true);
-    let (h, _) = w
-        .ipc
-        .kernel_end_open(t, kernel_end_kind::PAGE_FAULTS)
-        .unwrap();
+    let (h, _) = w.ipc.kernel_end_open(t, kernel_end_kind::PAGE_FAULTS).unwrap();
     w.ipc.signal(t, h).unwrap();
     w.ipc.remove_thread(t);
     assert_eq!(w.ipc.kernel_take_signal(), None);
@@ -1004,41 +860,26 @@ fn connection_query_returns_both_ends() {
     assert_eq!(ends.conn_id, id);
     assert_eq!((ends.client_task, ends.client_thread), (ck.raw(), c.raw()));
     assert_eq!((ends.server_task, ends.server_thread), (sk.raw(), s.raw()));
-    assert_eq!(
-        w.ipc.connection_query(m, id ^ (1 << 40)),
-        Err(Error::NoSuchConnection)
-    );
+    assert_eq!(w.ipc.connection_query(m, id ^ (1 << 40)), Err(Error::NoSuchConnection));
     assert_eq!(w.ipc.connection_query(m, 0), Err(Error::NoSuchConnection));
     // A server end's handle value is not a connection ID.
-    assert_eq!(
-        w.ipc.connection_query(m, p.raw()),
-        Err(Error::NoSuchConnection)
-    );
+    assert_eq!(w.ipc.connection_query(m, p.raw()), Err(Error::NoSuchConnection));
     // Not live once either end closes.
     w.ipc.close(s, p).unwrap();
     assert_eq!(w.ipc.connection_query(m, id), Err(Error::NoSuchConnection));
     // Kernel ends: the server side is the kernel.
-    let (kh, _) = w
-        .ipc
-        .kernel_end_open(m, kernel_end_kind::PAGE_FAULTS)
-        .unwrap();
+    let (kh, _) = w.ipc.kernel_end_open(m, kernel_end_kind::PAGE_FAULTS).unwrap();
     let kid = w.ipc.connection_info(m, kh).unwrap().conn_id;
     let ends = w.ipc.connection_query(m, kid).unwrap();
     assert_eq!((ends.client_task, ends.client_thread), (mk.raw(), m.raw()));
-    assert_eq!(
-        (ends.server_task, ends.server_thread),
-        (KERNEL_TASK.raw(), KERNEL_THREAD.raw())
-    );
+    assert_eq!((ends.server_task, ends.server_thread), (KERNEL_TASK.raw(), KERNEL_THREAD.raw()));
 }
 
 // ---------------------------------------------------------------- limits
 
 #[test]
 fn per_thread_limit_harms_no_one_else() {
-    let mut w = World::with(Limits {
-        ends_per_thread: 2,
-        ..Limits::default()
-    });
+    let mut w = World::with(Limits { ends_per_thread: 2, ..Limits::default() });
     let (sk, s) = w.task(1, false);
     let s2 = w.thread(sk);
     let (_, c) = w.task(2, false);
@@ -1050,10 +891,7 @@ fn per_thread_limit_harms_no_one_else() {
     w.ipc.listen_push(s, a).unwrap();
     w.ipc.port_create(c).unwrap();
     w.ipc.port_create(c).unwrap();
-    assert_eq!(
-        w.ipc.connect(c, sk, Deadline::Now),
-        Err(Error::LimitReached)
-    );
+    assert_eq!(w.ipc.connect(c, sk, Deadline::Now), Err(Error::LimitReached));
     assert_eq!(w.ipc.listen_queue_len(sk), Some(1));
     let c2 = w.thread(TaskId::new(1, 1));
     done(w.ipc.connect(c2, sk, Deadline::Now));
@@ -1061,11 +899,7 @@ fn per_thread_limit_harms_no_one_else() {
 
 #[test]
 fn per_task_and_total_limits() {
-    let mut w = World::with(Limits {
-        ends_per_task: 3,
-        total_ends: 5,
-        ..Limits::default()
-    });
+    let mut w = World::with(Limits { ends_per_task: 3, total_ends: 5, ..Limits::default() });
     let (k, t1) = w.task(1, false);
     let t2 = w.thread(k);
     w.ipc.port_create(t1).unwrap();
@@ -1083,10 +917,7 @@ fn per_task_and_total_limits() {
     // A kernel end needs two slots of the total.
     let (_, p) = w.task(0, true);
     assert_eq!(w.ipc.end_count(), 5);
-    assert_eq!(
-        w.ipc.kernel_end_open(p, kernel_end_kind::PAGE_FAULTS),
-        Err(Error::LimitReached)
-    );
+    assert_eq!(w.ipc.kernel_end_open(p, kernel_end_kind::PAGE_FAULTS), Err(Error::LimitReached));
 }
 
 #[test]
@@ -1113,8 +944,5 @@ fn deadline_from_timeout() {
     assert_eq!(Deadline::from_timeout(100, 0), Deadline::Now);
     assert_eq!(Deadline::from_timeout(100, u64::MAX), Deadline::Never);
     assert_eq!(Deadline::from_timeout(100, 5), Deadline::At(105));
-    assert_eq!(
-        Deadline::from_timeout(u64::MAX - 1, 5),
-        Deadline::At(u64::MAX)
-    );
+    assert_eq!(Deadline::from_timeout(u64::MAX - 1, 5), Deadline::At(u64::MAX));
 }

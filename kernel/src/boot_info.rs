@@ -84,20 +84,12 @@ pub fn parse(phys: u64) -> Option<BootInfo> {
         for i in 0..info.memmap_entries.min(128) as u64 {
             let e: MemmapEntry =
                 read_phys(info.memmap_paddr + i * core::mem::size_of::<MemmapEntry>() as u64);
-            memory.push(MemoryRegion::new(
-                e.addr,
-                e.size,
-                RegionKind::from_e820(e.kind),
-            ));
+            memory.push(MemoryRegion::new(e.addr, e.size, RegionKind::from_e820(e.kind)));
         }
     }
     let module = (info.nr_modules > 0).then(|| {
         let m: ModlistEntry = read_phys(info.modlist_paddr);
         (m.paddr, m.size)
     });
-    Some(BootInfo {
-        memory,
-        cmdline: c_string(info.cmdline_paddr, 1024),
-        module,
-    })
+    Some(BootInfo { memory, cmdline: c_string(info.cmdline_paddr, 1024), module })
 }

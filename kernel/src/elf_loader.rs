@@ -143,26 +143,23 @@ impl fmt::Display for ElfError {
             ElfError::BadMagic => write!(f, "not an ELF image (bad magic number)"),
             ElfError::Not64Bit => write!(f, "ELF image is not 64-bit"),
             ElfError::NotLittleEndian => write!(f, "ELF image is not little-endian"),
-            ElfError::Malformed => write!(
-                f,
-                "ELF header or program header table is malformed or out of bounds"
-            ),
+            ElfError::Malformed => {
+                write!(f, "ELF header or program header table is malformed or out of bounds")
+            }
             ElfError::WrongMachine(m) => {
                 write!(f, "ELF image is for machine {m}, not x86_64 (62)")
             }
-            ElfError::NotExecutable(t) => write!(
-                f,
-                "ELF type {t} is not a static executable (ET_EXEC); PIE is not supported"
-            ),
+            ElfError::NotExecutable(t) => {
+                write!(f, "ELF type {t} is not a static executable (ET_EXEC); PIE is not supported")
+            }
             ElfError::NeedsInterpreter => write!(
                 f,
                 "ELF image requests a program interpreter; only static executables are supported"
             ),
             ElfError::NoLoadSegments => write!(f, "ELF image has no loadable segment"),
-            ElfError::TooManySegments(n) => write!(
-                f,
-                "ELF image has {n} loadable segments, more than {MAX_LOAD_SEGMENTS}"
-            ),
+            ElfError::TooManySegments(n) => {
+                write!(f, "ELF image has {n} loadable segments, more than {MAX_LOAD_SEGMENTS}")
+            }
             ElfError::FileSizeExceedsMemSize { index } => {
                 write!(f, "ELF segment {index}: file size exceeds memory size")
             }
@@ -178,22 +175,18 @@ impl fmt::Display for ElfError {
                 f,
                 "ELF segment {index}: bad alignment (address and file offset not congruent)"
             ),
-            ElfError::SegmentsOverlap { first, second } => write!(
-                f,
-                "ELF segments {first} and {second} overlap or share a page"
-            ),
-            ElfError::TooLarge { bytes } => write!(
-                f,
-                "ELF image needs {bytes} bytes of memory, more than {MAX_IMAGE_MEMORY}"
-            ),
-            ElfError::WritableAndExecutable { index } => write!(
-                f,
-                "ELF segment {index}: both writable and executable (W^X violation)"
-            ),
-            ElfError::EntryNotExecutable(entry) => write!(
-                f,
-                "ELF entry point {entry:#x} is not inside an executable segment"
-            ),
+            ElfError::SegmentsOverlap { first, second } => {
+                write!(f, "ELF segments {first} and {second} overlap or share a page")
+            }
+            ElfError::TooLarge { bytes } => {
+                write!(f, "ELF image needs {bytes} bytes of memory, more than {MAX_IMAGE_MEMORY}")
+            }
+            ElfError::WritableAndExecutable { index } => {
+                write!(f, "ELF segment {index}: both writable and executable (W^X violation)")
+            }
+            ElfError::EntryNotExecutable(entry) => {
+                write!(f, "ELF entry point {entry:#x} is not inside an executable segment")
+            }
         }
     }
 }
@@ -247,10 +240,7 @@ pub struct LoadPlan {
 impl LoadPlan {
     /// Total bytes of the pages the segments cover.
     pub fn memory_size(&self) -> u64 {
-        self.segments
-            .iter()
-            .map(|s| s.pages().end - s.pages().start)
-            .sum()
+        self.segments.iter().map(|s| s.pages().end - s.pages().start).sum()
     }
 }
 
@@ -313,17 +303,11 @@ pub fn plan(image: &[u8]) -> Result<LoadPlan, ElfError> {
     for pair in segments.windows(2) {
         let ((i, a), (j, b)) = (pair[0], pair[1]);
         if a.pages().end > b.pages().start {
-            return Err(ElfError::SegmentsOverlap {
-                first: i.min(j),
-                second: i.max(j),
-            });
+            return Err(ElfError::SegmentsOverlap { first: i.min(j), second: i.max(j) });
         }
     }
     let segments: Vec<Segment> = segments.into_iter().map(|(_, s)| s).collect();
-    let plan = LoadPlan {
-        entry: header.e_entry,
-        segments,
-    };
+    let plan = LoadPlan { entry: header.e_entry, segments };
     // No overflow: at most 16 segments, each below 2^47 bytes.
     let bytes = plan.memory_size();
     if bytes > MAX_IMAGE_MEMORY {
@@ -404,15 +388,7 @@ mod tests {
     }
 
     fn load(flags: u32, offset: u64, vaddr: u64, filesz: u64, memsz: u64) -> Ph {
-        Ph {
-            kind: abi::PT_LOAD,
-            flags,
-            offset,
-            vaddr,
-            filesz,
-            memsz,
-            align: 0x1000,
-        }
+        Ph { kind: abi::PT_LOAD, flags, offset, vaddr, filesz, memsz, align: 0x1000 }
     }
 
     /// A hand-made ELF64 image: header, program headers at offset 64, then
@@ -539,17 +515,8 @@ mod tests {
         let p = Builder::valid()
             .with(|b| {
                 b.phdrs.reverse();
-                b.phdrs.insert(
-                    1,
-                    Ph {
-                        kind: abi::PT_NOTE,
-                        ..load(R, 0, 0, 0x20, 0x20)
-                    },
-                );
-                b.phdrs.push(Ph {
-                    kind: abi::PT_GNU_STACK,
-                    ..load(RW, 0, 0, 0, 0)
-                });
+                b.phdrs.insert(1, Ph { kind: abi::PT_NOTE, ..load(R, 0, 0, 0x20, 0x20) });
+                b.phdrs.push(Ph { kind: abi::PT_GNU_STACK, ..load(RW, 0, 0, 0, 0) });
                 b.phdrs.push(load(R, 0, 0x50_0000, 0, 0)); // empty: skipped
             })
             .plan()
@@ -571,26 +538,14 @@ mod tests {
         bad[1] = b'e';
         assert_eq!(plan(&bad), Err(ElfError::BadMagic));
         let b = Builder::valid();
-        assert_eq!(
-            b.clone().with(|b| b.class = abi::ELFCLASS32).plan(),
-            Err(ElfError::Not64Bit)
-        );
-        assert_eq!(
-            b.clone().with(|b| b.class = 7).plan(),
-            Err(ElfError::Not64Bit)
-        );
+        assert_eq!(b.clone().with(|b| b.class = abi::ELFCLASS32).plan(), Err(ElfError::Not64Bit));
+        assert_eq!(b.clone().with(|b| b.class = 7).plan(), Err(ElfError::Not64Bit));
         assert_eq!(
             b.clone().with(|b| b.data = abi::ELFDATA2MSB).plan(),
             Err(ElfError::NotLittleEndian)
         );
-        assert_eq!(
-            b.clone().with(|b| b.data = 0).plan(),
-            Err(ElfError::NotLittleEndian)
-        );
-        assert_eq!(
-            b.clone().with(|b| b.version = 2).plan(),
-            Err(ElfError::Malformed)
-        );
+        assert_eq!(b.clone().with(|b| b.data = 0).plan(), Err(ElfError::NotLittleEndian));
+        assert_eq!(b.clone().with(|b| b.version = 2).plan(), Err(ElfError::Malformed));
         assert_eq!(
             b.clone().with(|b| b.machine = abi::EM_386).plan(),
             Err(ElfError::WrongMachine(3))
@@ -612,49 +567,23 @@ mod tests {
     #[test]
     fn program_header_table_errors() {
         let b = Builder::valid();
-        assert_eq!(
-            b.clone().with(|b| b.phentsize = 32).plan(),
-            Err(ElfError::Malformed)
-        );
-        assert_eq!(
-            b.clone().with(|b| b.phoff = 0x10_0000).plan(),
-            Err(ElfError::Malformed)
-        );
-        assert_eq!(
-            b.clone().with(|b| b.phoff = u64::MAX).plan(),
-            Err(ElfError::Malformed)
-        );
-        assert_eq!(
-            b.clone().with(|b| b.phnum = Some(200)).plan(),
-            Err(ElfError::Malformed)
-        );
+        assert_eq!(b.clone().with(|b| b.phentsize = 32).plan(), Err(ElfError::Malformed));
+        assert_eq!(b.clone().with(|b| b.phoff = 0x10_0000).plan(), Err(ElfError::Malformed));
+        assert_eq!(b.clone().with(|b| b.phoff = u64::MAX).plan(), Err(ElfError::Malformed));
+        assert_eq!(b.clone().with(|b| b.phnum = Some(200)).plan(), Err(ElfError::Malformed));
         // No program header table at all, or one without PT_LOAD.
-        assert_eq!(
-            b.clone().with(|b| b.phoff = 0).plan(),
-            Err(ElfError::NoLoadSegments)
-        );
-        assert_eq!(
-            b.clone().with(|b| b.phdrs.clear()).plan(),
-            Err(ElfError::NoLoadSegments)
-        );
+        assert_eq!(b.clone().with(|b| b.phoff = 0).plan(), Err(ElfError::NoLoadSegments));
+        assert_eq!(b.clone().with(|b| b.phdrs.clear()).plan(), Err(ElfError::NoLoadSegments));
         let notes = b.clone().with(|b| {
             for p in &mut b.phdrs {
                 p.kind = abi::PT_NOTE;
             }
         });
         assert_eq!(notes.plan(), Err(ElfError::NoLoadSegments));
-        let empty = b
-            .clone()
-            .with(|b| b.phdrs = vec![load(RX, 0, 0x40_0000, 0, 0)]);
+        let empty = b.clone().with(|b| b.phdrs = vec![load(RX, 0, 0x40_0000, 0, 0)]);
         assert_eq!(empty.plan(), Err(ElfError::NoLoadSegments));
         let interp = b.with(|b| {
-            b.phdrs.insert(
-                0,
-                Ph {
-                    kind: abi::PT_INTERP,
-                    ..load(R, 0x100, 0, 0x1c, 0x1c)
-                },
-            )
+            b.phdrs.insert(0, Ph { kind: abi::PT_INTERP, ..load(R, 0x100, 0, 0x1c, 0x1c) })
         });
         assert_eq!(interp.plan(), Err(ElfError::NeedsInterpreter));
     }
@@ -662,15 +591,7 @@ mod tests {
     fn pages(n: usize) -> Builder {
         Builder::valid().with(|b| {
             b.phdrs = (0..n as u64)
-                .map(|i| {
-                    load(
-                        if i == 0 { RX } else { R },
-                        0,
-                        0x40_0000 + i * 0x1000,
-                        0,
-                        0x10,
-                    )
-                })
+                .map(|i| load(if i == 0 { RX } else { R }, 0, 0x40_0000 + i * 0x1000, 0, 0x10))
                 .collect();
             b.entry = 0x40_0000;
         })
@@ -679,10 +600,7 @@ mod tests {
     #[test]
     fn segment_count_limit() {
         assert_eq!(pages(MAX_LOAD_SEGMENTS).plan().unwrap().segments.len(), 16);
-        assert_eq!(
-            pages(MAX_LOAD_SEGMENTS + 1).plan(),
-            Err(ElfError::TooManySegments(17))
-        );
+        assert_eq!(pages(MAX_LOAD_SEGMENTS + 1).plan(), Err(ElfError::TooManySegments(17)));
         assert_eq!(pages(40).plan(), Err(ElfError::TooManySegments(40)));
     }
 
@@ -726,10 +644,7 @@ mod tests {
             |offset| Builder::valid().with(|b| b.phdrs[3] = load(RW, offset, 0x40_3008, 0, 0x100));
         assert!(bss(0x2008).plan().is_ok());
         assert!(bss(0x2010 - 0x1000).plan().is_err()); // not congruent
-        assert_eq!(
-            bss(0x3008).plan(),
-            Err(ElfError::FileRangeOutOfBounds { index: 3 })
-        );
+        assert_eq!(bss(0x3008).plan(), Err(ElfError::FileRangeOutOfBounds { index: 3 }));
     }
 
     #[test]
@@ -759,39 +674,24 @@ mod tests {
     fn alignment_errors() {
         let bad = Err(ElfError::BadAlignment { index: 1 });
         assert_eq!(
-            one(load(RX, 0x1000, 0x40_1010, 7, 7))
-                .with(|b| b.entry = 0x40_1010)
-                .plan(),
+            one(load(RX, 0x1000, 0x40_1010, 7, 7)).with(|b| b.entry = 0x40_1010).plan(),
             bad
         );
-        assert_eq!(
-            one(Ph {
-                align: 0x3000,
-                ..load(RX, 0x1000, 0x40_1000, 7, 7)
-            })
-            .plan(),
-            bad
-        );
+        assert_eq!(one(Ph { align: 0x3000, ..load(RX, 0x1000, 0x40_1000, 7, 7) }).plan(), bad);
         // Congruent modulo 4 KiB but not modulo a 2 MiB p_align.
         assert_eq!(
-            one(Ph {
-                align: 0x20_0000,
-                ..load(RX, 0x1000, 0x40_2000, 7, 7)
-            })
-            .with(|b| {
-                b.entry = 0x40_2000;
-                b.phdrs[2].vaddr = 0x40_3000;
-                b.phdrs[3].vaddr = 0x40_4008;
-            })
-            .plan(),
+            one(Ph { align: 0x20_0000, ..load(RX, 0x1000, 0x40_2000, 7, 7) })
+                .with(|b| {
+                    b.entry = 0x40_2000;
+                    b.phdrs[2].vaddr = 0x40_3000;
+                    b.phdrs[3].vaddr = 0x40_4008;
+                })
+                .plan(),
             bad
         );
         // Accepted: 0 and 1 mean "no constraint" (beyond the page rule).
         for align in [0, 1, 0x10, 0x1000, 0x20_0000] {
-            let b = one(Ph {
-                align,
-                ..load(RX, 0x1000, 0x40_1000, 7, 7)
-            });
+            let b = one(Ph { align, ..load(RX, 0x1000, 0x40_1000, 7, 7) });
             assert!(b.plan().is_ok(), "align {align:#x}");
         }
     }
@@ -800,45 +700,21 @@ mod tests {
     fn page_sharing_segments_are_rejected() {
         // rodata ends at 0x402008, data starts on the same page.
         let shared = Builder::valid().with(|b| b.phdrs[3] = load(RW, 0x2008, 0x40_2008, 8, 0x10));
-        assert_eq!(
-            shared.plan(),
-            Err(ElfError::SegmentsOverlap {
-                first: 2,
-                second: 3
-            })
-        );
+        assert_eq!(shared.plan(), Err(ElfError::SegmentsOverlap { first: 2, second: 3 }));
         // Byte overlap, whatever the header order.
         let overlap = Builder::valid().with(|b| {
             b.phdrs.swap(0, 3);
             b.phdrs[0] = load(RW, 0x1000, 0x40_1000, 0, 0x10);
         });
-        assert_eq!(
-            overlap.plan(),
-            Err(ElfError::SegmentsOverlap {
-                first: 0,
-                second: 1
-            })
-        );
+        assert_eq!(overlap.plan(), Err(ElfError::SegmentsOverlap { first: 0, second: 1 }));
         // Identical segments.
         let twice = Builder::valid().with(|b| b.phdrs[2] = b.phdrs[1]);
-        assert_eq!(
-            twice.plan(),
-            Err(ElfError::SegmentsOverlap {
-                first: 1,
-                second: 2
-            })
-        );
+        assert_eq!(twice.plan(), Err(ElfError::SegmentsOverlap { first: 1, second: 2 }));
         // Adjacent pages are fine.
         let adjacent = Builder::valid().with(|b| b.phdrs[1].memsz = 0x1000);
         assert!(adjacent.plan().is_ok());
         let over = Builder::valid().with(|b| b.phdrs[1].memsz = 0x1001);
-        assert_eq!(
-            over.plan(),
-            Err(ElfError::SegmentsOverlap {
-                first: 1,
-                second: 2
-            })
-        );
+        assert_eq!(over.plan(), Err(ElfError::SegmentsOverlap { first: 1, second: 2 }));
     }
 
     #[test]
@@ -849,25 +725,15 @@ mod tests {
         assert!(sized(room).is_ok());
         assert_eq!(
             sized(room + 1),
-            Err(ElfError::TooLarge {
-                bytes: MAX_IMAGE_MEMORY + PAGE_SIZE
-            })
+            Err(ElfError::TooLarge { bytes: MAX_IMAGE_MEMORY + PAGE_SIZE })
         );
-        assert_eq!(
-            sized(1 << 40),
-            Err(ElfError::TooLarge {
-                bytes: (1 << 40) + 4 * PAGE_SIZE
-            })
-        );
+        assert_eq!(sized(1 << 40), Err(ElfError::TooLarge { bytes: (1 << 40) + 4 * PAGE_SIZE }));
     }
 
     #[test]
     fn writable_and_executable_is_rejected() {
         let rwx = one(load(RX | abi::PF_W, 0x1000, 0x40_1000, 7, 7));
-        assert_eq!(
-            rwx.plan(),
-            Err(ElfError::WritableAndExecutable { index: 1 })
-        );
+        assert_eq!(rwx.plan(), Err(ElfError::WritableAndExecutable { index: 1 }));
         let wx = one(load(abi::PF_W | abi::PF_X, 0x1000, 0x40_1000, 7, 7));
         assert_eq!(wx.plan(), Err(ElfError::WritableAndExecutable { index: 1 }));
     }
@@ -900,26 +766,11 @@ mod tests {
             (ElfError::NeedsInterpreter, "interpreter"),
             (ElfError::NoLoadSegments, "no loadable"),
             (ElfError::TooManySegments(17), "17 loadable"),
-            (
-                ElfError::FileSizeExceedsMemSize { index: 2 },
-                "segment 2: file size",
-            ),
-            (
-                ElfError::FileRangeOutOfBounds { index: 2 },
-                "outside the image",
-            ),
-            (
-                ElfError::OutsideUserRange { index: 2 },
-                "user load range [0x10000, 0x7fff00000000)",
-            ),
+            (ElfError::FileSizeExceedsMemSize { index: 2 }, "segment 2: file size"),
+            (ElfError::FileRangeOutOfBounds { index: 2 }, "outside the image"),
+            (ElfError::OutsideUserRange { index: 2 }, "user load range [0x10000, 0x7fff00000000)"),
             (ElfError::BadAlignment { index: 2 }, "alignment"),
-            (
-                ElfError::SegmentsOverlap {
-                    first: 1,
-                    second: 2,
-                },
-                "segments 1 and 2",
-            ),
+            (ElfError::SegmentsOverlap { first: 1, second: 2 }, "segments 1 and 2"),
             (ElfError::TooLarge { bytes: 5 }, "5 bytes"),
             (ElfError::WritableAndExecutable { index: 2 }, "W^X"),
             (ElfError::EntryNotExecutable(0x1234), "0x1234"),
@@ -1021,13 +872,7 @@ mod tests {
         for (name, extra) in [("sep", &[][..]), ("nosep", &["-z", "noseparate-code"][..])] {
             let exe = dir.join(name);
             let ok = run(Command::new("ld")
-                .args([
-                    "-static",
-                    "-no-pie",
-                    "-nostdlib",
-                    "-z",
-                    "max-page-size=0x1000",
-                ])
+                .args(["-static", "-no-pie", "-nostdlib", "-z", "max-page-size=0x1000"])
                 .args(extra)
                 .arg(&obj)
                 .arg("-o")
@@ -1039,10 +884,7 @@ mod tests {
             let image = std::fs::read(&exe).unwrap();
             let p = plan(&image).unwrap_or_else(|e| panic!("{name}: {e}"));
             check_plan(&image, &p);
-            assert!(p
-                .segments
-                .iter()
-                .any(|s| s.writable && s.mem_size > s.file_size));
+            assert!(p.segments.iter().any(|s| s.writable && s.mem_size > s.file_size));
         }
         // `ld -N` packs everything into one RWX segment sharing pages.
         let exe = dir.join("omagic");
@@ -1055,10 +897,7 @@ mod tests {
             .status();
         if omagic.is_ok_and(|s| s.success()) {
             let image = std::fs::read(&exe).unwrap();
-            assert!(matches!(
-                plan(&image),
-                Err(ElfError::WritableAndExecutable { .. })
-            ));
+            assert!(matches!(plan(&image), Err(ElfError::WritableAndExecutable { .. })));
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

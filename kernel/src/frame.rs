@@ -433,11 +433,8 @@ mod tests {
 
     #[test]
     fn free_errors() {
-        let mut a = FrameAllocator::new(&[
-            usable(MIB, MIB),
-            reserved(3 * MIB, MIB),
-            usable(4 * MIB, MIB),
-        ]);
+        let mut a =
+            FrameAllocator::new(&[usable(MIB, MIB), reserved(3 * MIB, MIB), usable(4 * MIB, MIB)]);
         let f = a.alloc().unwrap();
         assert_eq!(a.free(f + 1), Err(FrameError::Misaligned(f + 1)));
         assert_eq!(a.free(f + 0x800), Err(FrameError::Misaligned(f + 0x800)));
@@ -522,15 +519,7 @@ mod tests {
 
     fn region() -> impl Strategy<Value = MemoryRegion> {
         (0u64..0x50_0000, 0u64..0x10_0000, prop::bool::weighted(0.8)).prop_map(|(b, l, u)| {
-            MemoryRegion::new(
-                b,
-                l,
-                if u {
-                    RegionKind::Usable
-                } else {
-                    RegionKind::Reserved
-                },
-            )
+            MemoryRegion::new(b, l, if u { RegionKind::Usable } else { RegionKind::Reserved })
         })
     }
 

@@ -4,9 +4,9 @@
 //!
 //! It owns no IPC rule: every decision is `alux_ipc`'s.
 
-use crate::sched::{Kernel, Wait};
+use crate::sched::{write_result, write_wide_result, Kernel, Wait};
 use alux_abi::ipc::{Handle, MESSAGE_MAX};
-use alux_abi::syscall::encode_ready;
+use alux_abi::syscall::{encode_ready, unpack_message, Received};
 use alux_abi::{Error, ThreadId};
 use alux_ipc::{Completion, Deadline, Outcome};
 use kernel::syscall::{IpcCall, SysResult, Timeout};
@@ -15,6 +15,8 @@ use kernel::syscall::{IpcCall, SysResult, Timeout};
 pub enum IpcOutcome {
     /// Finished with this result.
     Done(SysResult),
+    /// `Receive` finished with these six registers.
+    DoneWide([u64; 6]),
     /// Parked; the result arrives with a wakeup or a timeout.
     Blocked,
 }
@@ -27,19 +29,43 @@ fn completion_result(c: Completion) -> SysResult {
     }
 }
 
+/// `Receive`'s registers for a ready end: its events and its peer's
+/// buffer (empty for a port nobody has written to yet).
+fn received(ipc: &alux_ipc::Ipc, thread: ThreadId, ready: &alux_abi::ipc::Ready) -> [u64; 6] {
+    let message = ipc.read(thread, ready.handle).unwrap_or_default();
+    Received {
+        handle: ready.handle,
+        events: ready.events,
+        close_reason: ready.close_reason,
+        peer_uid: ready.peer_uid,
+        message: alux_abi::ipc::Message { seq: 0, ..message },
+    }
+    .encode()
+}
+
+/// Completes a parked thread's IPC call.
+fn complete(k: &mut Kernel, thread: ThreadId, completion: Completion) {
+    k.wake_with(thread, |wait, regs, ipc| match (wait, completion) {
+        (Wait::IpcReceive, Completion::Polled(ready)) => {
+            write_wide_result(regs, Ok(received(ipc, thread, &ready)))
+        }
+        (Wait::IpcReceive, Completion::Failed(e)) => write_wide_result(regs, Err(e)),
+        (_, c) => write_result(regs, completion_result(c)),
+    });
+}
+
 /// Makes runnable every thread the IPC core has completed.
 pub fn deliver_wakeups(k: &mut Kernel) {
     while let Some((thread, completion)) = k.ipc.take_wakeup() {
-        k.wake(thread, completion_result(completion));
+        complete(k, thread, completion);
     }
 }
 
-/// The result a parked thread gets when its deadline passes.
-pub fn timed_out(k: &mut Kernel, thread: ThreadId) -> SysResult {
-    match k.ipc.timed_out(thread) {
-        Some(c) => completion_result(c),
-        None => Err(Error::TimedOut),
-    }
+/// A parked thread's deadline passed: ends its call (normally with
+/// `TimedOut`).
+pub fn timed_out(k: &mut Kernel, thread: ThreadId) {
+    let completion = k.ipc.timed_out(thread).unwrap_or(Completion::Failed(Error::TimedOut));
+    complete(k, thread, completion);
 }
 
 fn deadline(timeout: Timeout) -> Deadline {
@@ -50,7 +76,12 @@ fn deadline(timeout: Timeout) -> Deadline {
     }
 }
 
-fn park<T>(k: &mut Kernel, outcome: Outcome<T>, done: impl FnOnce(T) -> [u64; 4]) -> IpcOutcome {
+fn park<T>(
+    k: &mut Kernel,
+    wait: Wait,
+    outcome: Outcome<T>,
+    done: impl FnOnce(T) -> [u64; 4],
+) -> IpcOutcome {
     match outcome {
         Outcome::Done(v) => IpcOutcome::Done(Ok(done(v))),
         Outcome::Block { deadline } => {
@@ -58,7 +89,7 @@ fn park<T>(k: &mut Kernel, outcome: Outcome<T>, done: impl FnOnce(T) -> [u64; 4]
                 Deadline::At(t) => Some(t),
                 _ => None,
             };
-            k.block_current(Wait::Ipc, at);
+            k.block_current(wait, at);
             IpcOutcome::Blocked
         }
     }
@@ -67,14 +98,10 @@ fn park<T>(k: &mut Kernel, outcome: Outcome<T>, done: impl FnOnce(T) -> [u64; 4]
 /// Handles one IPC system call of `caller`. The caller must run
 /// [`deliver_wakeups`] afterwards, whatever the result.
 pub fn handle(k: &mut Kernel, caller: ThreadId, call: IpcCall) -> Result<IpcOutcome, Error> {
-    let task = k
-        .thread(caller)
-        .map(|t| t.task)
-        .ok_or(Error::NoSuchThread)?;
+    // Only calls that touch user memory need the caller's address space.
     let space = || {
-        k.task(task)
-            .and_then(|t| t.space.as_ref())
-            .ok_or(Error::NoSuchTask)
+        let task = k.thread(caller).ok_or(Error::NoSuchThread)?.task;
+        k.task(task).and_then(|t| t.space.as_ref()).ok_or(Error::NoSuchTask)
     };
     let done = |r: [u64; 4]| Ok(IpcOutcome::Done(Ok(r)));
     let outcome = match call {
@@ -90,12 +117,9 @@ pub fn handle(k: &mut Kernel, caller: ThreadId, call: IpcCall) -> Result<IpcOutc
             k.ipc.listen_withdraw(caller, Handle::from_raw(port))?;
             IpcOutcome::Done(Ok([0; 4]))
         }
-        IpcCall::Connect {
-            task: target,
-            timeout,
-        } => {
+        IpcCall::Connect { task: target, timeout } => {
             let o = k.ipc.connect(caller, target, deadline(timeout))?;
-            park(k, o, |h| [h.raw(), 0, 0, 0])
+            park(k, Wait::Ipc, o, |h| [h.raw(), 0, 0, 0])
         }
         IpcCall::Write { handle, data } | IpcCall::WriteSignal { handle, data } => {
             let mut buf = [0u8; MESSAGE_MAX];
@@ -104,8 +128,7 @@ pub fn handle(k: &mut Kernel, caller: ThreadId, call: IpcCall) -> Result<IpcOutc
             if matches!(call, IpcCall::Write { .. }) {
                 k.ipc.write(caller, Handle::from_raw(handle), bytes)?;
             } else {
-                k.ipc
-                    .write_signal(caller, Handle::from_raw(handle), bytes)?;
+                k.ipc.write_signal(caller, Handle::from_raw(handle), bytes)?;
             }
             IpcOutcome::Done(Ok([0; 4]))
         }
@@ -118,11 +141,7 @@ pub fn handle(k: &mut Kernel, caller: ThreadId, call: IpcCall) -> Result<IpcOutc
             k.ipc.signal(caller, Handle::from_raw(handle))?;
             IpcOutcome::Done(Ok([0; 4]))
         }
-        IpcCall::Poll {
-            handles,
-            count,
-            timeout,
-        } => {
+        IpcCall::Poll { handles, count, timeout } => {
             let mut raw = [0u8; 8 * alux_abi::ipc::limits::POLL_SET_MAX];
             let bytes = &mut raw[..(count * 8) as usize];
             space()?.copy_in(handles, bytes)?;
@@ -130,14 +149,12 @@ pub fn handle(k: &mut Kernel, caller: ThreadId, call: IpcCall) -> Result<IpcOutc
             for (h, b) in set.iter_mut().zip(bytes.chunks_exact(8)) {
                 *h = Handle::from_raw(u64::from_le_bytes(b.try_into().expect("8-byte chunk")));
             }
-            let o = k
-                .ipc
-                .poll(caller, &set[..count as usize], deadline(timeout))?;
-            park(k, o, |r| encode_ready(&r))
+            let o = k.ipc.poll(caller, &set[..count as usize], deadline(timeout))?;
+            park(k, Wait::Ipc, o, |r| encode_ready(&r))
         }
         IpcCall::PollAll { timeout } => {
             let o = k.ipc.poll_all(caller, deadline(timeout))?;
-            park(k, o, |r| encode_ready(&r))
+            park(k, Wait::Ipc, o, |r| encode_ready(&r))
         }
         IpcCall::Close { handle } => {
             k.ipc.close(caller, Handle::from_raw(handle))?;
@@ -149,8 +166,7 @@ pub fn handle(k: &mut Kernel, caller: ThreadId, call: IpcCall) -> Result<IpcOutc
             IpcOutcome::Done(Ok([0; 4]))
         }
         IpcCall::SetConnectPermission { uid, allow } => {
-            k.ipc
-                .set_connect_permission(caller, uid as alux_abi::Uid, allow)?;
+            k.ipc.set_connect_permission(caller, uid as alux_abi::Uid, allow)?;
             IpcOutcome::Done(Ok([0; 4]))
         }
         IpcCall::KernelEndOpen { kind } => {
@@ -158,6 +174,15 @@ pub fn handle(k: &mut Kernel, caller: ThreadId, call: IpcCall) -> Result<IpcOutc
             let (h, _) = k.ipc.kernel_end_open(caller, kind)?;
             IpcOutcome::Done(Ok([h.raw(), 0, 0, 0]))
         }
+        IpcCall::Send { handle, len, words } => {
+            let bytes = unpack_message(words);
+            k.ipc.write_signal(caller, Handle::from_raw(handle), &bytes[..len as usize])?;
+            IpcOutcome::Done(Ok([0; 4]))
+        }
+        IpcCall::Receive { timeout } => match k.ipc.poll_all(caller, deadline(timeout))? {
+            Outcome::Done(ready) => IpcOutcome::DoneWide(received(&k.ipc, caller, &ready)),
+            blocked => park(k, Wait::IpcReceive, blocked, |_| [0; 4]),
+        },
         IpcCall::ConnectionQuery { connection, out } => {
             let ends = k.ipc.connection_query(caller, connection)?;
             crate::mm::write_record(space()?, out, &ends)?;

@@ -74,10 +74,7 @@ pub fn shutdown_after_init(k: &sched::Kernel, end: TaskEnd) -> ! {
 /// Finds a file in the boot module (a tar archive).
 fn find_in_boot_module(module: &[u8], name: &str) -> Option<Vec<u8>> {
     let archive = tar_no_std::TarArchiveRef::new(module).ok()?;
-    archive
-        .entries()
-        .find(|e| e.filename().as_str().ok() == Some(name))
-        .map(|e| e.data().to_vec())
+    archive.entries().find(|e| e.filename().as_str().ok() == Some(name)).map(|e| e.data().to_vec())
 }
 
 /// The first Rust code, called by `boot.s` on the boot stack with paging,
@@ -88,9 +85,7 @@ extern "C" fn kernel_entry(start_info: u64) -> ! {
     mm::init_heap();
     kprintln!("[kernel] alux booting");
     let Some(info) = boot_info::parse(start_info) else {
-        fatal(format_args!(
-            "not started through PVH (bad start-info magic)"
-        ))
+        fatal(format_args!("not started through PVH (bad start-info magic)"))
     };
 
     // Linker-script symbols: only their addresses are used.
@@ -122,12 +117,8 @@ extern "C" fn kernel_entry(start_info: u64) -> ! {
     );
 
     let kernel_root = cpu::read_cr3();
-    let mut k = sched::Kernel::new(
-        frames,
-        alux_ipc::Ipc::new(Default::default()),
-        kernel_root,
-        module,
-    );
+    let mut k =
+        sched::Kernel::new(frames, alux_ipc::Ipc::new(Default::default()), kernel_root, module);
     // SAFETY: the module's physical range is RAM reserved above, inside the
     // direct map, and nothing writes it.
     let module_bytes = unsafe {
@@ -148,11 +139,7 @@ extern "C" fn kernel_entry(start_info: u64) -> ! {
         .unwrap_or_else(|e| fatal(format_args!("cannot start init: {}", e)));
     drop(init_image);
     k.init = Some(init);
-    kprintln!(
-        "[kernel] init is task {}; boot took {} us",
-        init,
-        time::now_ns() / 1000
-    );
+    kprintln!("[kernel] init is task {}; boot took {} us", init, time::now_ns() / 1000);
     sched::install(k);
     let may_sysret = sched::dispatch(sched::lock());
     debug_assert_eq!(may_sysret, 0);

@@ -117,14 +117,8 @@ impl AddressSpace {
     /// A new, empty address space.
     pub fn new(frames: &mut FrameAllocator, kernel_root: u64) -> Result<Self, Error> {
         let mut tables = 0;
-        let root = paging::new_root(
-            &mut PhysTables {
-                frames,
-                tables: &mut tables,
-            },
-            kernel_root,
-        )
-        .map_err(|_| Error::OutOfMemory)?;
+        let root = paging::new_root(&mut PhysTables { frames, tables: &mut tables }, kernel_root)
+            .map_err(|_| Error::OutOfMemory)?;
         Ok(AddressSpace { root, tables })
     }
 
@@ -134,10 +128,7 @@ impl AddressSpace {
     }
 
     fn tables<'a>(&'a mut self, frames: &'a mut FrameAllocator) -> PhysTables<'a> {
-        PhysTables {
-            frames,
-            tables: &mut self.tables,
-        }
+        PhysTables { frames, tables: &mut self.tables }
     }
 
     /// The physical address of the PML4 (for CR3).
@@ -200,6 +191,20 @@ impl AddressSpace {
         write: bool,
         mut f: impl FnMut(*mut u8, usize, usize),
     ) -> Result<(), Error> {
+        // The common case, a range inside one page, needs one walk.
+        if range.addr() % PAGE_SIZE + range.len() <= PAGE_SIZE {
+            let mut need = PageFlags::PRESENT | PageFlags::USER;
+            if write {
+                need |= PageFlags::WRITABLE;
+            }
+            return match self.translate(range.addr()) {
+                Some((pa, flags)) if flags.contains(need) => {
+                    f(phys_to_virt(pa) as *mut u8, 0, range.len() as usize);
+                    Ok(())
+                }
+                _ => Err(Error::BadAddress),
+            };
+        }
         if !paging::user_range_ok(&PhysTablesRead, self.root, range.addr(), range.len(), write) {
             return Err(Error::BadAddress);
         }

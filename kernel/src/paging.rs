@@ -179,15 +179,12 @@ impl fmt::Display for MapError {
             MapError::Misaligned(va) => {
                 write!(f, "virtual address {va:#x} is not 4 KiB aligned")
             }
-            MapError::BadPhysAddress(pa) => write!(
-                f,
-                "physical address {pa:#x} is not 4 KiB aligned or exceeds 52 bits"
-            ),
-            MapError::InvalidFlags(fl) => write!(
-                f,
-                "page flags {:#x} are invalid for a 4 KiB user page",
-                fl.bits()
-            ),
+            MapError::BadPhysAddress(pa) => {
+                write!(f, "physical address {pa:#x} is not 4 KiB aligned or exceeds 52 bits")
+            }
+            MapError::InvalidFlags(fl) => {
+                write!(f, "page flags {:#x} are invalid for a 4 KiB user page", fl.bits())
+            }
             MapError::AlreadyMapped(va) => {
                 write!(f, "a page is already mapped at {va:#x}")
             }
@@ -527,12 +524,7 @@ mod tests {
 
     impl Mem {
         fn new() -> Self {
-            Mem {
-                tables: HashMap::new(),
-                next: 0x10_0000,
-                budget: usize::MAX,
-                freed: Vec::new(),
-            }
+            Mem { tables: HashMap::new(), next: 0x10_0000, budget: usize::MAX, freed: Vec::new() }
         }
         fn live(&self) -> usize {
             self.tables.len()
@@ -581,10 +573,7 @@ mod tests {
         assert_eq!(f.difference(PageFlags::PRESENT), PageFlags::WRITABLE);
         assert_eq!((!PageFlags::empty()).bits(), !ADDR_MASK);
         assert!(PageFlags::empty().is_empty());
-        assert_eq!(
-            PageFlags::from_entry(0x8000_0000_1234_5067).bits(),
-            0x8000_0000_0000_0067
-        );
+        assert_eq!(PageFlags::from_entry(0x8000_0000_1234_5067).bits(), 0x8000_0000_0000_0067);
         assert_eq!(PageFlags::from_bits(0x1000), None);
         assert_eq!(
             PageFlags::from_bits(7),
@@ -616,10 +605,7 @@ mod tests {
         assert_eq!(m.live(), 4);
         let (pa, fl) = translate(&m, root, va + 0x123).unwrap();
         assert_eq!(pa, FRAME + 0x123);
-        assert_eq!(
-            fl,
-            PageFlags::PRESENT | PageFlags::USER | PageFlags::WRITABLE
-        );
+        assert_eq!(fl, PageFlags::PRESENT | PageFlags::USER | PageFlags::WRITABLE);
         assert_eq!(translate(&m, root, va + PAGE_SIZE), None);
         assert_eq!(translate(&m, root, va - 1), None);
         assert_eq!(user_half_mapped_pages(&m, root), 1);
@@ -628,14 +614,7 @@ mod tests {
         assert_eq!(user_half_mapped_pages(&m, root), 0);
         assert_eq!(unmap(&mut m, root, va), Err(MapError::NotMapped(va)));
         // The emptied tables are reused by the next mapping nearby.
-        map(
-            &mut m,
-            root,
-            va + PAGE_SIZE,
-            FRAME,
-            RO | PageFlags::NO_EXECUTE,
-        )
-        .unwrap();
+        map(&mut m, root, va + PAGE_SIZE, FRAME, RO | PageFlags::NO_EXECUTE).unwrap();
         assert_eq!(m.live(), 4);
         let (_, fl) = translate(&m, root, va + PAGE_SIZE).unwrap();
         assert!(fl.contains(PageFlags::NO_EXECUTE) && !fl.contains(PageFlags::WRITABLE));
@@ -660,43 +639,22 @@ mod tests {
         let mut m = Mem::new();
         let root = m.root();
         let e = |m: &mut Mem, va, pa, fl| map(m, root, va, pa, fl);
-        assert_eq!(
-            e(&mut m, 0x1001, FRAME, RW),
-            Err(MapError::Misaligned(0x1001))
-        );
-        assert_eq!(
-            e(&mut m, USER_END, FRAME, RW),
-            Err(MapError::NonCanonical(USER_END))
-        );
+        assert_eq!(e(&mut m, 0x1001, FRAME, RW), Err(MapError::Misaligned(0x1001)));
+        assert_eq!(e(&mut m, USER_END, FRAME, RW), Err(MapError::NonCanonical(USER_END)));
         let k = 0xffff_8000_0000_0000;
         assert_eq!(e(&mut m, k, FRAME, RW), Err(MapError::NotUserAddress(k)));
-        assert_eq!(
-            e(&mut m, !0xfff_u64, FRAME, RW),
-            Err(MapError::NotUserAddress(!0xfff_u64))
-        );
-        assert_eq!(
-            e(&mut m, 0x1000, FRAME + 8, RW),
-            Err(MapError::BadPhysAddress(FRAME + 8))
-        );
-        assert_eq!(
-            e(&mut m, 0x1000, 1 << 52, RW),
-            Err(MapError::BadPhysAddress(1 << 52))
-        );
+        assert_eq!(e(&mut m, !0xfff_u64, FRAME, RW), Err(MapError::NotUserAddress(!0xfff_u64)));
+        assert_eq!(e(&mut m, 0x1000, FRAME + 8, RW), Err(MapError::BadPhysAddress(FRAME + 8)));
+        assert_eq!(e(&mut m, 0x1000, 1 << 52, RW), Err(MapError::BadPhysAddress(1 << 52)));
         assert_eq!(
             e(&mut m, 0x1000, FRAME, PageFlags::HUGE),
             Err(MapError::InvalidFlags(PageFlags::HUGE))
         );
         let bad = PageFlags(0x1000);
-        assert_eq!(
-            e(&mut m, 0x1000, FRAME, bad),
-            Err(MapError::InvalidFlags(bad))
-        );
+        assert_eq!(e(&mut m, 0x1000, FRAME, bad), Err(MapError::InvalidFlags(bad)));
         assert_eq!(m.live(), 1);
         e(&mut m, 0x1000, FRAME, RW).unwrap();
-        assert_eq!(
-            e(&mut m, 0x1000, FRAME + PAGE_SIZE, RO),
-            Err(MapError::AlreadyMapped(0x1000))
-        );
+        assert_eq!(e(&mut m, 0x1000, FRAME + PAGE_SIZE, RO), Err(MapError::AlreadyMapped(0x1000)));
         assert_eq!(translate(&m, root, 0x1000).unwrap().0, FRAME);
     }
 
@@ -704,22 +662,10 @@ mod tests {
     fn unmap_errors() {
         let mut m = Mem::new();
         let root = m.root();
-        assert_eq!(
-            unmap(&mut m, root, 0x1234),
-            Err(MapError::Misaligned(0x1234))
-        );
-        assert_eq!(
-            unmap(&mut m, root, USER_END),
-            Err(MapError::NonCanonical(USER_END))
-        );
-        assert_eq!(
-            unmap(&mut m, root, !0xfff_u64),
-            Err(MapError::NotUserAddress(!0xfff_u64))
-        );
-        assert_eq!(
-            unmap(&mut m, root, 0x1000),
-            Err(MapError::NotMapped(0x1000))
-        );
+        assert_eq!(unmap(&mut m, root, 0x1234), Err(MapError::Misaligned(0x1234)));
+        assert_eq!(unmap(&mut m, root, USER_END), Err(MapError::NonCanonical(USER_END)));
+        assert_eq!(unmap(&mut m, root, !0xfff_u64), Err(MapError::NotUserAddress(!0xfff_u64)));
+        assert_eq!(unmap(&mut m, root, 0x1000), Err(MapError::NotMapped(0x1000)));
         map(&mut m, root, 0x1000, FRAME, RW).unwrap();
         // Same PT, other entry; other PD entry; other PML4 entry.
         for va in [0x2000, 0x20_0000, 0x40_0000_0000, 0x80_0000_0000] {
@@ -733,10 +679,7 @@ mod tests {
             let mut m = Mem::new();
             let root = m.root();
             m.budget = budget;
-            assert_eq!(
-                map(&mut m, root, 0x1000, FRAME, RW),
-                Err(MapError::OutOfMemory)
-            );
+            assert_eq!(map(&mut m, root, 0x1000, FRAME, RW), Err(MapError::OutOfMemory));
             assert_eq!(m.live(), 1, "budget {budget}");
             assert!((0..ENTRIES).all(|i| m.read(root, i) == 0));
             assert_eq!(m.freed.len(), budget);
@@ -756,10 +699,7 @@ mod tests {
         assert_eq!(m.live(), 6);
         // An already-mapped page is reported even without memory.
         m.budget = 0;
-        assert_eq!(
-            map(&mut m, root, va, FRAME, RW),
-            Err(MapError::AlreadyMapped(va))
-        );
+        assert_eq!(map(&mut m, root, va, FRAME, RW), Err(MapError::AlreadyMapped(va)));
     }
 
     #[test]
@@ -768,10 +708,7 @@ mod tests {
         let root = m.root();
         map(&mut m, root, LAST_USER_PAGE, FRAME, RW).unwrap();
         assert_eq!(m.read(root, 255) & !ADDR_MASK, 7);
-        assert_eq!(
-            translate(&m, root, USER_END - 1),
-            Some((FRAME + 0xfff, PageFlags(7)))
-        );
+        assert_eq!(translate(&m, root, USER_END - 1), Some((FRAME + 0xfff, PageFlags(7))));
         assert!(user_range_ok(&m, root, LAST_USER_PAGE, PAGE_SIZE, true));
         assert!(user_range_ok(&m, root, USER_END - 1, 1, true));
         assert!(!user_range_ok(&m, root, USER_END - 1, 2, false));
@@ -791,14 +728,7 @@ mod tests {
         let base = 0x7000_0000; // pages base, +1 (read-only), +2 (missing), +3
         map(&mut m, root, base, FRAME, RW).unwrap();
         map(&mut m, root, base + PAGE_SIZE, FRAME + PAGE_SIZE, RO).unwrap();
-        map(
-            &mut m,
-            root,
-            base + 3 * PAGE_SIZE,
-            FRAME + 3 * PAGE_SIZE,
-            RW,
-        )
-        .unwrap();
+        map(&mut m, root, base + 3 * PAGE_SIZE, FRAME + 3 * PAGE_SIZE, RW).unwrap();
         let ok = |va, len, w| user_range_ok(&m, root, va, len, w);
         assert!(ok(base, PAGE_SIZE, true));
         assert!(ok(base, PAGE_SIZE + 1, false));
@@ -834,19 +764,13 @@ mod tests {
         m.write(pdpt, 0, pd_entry & !PageFlags::WRITABLE.bits());
         assert!(user_range_ok(&m, root, 0x1000, 8, false));
         assert!(!user_range_ok(&m, root, 0x1000, 8, true));
-        assert!(!translate(&m, root, 0x1000)
-            .unwrap()
-            .1
-            .contains(PageFlags::WRITABLE));
+        assert!(!translate(&m, root, 0x1000).unwrap().1.contains(PageFlags::WRITABLE));
         // Strip USER from it: no user access at all.
         m.write(pdpt, 0, pd_entry & !PageFlags::USER.bits());
         assert!(!user_range_ok(&m, root, 0x1000, 8, false));
         // NO_EXECUTE at an upper level shows in the effective flags.
         m.write(pdpt, 0, pd_entry | PageFlags::NO_EXECUTE.bits());
-        assert!(translate(&m, root, 0x1000)
-            .unwrap()
-            .1
-            .contains(PageFlags::NO_EXECUTE));
+        assert!(translate(&m, root, 0x1000).unwrap().1.contains(PageFlags::NO_EXECUTE));
         assert!(user_range_ok(&m, root, 0x1000, 8, true));
     }
 
@@ -876,17 +800,9 @@ mod tests {
         m.write(root, 511, pdpt | p_w);
         m.write(pdpt, 0, 0x8000_0000 | p_w | PageFlags::HUGE.bits()); // 1 GiB
         m.write(pdpt, 1, pd | p_w);
-        m.write(
-            pd,
-            3,
-            0x20_0000 | p_w | PageFlags::HUGE.bits() | PageFlags::NO_EXECUTE.bits(),
-        );
+        m.write(pd, 3, 0x20_0000 | p_w | PageFlags::HUGE.bits() | PageFlags::NO_EXECUTE.bits());
         m.write(pd, 4, pt | p_w);
-        m.write(
-            pt,
-            5,
-            0x1234_5000 | PageFlags::PRESENT.bits() | PageFlags::GLOBAL.bits(),
-        );
+        m.write(pt, 5, 0x1234_5000 | PageFlags::PRESENT.bits() | PageFlags::GLOBAL.bits());
         root
     }
 
@@ -910,10 +826,7 @@ mod tests {
         assert_eq!(translate(&m, root, four_k + PAGE_SIZE), None);
         assert_eq!(translate(&m, root, k + (2 << 30)), None);
         // The top of the address space (PML4 entry 511 aliases the same PDPT).
-        assert_eq!(
-            translate(&m, root, 0xffff_ff80_0000_0000).unwrap().0,
-            0x8000_0000
-        );
+        assert_eq!(translate(&m, root, 0xffff_ff80_0000_0000).unwrap().0, 0x8000_0000);
         assert_eq!(translate(&m, root, 0x0000_8000_0000_0000), None);
         // Kernel pages never pass the user check.
         assert!(!user_range_ok(&m, root, k, 1, false));
@@ -928,10 +841,7 @@ mod tests {
         let huge_bits = (PageFlags::PRESENT | PageFlags::USER | PageFlags::HUGE).bits();
         m.write(pdpt, 1, 0x4000_0000 | huge_bits); // 1 GiB at 1 GiB
         let va = 0x4000_0000 + 0x5000;
-        assert_eq!(
-            map(&mut m, root, va, FRAME, RW),
-            Err(MapError::HugePage(va))
-        );
+        assert_eq!(map(&mut m, root, va, FRAME, RW), Err(MapError::HugePage(va)));
         assert_eq!(unmap(&mut m, root, va), Err(MapError::HugePage(va)));
         assert_eq!(translate(&m, root, va).unwrap().0, va);
         assert!(user_range_ok(&m, root, va, 10, false));
@@ -977,10 +887,7 @@ mod tests {
         }
         assert_eq!(user_half_mapped_pages(&m, root), 0);
         // The kernel root is untouched and its tables are still translatable.
-        assert_eq!(
-            translate(&m, kroot, 0xffff_8000_0000_0000).unwrap().0,
-            0x8000_0000
-        );
+        assert_eq!(translate(&m, kroot, 0xffff_8000_0000_0000).unwrap().0, 0x8000_0000);
         // Destroying again is a no-op; the root can be reused and then freed.
         destroy_user_half(&mut m, root, &mut |_| panic!("no frame left"));
         map(&mut m, root, 0x1000, FRAME, RW).unwrap();
@@ -996,11 +903,7 @@ mod tests {
         let root = new_root(&mut m, kroot).unwrap();
         assert_ne!(root, kroot);
         for i in 0..ENTRIES {
-            let expected = if i < KERNEL_FIRST_ENTRY {
-                0
-            } else {
-                m.read(kroot, i)
-            };
+            let expected = if i < KERNEL_FIRST_ENTRY { 0 } else { m.read(kroot, i) };
             assert_eq!(m.read(root, i), expected);
         }
         let k = 0xffff_8000_0000_0000 + 0x42;

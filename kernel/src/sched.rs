@@ -6,7 +6,7 @@
 //! It owns which thread runs. It must never touch user memory or hardware
 //! beyond loading a thread's context and address space.
 
-use crate::arch::context::Context;
+use crate::arch::context::{Context, Regs};
 use crate::arch::{cpu, entry, lapic, time};
 use crate::mm::AddressSpace;
 use alloc::boxed::Box;
@@ -42,6 +42,8 @@ pub enum Wait {
     Task(TaskId),
     /// An IPC event; the IPC core completes the wait.
     Ipc,
+    /// An IPC event for `Receive`, which also reads the peer's buffer.
+    IpcReceive,
 }
 
 /// A thread's scheduling state.
@@ -109,7 +111,10 @@ pub struct Kernel {
     timers: BTreeSet<(u64, ThreadId)>,
     resched: bool,
     slice_end: u64,
+    slice_ticks: u64,
     armed: Option<u64>,
+    /// The run queue or the timers changed since the timer was last armed.
+    timer_dirty: bool,
     loaded_root: u64,
     /// The kernel's own PML4 (its upper half is in every address space).
     pub kernel_root: u64,
@@ -138,18 +143,24 @@ pub fn lock() -> MutexGuard<'static, Kernel> {
     }
 }
 
+/// Writes a call's result into saved registers (`rax, rdi, rsi, rdx, r10`).
+pub fn write_result(r: &mut Regs, result: SysResult) {
+    let [rax, rdi, rsi, rdx, r10] = kernel::syscall::encode(result);
+    (r.rax, r.rdi, r.rsi, r.rdx, r.r10) = (rax, rdi, rsi, rdx, r10);
+}
+
+/// Writes `Receive`'s result (`rax, rdi, rsi, rdx, r10, r8, r9`).
+pub fn write_wide_result(r: &mut Regs, result: kernel::syscall::WideResult) {
+    let [rax, rdi, rsi, rdx, r10, r8, r9] = kernel::syscall::encode_wide(result);
+    (r.rax, r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) = (rax, rdi, rsi, rdx, r10, r8, r9);
+}
+
 fn key_of_thread(id: ThreadId) -> Key {
-    Key {
-        index: id.index(),
-        generation: id.generation(),
-    }
+    Key { index: id.index(), generation: id.generation() }
 }
 
 fn key_of_task(id: TaskId) -> Key {
-    Key {
-        index: id.index(),
-        generation: id.generation(),
-    }
+    Key { index: id.index(), generation: id.generation() }
 }
 
 /// Converts a relative timeout in nanoseconds to an absolute TSC deadline.
@@ -177,7 +188,9 @@ impl Kernel {
             timers: BTreeSet::new(),
             resched: false,
             slice_end: 0,
+            slice_ticks: (TIME_SLICE_NS as u128 * time::tsc_hz() as u128 / 1_000_000_000) as u64,
             armed: None,
+            timer_dirty: false,
             loaded_root: kernel_root,
             kernel_root,
             boot_module,
@@ -223,6 +236,7 @@ impl Kernel {
         if let Some(t) = self.thread_mut(id) {
             t.state = ThreadState::Ready;
             self.run_queue.push_back(id);
+            self.timer_dirty = true;
         }
     }
 
@@ -236,29 +250,51 @@ impl Kernel {
         }
         if let Some(d) = deadline {
             self.timers.insert((d, id));
+            self.timer_dirty = true;
         }
     }
 
     /// Writes a finished call's result into a thread's registers.
     pub fn set_result(&mut self, id: ThreadId, result: SysResult) {
         if let Some(t) = self.thread_mut(id) {
-            let [rax, rdi, rsi, rdx, r10] = kernel::syscall::encode(result);
-            let r = &mut t.ctx.regs;
-            (r.rax, r.rdi, r.rsi, r.rdx, r.r10) = (rax, rdi, rsi, rdx, r10);
+            write_result(&mut t.ctx.regs, result);
+        }
+    }
+
+    /// Writes `Receive`'s six result registers.
+    pub fn set_wide_result(&mut self, id: ThreadId, result: kernel::syscall::WideResult) {
+        if let Some(t) = self.thread_mut(id) {
+            write_wide_result(&mut t.ctx.regs, result);
         }
     }
 
     /// Ends a blocked thread's wait with `result` and makes it runnable.
     pub fn wake(&mut self, id: ThreadId, result: SysResult) {
-        let Some(t) = self.thread_mut(id) else { return };
-        if !matches!(t.state, ThreadState::Blocked(_)) {
-            return;
-        }
+        self.wake_with(id, |_, regs, _| write_result(regs, result));
+    }
+
+    /// Ends a blocked thread's wait: `write` fills in its result registers
+    /// (it is told what the thread waited for, and may read IPC state), and
+    /// the thread goes to the back of the run queue. Nothing happens if the
+    /// thread is not blocked. One lookup: this is on the IPC fast path.
+    pub fn wake_with(&mut self, id: ThreadId, write: impl FnOnce(Wait, &mut Regs, &Ipc)) {
+        let Some(t) = self.threads.get_mut(key_of_thread(id)) else { return };
+        let ThreadState::Blocked(wait) = t.state else { return };
         if let Some(d) = t.deadline.take() {
             self.timers.remove(&(d, id));
         }
-        self.set_result(id, result);
-        self.make_ready(id);
+        write(wait, &mut t.ctx.regs, &self.ipc);
+        t.state = ThreadState::Ready;
+        self.run_queue.push_back(id);
+        self.timer_dirty = true;
+    }
+
+    /// What a blocked thread waits for.
+    pub fn wait_of(&self, id: ThreadId) -> Option<Wait> {
+        match self.thread(id)?.state {
+            ThreadState::Blocked(w) => Some(w),
+            _ => None,
+        }
     }
 
     /// Threads blocked on `wait`.
@@ -299,7 +335,10 @@ impl Kernel {
             t.deadline = None;
             let result = match t.state {
                 ThreadState::Blocked(Wait::Sleep) => Ok([0; 4]),
-                ThreadState::Blocked(Wait::Ipc) => crate::ipc_glue::timed_out(self, id),
+                ThreadState::Blocked(Wait::Ipc | Wait::IpcReceive) => {
+                    crate::ipc_glue::timed_out(self, id);
+                    continue;
+                }
                 ThreadState::Blocked(_) => Err(alux_abi::Error::TimedOut),
                 _ => continue,
             };
@@ -316,6 +355,7 @@ impl Kernel {
     pub fn on_timer_tick(&mut self) {
         self.ticks += 1;
         self.armed = None;
+        self.timer_dirty = true;
         let now = cpu::rdtsc();
         self.expire_timers(now);
         if now >= self.slice_end {
@@ -323,8 +363,21 @@ impl Kernel {
         }
     }
 
+    /// The fast path of every return: the current thread keeps the CPU and
+    /// everything is loaded already. Its `sysretq` flag, or `None` if the
+    /// scheduler must choose.
+    fn still_current(&self) -> Option<bool> {
+        if self.resched {
+            return None;
+        }
+        let t = self.thread(self.current?)?;
+        (t.state == ThreadState::Running)
+            .then(|| t.from_syscall && t.ctx.regs.rip < kernel::syscall::USER_END)
+    }
+
     /// Chooses the thread to run and loads it; `None` if nothing can run.
     fn pick_and_load(&mut self) -> Option<bool> {
+        self.timer_dirty = true;
         let now = cpu::rdtsc();
         let mut keep = None;
         if let Some(cur) = self.current {
@@ -332,7 +385,7 @@ impl Kernel {
                 if !self.resched {
                     keep = Some(cur);
                 } else if self.run_queue.is_empty() {
-                    self.slice_end = now + slice_ticks();
+                    self.slice_end = now + self.slice_ticks;
                     keep = Some(cur);
                 } else {
                     self.make_ready(cur);
@@ -348,7 +401,7 @@ impl Kernel {
             None => {
                 let next = self.run_queue.pop_front()?;
                 self.switches += 1;
-                self.slice_end = now + slice_ticks();
+                self.slice_end = now + self.slice_ticks;
                 next
             }
         };
@@ -359,10 +412,7 @@ impl Kernel {
             entry::set_current_context(&mut t.ctx);
             t.task
         };
-        let root = self
-            .task(task)
-            .and_then(|t| t.space.as_ref())
-            .map(|s| s.root())?;
+        let root = self.task(task).and_then(|t| t.space.as_ref()).map(|s| s.root())?;
         if root != self.loaded_root {
             // SAFETY: `root` is a live address space whose upper half is the
             // kernel's (built by `AddressSpace::new`).
@@ -384,31 +434,33 @@ impl Kernel {
     }
 
     fn arm_timer(&mut self) {
+        self.timer_dirty = false;
         let mut next = self.timers.first().map(|&(d, _)| d);
         if self.current.is_some() && !self.run_queue.is_empty() {
             // Others wait for the CPU: end this slice on time.
             next = Some(next.map_or(self.slice_end, |d| d.min(self.slice_end)));
         }
         let Some(deadline) = next else { return };
-        if matches!(self.armed, Some(a) if a <= deadline && a > cpu::rdtsc()) {
+        let now = cpu::rdtsc();
+        // An earlier deadline still pending will fire first and re-arm.
+        if matches!(self.armed, Some(a) if a <= deadline && a > now) {
             return;
         }
-        let now = cpu::rdtsc();
-        let ns =
-            (deadline.saturating_sub(now) as u128 * 1_000_000_000 / time::tsc_hz() as u128) as u64;
-        lapic::arm_timer(Some(ns));
+        lapic::arm_timer_tsc(deadline.saturating_sub(now));
         self.armed = Some(deadline);
     }
-}
-
-fn slice_ticks() -> u64 {
-    (TIME_SLICE_NS as u128 * time::tsc_hz() as u128 / 1_000_000_000) as u64
 }
 
 /// Picks the next thread and prepares the return to user mode, idling
 /// (interrupts on, lock released) while nothing can run. Returns 1 if the
 /// chosen context may leave through `sysretq`.
 pub fn dispatch(mut k: MutexGuard<'static, Kernel>) -> u64 {
+    if let Some(may_sysret) = k.still_current() {
+        if k.timer_dirty {
+            k.arm_timer();
+        }
+        return may_sysret as u64;
+    }
     loop {
         if let Some(may_sysret) = k.pick_and_load() {
             k.arm_timer();

@@ -105,52 +105,21 @@ impl Timeout {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub enum Syscall {
-    DebugPrint {
-        text: UserSlice,
-    },
-    ThreadCreate {
-        entry: u64,
-        stack_top: u64,
-        arg: u64,
-    },
-    ThreadExit {
-        code: u64,
-    },
-    ThreadJoin {
-        thread: ThreadId,
-        timeout: Timeout,
-    },
-    TaskExit {
-        code: u64,
-    },
+    DebugPrint { text: UserSlice },
+    ThreadCreate { entry: u64, stack_top: u64, arg: u64 },
+    ThreadExit { code: u64 },
+    ThreadJoin { thread: ThreadId, timeout: Timeout },
+    TaskExit { code: u64 },
     Yield,
-    Sleep {
-        nanos: u64,
-    },
+    Sleep { nanos: u64 },
     Clock,
-    Spawn {
-        args: UserRef<alux_abi::syscall::SpawnArgs>,
-    },
-    TaskWait {
-        task: TaskId,
-        timeout: Timeout,
-    },
-    TaskKill {
-        task: TaskId,
-    },
-    KernelStats {
-        out: UserRef<alux_abi::syscall::KernelStats>,
-    },
-    Shutdown {
-        code: u64,
-    },
-    MemMap {
-        len: u64,
-        flags: u64,
-    },
-    MemUnmap {
-        range: UserSlice,
-    },
+    Spawn { args: UserRef<alux_abi::syscall::SpawnArgs> },
+    TaskWait { task: TaskId, timeout: Timeout },
+    TaskKill { task: TaskId },
+    KernelStats { out: UserRef<alux_abi::syscall::KernelStats> },
+    Shutdown { code: u64 },
+    MemMap { len: u64, flags: u64 },
+    MemUnmap { range: UserSlice },
     SelfInfo,
     Ipc(IpcCall),
 }
@@ -161,57 +130,22 @@ pub enum Syscall {
 #[allow(missing_docs)]
 pub enum IpcCall {
     PortCreate,
-    ListenPush {
-        port: u64,
-    },
-    ListenWithdraw {
-        port: u64,
-    },
-    Connect {
-        task: TaskId,
-        timeout: Timeout,
-    },
-    Write {
-        handle: u64,
-        data: UserSlice,
-    },
-    Read {
-        handle: u64,
-        out: UserSlice,
-    },
-    Signal {
-        handle: u64,
-    },
-    WriteSignal {
-        handle: u64,
-        data: UserSlice,
-    },
-    Poll {
-        handles: UserSlice,
-        count: u64,
-        timeout: Timeout,
-    },
-    PollAll {
-        timeout: Timeout,
-    },
-    Close {
-        handle: u64,
-    },
-    ConnectionInfo {
-        handle: u64,
-        out: UserSlice,
-    },
-    SetConnectPermission {
-        uid: u64,
-        allow: bool,
-    },
-    KernelEndOpen {
-        kind: u64,
-    },
-    ConnectionQuery {
-        connection: u64,
-        out: UserSlice,
-    },
+    ListenPush { port: u64 },
+    ListenWithdraw { port: u64 },
+    Connect { task: TaskId, timeout: Timeout },
+    Write { handle: u64, data: UserSlice },
+    Read { handle: u64, out: UserSlice },
+    Signal { handle: u64 },
+    WriteSignal { handle: u64, data: UserSlice },
+    Poll { handles: UserSlice, count: u64, timeout: Timeout },
+    PollAll { timeout: Timeout },
+    Close { handle: u64 },
+    ConnectionInfo { handle: u64, out: UserSlice },
+    SetConnectPermission { uid: u64, allow: bool },
+    KernelEndOpen { kind: u64 },
+    ConnectionQuery { connection: u64, out: UserSlice },
+    Send { handle: u64, len: u64, words: [u64; 4] },
+    Receive { timeout: Timeout },
 }
 
 /// Most bytes one connection buffer holds.
@@ -245,9 +179,7 @@ pub fn decode(raw: &RawCall) -> Result<Syscall, Error> {
             if a1 > DEBUG_PRINT_MAX as u64 {
                 return Err(Error::InvalidArgument);
             }
-            Syscall::DebugPrint {
-                text: UserSlice::new(a0, a1)?,
-            }
+            Syscall::DebugPrint { text: UserSlice::new(a0, a1)? }
         }
         Sys::ThreadCreate => {
             UserSlice::new(a0, 1)?;
@@ -257,34 +189,22 @@ pub fn decode(raw: &RawCall) -> Result<Syscall, Error> {
             if a1 % 16 != 0 {
                 return Err(Error::InvalidArgument);
             }
-            Syscall::ThreadCreate {
-                entry: a0,
-                stack_top: a1,
-                arg: a2,
-            }
+            Syscall::ThreadCreate { entry: a0, stack_top: a1, arg: a2 }
         }
         Sys::ThreadExit => Syscall::ThreadExit { code: a0 },
-        Sys::ThreadJoin => Syscall::ThreadJoin {
-            thread: ThreadId::from_raw(a0),
-            timeout: Timeout::decode(a1),
-        },
+        Sys::ThreadJoin => {
+            Syscall::ThreadJoin { thread: ThreadId::from_raw(a0), timeout: Timeout::decode(a1) }
+        }
         Sys::TaskExit => Syscall::TaskExit { code: a0 },
         Sys::Yield => Syscall::Yield,
         Sys::Sleep => Syscall::Sleep { nanos: a0 },
         Sys::Clock => Syscall::Clock,
-        Sys::Spawn => Syscall::Spawn {
-            args: UserRef::new(a0)?,
-        },
-        Sys::TaskWait => Syscall::TaskWait {
-            task: TaskId::from_raw(a0),
-            timeout: Timeout::decode(a1),
-        },
-        Sys::TaskKill => Syscall::TaskKill {
-            task: TaskId::from_raw(a0),
-        },
-        Sys::KernelStats => Syscall::KernelStats {
-            out: UserRef::new(a0)?,
-        },
+        Sys::Spawn => Syscall::Spawn { args: UserRef::new(a0)? },
+        Sys::TaskWait => {
+            Syscall::TaskWait { task: TaskId::from_raw(a0), timeout: Timeout::decode(a1) }
+        }
+        Sys::TaskKill => Syscall::TaskKill { task: TaskId::from_raw(a0) },
+        Sys::KernelStats => Syscall::KernelStats { out: UserRef::new(a0)? },
         Sys::Shutdown => Syscall::Shutdown { code: a0 },
         Sys::MemMap => {
             if a0 == 0 || a0 > MEM_MAP_MAX as u64 || a1 & !map_flags::ALL != 0 {
@@ -296,9 +216,7 @@ pub fn decode(raw: &RawCall) -> Result<Syscall, Error> {
             if a0 % PAGE_SIZE as u64 != 0 || a1 == 0 || a1 % PAGE_SIZE as u64 != 0 {
                 return Err(Error::InvalidArgument);
             }
-            Syscall::MemUnmap {
-                range: UserSlice::new(a0, a1)?,
-            }
+            Syscall::MemUnmap { range: UserSlice::new(a0, a1)? }
         }
         Sys::SelfInfo => Syscall::SelfInfo,
         Sys::PortCreate => Syscall::Ipc(IpcCall::PortCreate),
@@ -319,10 +237,9 @@ pub fn decode(raw: &RawCall) -> Result<Syscall, Error> {
                 Syscall::Ipc(IpcCall::WriteSignal { handle: a0, data })
             }
         }
-        Sys::Read => Syscall::Ipc(IpcCall::Read {
-            handle: a0,
-            out: UserSlice::new(a1, MESSAGE_MAX)?,
-        }),
+        Sys::Read => {
+            Syscall::Ipc(IpcCall::Read { handle: a0, out: UserSlice::new(a1, MESSAGE_MAX)? })
+        }
         Sys::Signal => Syscall::Ipc(IpcCall::Signal { handle: a0 }),
         Sys::Poll => {
             if a1 == 0 || a1 > POLL_SET_MAX {
@@ -337,28 +254,29 @@ pub fn decode(raw: &RawCall) -> Result<Syscall, Error> {
                 timeout: Timeout::decode(a2),
             })
         }
-        Sys::PollAll => Syscall::Ipc(IpcCall::PollAll {
-            timeout: Timeout::decode(a0),
-        }),
+        Sys::PollAll => Syscall::Ipc(IpcCall::PollAll { timeout: Timeout::decode(a0) }),
         Sys::Close => Syscall::Ipc(IpcCall::Close { handle: a0 }),
-        Sys::ConnectionInfo => Syscall::Ipc(IpcCall::ConnectionInfo {
-            handle: a0,
-            out: aligned_out(a1)?,
-        }),
+        Sys::ConnectionInfo => {
+            Syscall::Ipc(IpcCall::ConnectionInfo { handle: a0, out: aligned_out(a1)? })
+        }
         Sys::SetConnectPermission => {
             if a0 >= alux_abi::ids::UID_COUNT as u64 {
                 return Err(Error::InvalidArgument);
             }
-            Syscall::Ipc(IpcCall::SetConnectPermission {
-                uid: a0,
-                allow: bool_arg(a1)?,
-            })
+            Syscall::Ipc(IpcCall::SetConnectPermission { uid: a0, allow: bool_arg(a1)? })
         }
         Sys::KernelEndOpen => Syscall::Ipc(IpcCall::KernelEndOpen { kind: a0 }),
-        Sys::ConnectionQuery => Syscall::Ipc(IpcCall::ConnectionQuery {
-            connection: a0,
-            out: aligned_out(a1)?,
-        }),
+        Sys::Send => {
+            if a1 > MESSAGE_MAX {
+                return Err(Error::MessageTooLong);
+            }
+            let [.., w0, w1, w2, w3] = raw.args;
+            Syscall::Ipc(IpcCall::Send { handle: a0, len: a1, words: [w0, w1, w2, w3] })
+        }
+        Sys::Receive => Syscall::Ipc(IpcCall::Receive { timeout: Timeout::decode(a0) }),
+        Sys::ConnectionQuery => {
+            Syscall::Ipc(IpcCall::ConnectionQuery { connection: a0, out: aligned_out(a1)? })
+        }
     };
     Ok(call)
 }
@@ -374,6 +292,18 @@ fn aligned_out(addr: u64) -> Result<UserSlice, Error> {
 
 /// What a handler answers: up to four result registers, or an error.
 pub type SysResult = Result<[u64; 4], Error>;
+
+/// What `Receive` answers: six result registers, or an error.
+pub type WideResult = Result<[u64; 6], Error>;
+
+/// The registers `Receive` returns with: `rax` then `rdi, rsi, rdx, r10,
+/// r8, r9`, zeroed on error.
+pub fn encode_wide(result: WideResult) -> [u64; 7] {
+    match result {
+        Ok([a, b, c, d, e, f]) => [0, a, b, c, d, e, f],
+        Err(e) => [e.code(), 0, 0, 0, 0, 0, 0],
+    }
+}
 
 /// The registers a finished call returns with: `rax` then `rdi, rsi, rdx,
 /// r10`. On error only `rax` carries meaning; the others are zeroed so no
@@ -407,10 +337,7 @@ mod tests {
         assert_eq!(UserSlice::new(0, 1), Err(Error::BadAddress));
         assert_eq!(UserSlice::new(u64::MAX, 2), Err(Error::BadAddress));
         assert_eq!(UserSlice::new(USER_END - 4, 8), Err(Error::BadAddress));
-        assert_eq!(
-            UserSlice::new(0xffff_8000_0000_0000, 8),
-            Err(Error::BadAddress)
-        );
+        assert_eq!(UserSlice::new(0xffff_8000_0000_0000, 8), Err(Error::BadAddress));
         assert!(UserSlice::new(USER_END - 8, 8).is_ok());
         assert!(UserSlice::new(0x1000, 0).is_ok());
     }
@@ -423,23 +350,14 @@ mod tests {
             call(Sys::DebugPrint as u64, [0x1000, max + 1, 0, 0, 0, 0]),
             Err(Error::InvalidArgument)
         );
-        assert_eq!(
-            call(Sys::DebugPrint as u64, [0, 4, 0, 0, 0, 0]),
-            Err(Error::BadAddress)
-        );
+        assert_eq!(call(Sys::DebugPrint as u64, [0, 4, 0, 0, 0, 0]), Err(Error::BadAddress));
     }
 
     #[test]
     fn write_rejects_long_messages_and_kernel_pointers() {
         let w = Sys::WriteSignal as u64;
-        assert_eq!(
-            call(w, [1, 0x1000, 33, 0, 0, 0]),
-            Err(Error::MessageTooLong)
-        );
-        assert_eq!(
-            call(w, [1, 0xffff_ffff_8000_0000, 8, 0, 0, 0]),
-            Err(Error::BadAddress)
-        );
+        assert_eq!(call(w, [1, 0x1000, 33, 0, 0, 0]), Err(Error::MessageTooLong));
+        assert_eq!(call(w, [1, 0xffff_ffff_8000_0000, 8, 0, 0, 0]), Err(Error::BadAddress));
         assert_eq!(
             call(w, [1, 0x1000, 32, 0, 0, 0]),
             Ok(Syscall::Ipc(IpcCall::WriteSignal {
@@ -454,46 +372,22 @@ mod tests {
         let m = Sys::MemMap as u64;
         assert_eq!(call(m, [0, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
         assert_eq!(call(m, [4096, 8, 0, 0, 0, 0]), Err(Error::InvalidArgument));
-        assert_eq!(
-            call(m, [MEM_MAP_MAX as u64 + 1, 1, 0, 0, 0, 0]),
-            Err(Error::InvalidArgument)
-        );
-        assert_eq!(
-            call(m, [4096, 1, 0, 0, 0, 0]),
-            Ok(Syscall::MemMap {
-                len: 4096,
-                flags: 1
-            })
-        );
+        assert_eq!(call(m, [MEM_MAP_MAX as u64 + 1, 1, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(m, [4096, 1, 0, 0, 0, 0]), Ok(Syscall::MemMap { len: 4096, flags: 1 }));
         let u = Sys::MemUnmap as u64;
-        assert_eq!(
-            call(u, [0x1001, 4096, 0, 0, 0, 0]),
-            Err(Error::InvalidArgument)
-        );
-        assert_eq!(
-            call(u, [0x1000, 0, 0, 0, 0, 0]),
-            Err(Error::InvalidArgument)
-        );
+        assert_eq!(call(u, [0x1001, 4096, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(u, [0x1000, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
     }
 
     #[test]
     fn poll_set_size_is_bounded() {
         let p = Sys::Poll as u64;
-        assert_eq!(
-            call(p, [0x1000, 0, 0, 0, 0, 0]),
-            Err(Error::InvalidArgument)
-        );
-        assert_eq!(
-            call(p, [0x1000, POLL_SET_MAX + 1, 0, 0, 0, 0]),
-            Err(Error::InvalidArgument)
-        );
+        assert_eq!(call(p, [0x1000, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(p, [0x1000, POLL_SET_MAX + 1, 0, 0, 0, 0]), Err(Error::InvalidArgument));
         assert_eq!(call(p, [0x1004, 1, 0, 0, 0, 0]), Err(Error::BadAddress));
         assert!(matches!(
             call(p, [0x1000, 3, u64::MAX, 0, 0, 0]),
-            Ok(Syscall::Ipc(IpcCall::Poll {
-                timeout: Timeout::Never,
-                ..
-            }))
+            Ok(Syscall::Ipc(IpcCall::Poll { timeout: Timeout::Never, .. }))
         ));
     }
 
@@ -501,28 +395,16 @@ mod tests {
     fn thread_create_needs_user_entry_and_aligned_stack() {
         let t = Sys::ThreadCreate as u64;
         assert_eq!(call(t, [0, 0x2000, 0, 0, 0, 0]), Err(Error::BadAddress));
-        assert_eq!(
-            call(t, [0x1000, 0x2008, 0, 0, 0, 0]),
-            Err(Error::InvalidArgument)
-        );
-        assert_eq!(
-            call(t, [0x1000, 0xffff_8000_0000_0000, 0, 0, 0, 0]),
-            Err(Error::BadAddress)
-        );
+        assert_eq!(call(t, [0x1000, 0x2008, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(t, [0x1000, 0xffff_8000_0000_0000, 0, 0, 0, 0]), Err(Error::BadAddress));
         assert_eq!(call(t, [0x1000, 0, 0, 0, 0, 0]), Err(Error::BadAddress));
         assert!(call(t, [0x1000, 0x2000, 7, 0, 0, 0]).is_ok());
     }
 
     #[test]
     fn structured_outputs_must_be_aligned() {
-        assert_eq!(
-            call(Sys::KernelStats as u64, [0x1001, 0, 0, 0, 0, 0]),
-            Err(Error::BadAddress)
-        );
-        assert_eq!(
-            call(Sys::Spawn as u64, [0x1004, 0, 0, 0, 0, 0]),
-            Err(Error::BadAddress)
-        );
+        assert_eq!(call(Sys::KernelStats as u64, [0x1001, 0, 0, 0, 0, 0]), Err(Error::BadAddress));
+        assert_eq!(call(Sys::Spawn as u64, [0x1004, 0, 0, 0, 0, 0]), Err(Error::BadAddress));
         assert_eq!(
             call(Sys::ConnectionInfo as u64, [1, 0x1003, 0, 0, 0, 0]),
             Err(Error::BadAddress)
@@ -536,20 +418,14 @@ mod tests {
         assert_eq!(call(s, [5, 2, 0, 0, 0, 0]), Err(Error::InvalidArgument));
         assert_eq!(
             call(s, [5, 0, 0, 0, 0, 0]),
-            Ok(Syscall::Ipc(IpcCall::SetConnectPermission {
-                uid: 5,
-                allow: false
-            }))
+            Ok(Syscall::Ipc(IpcCall::SetConnectPermission { uid: 5, allow: false }))
         );
     }
 
     #[test]
     fn encode_zeroes_results_on_error() {
         assert_eq!(encode(Ok([1, 2, 3, 4])), [0, 1, 2, 3, 4]);
-        assert_eq!(
-            encode(Err(Error::BadHandle)),
-            [Error::BadHandle.code(), 0, 0, 0, 0]
-        );
+        assert_eq!(encode(Err(Error::BadHandle)), [Error::BadHandle.code(), 0, 0, 0, 0]);
     }
 
     proptest::proptest! {

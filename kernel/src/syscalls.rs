@@ -17,6 +17,8 @@ use kernel::syscall::{decode, RawCall, SysResult, Syscall, Timeout, UserSlice};
 enum Outcome {
     /// Finished: return this.
     Done(SysResult),
+    /// Finished; the handler wrote the result registers itself.
+    Written,
     /// The caller is blocked; its result comes later.
     Blocked,
     /// The caller no longer exists.
@@ -35,10 +37,7 @@ extern "C" fn syscall_from_user() -> u64 {
         let t = k.thread_mut(caller).expect("current thread is live");
         t.from_syscall = true;
         let r = &t.ctx.regs;
-        RawCall {
-            number: r.rax,
-            args: [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9],
-        }
+        RawCall { number: r.rax, args: [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9] }
     };
     let outcome = match decode(&raw) {
         Ok(call) => handle(&mut k, caller, call),
@@ -46,7 +45,7 @@ extern "C" fn syscall_from_user() -> u64 {
     };
     match outcome {
         Outcome::Done(result) => k.set_result(caller, result),
-        Outcome::Blocked | Outcome::Gone => {}
+        Outcome::Written | Outcome::Blocked | Outcome::Gone => {}
     }
     sched::dispatch(k)
 }
@@ -56,9 +55,7 @@ fn caller_task(k: &Kernel, caller: ThreadId) -> TaskId {
 }
 
 fn space_of(k: &Kernel, task: TaskId) -> Result<&mm::AddressSpace, Error> {
-    k.task(task)
-        .and_then(|t| t.space.as_ref())
-        .ok_or(Error::NoSuchTask)
+    k.task(task).and_then(|t| t.space.as_ref()).ok_or(Error::NoSuchTask)
 }
 
 fn require_privileged(k: &Kernel, task: TaskId) -> Result<(), Error> {
@@ -80,25 +77,29 @@ fn may_control(k: &Kernel, caller: TaskId, target: TaskId) -> Result<(), Error> 
 }
 
 fn handle(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
+    let Syscall::Ipc(ipc) = call else { return handle_core(k, caller, call) };
+    let r = ipc_glue::handle(k, caller, ipc);
+    ipc_glue::deliver_wakeups(k);
+    match r {
+        Ok(IpcOutcome::Done(r)) => Outcome::Done(r),
+        Ok(IpcOutcome::DoneWide(regs)) => {
+            k.set_wide_result(caller, Ok(regs));
+            Outcome::Written
+        }
+        Ok(IpcOutcome::Blocked) => Outcome::Blocked,
+        Err(e) => Outcome::Done(Err(e)),
+    }
+}
+
+fn handle_core(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
     let task = caller_task(k, caller);
     let result = match call {
-        Syscall::Ipc(ipc) => {
-            let r = ipc_glue::handle(k, caller, ipc);
-            ipc_glue::deliver_wakeups(k);
-            return match r {
-                Ok(IpcOutcome::Done(r)) => Outcome::Done(r),
-                Ok(IpcOutcome::Blocked) => Outcome::Blocked,
-                Err(e) => Outcome::Done(Err(e)),
-            };
-        }
+        // Never reached: `handle` takes every IPC call first.
+        Syscall::Ipc(_) => Err(Error::UnknownSyscall),
         Syscall::DebugPrint { text } => debug_print(k, task, text),
-        Syscall::ThreadCreate {
-            entry,
-            stack_top,
-            arg,
-        } => k
-            .create_thread(task, entry, stack_top, arg)
-            .map(|t| [t.raw(), 0, 0, 0]),
+        Syscall::ThreadCreate { entry, stack_top, arg } => {
+            k.create_thread(task, entry, stack_top, arg).map(|t| [t.raw(), 0, 0, 0])
+        }
         Syscall::ThreadExit { code } => {
             k.exit_thread(caller, code);
             return Outcome::Gone;
@@ -130,10 +131,7 @@ fn handle(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
         }
         Syscall::Clock => Ok([time::now_ns(), 0, 0, 0]),
         Syscall::Spawn { args } => spawn(k, task, args),
-        Syscall::TaskWait {
-            task: target,
-            timeout,
-        } => match may_control(k, task, target) {
+        Syscall::TaskWait { task: target, timeout } => match may_control(k, task, target) {
             Err(e) => Err(e),
             Ok(()) => match k.task(target).and_then(|t| t.end) {
                 Some(_) => {
@@ -147,17 +145,20 @@ fn handle(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
         },
         // A task may always kill itself; others need to be its parent or
         // privileged.
-        Syscall::TaskKill { task: target } => match (target == task).then_some(Ok(())).unwrap_or_else(|| may_control(k, task, target)) {
-            Err(e) => Err(e),
-            Ok(()) if k.task(target).is_some_and(|t| t.end.is_some()) => Err(Error::NoSuchTask),
-            Ok(()) => {
-                k.end_task(target, alux_abi::syscall::TaskEnd::Killed);
-                if target == task {
-                    return Outcome::Gone;
+        Syscall::TaskKill { task: target } => {
+            match (target == task).then_some(Ok(())).unwrap_or_else(|| may_control(k, task, target))
+            {
+                Err(e) => Err(e),
+                Ok(()) if k.task(target).is_some_and(|t| t.end.is_some()) => Err(Error::NoSuchTask),
+                Ok(()) => {
+                    k.end_task(target, alux_abi::syscall::TaskEnd::Killed);
+                    if target == task {
+                        return Outcome::Gone;
+                    }
+                    Ok([0; 4])
                 }
-                Ok([0; 4])
             }
-        },
+        }
         Syscall::KernelStats { out } => {
             let stats = KernelStats {
                 frames_used: k.frames.used() as u64,
@@ -172,18 +173,12 @@ fn handle(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
                     (t.pages + t.space.as_ref().map_or(0, |s| s.table_frames())) as u64
                 }),
             };
-            space_of(k, task)
-                .and_then(|s| mm::write_record(s, out.slice(), &stats))
-                .map(|_| [0; 4])
+            space_of(k, task).and_then(|s| mm::write_record(s, out.slice(), &stats)).map(|_| [0; 4])
         }
         Syscall::Shutdown { code } => match require_privileged(k, task) {
             Err(e) => Err(e),
             Ok(()) => {
-                crate::kprintln!(
-                    "[kernel] shutdown requested by task {} (code {})",
-                    task,
-                    code
-                );
+                crate::kprintln!("[kernel] shutdown requested by task {} (code {})", task, code);
                 crate::print_summary(k);
                 cpu::exit_qemu(if code == 0 {
                     alux_abi::syscall::SHUTDOWN_SUCCESS
@@ -196,11 +191,7 @@ fn handle(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
         Syscall::MemUnmap { range } => mem_unmap(k, task, range),
         Syscall::SelfInfo => {
             let t = k.task(task).expect("caller's task is live");
-            let flags = if t.privileged {
-                task_flags::PRIVILEGED
-            } else {
-                0
-            };
+            let flags = if t.privileged { task_flags::PRIVILEGED } else { 0 };
             Ok([task.raw(), caller.raw(), t.uid as u64, flags as u64])
         }
     };
@@ -247,9 +238,7 @@ fn spawn(
     let image_range = UserSlice::new(args.image_ptr, args.image_len)?;
     let arg_range = UserSlice::new(args.arg_ptr.max(1), args.arg_len)?;
     let mut image = Vec::new();
-    image
-        .try_reserve_exact(args.image_len as usize)
-        .map_err(|_| Error::OutOfMemory)?;
+    image.try_reserve_exact(args.image_len as usize).map_err(|_| Error::OutOfMemory)?;
     image.resize(args.image_len as usize, 0);
     space.copy_in(image_range, &mut image)?;
     let mut arg_bytes = [0u8; alux_abi::syscall::SPAWN_ARGS_MAX];
@@ -281,11 +270,8 @@ fn mem_map(k: &mut Kernel, task: TaskId, len: u64, flags: u64) -> SysResult {
         pf |= PageFlags::NO_EXECUTE;
     }
     let Kernel { tasks, frames, .. } = k;
-    let t = tasks
-        .iter_mut()
-        .find(|(_, t)| t.id == task)
-        .map(|(_, t)| t)
-        .ok_or(Error::NoSuchTask)?;
+    let t =
+        tasks.iter_mut().find(|(_, t)| t.id == task).map(|(_, t)| t).ok_or(Error::NoSuchTask)?;
     let space = t.space.as_mut().ok_or(Error::NoSuchTask)?;
     for i in 0..pages as u64 {
         if let Err(e) = space.map_new(frames, base + i * PAGE_SIZE, pf) {
@@ -305,11 +291,8 @@ fn mem_map(k: &mut Kernel, task: TaskId, len: u64, flags: u64) -> SysResult {
 
 fn mem_unmap(k: &mut Kernel, task: TaskId, range: UserSlice) -> SysResult {
     let Kernel { tasks, frames, .. } = k;
-    let t = tasks
-        .iter_mut()
-        .find(|(_, t)| t.id == task)
-        .map(|(_, t)| t)
-        .ok_or(Error::NoSuchTask)?;
+    let t =
+        tasks.iter_mut().find(|(_, t)| t.id == task).map(|(_, t)| t).ok_or(Error::NoSuchTask)?;
     if range.addr() < crate::task::MAP_BASE || range.addr() + range.len() > t.next_map {
         return Err(Error::InvalidArgument);
     }

@@ -135,11 +135,7 @@ impl Kernel {
                 task: task.raw(),
                 thread: 0,
                 uid: req.uid as u32,
-                flags: if req.privileged {
-                    task_flags::PRIVILEGED
-                } else {
-                    0
-                },
+                flags: if req.privileged { task_flags::PRIVILEGED } else { 0 },
                 arg_ptr: START_INFO_ADDR + core::mem::size_of::<StartInfo>() as u64,
                 arg_len: req.args.len() as u64,
                 boot_module_ptr: 0,
@@ -219,10 +215,7 @@ impl Kernel {
         match self.create_thread(id, entry, STACK_TOP, START_INFO_ADDR) {
             Ok(thread) => {
                 // Tell the first thread its own ID through the start info.
-                let space = self
-                    .task(id)
-                    .and_then(|t| t.space.as_ref())
-                    .expect("live task");
+                let space = self.task(id).and_then(|t| t.space.as_ref()).expect("live task");
                 let _ = space.copy_out(
                     kernel::syscall::UserSlice::new(START_INFO_ADDR + 8, 8)?,
                     &thread.raw().to_le_bytes(),
@@ -319,8 +312,7 @@ impl Kernel {
         task.end = Some(end);
         let threads = core::mem::take(&mut task.threads);
         let space = task.space.take();
-        self.ipc
-            .remove_task(id, matches!(end, TaskEnd::Killed | TaskEnd::Faulted(..)));
+        self.ipc.remove_task(id, matches!(end, TaskEnd::Killed | TaskEnd::Faulted(..)));
         crate::ipc_glue::deliver_wakeups(self);
         for t in threads {
             self.remove_thread_record(t);
@@ -329,12 +321,8 @@ impl Kernel {
             self.destroy_space(space);
         }
         // Orphans: live children lose their parent; ended ones are reaped.
-        let children: Vec<TaskId> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.parent == Some(id))
-            .map(|(_, t)| t.id)
-            .collect();
+        let children: Vec<TaskId> =
+            self.tasks.iter().filter(|(_, t)| t.parent == Some(id)).map(|(_, t)| t.id).collect();
         for c in children {
             let ended = self.task(c).is_some_and(|t| t.end.is_some());
             if ended {

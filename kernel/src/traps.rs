@@ -22,11 +22,7 @@ extern "C" fn trap_from_user(frame: &TrapFrame) -> u64 {
     match vector {
         0..=31 => {
             let fault = Fault::from_vector(vector);
-            let detail = if fault == Fault::PageFault {
-                cpu::read_cr2()
-            } else {
-                frame.rip
-            };
+            let detail = if fault == Fault::PageFault { cpu::read_cr2() } else { frame.rip };
             if let Some(cur) = k.current {
                 let task = k.thread(cur).map(|t| t.task);
                 if let Some(task) = task {

@@ -2,6 +2,7 @@
 //! alux. It builds the kernel and the user programs for the freestanding
 //! target, packs the programs into the boot module, and drives QEMU.
 
+mod bench;
 mod qemu;
 mod scenarios;
 
@@ -29,6 +30,10 @@ Options (run):
   --kvm                 use KVM if it works (falls back to TCG otherwise)
   -- ARGS...            extra arguments passed to QEMU
 
+Options (bench):
+  --debug               benchmark the debug kernel
+  --kvm                 count cycles under KVM if it works (else instructions under TCG)
+
 Options (test):
   --release             test the optimised kernel
   --only NAME           run only this QEMU scenario
@@ -55,9 +60,7 @@ fn cargo() -> Command {
 }
 
 fn run_checked(cmd: &mut Command) -> Result<(), String> {
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot run {:?}: {}", cmd.get_program(), e))?;
+    let status = cmd.status().map_err(|e| format!("cannot run {:?}: {}", cmd.get_program(), e))?;
     if status.success() {
         Ok(())
     } else {
@@ -66,9 +69,8 @@ fn run_checked(cmd: &mut Command) -> Result<(), String> {
 }
 
 /// The user programs packed into the boot module.
-pub const PROGRAMS: &[&str] = &[
-    "init", "demo", "spinner", "fpu", "fault", "hostile", "churn", "nop", "ipc",
-];
+pub const PROGRAMS: &[&str] =
+    &["init", "demo", "spinner", "fpu", "fault", "hostile", "churn", "nop", "ipc", "bench"];
 
 /// Builds everything; the kernel in release mode if asked, the user
 /// programs always optimised (they run under full emulation).
@@ -102,9 +104,7 @@ pub fn build(release: bool) -> Result<Artifacts, String> {
     run_checked(&mut cmd)?;
 
     let out = root.join("target").join(TARGET);
-    let kernel = out
-        .join(if release { "release" } else { "debug" })
-        .join("alux-kernel");
+    let kernel = out.join(if release { "release" } else { "debug" }).join("alux-kernel");
     let initrd = out.join("initrd.tar");
     pack_initrd(&out.join("release"), &initrd)?;
     Ok(Artifacts { kernel, initrd })
@@ -137,8 +137,7 @@ fn pack_initrd(programs: &Path, initrd: &Path) -> Result<(), String> {
         header.set_size(data.len() as u64);
         header.set_mode(0o755);
         header.set_cksum();
-        tar.append_data(&mut header, name, data)
-            .map_err(|e| format!("initrd: {}", e))
+        tar.append_data(&mut header, name, data).map_err(|e| format!("initrd: {}", e))
     };
     for p in PROGRAMS {
         let path = programs.join(p);
@@ -152,16 +151,12 @@ fn pack_initrd(programs: &Path, initrd: &Path) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let mut args = pico_args::Arguments::from_env();
-    let command = args
-        .subcommand()
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| "help".into());
+    let command = args.subcommand().ok().flatten().unwrap_or_else(|| "help".into());
     let result = match command.as_str() {
         "build" => cmd_build(args),
         "run" => cmd_run(args),
         "test" => scenarios::cmd_test(args),
-        "bench" => scenarios::cmd_bench(args),
+        "bench" => bench::cmd_bench(args),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(true)
@@ -191,11 +186,7 @@ fn cmd_build(mut args: pico_args::Arguments) -> Result<bool, String> {
     let release = args.contains("--release");
     reject_unused(args)?;
     let a = build(release)?;
-    println!(
-        "kernel: {}\ninitrd: {}",
-        a.kernel.display(),
-        a.initrd.display()
-    );
+    println!("kernel: {}\ninitrd: {}", a.kernel.display(), a.initrd.display());
     Ok(true)
 }
 
@@ -203,20 +194,13 @@ fn cmd_run(mut args: pico_args::Arguments) -> Result<bool, String> {
     let release = args.contains("--release");
     let gdb = args.contains("--gdb");
     let kvm = args.contains("--kvm");
-    let scenario: String = args
-        .opt_value_from_str("--scenario")
-        .map_err(|e| e.to_string())?
-        .unwrap_or("demo".into());
-    let timeout: u64 = args
-        .opt_value_from_str("--timeout")
-        .map_err(|e| e.to_string())?
-        .unwrap_or(300);
+    let scenario: String =
+        args.opt_value_from_str("--scenario").map_err(|e| e.to_string())?.unwrap_or("demo".into());
+    let timeout: u64 =
+        args.opt_value_from_str("--timeout").map_err(|e| e.to_string())?.unwrap_or(300);
     let raw = args.finish();
     let extra: Vec<String> = match raw.iter().position(|a| a == "--") {
-        Some(i) if i == 0 => raw[1..]
-            .iter()
-            .map(|s| s.to_string_lossy().into_owned())
-            .collect(),
+        Some(i) if i == 0 => raw[1..].iter().map(|s| s.to_string_lossy().into_owned()).collect(),
         None if raw.is_empty() => Vec::new(),
         _ => return Err(format!("unexpected arguments: {raw:?}\n\n{HELP}")),
     };

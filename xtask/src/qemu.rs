@@ -32,15 +32,8 @@ pub fn ensure_installed() -> Result<(), String> {
         return Ok(());
     }
     let install = "apt-get update && apt-get install -y qemu-system-x86";
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0"));
-    let has_apt = Command::new("apt-get")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok();
+    let is_root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let has_apt = Command::new("apt-get").arg("--version").stdout(Stdio::null()).status().is_ok();
     if is_root && has_apt {
         eprintln!("xtask: {QEMU} not found; installing Debian's qemu-system-x86");
         let ok = Command::new("sh")
@@ -51,9 +44,7 @@ pub fn ensure_installed() -> Result<(), String> {
             return Ok(());
         }
     }
-    Err(format!(
-        "{QEMU} is missing; install it with:\n    sudo sh -c '{install}'"
-    ))
+    Err(format!("{QEMU} is missing; install it with:\n    sudo sh -c '{install}'"))
 }
 
 /// How to run QEMU.
@@ -184,24 +175,14 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
         eprintln!("xtask: KVM does not work here; using TCG");
     }
     let mut cmd = Command::new(QEMU);
-    cmd.args([
-        "-m",
-        "512M",
-        "-smp",
-        "1",
-        "-no-reboot",
-        "-display",
-        "none",
-        "-monitor",
-        "none",
-    ])
-    .args(["-serial", "stdio"])
-    .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-    .arg("-kernel")
-    .arg(&opts.kernel)
-    .arg("-initrd")
-    .arg(&opts.initrd)
-    .args(["-append", &opts.cmdline]);
+    cmd.args(["-m", "512M", "-smp", "1", "-no-reboot", "-display", "none", "-monitor", "none"])
+        .args(["-serial", "stdio"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .arg("-kernel")
+        .arg(&opts.kernel)
+        .arg("-initrd")
+        .arg(&opts.initrd)
+        .args(["-append", &opts.cmdline]);
     if used_kvm {
         cmd.args(["-accel", "kvm", "-cpu", "host"]);
     } else {
@@ -215,13 +196,9 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
         cmd.args(["-s", "-S"]);
     }
     cmd.args(&opts.extra);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
     let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {QEMU}: {e}"))?;
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start {QEMU}: {e}"))?;
     let stdout = child.stdout.take().expect("piped");
     let (tx, rx) = mpsc::channel();
     let echo = opts.echo;
@@ -257,10 +234,5 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
     let elapsed = start.elapsed();
     let log = rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
     let _ = reader.join();
-    Ok(Outcome {
-        ending,
-        log,
-        elapsed,
-        used_kvm,
-    })
+    Ok(Outcome { ending, log, elapsed, used_kvm })
 }

@@ -18,11 +18,7 @@ pub struct Scenario {
 
 /// Every QEMU scenario, in the order they run.
 pub const SCENARIOS: &[Scenario] = &[
-    Scenario {
-        name: "demo",
-        about: "demo tasks with several threads each",
-        timeout_secs: 120,
-    },
+    Scenario { name: "demo", about: "demo tasks with several threads each", timeout_secs: 120 },
     Scenario {
         name: "preempt",
         about: "a task spinning forever does not stop another",
@@ -33,11 +29,7 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "FPU/SSE state of two threads survives preemption",
         timeout_secs: 180,
     },
-    Scenario {
-        name: "faults",
-        about: "each fault kind kills only its task",
-        timeout_secs: 120,
-    },
+    Scenario { name: "faults", about: "each fault kind kills only its task", timeout_secs: 120 },
     Scenario {
         name: "hostile",
         about: "every syscall with garbage gets errors",
@@ -53,12 +45,32 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "10,000 thread and 1,000 task cycles leak nothing",
         timeout_secs: 600,
     },
-    Scenario { name: "ipc-pingpong", about: "10,000 ping-pong messages, every byte checked", timeout_secs: 300 },
-    Scenario { name: "ipc-fairness", about: "one thread polls 200 connections and serves all", timeout_secs: 300 },
+    Scenario {
+        name: "ipc-pingpong",
+        about: "10,000 ping-pong messages, every byte checked",
+        timeout_secs: 300,
+    },
+    Scenario {
+        name: "ipc-fairness",
+        about: "one thread polls 200 connections and serves all",
+        timeout_secs: 300,
+    },
     Scenario { name: "ipc-timeouts", about: "poll and connect timeouts", timeout_secs: 120 },
-    Scenario { name: "ipc-closes", about: "close, thread exit, task exit and kill reach the peer", timeout_secs: 120 },
-    Scenario { name: "ipc-handles", about: "bad, stale and foreign handles; empty queue; denied calls", timeout_secs: 120 },
-    Scenario { name: "ipc-flood", about: "a flooder hits its limits, others go on, memory returns", timeout_secs: 300 },
+    Scenario {
+        name: "ipc-closes",
+        about: "close, thread exit, task exit and kill reach the peer",
+        timeout_secs: 120,
+    },
+    Scenario {
+        name: "ipc-handles",
+        about: "bad, stale and foreign handles; empty queue; denied calls",
+        timeout_secs: 120,
+    },
+    Scenario {
+        name: "ipc-flood",
+        about: "a flooder hits its limits, others go on, memory returns",
+        timeout_secs: 300,
+    },
 ];
 
 fn tail(log: &str, lines: usize) -> String {
@@ -70,9 +82,7 @@ fn tail(log: &str, lines: usize) -> String {
 pub fn cmd_test(mut args: pico_args::Arguments) -> Result<bool, String> {
     let release = args.contains("--release");
     let no_host = args.contains("--no-host");
-    let only: Option<String> = args
-        .opt_value_from_str("--only")
-        .map_err(|e| e.to_string())?;
+    let only: Option<String> = args.opt_value_from_str("--only").map_err(|e| e.to_string())?;
     crate::reject_unused(args)?;
     let started = Instant::now();
     let (mut passed, mut failed) = (0, 0);
@@ -101,10 +111,7 @@ pub fn cmd_test(mut args: pico_args::Arguments) -> Result<bool, String> {
 
     qemu::ensure_installed()?;
     let artifacts = crate::build(release)?;
-    for s in SCENARIOS
-        .iter()
-        .filter(|s| only.as_deref().is_none_or(|o| o == s.name))
-    {
+    for s in SCENARIOS.iter().filter(|s| only.as_deref().is_none_or(|o| o == s.name)) {
         let mut opts = Options::new(&artifacts, &format!("scenario={}", s.name));
         opts.timeout = Duration::from_secs(s.timeout_secs);
         let outcome = qemu::run(&opts)?;
@@ -120,16 +127,8 @@ pub fn cmd_test(mut args: pico_args::Arguments) -> Result<bool, String> {
             );
         } else {
             failed += 1;
-            println!(
-                "scenario {:<10} FAILED: {}  ({})",
-                s.name,
-                outcome.describe(),
-                s.about
-            );
-            println!(
-                "---- last lines of its serial log ----\n{}\n----",
-                tail(&outcome.log, 30)
-            );
+            println!("scenario {:<10} FAILED: {}  ({})", s.name, outcome.describe(), s.about);
+            println!("---- last lines of its serial log ----\n{}\n----", tail(&outcome.log, 30));
         }
     }
     if let Some(o) = &only {
@@ -140,10 +139,4 @@ pub fn cmd_test(mut args: pico_args::Arguments) -> Result<bool, String> {
     println!("total time {:.1} s", started.elapsed().as_secs_f64());
     println!("{passed} passed, {failed} failed");
     Ok(failed == 0)
-}
-
-/// Benchmarks (see `docs/benchmarks.md`).
-pub fn cmd_bench(args: pico_args::Arguments) -> Result<bool, String> {
-    crate::reject_unused(args)?;
-    Err("no benchmarks yet".into())
 }

@@ -17,11 +17,7 @@ impl World {
     }
 
     pub fn with(limits: Limits) -> Self {
-        World {
-            ipc: Ipc::new(limits),
-            next_task: 0,
-            next_thread: 0,
-        }
+        World { ipc: Ipc::new(limits), next_task: 0, next_thread: 0 }
     }
 
     /// A new task (with generation 1) and its first thread.

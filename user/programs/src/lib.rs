@@ -15,11 +15,7 @@ pub struct Rng(u64);
 impl Rng {
     /// Seeds the generator (0 is replaced by a fixed non-zero seed).
     pub fn new(seed: u64) -> Self {
-        Rng(if seed == 0 {
-            0x9e37_79b9_7f4a_7c15
-        } else {
-            seed
-        })
+        Rng(if seed == 0 { 0x9e37_79b9_7f4a_7c15 } else { seed })
     }
     /// The next value.
     pub fn next(&mut self) -> u64 {

@@ -19,10 +19,8 @@ struct Regions {
 pub struct RtAllocator(Mutex<Regions>);
 
 #[global_allocator]
-static ALLOCATOR: RtAllocator = RtAllocator(Mutex::new(Regions {
-    heaps: [const { None }; MAX_REGIONS],
-    count: 0,
-}));
+static ALLOCATOR: RtAllocator =
+    RtAllocator(Mutex::new(Regions { heaps: [const { None }; MAX_REGIONS], count: 0 }));
 
 impl Regions {
     fn grow(&mut self, layout: Layout) -> Option<()> {

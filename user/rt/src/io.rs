@@ -41,10 +41,7 @@ impl Write for Line {
 
 /// Prints formatted text as one kernel call (for up to 512 bytes).
 pub fn print(args: fmt::Arguments<'_>) {
-    let mut line = Line {
-        buf: [0; 512],
-        len: 0,
-    };
+    let mut line = Line { buf: [0; 512], len: 0 };
     let _ = line.write_fmt(args);
     let _ =
         Console.write_str(core::str::from_utf8(&line.buf[..line.len]).unwrap_or("<invalid utf-8>"));

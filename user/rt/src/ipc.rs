@@ -13,7 +13,8 @@
 
 use alloc::vec::Vec;
 use alux_abi::ipc::{ConnectionEnds, ConnectionInfo, Events, Handle, Message, Ready, MESSAGE_MAX};
-use alux_abi::syscall::{decode_ready, Sys};
+pub use alux_abi::syscall::Received;
+use alux_abi::syscall::{decode_ready, pack_message, Sys};
 use alux_abi::{Error, TaskId, Uid};
 use core::marker::PhantomData;
 use core::time::Duration;
@@ -39,10 +40,7 @@ impl Port {
     /// Creates a port owned by the calling thread.
     pub fn new() -> Result<Port, Error> {
         let [h, ..] = call(Sys::PortCreate, [0; 6])?;
-        Ok(Port {
-            handle: Handle::from_raw(h),
-            _thread: PhantomData,
-        })
+        Ok(Port { handle: Handle::from_raw(h), _thread: PhantomData })
     }
 
     /// Pushes the port onto this task's listen queue, where the next
@@ -74,10 +72,7 @@ impl Port {
     /// Treats the port as the connection it became once a client took it
     /// (after a poll reported `OPENED` for it).
     pub fn into_connection(self) -> Connection {
-        let c = Connection {
-            handle: self.handle,
-            _thread: PhantomData,
-        };
+        let c = Connection { handle: self.handle, _thread: PhantomData };
         core::mem::forget(self);
         c
     }
@@ -101,10 +96,7 @@ pub struct Connection {
 /// zero: not at all, failing with `NoPortAvailable`).
 pub fn connect(task: TaskId, timeout: Option<Duration>) -> Result<Connection, Error> {
     let [h, ..] = call(Sys::Connect, [task.raw(), timeout_ns(timeout), 0, 0, 0, 0])?;
-    Ok(Connection {
-        handle: Handle::from_raw(h),
-        _thread: PhantomData,
-    })
+    Ok(Connection { handle: Handle::from_raw(h), _thread: PhantomData })
 }
 
 impl Connection {
@@ -115,18 +107,8 @@ impl Connection {
 
     /// Overwrites this end's buffer (at most 32 bytes) without signalling.
     pub fn write(&self, data: &[u8]) -> Result<(), Error> {
-        call(
-            Sys::Write,
-            [
-                self.handle.raw(),
-                data.as_ptr() as u64,
-                data.len() as u64,
-                0,
-                0,
-                0,
-            ],
-        )
-        .map(|_| ())
+        call(Sys::Write, [self.handle.raw(), data.as_ptr() as u64, data.len() as u64, 0, 0, 0])
+            .map(|_| ())
     }
 
     /// Signals the peer: it sees `SIGNAL` at its next poll.
@@ -134,34 +116,28 @@ impl Connection {
         call(Sys::Signal, [self.handle.raw(), 0, 0, 0, 0, 0]).map(|_| ())
     }
 
-    /// Writes and signals in one system call.
+    /// Writes and signals in one system call, the message travelling in
+    /// registers (the fast path).
     pub fn send(&self, data: &[u8]) -> Result<(), Error> {
-        call(
-            Sys::WriteSignal,
-            [
-                self.handle.raw(),
-                data.as_ptr() as u64,
-                data.len() as u64,
-                0,
-                0,
-                0,
-            ],
-        )
-        .map(|_| ())
+        if data.len() > MESSAGE_MAX {
+            return Err(Error::MessageTooLong);
+        }
+        let [a, b, c, d] = pack_message(data);
+        call(Sys::Send, [self.handle.raw(), data.len() as u64, a, b, c, d]).map(|_| ())
+    }
+
+    /// Writes and signals with the message read from memory (`WriteSignal`).
+    pub fn write_signal(&self, data: &[u8]) -> Result<(), Error> {
+        call(Sys::WriteSignal, [self.handle.raw(), data.as_ptr() as u64, data.len() as u64, 0, 0, 0])
+            .map(|_| ())
     }
 
     /// The peer's buffer as it is now.
     pub fn read(&self) -> Result<Message, Error> {
         let mut data = [0u8; MESSAGE_MAX];
-        let [len, seq, ..] = call(
-            Sys::Read,
-            [self.handle.raw(), data.as_mut_ptr() as u64, 0, 0, 0, 0],
-        )?;
-        Ok(Message {
-            data,
-            len: len as u8,
-            seq,
-        })
+        let [len, seq, ..] =
+            call(Sys::Read, [self.handle.raw(), data.as_mut_ptr() as u64, 0, 0, 0, 0])?;
+        Ok(Message { data, len: len as u8, seq })
     }
 
     /// Waits for an event on this end alone.
@@ -183,10 +159,7 @@ impl Connection {
     /// The connection's identity: ID, peer task and uid, state.
     pub fn info(&self) -> Result<ConnectionInfo, Error> {
         let mut info = ConnectionInfo::default();
-        call(
-            Sys::ConnectionInfo,
-            [self.handle.raw(), &mut info as *mut _ as u64, 0, 0, 0, 0],
-        )?;
+        call(Sys::ConnectionInfo, [self.handle.raw(), &mut info as *mut _ as u64, 0, 0, 0, 0])?;
         Ok(info)
     }
 }
@@ -201,15 +174,38 @@ impl Drop for Connection {
 pub fn poll(handles: &[Handle], timeout: Option<Duration>) -> Result<Ready, Error> {
     ready(call(
         Sys::Poll,
-        [
-            handles.as_ptr() as u64,
-            handles.len() as u64,
-            timeout_ns(timeout),
-            0,
-            0,
-            0,
-        ],
+        [handles.as_ptr() as u64, handles.len() as u64, timeout_ns(timeout), 0, 0, 0],
     )?)
+}
+
+/// Waits for an event on any end of this thread and returns it with that
+/// end's peer buffer, all in registers: a poll and a read in one call.
+pub fn receive(timeout: Option<Duration>) -> Result<Received, Error> {
+    let rax: u64;
+    let (mut rdi, rsi, rdx, r10, r8, r9): (u64, u64, u64, u64, u64, u64);
+    rdi = timeout_ns(timeout);
+    // SAFETY: `Receive` takes its timeout in rdi and returns six registers
+    // (rdi, rsi, rdx, r10, r8, r9); rcx and r11 are clobbered; it touches no
+    // user memory.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") Sys::Receive as u64 => rax,
+            inlateout("rdi") rdi,
+            lateout("rsi") rsi,
+            lateout("rdx") rdx,
+            lateout("r10") r10,
+            lateout("r8") r8,
+            lateout("r9") r9,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    if rax != 0 {
+        return Err(Error::from_code(rax).unwrap_or(Error::UnknownSyscall));
+    }
+    Received::decode([rdi, rsi, rdx, r10, r8, r9]).ok_or(Error::InvalidArgument)
 }
 
 /// Waits for an event on any end of this thread.
@@ -227,10 +223,7 @@ pub struct PollSet {
 impl PollSet {
     /// An empty set.
     pub fn new() -> Self {
-        PollSet {
-            handles: Vec::new(),
-            _thread: PhantomData,
-        }
+        PollSet { handles: Vec::new(), _thread: PhantomData }
     }
     /// Adds an end.
     pub fn add(&mut self, handle: Handle) {
@@ -249,29 +242,19 @@ impl PollSet {
 /// Allows or denies `uid` to connect to this task (all uids are allowed at
 /// first).
 pub fn set_connect_permission(uid: Uid, allow: bool) -> Result<(), Error> {
-    call(
-        Sys::SetConnectPermission,
-        [uid as u64, allow as u64, 0, 0, 0, 0],
-    )
-    .map(|_| ())
+    call(Sys::SetConnectPermission, [uid as u64, allow as u64, 0, 0, 0, 0]).map(|_| ())
 }
 
 /// Opens an end whose far side is the kernel (privileged tasks only).
 pub fn open_kernel_end(kind: u32) -> Result<Connection, Error> {
     let [h, ..] = call(Sys::KernelEndOpen, [kind as u64, 0, 0, 0, 0, 0])?;
-    Ok(Connection {
-        handle: Handle::from_raw(h),
-        _thread: PhantomData,
-    })
+    Ok(Connection { handle: Handle::from_raw(h), _thread: PhantomData })
 }
 
 /// The two ends of a live connection (privileged tasks only): how a
 /// service checks that two tasks are really connected.
 pub fn query_connection(conn_id: u64) -> Result<ConnectionEnds, Error> {
     let mut ends = ConnectionEnds::default();
-    call(
-        Sys::ConnectionQuery,
-        [conn_id, &mut ends as *mut _ as u64, 0, 0, 0, 0],
-    )?;
+    call(Sys::ConnectionQuery, [conn_id, &mut ends as *mut _ as u64, 0, 0, 0, 0])?;
     Ok(ends)
 }

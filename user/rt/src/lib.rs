@@ -38,9 +38,7 @@ pub struct Start {
 impl Start {
     /// The arguments as text, split on spaces.
     pub fn arg_words(&self) -> impl Iterator<Item = &'static str> {
-        core::str::from_utf8(self.args)
-            .unwrap_or("")
-            .split_ascii_whitespace()
+        core::str::from_utf8(self.args).unwrap_or("").split_ascii_whitespace()
     }
 }
 

@@ -32,11 +32,7 @@ impl Spawn<'_> {
             arg_ptr: self.args.as_ptr() as u64,
             arg_len: self.args.len() as u64,
             uid: self.uid as u32,
-            flags: if self.privileged {
-                task_flags::PRIVILEGED
-            } else {
-                0
-            },
+            flags: if self.privileged { task_flags::PRIVILEGED } else { 0 },
         };
         let [id, ..] = crate::sys::call(Sys::Spawn, [&args as *const _ as u64, 0, 0, 0, 0, 0])?;
         Ok(TaskId::from_raw(id))
@@ -61,8 +57,5 @@ pub fn kill(task: TaskId) -> Result<(), Error> {
 /// Finds a file in a tar archive (the boot module).
 pub fn find_file<'a>(archive: &'a [u8], name: &str) -> Option<&'a [u8]> {
     let archive = tar_no_std::TarArchiveRef::new(archive).ok()?;
-    archive
-        .entries()
-        .find(|e| e.filename().as_str().ok() == Some(name))
-        .map(|e| e.data())
+    archive.entries().find(|e| e.filename().as_str().ok() == Some(name)).map(|e| e.data())
 }

@@ -83,20 +83,9 @@ pub fn spawn<T: Send + 'static>(
     let top = stack as u64 + STACK_SIZE as u64;
     match crate::sys::call(
         Sys::ThreadCreate,
-        [
-            __alux_thread_entry as *const () as u64,
-            top,
-            payload as u64,
-            0,
-            0,
-            0,
-        ],
+        [__alux_thread_entry as *const () as u64, top, payload as u64, 0, 0, 0],
     ) {
-        Ok([id, ..]) => Ok(JoinHandle {
-            id: ThreadId::from_raw(id),
-            stack,
-            result,
-        }),
+        Ok([id, ..]) => Ok(JoinHandle { id: ThreadId::from_raw(id), stack, result }),
         Err(e) => {
             // SAFETY: the thread never started: we still own the payload
             // and the stack.
@@ -117,9 +106,7 @@ pub fn exit(code: u64) -> ! {
 
 /// The calling thread's ID.
 pub fn current() -> ThreadId {
-    crate::sys::self_info()
-        .map(|s| s.1)
-        .unwrap_or(ThreadId::from_raw(0))
+    crate::sys::self_info().map(|s| s.1).unwrap_or(ThreadId::from_raw(0))
 }
 
 /// Sleeps the calling thread.

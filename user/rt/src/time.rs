@@ -5,11 +5,7 @@ use core::time::Duration;
 
 /// Time since boot.
 pub fn now() -> Duration {
-    Duration::from_nanos(
-        crate::sys::call(Sys::Clock, [0; 6])
-            .map(|r| r[0])
-            .unwrap_or(0),
-    )
+    Duration::from_nanos(crate::sys::call(Sys::Clock, [0; 6]).map(|r| r[0]).unwrap_or(0))
 }
 
 /// Sleeps at least `d`.

@@ -57,13 +57,10 @@ static BOOT_CPU: PerCpu = PerCpu {
 pub fn set_current_context(ctx: &mut Context) {
     let regs = &raw mut ctx.regs as u64;
     BOOT_CPU.current_regs.store(regs, Ordering::Relaxed);
-    BOOT_CPU.current_regs_end.store(
-        regs + core::mem::size_of_val(&ctx.regs) as u64,
-        Ordering::Relaxed,
-    );
     BOOT_CPU
-        .current_fpu
-        .store(&raw mut ctx.fpu as u64, Ordering::Relaxed);
+        .current_regs_end
+        .store(regs + core::mem::size_of_val(&ctx.regs) as u64, Ordering::Relaxed);
+    BOOT_CPU.current_fpu.store(&raw mut ctx.fpu as u64, Ordering::Relaxed);
 }
 
 /// Restores the current context and enters user mode; never returns. Used
@@ -130,11 +127,7 @@ pub fn init(kernel_stack_top: u64) {
         *e = IdtEntry {
             offset_low: addr as u16,
             selector: kernel_cs,
-            ist: if is_critical(v) {
-                IST_CRITICAL
-            } else {
-                IST_GENERAL
-            } as u8,
+            ist: if is_critical(v) { IST_CRITICAL } else { IST_GENERAL } as u8,
             type_attr: 0x8e, // present, DPL 0, 64-bit interrupt gate
             offset_mid: (addr >> 16) as u16,
             offset_high: (addr >> 32) as u32,
@@ -150,9 +143,7 @@ pub fn init(kernel_stack_top: u64) {
 
     let percpu = &BOOT_CPU as *const PerCpu as u64;
     BOOT_CPU.self_ptr.store(percpu, Ordering::Relaxed);
-    BOOT_CPU
-        .kernel_stack_top
-        .store(kernel_stack_top, Ordering::Relaxed);
+    BOOT_CPU.kernel_stack_top.store(kernel_stack_top, Ordering::Relaxed);
     const IA32_GS_BASE: u32 = 0xc000_0101;
     const IA32_KERNEL_GS_BASE: u32 = 0xc000_0102;
     const IA32_STAR: u32 = 0xc000_0081;

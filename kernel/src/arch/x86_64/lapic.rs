@@ -22,6 +22,8 @@ const LVT_MASKED: u32 = 1 << 16;
 static BASE: AtomicU64 = AtomicU64::new(0);
 /// Timer ticks (after the divide-by-16) per second.
 static TIMER_HZ: AtomicU64 = AtomicU64::new(0);
+/// Timer ticks per TSC tick, as a 32.32 fixed-point number.
+static TICKS_PER_TSC: AtomicU64 = AtomicU64::new(0);
 
 fn write(reg: u64, value: u32) {
     let addr = BASE.load(Ordering::Relaxed) + reg;
@@ -71,10 +73,9 @@ pub fn init() {
     while super::time::now_ns() - start < window_ns {}
     let elapsed = u32::MAX - read(REG_TIMER_CURRENT);
     write(REG_TIMER_INITIAL, 0);
-    TIMER_HZ.store(
-        (elapsed as u64 * 1_000_000_000 / window_ns).max(1),
-        Ordering::Relaxed,
-    );
+    let hz = (elapsed as u64 * 1_000_000_000 / window_ns).max(1);
+    TIMER_HZ.store(hz, Ordering::Relaxed);
+    TICKS_PER_TSC.store(((hz as u128) << 32).div_ceil(super::time::tsc_hz() as u128) as u64, Ordering::Relaxed);
 }
 
 /// The calibrated timer frequency.
@@ -82,18 +83,13 @@ pub fn timer_hz() -> u64 {
     TIMER_HZ.load(Ordering::Relaxed)
 }
 
-/// Arms the one-shot timer to fire after `ns` nanoseconds (at least one
-/// tick, at most the counter's range), or disarms it for `None`.
-pub fn arm_timer(ns: Option<u64>) {
-    match ns {
-        None => write(REG_TIMER_INITIAL, 0),
-        Some(ns) => {
-            let ticks =
-                (ns as u128 * timer_hz() as u128 / 1_000_000_000).clamp(1, u32::MAX as u128);
-            write(REG_LVT_TIMER, TIMER_VECTOR as u32);
-            write(REG_TIMER_INITIAL, ticks as u32);
-        }
-    }
+/// Arms the one-shot timer to fire after `tsc_ticks` TSC ticks (a
+/// multiplication, no division: this runs on context switches).
+pub fn arm_timer_tsc(tsc_ticks: u64) {
+    let ticks = ((tsc_ticks as u128 * TICKS_PER_TSC.load(Ordering::Relaxed) as u128) >> 32)
+        .clamp(1, u32::MAX as u128);
+    write(REG_LVT_TIMER, TIMER_VECTOR as u32);
+    write(REG_TIMER_INITIAL, ticks as u32);
 }
 
 /// Signals the end of the interrupt being handled.

@@ -6,11 +6,7 @@
 use alux_rt::{println, thread, Start};
 
 fn main(start: &Start) -> u64 {
-    let n = start
-        .arg_words()
-        .next()
-        .and_then(programs::parse_u64)
-        .unwrap_or(1000);
+    let n = start.arg_words().next().and_then(programs::parse_u64).unwrap_or(1000);
     for i in 0..n {
         let h = match thread::spawn(move || i * 3) {
             Ok(h) => h,

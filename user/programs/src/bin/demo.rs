@@ -22,10 +22,7 @@ fn main(start: &Start) -> u64 {
     let name = String::from(words.next().unwrap_or("demo"));
     let threads = words.next().and_then(programs::parse_u64).unwrap_or(3);
     let rounds = words.next().and_then(programs::parse_u64).unwrap_or(4);
-    let work = words
-        .next()
-        .and_then(programs::parse_u64)
-        .unwrap_or(300_000);
+    let work = words.next().and_then(programs::parse_u64).unwrap_or(300_000);
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             let name = name.clone();

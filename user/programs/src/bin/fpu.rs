@@ -20,11 +20,7 @@ fn compute(seed: f64, steps: u64) -> f64 {
 }
 
 fn main(start: &Start) -> u64 {
-    let steps = start
-        .arg_words()
-        .next()
-        .and_then(programs::parse_u64)
-        .unwrap_or(3_000_000);
+    let steps = start.arg_words().next().and_then(programs::parse_u64).unwrap_or(3_000_000);
     let expected = [compute(1.5, steps), compute(-7.25, steps)];
     let t1 = thread::spawn(move || compute(1.5, steps)).expect("spawn");
     let t2 = thread::spawn(move || compute(-7.25, steps)).expect("spawn");

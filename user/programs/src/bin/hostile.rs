@@ -25,11 +25,7 @@ fn garbage(rng: &mut Rng) -> u64 {
 }
 
 fn main(start: &Start) -> u64 {
-    let rounds = start
-        .arg_words()
-        .next()
-        .and_then(programs::parse_u64)
-        .unwrap_or(20);
+    let rounds = start.arg_words().next().and_then(programs::parse_u64).unwrap_or(20);
     let mut rng = Rng::new(0x5eed);
     let mut calls = 0u64;
     let mut errors = 0u64;
@@ -56,126 +52,44 @@ fn main(start: &Start) -> u64 {
             }
         }
     }
-    println!(
-        "hostile: {} garbage calls, {} answered with an error",
-        calls, errors
-    );
+    println!("hostile: {} garbage calls, {} answered with an error", calls, errors);
 
     let text = b"hostile";
     let here = text.as_ptr() as u64;
     let checks: &[(u64, [u64; 6], Error)] = &[
         (9999, [0; 6], Error::UnknownSyscall),
         (u64::MAX, [0; 6], Error::UnknownSyscall),
-        (
-            Sys::DebugPrint as u64,
-            [0, 8, 0, 0, 0, 0],
-            Error::BadAddress,
-        ),
-        (
-            Sys::DebugPrint as u64,
-            [0xffff_ffff_8000_0000, 8, 0, 0, 0, 0],
-            Error::BadAddress,
-        ),
-        (
-            Sys::DebugPrint as u64,
-            [0x8000_0000_0000_0000, 8, 0, 0, 0, 0],
-            Error::BadAddress,
-        ),
-        (
-            Sys::DebugPrint as u64,
-            [0xdead_0000, 8, 0, 0, 0, 0],
-            Error::BadAddress,
-        ),
-        (
-            Sys::DebugPrint as u64,
-            [here, u64::MAX, 0, 0, 0, 0],
-            Error::InvalidArgument,
-        ),
-        (
-            Sys::DebugPrint as u64,
-            [u64::MAX - 2, 4, 0, 0, 0, 0],
-            Error::BadAddress,
-        ),
-        (
-            Sys::KernelStats as u64,
-            [here | 1, 0, 0, 0, 0, 0],
-            Error::BadAddress,
-        ),
+        (Sys::DebugPrint as u64, [0, 8, 0, 0, 0, 0], Error::BadAddress),
+        (Sys::DebugPrint as u64, [0xffff_ffff_8000_0000, 8, 0, 0, 0, 0], Error::BadAddress),
+        (Sys::DebugPrint as u64, [0x8000_0000_0000_0000, 8, 0, 0, 0, 0], Error::BadAddress),
+        (Sys::DebugPrint as u64, [0xdead_0000, 8, 0, 0, 0, 0], Error::BadAddress),
+        (Sys::DebugPrint as u64, [here, u64::MAX, 0, 0, 0, 0], Error::InvalidArgument),
+        (Sys::DebugPrint as u64, [u64::MAX - 2, 4, 0, 0, 0, 0], Error::BadAddress),
+        (Sys::KernelStats as u64, [here | 1, 0, 0, 0, 0, 0], Error::BadAddress),
         // Text is read-only: the kernel must refuse to write into it.
         (
             Sys::KernelStats as u64,
             [main as *const () as u64 & !7, 0, 0, 0, 0, 0],
             Error::BadAddress,
         ),
-        (
-            Sys::Spawn as u64,
-            [here & !7, 0, 0, 0, 0, 0],
-            Error::NotPrivileged,
-        ),
-        (
-            Sys::Shutdown as u64,
-            [0, 0, 0, 0, 0, 0],
-            Error::NotPrivileged,
-        ),
-        (
-            Sys::TaskKill as u64,
-            [0x1234_5678_9abc, 0, 0, 0, 0, 0],
-            Error::NoSuchTask,
-        ),
-        (
-            Sys::TaskWait as u64,
-            [0x1234_5678_9abc, 0, 0, 0, 0, 0],
-            Error::NoSuchTask,
-        ),
-        (
-            Sys::ThreadJoin as u64,
-            [0x1234_5678_9abc, 0, 0, 0, 0, 0],
-            Error::NoSuchThread,
-        ),
-        (
-            Sys::ThreadCreate as u64,
-            [0, 0x10000, 0, 0, 0, 0],
-            Error::BadAddress,
-        ),
-        (
-            Sys::ThreadCreate as u64,
-            [0x10000, 0x10008, 0, 0, 0, 0],
-            Error::InvalidArgument,
-        ),
-        (
-            Sys::MemMap as u64,
-            [0, 1, 0, 0, 0, 0],
-            Error::InvalidArgument,
-        ),
-        (
-            Sys::MemMap as u64,
-            [u64::MAX, 1, 0, 0, 0, 0],
-            Error::InvalidArgument,
-        ),
-        (
-            Sys::MemMap as u64,
-            [4096, 0xff, 0, 0, 0, 0],
-            Error::InvalidArgument,
-        ),
-        (
-            Sys::MemUnmap as u64,
-            [0x40_0000, 4096, 0, 0, 0, 0],
-            Error::InvalidArgument,
-        ),
-        (
-            Sys::MemUnmap as u64,
-            [0x1001, 4096, 0, 0, 0, 0],
-            Error::InvalidArgument,
-        ),
+        (Sys::Spawn as u64, [here & !7, 0, 0, 0, 0, 0], Error::NotPrivileged),
+        (Sys::Shutdown as u64, [0, 0, 0, 0, 0, 0], Error::NotPrivileged),
+        (Sys::TaskKill as u64, [0x1234_5678_9abc, 0, 0, 0, 0, 0], Error::NoSuchTask),
+        (Sys::TaskWait as u64, [0x1234_5678_9abc, 0, 0, 0, 0, 0], Error::NoSuchTask),
+        (Sys::ThreadJoin as u64, [0x1234_5678_9abc, 0, 0, 0, 0, 0], Error::NoSuchThread),
+        (Sys::ThreadCreate as u64, [0, 0x10000, 0, 0, 0, 0], Error::BadAddress),
+        (Sys::ThreadCreate as u64, [0x10000, 0x10008, 0, 0, 0, 0], Error::InvalidArgument),
+        (Sys::MemMap as u64, [0, 1, 0, 0, 0, 0], Error::InvalidArgument),
+        (Sys::MemMap as u64, [u64::MAX, 1, 0, 0, 0, 0], Error::InvalidArgument),
+        (Sys::MemMap as u64, [4096, 0xff, 0, 0, 0, 0], Error::InvalidArgument),
+        (Sys::MemUnmap as u64, [0x40_0000, 4096, 0, 0, 0, 0], Error::InvalidArgument),
+        (Sys::MemUnmap as u64, [0x1001, 4096, 0, 0, 0, 0], Error::InvalidArgument),
     ];
     let mut failed = 0;
     for (nr, args, want) in checks {
         let got = call_raw(*nr, *args);
         if got != Err(*want) {
-            println!(
-                "hostile: call {} {:x?} answered {:?}, expected {:?}",
-                nr, args, got, want
-            );
+            println!("hostile: call {} {:x?} answered {:?}, expected {:?}", nr, args, got, want);
             failed += 1;
         }
     }

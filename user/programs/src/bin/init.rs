@@ -31,18 +31,11 @@ impl Init<'_> {
         privileged: bool,
     ) -> Result<TaskId, Error> {
         let image = task::find_file(self.module, name).ok_or(Error::InvalidArgument)?;
-        Spawn {
-            image,
-            args: args.as_bytes(),
-            uid,
-            privileged,
-        }
-        .start()
+        Spawn { image, args: args.as_bytes(), uid, privileged }.start()
     }
 
     fn spawn(&self, name: &str, args: &str) -> Result<TaskId, String> {
-        self.spawn_as(name, args, 1, false)
-            .map_err(|e| format!("spawn {} {}: {}", name, args, e))
+        self.spawn_as(name, args, 1, false).map_err(|e| format!("spawn {} {}: {}", name, args, e))
     }
 
     fn run(&self, name: &str, args: &str) -> Result<TaskEnd, Error> {
@@ -74,7 +67,9 @@ fn ipc_demo(init: &Init<'_>) -> Verdict {
         expect(&format!("echo client {}", i), task::wait(c, WAIT), TaskEnd::Exited(0))?;
     }
     println!("init: --- a client with uid 13, which the echo service denies ---");
-    let refused = init.spawn_as("ipc", &format!("refused {}", echo.raw()), 13, false).map_err(|e| format!("{}", e))?;
+    let refused = init
+        .spawn_as("ipc", &format!("refused {}", echo.raw()), 13, false)
+        .map_err(|e| format!("{}", e))?;
     expect("refused client", task::wait(refused, WAIT), TaskEnd::Exited(0))?;
     println!("init: --- a ping-pong pair ---");
     let pong = init.spawn("ipc", "pong")?;
@@ -117,26 +112,15 @@ fn threads_demo(init: &Init<'_>) -> Verdict {
         init.spawn("demo", "gamma 3 3 2000000")?,
     ];
     for (i, t) in tasks.into_iter().enumerate() {
-        expect(
-            &format!("demo task {}", i),
-            task::wait(t, WAIT),
-            TaskEnd::Exited(0),
-        )?;
+        expect(&format!("demo task {}", i), task::wait(t, WAIT), TaskEnd::Exited(0))?;
     }
     Ok(())
 }
 
 fn preempt(init: &Init<'_>) -> Verdict {
     let spinner = init.spawn("spinner", "")?;
-    println!(
-        "init: spinner {} spins forever; a worker must still finish",
-        spinner
-    );
-    expect(
-        "worker",
-        init.run("demo", "worker 2 3 100000"),
-        TaskEnd::Exited(0),
-    )?;
+    println!("init: spinner {} spins forever; a worker must still finish", spinner);
+    expect("worker", init.run("demo", "worker 2 3 100000"), TaskEnd::Exited(0))?;
     task::kill(spinner).map_err(|e| format!("kill spinner: {}", e))?;
     expect("spinner", task::wait(spinner, WAIT), TaskEnd::Killed)
 }
@@ -165,12 +149,7 @@ fn faults(init: &Init<'_>) -> Verdict {
             Ok(TaskEnd::Faulted(f, _)) if f == fault => {
                 println!("init: fault {} killed its task: {:?}", kind, f)
             }
-            other => {
-                return Err(format!(
-                    "fault {}: expected {:?}, got {:?}",
-                    kind, fault, other
-                ))
-            }
+            other => return Err(format!("fault {}: expected {:?}, got {:?}", kind, fault, other)),
         }
     }
     expect("bystander", task::wait(bystander, WAIT), TaskEnd::Exited(0))
@@ -193,33 +172,20 @@ fn leak(init: &Init<'_>, threads: u64, tasks: u64) -> Verdict {
     }
     let before = stats()?;
     println!("init: before: {:?}", before);
-    expect(
-        "churn",
-        init.run("churn", &format!("{}", threads)),
-        TaskEnd::Exited(0),
-    )?;
+    expect("churn", init.run("churn", &format!("{}", threads)), TaskEnd::Exited(0))?;
     for i in 0..tasks {
         match init.run("nop", "") {
             Ok(TaskEnd::Exited(0)) => {}
             other => return Err(format!("nop #{}: {:?}", i, other)),
         }
     }
-    println!(
-        "init: {} thread and {} task create/exit cycles done",
-        threads, tasks
-    );
+    println!("init: {} thread and {} task create/exit cycles done", threads, tasks);
     let after = stats()?;
     println!("init: after:  {:?}", after);
     // Init's own heap may have grown meanwhile: compare the kernel's frames
     // without the caller's own.
     let key = |s: &alux_abi::syscall::KernelStats| {
-        (
-            s.frames_used - s.caller_frames,
-            s.heap_used,
-            s.tasks,
-            s.threads,
-            s.ipc_ends,
-        )
+        (s.frames_used - s.caller_frames, s.heap_used, s.tasks, s.threads, s.ipc_ends)
     };
     if key(&before) != key(&after) {
         return Err(String::from("kernel frames, heap or object counts changed"));
@@ -232,28 +198,13 @@ fn bad_elf(init: &Init<'_>) -> Verdict {
     let garbage = [0x42u8; 512];
     let truncated = &nop[..100.min(nop.len())];
     let badelf = task::find_file(init.module, "badelf").ok_or("no badelf in the boot module")?;
-    for (what, image) in [
-        ("badelf", badelf),
-        ("garbage", &garbage[..]),
-        ("truncated", truncated),
-    ] {
-        match (Spawn {
-            image,
-            args: b"",
-            uid: 1,
-            privileged: false,
-        })
-        .start()
-        {
+    for (what, image) in [("badelf", badelf), ("garbage", &garbage[..]), ("truncated", truncated)] {
+        match (Spawn { image, args: b"", uid: 1, privileged: false }).start() {
             Err(Error::BadImage) => println!("init: {} image refused: bad image", what),
             other => return Err(format!("{}: expected BadImage, got {:?}", what, other)),
         }
     }
-    expect(
-        "nop after bad images",
-        init.run("nop", ""),
-        TaskEnd::Exited(0),
-    )
+    expect("nop after bad images", init.run("nop", ""), TaskEnd::Exited(0))
 }
 
 fn pingpong(init: &Init<'_>) -> Verdict {
@@ -264,8 +215,9 @@ fn pingpong(init: &Init<'_>) -> Verdict {
 
 fn fairness(init: &Init<'_>) -> Verdict {
     let fan = init.spawn("ipc", "fan 200 3")?;
-    let clients: alloc::vec::Vec<TaskId> =
-        (0..4).map(|_| init.spawn("ipc", &format!("fanclient {} 50 3", fan.raw()))).collect::<Result<_, _>>()?;
+    let clients: alloc::vec::Vec<TaskId> = (0..4)
+        .map(|_| init.spawn("ipc", &format!("fanclient {} 50 3", fan.raw())))
+        .collect::<Result<_, _>>()?;
     for c in clients {
         expect("fan client", task::wait(c, WAIT), TaskEnd::Exited(0))?;
     }
@@ -274,7 +226,8 @@ fn fairness(init: &Init<'_>) -> Verdict {
 
 fn with_holder(init: &Init<'_>, role: &str) -> Verdict {
     let holder = init.spawn("ipc", "holder")?;
-    let r = expect(role, init.run("ipc", &format!("{} {}", role, holder.raw())), TaskEnd::Exited(0));
+    let r =
+        expect(role, init.run("ipc", &format!("{} {}", role, holder.raw())), TaskEnd::Exited(0));
     task::kill(holder).map_err(|e| format!("kill holder: {}", e))?;
     r
 }
@@ -282,7 +235,11 @@ fn with_holder(init: &Init<'_>, role: &str) -> Verdict {
 fn closes(init: &Init<'_>) -> Verdict {
     let closer = init.spawn("ipc", "closer")?;
     let exiter = init.spawn("ipc", "exiter")?;
-    expect("closes", init.run("ipc", &format!("closes {} {}", closer.raw(), exiter.raw())), TaskEnd::Exited(0))?;
+    expect(
+        "closes",
+        init.run("ipc", &format!("closes {} {}", closer.raw(), exiter.raw())),
+        TaskEnd::Exited(0),
+    )?;
     expect("closer", task::wait(closer, WAIT), TaskEnd::Killed)?;
     expect("exiter", task::wait(exiter, WAIT), TaskEnd::Exited(0))
 }
@@ -293,7 +250,11 @@ fn handles(init: &Init<'_>) -> Verdict {
     let end = alux_rt::ipc::open_kernel_end(alux_abi::ipc::kernel_end_kind::PAGE_FAULTS)
         .map_err(|e| format!("kernel end for init: {}", e))?;
     let info = end.info().map_err(|e| format!("kernel end info: {}", e))?;
-    println!("init: kernel end open: connection {} with peer {}", info.conn_id, info.peer_task_id());
+    println!(
+        "init: kernel end open: connection {} with peer {}",
+        info.conn_id,
+        info.peer_task_id()
+    );
     let ends = alux_rt::ipc::query_connection(info.conn_id).map_err(|e| format!("query: {}", e))?;
     println!("init: connection query: {:?}", ends);
     if ends.client_task != alux_rt::sys::self_info().map_err(|e| format!("{}", e))?.0.raw() {
@@ -309,8 +270,9 @@ fn flood(init: &Init<'_>) -> Verdict {
     let echo = init.spawn("ipc", "echo 1 64")?;
     let pong = init.spawn("ipc", "pong")?;
     let ping = init.spawn("ipc", &format!("ping {} 2000", pong.raw()))?;
-    let flooders: alloc::vec::Vec<TaskId> =
-        (0..2).map(|_| init.spawn("ipc", &format!("flood {}", echo.raw()))).collect::<Result<_, _>>()?;
+    let flooders: alloc::vec::Vec<TaskId> = (0..2)
+        .map(|_| init.spawn("ipc", &format!("flood {}", echo.raw())))
+        .collect::<Result<_, _>>()?;
     for f in flooders {
         expect("flooder", task::wait(f, WAIT), TaskEnd::Exited(0))?;
     }
@@ -320,9 +282,19 @@ fn flood(init: &Init<'_>) -> Verdict {
     expect("echo", task::wait(echo, WAIT), TaskEnd::Killed)?;
     let after = stats()?;
     println!("init: before: {:?}\ninit: after:  {:?}", before, after);
-    if (before.frames_used - before.caller_frames, before.heap_used, before.ipc_ends, before.tasks, before.threads)
-        != (after.frames_used - after.caller_frames, after.heap_used, after.ipc_ends, after.tasks, after.threads)
-    {
+    if (
+        before.frames_used - before.caller_frames,
+        before.heap_used,
+        before.ipc_ends,
+        before.tasks,
+        before.threads,
+    ) != (
+        after.frames_used - after.caller_frames,
+        after.heap_used,
+        after.ipc_ends,
+        after.tasks,
+        after.threads,
+    ) {
         return Err("kernel memory or IPC objects not back where they started".into());
     }
     Ok(())
@@ -334,15 +306,21 @@ fn pingpong_n(init: &Init<'_>, n: u64) -> Verdict {
     expect("pong", task::wait(pong, WAIT), TaskEnd::Exited(0))
 }
 
+fn bench(init: &Init<'_>) -> Verdict {
+    expect("local benchmarks", init.run("bench", "local"), TaskEnd::Exited(0))?;
+    let server = init.spawn("bench", "server")?;
+    expect(
+        "IPC benchmarks",
+        init.run("bench", &format!("client {}", server.raw())),
+        TaskEnd::Exited(0),
+    )?;
+    expect("bench server", task::wait(server, WAIT), TaskEnd::Exited(0))
+}
+
 fn main(start: &Start) -> u64 {
-    let scenario = start
-        .arg_words()
-        .find_map(|w| w.strip_prefix("scenario="))
-        .unwrap_or("demo");
+    let scenario = start.arg_words().find_map(|w| w.strip_prefix("scenario=")).unwrap_or("demo");
     println!("init: task {} running scenario {}", start.task, scenario);
-    let init = Init {
-        module: start.boot_module,
-    };
+    let init = Init { module: start.boot_module };
     let verdict = match scenario {
         "demo" => demo(&init),
         "preempt" => preempt(&init),
@@ -357,6 +335,7 @@ fn main(start: &Start) -> u64 {
         "ipc-closes" => closes(&init),
         "ipc-handles" => handles(&init),
         "ipc-flood" => flood(&init),
+        "bench" => bench(&init),
         other => Err(format!("unknown scenario {}", other)),
     };
     match verdict {

@@ -47,10 +47,7 @@ fn pong() -> u64 {
     let port = Port::new().expect("port");
     port.listen().expect("listen");
     let (conn, opened) = port.accept(LONG).expect("accept");
-    println!(
-        "pong: client task {} (uid {}) connected",
-        opened.peer_task, opened.peer_uid
-    );
+    println!("pong: client task {} (uid {}) connected", opened.peer_task, opened.peer_uid);
     let mut served = 0u64;
     loop {
         let r = match conn.wait(LONG) {
@@ -99,11 +96,7 @@ fn ping(server: TaskId, n: u64) -> u64 {
         }
     }
     let took = time::now() - start;
-    println!(
-        "ping: {} round trips, every byte checked, in {} ms",
-        n,
-        took.as_millis()
-    );
+    println!("ping: {} round trips, every byte checked, in {} ms", n, took.as_millis());
     0
 }
 
@@ -209,10 +202,7 @@ fn refused(server: TaskId) -> u64 {
             0
         }
         other => {
-            println!(
-                "refused: expected ConnectDenied, got {:?}",
-                other.map(|c| c.handle())
-            );
+            println!("refused: expected ConnectDenied, got {:?}", other.map(|c| c.handle()));
             1
         }
     }
@@ -272,10 +262,7 @@ fn mortal(clients: u64) -> u64 {
             }
         }
     }
-    println!(
-        "mortal: {} clients connected; waiting to be killed",
-        clients
-    );
+    println!("mortal: {} clients connected; waiting to be killed", clients);
     loop {
         time::sleep(Duration::from_secs(1));
     }
@@ -327,7 +314,13 @@ fn fan(n: u64, rounds: u64) -> u64 {
     }
     let min = conns.values().map(|c| c.1).min().unwrap_or(0);
     let max = conns.values().map(|c| c.1).max().unwrap_or(0);
-    println!("fan: one thread served {} connections, {} requests; each connection {}..{} times", conns.len(), served, min, max);
+    println!(
+        "fan: one thread served {} connections, {} requests; each connection {}..{} times",
+        conns.len(),
+        served,
+        min,
+        max
+    );
     if conns.len() as u64 == n && min == rounds && max == rounds {
         0
     } else {
@@ -411,10 +404,22 @@ fn timeouts(idle: TaskId) -> u64 {
             println!("  ok: {} waited {} ms for a {} ms timeout", what, took.as_millis(), ms);
         }
     }
-    ok &= check("poll without waiting", ipc::poll(&[port.handle()], Some(Duration::ZERO)).map(|r| r.handle), Error::TimedOut);
-    ok &= check("connect without waiting, empty queue", ipc::connect(idle, Some(Duration::ZERO)).map(|c| c.handle()), Error::NoPortAvailable);
+    ok &= check(
+        "poll without waiting",
+        ipc::poll(&[port.handle()], Some(Duration::ZERO)).map(|r| r.handle),
+        Error::TimedOut,
+    );
+    ok &= check(
+        "connect without waiting, empty queue",
+        ipc::connect(idle, Some(Duration::ZERO)).map(|c| c.handle()),
+        Error::NoPortAvailable,
+    );
     let t0 = time::now();
-    ok &= check("connect with 40 ms timeout, empty queue", ipc::connect(idle, Some(Duration::from_millis(40))).map(|c| c.handle()), Error::TimedOut);
+    ok &= check(
+        "connect with 40 ms timeout, empty queue",
+        ipc::connect(idle, Some(Duration::from_millis(40))).map(|c| c.handle()),
+        Error::TimedOut,
+    );
     let took = time::now() - t0;
     if took < Duration::from_millis(40) {
         println!("  WRONG: connect gave up after {:?}", took);
@@ -434,34 +439,84 @@ fn handles(idle: TaskId, me: TaskId) -> u64 {
     let raw = port.handle();
     // A random number, and a handle whose slot exists with another generation.
     let random = Handle::from_raw(0x1357_9bdf_0246_8ace);
-    ok &= check("random handle", call(alux_abi::syscall::Sys::Signal, [random.raw(), 0, 0, 0, 0, 0]), Error::BadHandle);
-    ok &= check("null handle", call(alux_abi::syscall::Sys::Signal, [0, 0, 0, 0, 0, 0]), Error::BadHandle);
+    ok &= check(
+        "random handle",
+        call(alux_abi::syscall::Sys::Signal, [random.raw(), 0, 0, 0, 0, 0]),
+        Error::BadHandle,
+    );
+    ok &= check(
+        "null handle",
+        call(alux_abi::syscall::Sys::Signal, [0, 0, 0, 0, 0, 0]),
+        Error::BadHandle,
+    );
     let closed = Port::new().expect("port");
     let stale = closed.handle();
     drop(closed);
-    ok &= check("stale handle", call(alux_abi::syscall::Sys::Signal, [stale.raw(), 0, 0, 0, 0, 0]), Error::StaleHandle);
-    let other = thread::spawn(move || call(alux_abi::syscall::Sys::ListenPush, [raw.raw(), 0, 0, 0, 0, 0]).map(|_| ()))
-        .expect("thread")
-        .join()
-        .expect("result");
+    ok &= check(
+        "stale handle",
+        call(alux_abi::syscall::Sys::Signal, [stale.raw(), 0, 0, 0, 0, 0]),
+        Error::StaleHandle,
+    );
+    let other = thread::spawn(move || {
+        call(alux_abi::syscall::Sys::ListenPush, [raw.raw(), 0, 0, 0, 0, 0]).map(|_| ())
+    })
+    .expect("thread")
+    .join()
+    .expect("result");
     ok &= check("another thread's handle", other, Error::WrongThread);
-    ok &= check("read on a port nobody connected to", port.into_connection().read().map(|m| m.len), Error::NotConnected);
+    ok &= check(
+        "read on a port nobody connected to",
+        port.into_connection().read().map(|m| m.len),
+        Error::NotConnected,
+    );
     let p = Port::new().expect("port");
     p.listen().expect("listen");
     ok &= check("push twice", p.listen(), Error::AlreadyQueued);
     p.withdraw().expect("withdraw");
     ok &= check("withdraw an unqueued port", p.withdraw(), Error::NotQueued);
-    ok &= check("empty listen queue", ipc::connect(idle, Some(Duration::ZERO)).map(|c| c.handle()), Error::NoPortAvailable);
-    ok &= check("connect to own task", ipc::connect(me, Some(Duration::ZERO)).map(|c| c.handle()), Error::SelfConnect);
-    ok &= check("connect to no task", ipc::connect(TaskId::new(999, 7), Some(Duration::ZERO)).map(|c| c.handle()), Error::NoSuchTask);
+    ok &= check(
+        "empty listen queue",
+        ipc::connect(idle, Some(Duration::ZERO)).map(|c| c.handle()),
+        Error::NoPortAvailable,
+    );
+    ok &= check(
+        "connect to own task",
+        ipc::connect(me, Some(Duration::ZERO)).map(|c| c.handle()),
+        Error::SelfConnect,
+    );
+    ok &= check(
+        "connect to no task",
+        ipc::connect(TaskId::new(999, 7), Some(Duration::ZERO)).map(|c| c.handle()),
+        Error::NoSuchTask,
+    );
     let long = [0u8; 33];
-    ok &= check("33-byte write", call(alux_abi::syscall::Sys::Write, [p.handle().raw(), long.as_ptr() as u64, 33, 0, 0, 0]), Error::MessageTooLong);
-    ok &= check("write from a kernel pointer", call(alux_abi::syscall::Sys::Write, [p.handle().raw(), 0xffff_8000_0000_0000, 8, 0, 0, 0]), Error::BadAddress);
-    ok &= check("kernel end, unprivileged", ipc::open_kernel_end(1).map(|c| c.handle()), Error::NotPrivileged);
+    ok &= check(
+        "33-byte write",
+        call(alux_abi::syscall::Sys::Write, [p.handle().raw(), long.as_ptr() as u64, 33, 0, 0, 0]),
+        Error::MessageTooLong,
+    );
+    ok &= check(
+        "write from a kernel pointer",
+        call(alux_abi::syscall::Sys::Write, [p.handle().raw(), 0xffff_8000_0000_0000, 8, 0, 0, 0]),
+        Error::BadAddress,
+    );
+    ok &= check(
+        "kernel end, unprivileged",
+        ipc::open_kernel_end(1).map(|c| c.handle()),
+        Error::NotPrivileged,
+    );
     ok &= check("connection query, unprivileged", ipc::query_connection(1), Error::NotPrivileged);
-    ok &= check("permission for uid 65536", call(alux_abi::syscall::Sys::SetConnectPermission, [65536, 0, 0, 0, 0, 0]), Error::InvalidArgument);
+    ok &= check(
+        "permission for uid 65536",
+        call(alux_abi::syscall::Sys::SetConnectPermission, [65536, 0, 0, 0, 0, 0]),
+        Error::InvalidArgument,
+    );
     let many = [p.handle(); 65];
-    ok &= check("poll set over the limit", call(alux_abi::syscall::Sys::Poll, [many.as_ptr() as u64, 65, 0, 0, 0, 0]), Error::InvalidArgument);
+    ok &= check(
+        "poll set over the limit",
+        call(alux_abi::syscall::Sys::Poll, [many.as_ptr() as u64, 65, 0, 0, 0, 0]),
+        Error::InvalidArgument,
+    );
     if ok {
         0
     } else {
@@ -516,11 +571,19 @@ fn expect_close(c: &Connection, want: CloseReason) -> bool {
             Ok(r) if r.events.contains(Events::PEER_CLOSED) => {
                 let info = c.info().expect("info");
                 let good = r.close_reason == Some(want) && info.reason() == Some(want);
-                println!("  {}: peer closed: {:?} (info: {:?})", if good { "ok" } else { "WRONG" }, r.close_reason, info.reason());
+                println!(
+                    "  {}: peer closed: {:?} (info: {:?})",
+                    if good { "ok" } else { "WRONG" },
+                    r.close_reason,
+                    info.reason()
+                );
                 let read_ok = c.read().is_ok();
                 let write_fails = c.send(b"late") == Err(Error::PeerClosed);
                 if !read_ok || !write_fails {
-                    println!("  WRONG: after close: read ok {}, write fails {}", read_ok, write_fails);
+                    println!(
+                        "  WRONG: after close: read ok {}, write fails {}",
+                        read_ok, write_fails
+                    );
                     return false;
                 }
                 return good;

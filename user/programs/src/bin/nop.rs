@@ -5,10 +5,6 @@
 use alux_rt::Start;
 
 fn main(start: &Start) -> u64 {
-    start
-        .arg_words()
-        .next()
-        .and_then(programs::parse_u64)
-        .unwrap_or(0)
+    start.arg_words().next().and_then(programs::parse_u64).unwrap_or(0)
 }
 alux_rt::entry!(main);
