@@ -111,7 +111,7 @@ extern "C" fn kernel_entry(start_info: u64) -> ! {
     kprintln!(
         "[kernel] memory: {} frames free ({} MiB); TSC {} MHz; LAPIC timer {} kHz",
         frames.total(),
-        frames.total() * 4096 >> 20,
+        (frames.total() * 4096) >> 20,
         time::tsc_hz() / 1_000_000,
         lapic::timer_hz() / 1000
     );

@@ -191,6 +191,9 @@ impl AddressSpace {
         write: bool,
         mut f: impl FnMut(*mut u8, usize, usize),
     ) -> Result<(), Error> {
+        if range.is_empty() {
+            return Ok(());
+        }
         // The common case, a range inside one page, needs one walk.
         if range.addr() % PAGE_SIZE + range.len() <= PAGE_SIZE {
             let mut need = PageFlags::PRESENT | PageFlags::USER;

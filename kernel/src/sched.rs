@@ -372,7 +372,7 @@ impl Kernel {
         }
         let t = self.thread(self.current?)?;
         (t.state == ThreadState::Running)
-            .then(|| t.from_syscall && t.ctx.regs.rip < kernel::syscall::USER_END)
+            .then_some(t.from_syscall && t.ctx.regs.rip < kernel::syscall::USER_END)
     }
 
     /// Chooses the thread to run and loads it; `None` if nothing can run.

@@ -66,7 +66,7 @@ impl<T> Copy for UserRef<T> {}
 impl<T> UserRef<T> {
     /// Checks the range `[addr, addr + size_of::<T>())` and its alignment.
     pub fn new(addr: u64) -> Result<Self, Error> {
-        if addr % core::mem::align_of::<T>() as u64 != 0 {
+        if !addr.is_multiple_of(core::mem::align_of::<T>() as u64) {
             return Err(Error::BadAddress);
         }
         Ok(UserRef {
@@ -284,7 +284,7 @@ pub fn decode(raw: &RawCall) -> Result<Syscall, Error> {
 /// An output record pointer: 8-byte aligned; its length is checked by the
 /// handler, which knows the record type.
 fn aligned_out(addr: u64) -> Result<UserSlice, Error> {
-    if addr % 8 != 0 {
+    if !addr.is_multiple_of(8) {
         return Err(Error::BadAddress);
     }
     UserSlice::new(addr, 8)

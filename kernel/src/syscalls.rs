@@ -146,8 +146,7 @@ fn handle_core(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
         // A task may always kill itself; others need to be its parent or
         // privileged.
         Syscall::TaskKill { task: target } => {
-            match (target == task).then_some(Ok(())).unwrap_or_else(|| may_control(k, task, target))
-            {
+            match if target == task { Ok(()) } else { may_control(k, task, target) } {
                 Err(e) => Err(e),
                 Ok(()) if k.task(target).is_some_and(|t| t.end.is_some()) => Err(Error::NoSuchTask),
                 Ok(()) => {

@@ -14,8 +14,16 @@ use alloc::vec::Vec;
 /// "No slot": the end of the free list.
 const NIL: u32 = u32::MAX;
 
-/// The smallest non-zero capacity kept (the one `Vec` growth starts with).
-const MIN_KEPT: usize = 4;
+/// The smallest non-zero capacity kept: the one `Vec` growth starts with
+/// for `T` (as in `alloc`'s `RawVec`), so a table back at a small length
+/// has the capacity it had when it first grew to it.
+const fn min_kept<T>() -> usize {
+    match core::mem::size_of::<T>() {
+        1 => 8,
+        n if n <= 1024 => 4,
+        _ => 1,
+    }
+}
 
 enum Entry<T> {
     /// A live value.
@@ -185,7 +193,8 @@ impl<T> GenTable<T> {
 
     /// Cuts off the last slot (just freed, on no list) and the free slots
     /// below it, then shrinks the `Vec`: freed entirely when empty, else to
-    /// `max(4, len rounded up to a power of two)` once at most a quarter of
+    /// `len` rounded up to a power of two (at least `min_kept`, the first
+    /// capacity `Vec` growth gives) once at most a quarter of
     /// it is in use (so growth and shrinking are both amortised O(1)).
     fn trim(&mut self) {
         let last = self.slots.pop().expect("a slot to cut off");
@@ -203,7 +212,7 @@ impl<T> GenTable<T> {
         if len == 0 {
             self.slots = Vec::new();
         } else if len <= cap / 4 {
-            self.slots.shrink_to(len.next_power_of_two().max(MIN_KEPT));
+            self.slots.shrink_to(len.next_power_of_two().max(min_kept::<Slot<T>>()));
         }
     }
 
@@ -292,7 +301,7 @@ mod tests {
         if len == 0 {
             assert_eq!(cap, 0);
         } else {
-            assert!(len > cap / 4 || cap <= len.next_power_of_two().max(MIN_KEPT));
+            assert!(len > cap / 4 || cap <= len.next_power_of_two().max(min_kept::<Slot<T>>()));
         }
         for s in &t.slots {
             assert!(s.generation >= 1);

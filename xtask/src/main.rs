@@ -20,6 +20,7 @@ Commands:
   run                   build, then boot alux in QEMU with the serial console here
   test                  host tests (cargo test), then every QEMU scenario
   bench                 IPC benchmarks under QEMU (guest instruction counts)
+  lint                  rustfmt check and clippy (host crates, kernel and user programs)
   help                  this text
 
 Options (run):
@@ -84,6 +85,8 @@ pub fn build(release: bool) -> Result<Artifacts, String> {
         "alux-kernel",
         "--bin",
         "alux-kernel",
+        "--features",
+        "freestanding",
         "--target",
         TARGET,
     ]);
@@ -157,6 +160,7 @@ fn main() -> ExitCode {
         "run" => cmd_run(args),
         "test" => scenarios::cmd_test(args),
         "bench" => bench::cmd_bench(args),
+        "lint" => cmd_lint(args),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(true)
@@ -182,6 +186,39 @@ fn reject_unused(args: pico_args::Arguments) -> Result<(), String> {
     }
 }
 
+fn cmd_lint(args: pico_args::Arguments) -> Result<bool, String> {
+    reject_unused(args)?;
+    let root = workspace_root();
+    run_checked(cargo().current_dir(&root).args(["fmt", "--all", "--", "--check"]))?;
+    run_checked(cargo().current_dir(&root).args([
+        "clippy",
+        "--quiet",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run_checked(cargo().current_dir(&root).args([
+        "clippy",
+        "--quiet",
+        "--package",
+        "alux-kernel",
+        "--features",
+        "freestanding",
+        "--package",
+        "alux-rt",
+        "--package",
+        "alux-programs",
+        "--target",
+        TARGET,
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    println!("lint: rustfmt and clippy clean");
+    Ok(true)
+}
+
 fn cmd_build(mut args: pico_args::Arguments) -> Result<bool, String> {
     let release = args.contains("--release");
     reject_unused(args)?;
@@ -200,7 +237,7 @@ fn cmd_run(mut args: pico_args::Arguments) -> Result<bool, String> {
         args.opt_value_from_str("--timeout").map_err(|e| e.to_string())?.unwrap_or(300);
     let raw = args.finish();
     let extra: Vec<String> = match raw.iter().position(|a| a == "--") {
-        Some(i) if i == 0 => raw[1..].iter().map(|s| s.to_string_lossy().into_owned()).collect(),
+        Some(0) => raw[1..].iter().map(|s| s.to_string_lossy().into_owned()).collect(),
         None if raw.is_empty() => Vec::new(),
         _ => return Err(format!("unexpected arguments: {raw:?}\n\n{HELP}")),
     };

@@ -18,7 +18,7 @@ impl Rng {
         Rng(if seed == 0 { 0x9e37_79b9_7f4a_7c15 } else { seed })
     }
     /// The next value.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;

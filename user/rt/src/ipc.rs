@@ -128,8 +128,11 @@ impl Connection {
 
     /// Writes and signals with the message read from memory (`WriteSignal`).
     pub fn write_signal(&self, data: &[u8]) -> Result<(), Error> {
-        call(Sys::WriteSignal, [self.handle.raw(), data.as_ptr() as u64, data.len() as u64, 0, 0, 0])
-            .map(|_| ())
+        call(
+            Sys::WriteSignal,
+            [self.handle.raw(), data.as_ptr() as u64, data.len() as u64, 0, 0, 0],
+        )
+        .map(|_| ())
     }
 
     /// The peer's buffer as it is now.

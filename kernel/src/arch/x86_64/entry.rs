@@ -121,7 +121,7 @@ pub fn init(kernel_stack_top: u64) {
     };
     // SAFETY: runs once at boot, before interrupts are enabled and before
     // any other reference to IDT exists.
-    let idt = unsafe { &mut *(&raw mut IDT) };
+    let idt = unsafe { &mut *core::ptr::addr_of_mut!(IDT) };
     for (v, e) in idt.0.iter_mut().enumerate() {
         let addr = base + v as u64 * STUB_SIZE;
         *e = IdtEntry {

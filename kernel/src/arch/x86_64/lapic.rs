@@ -75,7 +75,10 @@ pub fn init() {
     write(REG_TIMER_INITIAL, 0);
     let hz = (elapsed as u64 * 1_000_000_000 / window_ns).max(1);
     TIMER_HZ.store(hz, Ordering::Relaxed);
-    TICKS_PER_TSC.store(((hz as u128) << 32).div_ceil(super::time::tsc_hz() as u128) as u64, Ordering::Relaxed);
+    TICKS_PER_TSC.store(
+        ((hz as u128) << 32).div_ceil(super::time::tsc_hz() as u128) as u64,
+        Ordering::Relaxed,
+    );
 }
 
 /// The calibrated timer frequency.

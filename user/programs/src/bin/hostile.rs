@@ -12,15 +12,15 @@ use programs::Rng;
 
 /// Pointer-like garbage: null, kernel, non-canonical, unmapped, edge values.
 fn garbage(rng: &mut Rng) -> u64 {
-    match rng.next() % 8 {
+    match rng.next_u64() % 8 {
         0 => 0,
-        1 => 0xffff_8000_0000_0000 + (rng.next() & 0xffff_f000),
-        2 => 0x8000_0000_0000_0000 | rng.next(),
-        3 => 0x0000_7fff_ffff_f000 + (rng.next() & 0xfff),
-        4 => u64::MAX - (rng.next() & 0xff),
-        5 => rng.next() & 0xffff,
-        6 => 0xdead_0000 + (rng.next() & 0xfff),
-        _ => rng.next(),
+        1 => 0xffff_8000_0000_0000 + (rng.next_u64() & 0xffff_f000),
+        2 => 0x8000_0000_0000_0000 | rng.next_u64(),
+        3 => 0x0000_7fff_ffff_f000 + (rng.next_u64() & 0xfff),
+        4 => u64::MAX - (rng.next_u64() & 0xff),
+        5 => rng.next_u64() & 0xffff,
+        6 => 0xdead_0000 + (rng.next_u64() & 0xfff),
+        _ => rng.next_u64(),
     }
 }
 
@@ -43,7 +43,7 @@ fn main(start: &Start) -> u64 {
                 Some(Sys::Sleep) => a[0] &= 0xffff,
                 Some(Sys::ThreadJoin | Sys::TaskWait | Sys::Connect) => a[1] = 0,
                 Some(Sys::Poll) => a[2] = 0,
-                Some(Sys::PollAll) => a[0] = 0,
+                Some(Sys::PollAll | Sys::Receive) => a[0] = 0,
                 _ => {}
             }
             calls += 1;

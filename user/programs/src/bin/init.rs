@@ -76,13 +76,16 @@ fn ipc_demo(init: &Init<'_>) -> Verdict {
     expect("ping", init.run("ipc", &format!("ping {} 1000", pong.raw())), TaskEnd::Exited(0))?;
     expect("pong", task::wait(pong, WAIT), TaskEnd::Exited(0))?;
     println!("init: --- a service that dies while two clients are connected ---");
-    let mortal = init.spawn("ipc", "mortal 2")?;
+    let mortal = init.spawn("ipc", "mortal 3")?;
     let watchers = [
         init.spawn("ipc", &format!("watch {} killed", mortal.raw()))?,
         init.spawn("ipc", &format!("watch {} killed", mortal.raw()))?,
     ];
-    while alux_rt::ipc::connect(mortal, Some(Duration::ZERO)).is_ok() {}
-    alux_rt::time::sleep(Duration::from_millis(20));
+    // Init is the third client: once told all three are connected, it
+    // kills the service.
+    let mine =
+        alux_rt::ipc::connect(mortal, WAIT).map_err(|e| format!("connect to mortal: {}", e))?;
+    mine.wait(WAIT).map_err(|e| format!("wait for mortal: {}", e))?;
     task::kill(mortal).map_err(|e| format!("kill mortal: {}", e))?;
     expect("mortal service", task::wait(mortal, WAIT), TaskEnd::Killed)?;
     for w in watchers {

@@ -246,21 +246,25 @@ fn watch(server: TaskId, want: Option<CloseReason>) -> u64 {
     }
 }
 
-/// A service that accepts clients and then waits to be killed.
+/// A service that accepts `clients` clients, tells each one "all
+/// connected" (so whoever waits for that knows), then waits to be killed.
 fn mortal(clients: u64) -> u64 {
-    let mut conns = Vec::new();
+    let mut ports: BTreeMap<Handle, Port> = BTreeMap::new();
     for _ in 0..clients {
         let p = Port::new().expect("port");
         p.listen().expect("listen");
-        conns.push(p);
+        ports.insert(p.handle(), p);
     }
-    let mut opened = 0;
-    while opened < clients {
+    let mut conns = Vec::new();
+    while (conns.len() as u64) < clients {
         if let Ok(r) = ipc::poll_all(LONG) {
-            if r.events.contains(Events::OPENED) {
-                opened += 1;
+            if let Some(p) = ports.remove(&r.handle) {
+                conns.push(p.into_connection());
             }
         }
+    }
+    for c in &conns {
+        let _ = c.send(b"all connected");
     }
     println!("mortal: {} clients connected; waiting to be killed", clients);
     loop {
