@@ -70,8 +70,9 @@ fn run_checked(cmd: &mut Command) -> Result<(), String> {
 }
 
 /// The user programs packed into the boot module.
-pub const PROGRAMS: &[&str] =
-    &["init", "demo", "spinner", "fpu", "fault", "hostile", "churn", "nop", "ipc", "bench"];
+pub const PROGRAMS: &[&str] = &[
+    "init", "demo", "spinner", "fpu", "fault", "hostile", "churn", "nop", "ipc", "bench", "names",
+];
 
 /// Builds everything; the kernel in release mode if asked, the user
 /// programs always optimised (they run under full emulation).

@@ -71,6 +71,11 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "a flooder hits its limits, others go on, memory returns",
         timeout_secs: 300,
     },
+    Scenario {
+        name: "ipc-names",
+        about: "name service: register, look up, collide, release",
+        timeout_secs: 120,
+    },
 ];
 
 fn tail(log: &str, lines: usize) -> String {

@@ -12,6 +12,7 @@ extern crate alux_freestanding;
 pub mod heap;
 pub mod io;
 pub mod ipc;
+pub mod names;
 pub mod sys;
 pub mod task;
 pub mod thread;
@@ -39,6 +40,17 @@ impl Start {
     /// The arguments as text, split on spaces.
     pub fn arg_words(&self) -> impl Iterator<Item = &'static str> {
         core::str::from_utf8(self.args).unwrap_or("").split_ascii_whitespace()
+    }
+
+    /// The number in a `key=NUMBER` argument, e.g. the name service's task
+    /// ID in `ns=ID`.
+    pub fn arg_value(&self, key: &str) -> Option<u64> {
+        self.arg_words().find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+    }
+
+    /// The name service's task, from the `ns=ID` argument.
+    pub fn name_service(&self) -> Option<TaskId> {
+        self.arg_value("ns").map(TaskId::from_raw)
     }
 }
 

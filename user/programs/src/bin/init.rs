@@ -57,11 +57,13 @@ fn expect(what: &str, got: Result<TaskEnd, Error>, want: TaskEnd) -> Verdict {
 }
 
 fn ipc_demo(init: &Init<'_>) -> Verdict {
+    println!("init: --- the name service ---");
+    let names = init.spawn("names", "")?;
     println!("init: --- basic IPC: an echo service with 3 threads, each pushing its own ports ---");
-    let echo = init.spawn("ipc", "echo 3 2")?;
+    let echo = init.spawn("ipc", &format!("echo 3 2 ns={}", names.raw()))?;
     let clients: alloc::vec::Vec<TaskId> = ["ada", "bob", "cyd", "dee"]
         .iter()
-        .map(|name| init.spawn("ipc", &format!("client {} {} 3", echo.raw(), name)))
+        .map(|name| init.spawn("ipc", &format!("client-ns {} 3 ns={}", name, names.raw())))
         .collect::<Result<_, _>>()?;
     for (i, c) in clients.into_iter().enumerate() {
         expect(&format!("echo client {}", i), task::wait(c, WAIT), TaskEnd::Exited(0))?;
@@ -93,7 +95,20 @@ fn ipc_demo(init: &Init<'_>) -> Verdict {
     }
     task::kill(echo).map_err(|e| format!("kill echo: {}", e))?;
     expect("echo service", task::wait(echo, WAIT), TaskEnd::Killed)?;
+    task::kill(names).map_err(|e| format!("kill names: {}", e))?;
+    expect("name service", task::wait(names, WAIT), TaskEnd::Killed)?;
     Ok(())
+}
+
+fn names_scenario(init: &Init<'_>) -> Verdict {
+    let names = init.spawn("names", "")?;
+    let r = expect(
+        "names test",
+        init.run("ipc", &format!("names-test ns={}", names.raw())),
+        TaskEnd::Exited(0),
+    );
+    task::kill(names).map_err(|e| format!("kill names: {}", e))?;
+    r
 }
 
 fn demo(init: &Init<'_>) -> Verdict {
@@ -338,6 +353,7 @@ fn main(start: &Start) -> u64 {
         "ipc-closes" => closes(&init),
         "ipc-handles" => handles(&init),
         "ipc-flood" => flood(&init),
+        "ipc-names" => names_scenario(&init),
         "bench" => bench(&init),
         other => Err(format!("unknown scenario {}", other)),
     };

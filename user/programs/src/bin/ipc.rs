@@ -14,6 +14,7 @@ use alloc::vec::Vec;
 use alux_abi::ipc::{CloseReason, Events, Handle};
 use alux_abi::{Error, TaskId};
 use alux_rt::ipc::{self, Connection, Port};
+use alux_rt::names::{NameError, NameService};
 use alux_rt::sys::call;
 use alux_rt::{println, thread, time, Start};
 use core::time::Duration;
@@ -101,9 +102,16 @@ fn ping(server: TaskId, n: u64) -> u64 {
 }
 
 /// An echo service: `threads` threads, each serving its own `ports` ports.
-/// Answers `[thread index, request...]`; refuses uid 13.
-fn echo(threads: u64, ports: u64) -> u64 {
+/// Answers `[thread index, request...]`; refuses uid 13. Registers as
+/// `echo` with the name service if it has one.
+fn echo(threads: u64, ports: u64, ns: Option<TaskId>) -> u64 {
     ipc::set_connect_permission(13, false).expect("deny uid 13");
+    // The registration lives as long as this (main) thread's connection.
+    let _registration = ns.map(|ns| {
+        let names = NameService::connect(ns).expect("name service");
+        names.register("echo").expect("register echo");
+        names
+    });
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             thread::spawn(move || {
@@ -668,6 +676,40 @@ fn flood(server: TaskId) -> u64 {
     }
 }
 
+/// Register, look up, collide, misspell, and release names.
+fn names_test(ns: Option<TaskId>) -> u64 {
+    let Some(ns) = ns else { return 2 };
+    let me = alux_rt::sys::self_info().expect("self").0;
+    let a = NameService::connect(ns).expect("connect");
+    let b = NameService::connect(ns).expect("connect");
+    let mut ok = true;
+    let mut expect = |what: &str, good: bool| {
+        println!("  {}: {}", if good { "ok" } else { "WRONG" }, what);
+        ok &= good;
+    };
+    expect("register alpha", a.register("alpha") == Ok(()));
+    expect("alpha is this task", b.lookup("alpha") == Ok(me));
+    expect("alpha taken for another registration", b.register("alpha") == Err(NameError::Taken));
+    expect("unknown name", b.lookup("nobody") == Err(NameError::NotFound));
+    expect(
+        "25-byte name refused",
+        b.lookup("abcdefghijklmnopqrstuvwxy") == Err(NameError::BadName),
+    );
+    expect("24-byte name works", b.register("abcdefghijklmnopqrstuvwx") == Ok(()));
+    expect("empty name refused", b.lookup("") == Err(NameError::BadName));
+    drop(a);
+    expect(
+        "alpha released when its connection closed",
+        b.lookup("alpha") == Err(NameError::NotFound),
+    );
+    expect("alpha can be registered again", b.register("alpha") == Ok(()));
+    if ok {
+        0
+    } else {
+        1
+    }
+}
+
 /// Holds no ports; lives until killed (a target with an empty queue).
 fn holder() -> u64 {
     loop {
@@ -687,8 +729,23 @@ fn main(start: &Start) -> u64 {
         }
         "echo" => {
             let t = num(w.next(), 3);
-            echo(t, num(w.next(), 2))
+            echo(t, num(w.next(), 2), start.name_service())
         }
+        "client-ns" => {
+            let Some(ns) = start.name_service() else { return 2 };
+            let name = w.next().unwrap_or("anon");
+            let rounds = num(w.next(), 3);
+            let echo = match NameService::connect(ns).and_then(|n| n.lookup("echo")) {
+                Ok(t) => t,
+                Err(e) => {
+                    println!("client {}: cannot find echo: {:?}", name, e);
+                    return 1;
+                }
+            };
+            println!("client {}: name service says echo is task {}", name, echo);
+            client(echo, name, rounds)
+        }
+        "names-test" => names_test(start.name_service()),
         "client" => {
             let t = task_arg(w.next());
             let name = w.next().unwrap_or("anon");
