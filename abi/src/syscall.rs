@@ -81,11 +81,15 @@ pub enum Sys {
     /// read the ready end's peer buffer, all in registers (see
     /// [`Received`]); results in `rdi, rsi, rdx, r10, r8, r9`.
     Receive = 48,
+    /// `(handle, len, w0, w1, w2, w3) -> (handle, info, w0, w1, w2, w3)`:
+    /// `Send`, then `Receive` without a time limit, in one call: the
+    /// request/reply step of an RPC client or server.
+    SendReceive = 49,
 }
 
 impl Sys {
     /// Every system call, for decoders and exhaustive tests.
-    pub const ALL: [Sys; 33] = [
+    pub const ALL: [Sys; 34] = [
         Sys::DebugPrint,
         Sys::ThreadCreate,
         Sys::ThreadExit,
@@ -119,6 +123,7 @@ impl Sys {
         Sys::ConnectionQuery,
         Sys::Send,
         Sys::Receive,
+        Sys::SendReceive,
     ];
 
     /// Decodes `rax` (a jump table, not a search: it is on every call).
@@ -157,6 +162,7 @@ impl Sys {
             46 => Sys::ConnectionQuery,
             47 => Sys::Send,
             48 => Sys::Receive,
+            49 => Sys::SendReceive,
             _ => return None,
         })
     }

@@ -156,7 +156,7 @@ pub(crate) fn audit(ipc: &Ipc) -> Result<(), &'static str> {
         if bad {
             return Err("ready list holds another thread's end");
         }
-        if t.wait == Wait::PollAll && !t.ready.is_empty() {
+        if matches!(t.wait, Wait::PollAll | Wait::Receive) && !t.ready.is_empty() {
             return Err("thread parked in poll_all with ends ready");
         }
         if t.wait == Wait::PollSet

@@ -483,6 +483,43 @@ impl Ipc {
         Ok(Outcome::Block { deadline })
     }
 
+    /// [`Ipc::poll_all`] and [`Ipc::read`] of the ready end in one step:
+    /// the end, its events, and its peer's buffer (empty for a port no one
+    /// has written to). What the kernel's fast `Receive` call uses; a parked
+    /// caller wakes with [`Completion::Received`]. Errors as `poll_all`.
+    pub fn receive(
+        &mut self,
+        caller: ThreadId,
+        deadline: Deadline,
+    ) -> Result<Outcome<(Ready, Message)>, Error> {
+        let t = self.thread_slot(caller)?;
+        let th = &self.threads[t as usize];
+        if th.wait != Wait::None {
+            return Err(Error::Busy);
+        }
+        if let Some(i) = th.ready.head_opt() {
+            let ready = self.take_events(i);
+            return Ok(Outcome::Done((ready, self.message_of(i))));
+        }
+        if deadline == Deadline::Now {
+            return Err(Error::TimedOut);
+        }
+        self.threads[t as usize].wait = Wait::Receive;
+        Ok(Outcome::Block { deadline })
+    }
+
+    /// What a read of end `i` returns now: the peer's buffer, the last data
+    /// of a closed peer, or nothing for an unconnected end.
+    fn message_of(&self, i: u32) -> Message {
+        let e = &self.ends[i as usize];
+        let src = match e.state {
+            EndState::Connected => &self.ends[e.peer as usize],
+            EndState::PeerGone => e,
+            _ => return Message::default(),
+        };
+        Message { data: src.buf, len: src.len, seq: src.seq }
+    }
+
     /// The kernel reports that a parked thread's deadline passed: cancels
     /// its wait and returns `Failed(TimedOut)`. `None` if the thread is not
     /// parked (e.g. its wakeup is already queued: the kernel must use that).
@@ -532,18 +569,26 @@ impl Ipc {
             return;
         }
         let th = &mut self.threads[owner as usize];
-        th.ready.push_back(&mut self.ends, ready_links, i);
-        let wake = match th.wait {
-            Wait::PollAll => true,
+        let wait = th.wait;
+        let wake = match wait {
+            Wait::PollAll | Wait::Receive => true,
             Wait::PollSet => self.ends[i as usize].flags & F_IN_WAIT_SET != 0,
             _ => false,
         };
-        if wake {
-            self.clear_wait(owner);
-            let ready = self.take_events(i);
-            let id = self.threads[owner as usize].id;
-            self.wakeups.push_back((id, Completion::Polled(ready)));
+        if !wake {
+            th.ready.push_back(&mut self.ends, ready_links, i);
+            return;
         }
+        // The owner waits for exactly this: hand the events over directly,
+        // without queueing the end on its ready list.
+        let id = th.id;
+        self.clear_wait(owner);
+        let ready = self.describe_and_clear(i);
+        let completion = match wait {
+            Wait::Receive => Completion::Received(ready, self.message_of(i)),
+            _ => Completion::Polled(ready),
+        };
+        self.wakeups.push_back((id, completion));
     }
 
     /// Clears end `i`'s events, takes it off its ready list, and describes
@@ -551,6 +596,11 @@ impl Ipc {
     fn take_events(&mut self, i: u32) -> Ready {
         let owner = self.ends[i as usize].owner;
         self.threads[owner as usize].ready.unlink(&mut self.ends, ready_links, i);
+        self.describe_and_clear(i)
+    }
+
+    /// Clears end `i`'s events (it is on no ready list) and describes it.
+    fn describe_and_clear(&mut self, i: u32) -> Ready {
         let e = &mut self.ends[i as usize];
         let events = Events::from_bits(e.pending as u32).unwrap_or(Events::NONE);
         e.pending = 0;
@@ -567,7 +617,7 @@ impl Ipc {
     /// Cancels thread `t`'s wait, if any.
     fn clear_wait(&mut self, t: u32) {
         match self.threads[t as usize].wait {
-            Wait::None | Wait::PollAll => {}
+            Wait::None | Wait::PollAll | Wait::Receive => {}
             Wait::PollSet => {
                 let ws = core::mem::take(&mut self.threads[t as usize].wait_set);
                 for &i in &ws {

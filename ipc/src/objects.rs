@@ -133,6 +133,8 @@ pub(crate) enum Wait {
     None,
     /// `poll_all`: any of its ends.
     PollAll,
+    /// `receive`: any of its ends, and the ready end's peer buffer.
+    Receive,
     /// `poll`: the ends in `Thread::wait_set` (flagged `F_IN_WAIT_SET`).
     PollSet,
     /// A blocking connect to this task slot (on its `waiters` list).

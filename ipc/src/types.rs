@@ -4,7 +4,7 @@
 //! This module owns only plain data. It must never interpret time: a
 //! deadline is an opaque number that the kernel's timer compares.
 
-use alux_abi::ipc::{limits, Handle, Ready};
+use alux_abi::ipc::{limits, Handle, Message, Ready};
 use alux_abi::Error;
 
 /// Bounds on the object model. Hitting one is an error for the caller only.
@@ -79,6 +79,8 @@ pub enum Outcome<T> {
 pub enum Completion {
     /// Its poll found an end with events.
     Polled(Ready),
+    /// Its receive found an end with events; with that end's peer buffer.
+    Received(Ready, Message),
     /// Its blocking connect got a port: the new end.
     Connected(Handle),
     /// Its call failed (e.g. `TimedOut`, or `ConnectDenied`/`NoSuchTask`

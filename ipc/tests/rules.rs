@@ -946,3 +946,68 @@ fn deadline_from_timeout() {
     assert_eq!(Deadline::from_timeout(100, 5), Deadline::At(105));
     assert_eq!(Deadline::from_timeout(u64::MAX - 1, 5), Deadline::At(u64::MAX));
 }
+
+// ---------------------------------------------------------------- receive (poll all + read)
+
+#[test]
+fn receive_returns_the_ready_end_with_its_peer_buffer() {
+    let mut w = World::new();
+    let (sk, s) = w.task(1, false);
+    let (_, c) = w.task(2, false);
+    let (p, h) = w.connect_pair(s, sk, c);
+    // The OPENED event of a port nobody wrote to comes with an empty buffer.
+    let Outcome::Done((r, m)) = w.ipc.receive(s, Deadline::Now).unwrap() else { panic!() };
+    assert_eq!((r.handle, r.events, m.len), (p, Events::OPENED, 0));
+    w.ipc.write_signal(c, h, b"hello").unwrap();
+    let Outcome::Done((r, m)) = w.ipc.receive(s, Deadline::Now).unwrap() else { panic!() };
+    assert_eq!((r.handle, r.events, m.bytes()), (p, Events::SIGNAL, &b"hello"[..]));
+    assert_eq!(w.ipc.receive(s, Deadline::Now), Err(Error::TimedOut));
+}
+
+#[test]
+fn a_parked_receive_wakes_with_the_message() {
+    let mut w = World::new();
+    let (sk, s) = w.task(1, false);
+    let (_, c) = w.task(2, false);
+    let (p, h) = w.connect_pair(s, sk, c);
+    w.poll_now(s).unwrap();
+    assert_eq!(w.ipc.receive(s, Deadline::Never), Ok(Outcome::Block { deadline: Deadline::Never }));
+    assert_eq!(w.ipc.receive(s, Deadline::Never), Err(Error::Busy));
+    assert_eq!(w.ipc.poll_all(s, Deadline::Never), Err(Error::Busy));
+    w.ipc.write_signal(c, h, b"ping").unwrap();
+    let wk = w.wakeups();
+    assert_eq!(wk.len(), 1);
+    let Completion::Received(r, m) = wk[0].1 else { panic!("{:?}", wk[0].1) };
+    assert_eq!((wk[0].0, r.handle, r.events, m.bytes()), (s, p, Events::SIGNAL, &b"ping"[..]));
+    // Consumed: nothing left, and the end is on no ready list.
+    assert_eq!(w.poll_now(s), Err(Error::TimedOut));
+    w.ipc.audit().unwrap();
+}
+
+#[test]
+fn a_parked_receive_sees_peer_close_with_the_last_data() {
+    let mut w = World::new();
+    let (sk, s) = w.task(1, false);
+    let (ck, c) = w.task(2, false);
+    let (p, h) = w.connect_pair(s, sk, c);
+    w.poll_now(s).unwrap();
+    w.ipc.write(c, h, b"last").unwrap();
+    assert!(matches!(w.ipc.receive(s, Deadline::At(5)), Ok(Outcome::Block { .. })));
+    w.ipc.remove_task(ck, true);
+    let wk = w.wakeups();
+    let Completion::Received(r, m) = wk[0].1 else { panic!() };
+    assert_eq!(r.handle, p);
+    assert!(r.events.contains(Events::PEER_CLOSED));
+    assert_eq!(r.close_reason, Some(CloseReason::TaskKilled));
+    assert_eq!(m.bytes(), b"last");
+}
+
+#[test]
+fn a_receive_times_out() {
+    let mut w = World::new();
+    let (_, s) = w.task(1, false);
+    assert!(matches!(w.ipc.receive(s, Deadline::At(7)), Ok(Outcome::Block { .. })));
+    assert_eq!(w.ipc.timed_out(s), Some(Completion::Failed(Error::TimedOut)));
+    assert_eq!(w.ipc.timed_out(s), None);
+    assert_eq!(w.ipc.receive(ThreadId::new(99, 1), Deadline::Now), Err(Error::NoSuchThread));
+}

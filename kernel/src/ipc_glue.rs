@@ -23,31 +23,32 @@ pub enum IpcOutcome {
 
 fn completion_result(c: Completion) -> SysResult {
     match c {
-        Completion::Polled(ready) => Ok(encode_ready(&ready)),
+        // A `Received` completion only answers a `Receive`, handled by
+        // `complete`; as a plain poll result it is just the ready end.
+        Completion::Polled(ready) | Completion::Received(ready, _) => Ok(encode_ready(&ready)),
         Completion::Connected(h) => Ok([h.raw(), 0, 0, 0]),
         Completion::Failed(e) => Err(e),
     }
 }
 
-/// `Receive`'s registers for a ready end: its events and its peer's
-/// buffer (empty for a port nobody has written to yet).
-fn received(ipc: &alux_ipc::Ipc, thread: ThreadId, ready: &alux_abi::ipc::Ready) -> [u64; 6] {
-    let message = ipc.read(thread, ready.handle).unwrap_or_default();
+/// `Receive`'s registers: the ready end, its events and its peer's
+/// buffer.
+fn received(ready: &alux_abi::ipc::Ready, message: &alux_abi::ipc::Message) -> [u64; 6] {
     Received {
         handle: ready.handle,
         events: ready.events,
         close_reason: ready.close_reason,
         peer_uid: ready.peer_uid,
-        message: alux_abi::ipc::Message { seq: 0, ..message },
+        message: alux_abi::ipc::Message { seq: 0, ..*message },
     }
     .encode()
 }
 
 /// Completes a parked thread's IPC call.
 fn complete(k: &mut Kernel, thread: ThreadId, completion: Completion) {
-    k.wake_with(thread, |wait, regs, ipc| match (wait, completion) {
-        (Wait::IpcReceive, Completion::Polled(ready)) => {
-            write_wide_result(regs, Ok(received(ipc, thread, &ready)))
+    k.wake_with(thread, |wait, regs| match (wait, completion) {
+        (Wait::IpcReceive, Completion::Received(ready, message)) => {
+            write_wide_result(regs, Ok(received(&ready, &message)))
         }
         (Wait::IpcReceive, Completion::Failed(e)) => write_wide_result(regs, Err(e)),
         (_, c) => write_result(regs, completion_result(c)),
@@ -68,6 +69,23 @@ pub fn timed_out(k: &mut Kernel, thread: ThreadId) {
     complete(k, thread, completion);
 }
 
+fn receive(k: &mut Kernel, caller: ThreadId, deadline: Deadline) -> Result<IpcOutcome, Error> {
+    Ok(match k.ipc.receive(caller, deadline)? {
+        Outcome::Done((ready, message)) => IpcOutcome::DoneWide(received(&ready, &message)),
+        Outcome::Block { deadline } => {
+            k.block_current(Wait::IpcReceive, deadline_tsc(deadline));
+            IpcOutcome::Blocked
+        }
+    })
+}
+
+fn deadline_tsc(deadline: Deadline) -> Option<u64> {
+    match deadline {
+        Deadline::At(t) => Some(t),
+        _ => None,
+    }
+}
+
 fn deadline(timeout: Timeout) -> Deadline {
     match timeout {
         Timeout::Now => Deadline::Now,
@@ -85,11 +103,7 @@ fn park<T>(
     match outcome {
         Outcome::Done(v) => IpcOutcome::Done(Ok(done(v))),
         Outcome::Block { deadline } => {
-            let at = match deadline {
-                Deadline::At(t) => Some(t),
-                _ => None,
-            };
-            k.block_current(wait, at);
+            k.block_current(wait, deadline_tsc(deadline));
             IpcOutcome::Blocked
         }
     }
@@ -179,10 +193,15 @@ pub fn handle(k: &mut Kernel, caller: ThreadId, call: IpcCall) -> Result<IpcOutc
             k.ipc.write_signal(caller, Handle::from_raw(handle), &bytes[..len as usize])?;
             IpcOutcome::Done(Ok([0; 4]))
         }
-        IpcCall::Receive { timeout } => match k.ipc.poll_all(caller, deadline(timeout))? {
-            Outcome::Done(ready) => IpcOutcome::DoneWide(received(&k.ipc, caller, &ready)),
-            blocked => park(k, Wait::IpcReceive, blocked, |_| [0; 4]),
-        },
+        IpcCall::Receive { timeout } => receive(k, caller, deadline(timeout))?,
+        IpcCall::SendReceive { handle, len, words } => {
+            let bytes = unpack_message(words);
+            k.ipc.write_signal(caller, Handle::from_raw(handle), &bytes[..len as usize])?;
+            // The reply (or any event) may already be there; else park. The
+            // peer woken by the send runs when this thread blocks.
+            deliver_wakeups(k);
+            receive(k, caller, Deadline::Never)?
+        }
         IpcCall::ConnectionQuery { connection, out } => {
             let ends = k.ipc.connection_query(caller, connection)?;
             crate::mm::write_record(space()?, out, &ends)?;

@@ -270,20 +270,20 @@ impl Kernel {
 
     /// Ends a blocked thread's wait with `result` and makes it runnable.
     pub fn wake(&mut self, id: ThreadId, result: SysResult) {
-        self.wake_with(id, |_, regs, _| write_result(regs, result));
+        self.wake_with(id, |_, regs| write_result(regs, result));
     }
 
     /// Ends a blocked thread's wait: `write` fills in its result registers
-    /// (it is told what the thread waited for, and may read IPC state), and
+    /// (it is told what the thread waited for), and
     /// the thread goes to the back of the run queue. Nothing happens if the
     /// thread is not blocked. One lookup: this is on the IPC fast path.
-    pub fn wake_with(&mut self, id: ThreadId, write: impl FnOnce(Wait, &mut Regs, &Ipc)) {
+    pub fn wake_with(&mut self, id: ThreadId, write: impl FnOnce(Wait, &mut Regs)) {
         let Some(t) = self.threads.get_mut(key_of_thread(id)) else { return };
         let ThreadState::Blocked(wait) = t.state else { return };
         if let Some(d) = t.deadline.take() {
             self.timers.remove(&(d, id));
         }
-        write(wait, &mut t.ctx.regs, &self.ipc);
+        write(wait, &mut t.ctx.regs);
         t.state = ThreadState::Ready;
         self.run_queue.push_back(id);
         self.timer_dirty = true;

@@ -146,6 +146,7 @@ pub enum IpcCall {
     ConnectionQuery { connection: u64, out: UserSlice },
     Send { handle: u64, len: u64, words: [u64; 4] },
     Receive { timeout: Timeout },
+    SendReceive { handle: u64, len: u64, words: [u64; 4] },
 }
 
 /// Most bytes one connection buffer holds.
@@ -266,12 +267,17 @@ pub fn decode(raw: &RawCall) -> Result<Syscall, Error> {
             Syscall::Ipc(IpcCall::SetConnectPermission { uid: a0, allow: bool_arg(a1)? })
         }
         Sys::KernelEndOpen => Syscall::Ipc(IpcCall::KernelEndOpen { kind: a0 }),
-        Sys::Send => {
+        Sys::Send | Sys::SendReceive => {
             if a1 > MESSAGE_MAX {
                 return Err(Error::MessageTooLong);
             }
             let [.., w0, w1, w2, w3] = raw.args;
-            Syscall::Ipc(IpcCall::Send { handle: a0, len: a1, words: [w0, w1, w2, w3] })
+            let words = [w0, w1, w2, w3];
+            Syscall::Ipc(if sys == Sys::Send {
+                IpcCall::Send { handle: a0, len: a1, words }
+            } else {
+                IpcCall::SendReceive { handle: a0, len: a1, words }
+            })
         }
         Sys::Receive => Syscall::Ipc(IpcCall::Receive { timeout: Timeout::decode(a0) }),
         Sys::ConnectionQuery => {

@@ -36,6 +36,7 @@ fn parse(line: &str) -> Option<Result_> {
 fn describe(name: &str) -> &'static str {
     match name {
         "ipc_round_trip" => "A Send, B wakes in Receive, Send back, A wakes in Receive",
+        "ipc_round_trip_send_receive" => "the same with one SendReceive call on each side",
         "ipc_round_trip_buffer_calls" => "the same with WriteSignal, PollAll and Read (memory)",
         "signal_to_waiting_thread" => "signal until the polling thread is back in user mode",
         "null_syscall" => "SelfInfo: entry, decode, lookup, return",

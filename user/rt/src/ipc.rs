@@ -205,10 +205,47 @@ pub fn receive(timeout: Option<Duration>) -> Result<Received, Error> {
             options(nostack),
         );
     }
+    received(rax, [rdi, rsi, rdx, r10, r8, r9])
+}
+
+/// Decodes the six registers `Receive` and `SendReceive` return.
+fn received(rax: u64, regs: [u64; 6]) -> Result<Received, Error> {
     if rax != 0 {
         return Err(Error::from_code(rax).unwrap_or(Error::UnknownSyscall));
     }
-    Received::decode([rdi, rsi, rdx, r10, r8, r9]).ok_or(Error::InvalidArgument)
+    Received::decode(regs).ok_or(Error::InvalidArgument)
+}
+
+/// Sends `data` on `conn` (write and signal), then waits without a time
+/// limit for the next event on any end of this thread and returns it with
+/// its peer buffer: one system call for a request/reply step.
+pub fn send_receive(conn: &Connection, data: &[u8]) -> Result<Received, Error> {
+    if data.len() > MESSAGE_MAX {
+        return Err(Error::MessageTooLong);
+    }
+    let [w0, w1, w2, w3] = pack_message(data);
+    let rax: u64;
+    let (mut rdi, mut rsi, mut rdx, mut r10, mut r8, mut r9) =
+        (conn.handle.raw(), data.len() as u64, w0, w1, w2, w3);
+    // SAFETY: `SendReceive` takes its arguments in rdi..r9 and returns six
+    // registers in the same ones; rcx and r11 are clobbered; it touches no
+    // user memory.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") Sys::SendReceive as u64 => rax,
+            inlateout("rdi") rdi,
+            inlateout("rsi") rsi,
+            inlateout("rdx") rdx,
+            inlateout("r10") r10,
+            inlateout("r8") r8,
+            inlateout("r9") r9,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    received(rax, [rdi, rsi, rdx, r10, r8, r9])
 }
 
 /// Waits for an event on any end of this thread.
