@@ -21,7 +21,7 @@ use crate::objects::{
     owned_links, queue_links, ready_links, waiter_links, End, EndState, Task, Thread, Wait,
     BITMAP_WORDS, F_IN_WAIT_SET, F_KERNEL, F_SERVER,
 };
-use crate::types::{Completion, Deadline, KernelEndId, Limits, Outcome};
+use crate::types::{Completion, Deadline, KernelEndId, Limits, Outcome, SendReceive};
 
 /// The largest task or thread slot index accepted (IDs are expected to be
 /// the kernel's dense slab indices; the records are indexed by them).
@@ -508,6 +508,36 @@ impl Ipc {
         Ok(Outcome::Block { deadline })
     }
 
+    /// [`Ipc::write_signal`] then [`Ipc::receive`] without a time limit,
+    /// in one step: the request/reply primitive. If the caller parks and the
+    /// message woke the peer's thread from a receive, that thread is handed
+    /// back in [`SendReceive::Parked`] instead of being queued as a wakeup,
+    /// so the kernel can switch to it at once. Errors: as `write_signal`
+    /// (nothing is sent), then `Busy` if the caller is already parked.
+    pub fn send_receive(
+        &mut self,
+        caller: ThreadId,
+        h: Handle,
+        data: &[u8],
+    ) -> Result<SendReceive, Error> {
+        let i = self.writable_end(caller, h, data)?;
+        let t = caller.index();
+        if self.threads[t as usize].wait != Wait::None {
+            return Err(Error::Busy);
+        }
+        self.store(i, data);
+        let p = self.ends[i as usize].peer;
+        if let Some(r) = self.threads[t as usize].ready.head_opt() {
+            // Something is waiting already: no parking, no hand-off.
+            self.deliver(p, Events::SIGNAL);
+            let ready = self.take_events(r);
+            return Ok(SendReceive::Received(ready, self.message_of(r)));
+        }
+        self.threads[t as usize].wait = Wait::Receive;
+        let handoff = self.deliver_or_hand_off(p, Events::SIGNAL);
+        Ok(SendReceive::Parked { handoff })
+    }
+
     /// What a read of end `i` returns now: the peer's buffer, the last data
     /// of a closed peer, or nothing for an unconnected end.
     fn message_of(&self, i: u32) -> Message {
@@ -552,6 +582,14 @@ impl Ipc {
     /// Adds events to end `i`; queues it on its ready list if it was not
     /// pending, and wakes its owner if the owner waits on it.
     fn deliver(&mut self, i: u32, ev: Events) {
+        if let Some((id, ready, message)) = self.deliver_or_hand_off(i, ev) {
+            self.wakeups.push_back((id, Completion::Received(ready, message)));
+        }
+    }
+
+    /// [`Ipc::deliver`], except that an owner parked in a receive is not
+    /// queued as a wakeup but returned, with what it receives.
+    fn deliver_or_hand_off(&mut self, i: u32, ev: Events) -> Option<(ThreadId, Ready, Message)> {
         self.stamp += 1;
         let stamp = self.stamp;
         let e = &mut self.ends[i as usize];
@@ -560,13 +598,13 @@ impl Ipc {
         if was != 0 {
             // Already ready: a parked owner cannot be waiting on it (it would
             // not have parked), so there is no one to wake.
-            return;
+            return None;
         }
         e.ready_stamp = stamp;
         let owner = e.owner;
         if owner == NIL {
             self.kernel_ready.push_back(&mut self.ends, ready_links, i);
-            return;
+            return None;
         }
         let th = &mut self.threads[owner as usize];
         let wait = th.wait;
@@ -577,18 +615,18 @@ impl Ipc {
         };
         if !wake {
             th.ready.push_back(&mut self.ends, ready_links, i);
-            return;
+            return None;
         }
         // The owner waits for exactly this: hand the events over directly,
         // without queueing the end on its ready list.
         let id = th.id;
         self.clear_wait(owner);
         let ready = self.describe_and_clear(i);
-        let completion = match wait {
-            Wait::Receive => Completion::Received(ready, self.message_of(i)),
-            _ => Completion::Polled(ready),
-        };
-        self.wakeups.push_back((id, completion));
+        if wait == Wait::Receive {
+            return Some((id, ready, self.message_of(i)));
+        }
+        self.wakeups.push_back((id, Completion::Polled(ready)));
+        None
     }
 
     /// Clears end `i`'s events, takes it off its ready list, and describes

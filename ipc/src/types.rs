@@ -5,7 +5,7 @@
 //! deadline is an opaque number that the kernel's timer compares.
 
 use alux_abi::ipc::{limits, Handle, Message, Ready};
-use alux_abi::Error;
+use alux_abi::{Error, ThreadId};
 
 /// Bounds on the object model. Hitting one is an error for the caller only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +86,22 @@ pub enum Completion {
     /// Its call failed (e.g. `TimedOut`, or `ConnectDenied`/`NoSuchTask`
     /// for a blocking connect).
     Failed(Error),
+}
+
+/// What [`crate::Ipc::send_receive`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendReceive {
+    /// The message went out and an event was already waiting for the
+    /// caller: here it is, with its end's peer buffer. The caller runs on.
+    Received(Ready, Message),
+    /// The message went out and the caller is parked in a receive (without
+    /// a time limit). `handoff` is the peer's thread if the message woke it
+    /// from a receive: it is not queued as a wakeup, so the kernel can switch
+    /// to it directly, giving it these registers.
+    Parked {
+        /// The woken receiver, what it receives, and its peer buffer.
+        handoff: Option<(ThreadId, Ready, Message)>,
+    },
 }
 
 /// Names the kernel's side of a kernel end. Only the kernel holds these;

@@ -6,7 +6,7 @@ use alux_abi::ipc::{info_flags, kernel_end_kind, KERNEL_TASK, KERNEL_THREAD, MES
 use alux_abi::{TaskId, ThreadId};
 use alux_ipc::{
     CloseReason, Completion, ConnState, Deadline, Error, Events, Handle, Ipc, KernelEndId, Limits,
-    Outcome, BYTES_PER_CONNECTION, MAX_ID_INDEX,
+    Outcome, SendReceive, BYTES_PER_CONNECTION, MAX_ID_INDEX,
 };
 use common::{done, World};
 
@@ -1010,4 +1010,75 @@ fn a_receive_times_out() {
     assert_eq!(w.ipc.timed_out(s), Some(Completion::Failed(Error::TimedOut)));
     assert_eq!(w.ipc.timed_out(s), None);
     assert_eq!(w.ipc.receive(ThreadId::new(99, 1), Deadline::Now), Err(Error::NoSuchThread));
+}
+
+// ---------------------------------------------------------------- send_receive (request/reply)
+
+#[test]
+fn send_receive_hands_off_to_a_parked_receiver() {
+    let mut w = World::new();
+    let (sk, s) = w.task(1, false);
+    let (_, c) = w.task(2, false);
+    let (p, h) = w.connect_pair(s, sk, c);
+    w.poll_now(s).unwrap();
+    assert!(matches!(w.ipc.receive(s, Deadline::Never), Ok(Outcome::Block { .. })));
+    let SendReceive::Parked { handoff: Some((to, r, m)) } =
+        w.ipc.send_receive(c, h, b"request").unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!((to, r.handle, r.events, m.bytes()), (s, p, Events::SIGNAL, &b"request"[..]));
+    // Handed off, not queued; the server is no longer parked, the client is.
+    assert!(w.wakeups().is_empty());
+    assert!(!w.ipc.is_parked(s));
+    assert!(w.ipc.is_parked(c));
+    // The reply reaches the parked client through the ordinary path.
+    w.ipc.write_signal(s, p, b"reply").unwrap();
+    let wk = w.wakeups();
+    let Completion::Received(r, m) = wk[0].1 else { panic!("{:?}", wk) };
+    assert_eq!((wk[0].0, r.handle, m.bytes()), (c, h, &b"reply"[..]));
+    w.ipc.audit().unwrap();
+}
+
+#[test]
+fn send_receive_parks_without_hand_off_when_the_peer_does_not_wait() {
+    let mut w = World::new();
+    let (sk, s) = w.task(1, false);
+    let (_, c) = w.task(2, false);
+    let (p, h) = w.connect_pair(s, sk, c);
+    w.poll_now(s).unwrap();
+    assert_eq!(w.ipc.send_receive(c, h, b"x"), Ok(SendReceive::Parked { handoff: None }));
+    assert_eq!(w.ipc.send_receive(c, h, b"y"), Err(Error::Busy));
+    // The request is pending on the server's end.
+    let r = w.poll_now(s).unwrap();
+    assert_eq!((r.handle, r.events), (p, Events::SIGNAL));
+    assert_eq!(w.ipc.read(s, p).unwrap().bytes(), b"x");
+}
+
+#[test]
+fn send_receive_returns_what_already_waits() {
+    let mut w = World::new();
+    let (sk, s) = w.task(1, false);
+    let (_, c) = w.task(2, false);
+    let (p, h) = w.connect_pair(s, sk, c);
+    w.poll_now(s).unwrap();
+    w.ipc.write_signal(s, p, b"early").unwrap();
+    let SendReceive::Received(r, m) = w.ipc.send_receive(c, h, b"req").unwrap() else { panic!() };
+    assert_eq!((r.handle, m.bytes()), (h, &b"early"[..]));
+    assert!(!w.ipc.is_parked(c));
+    assert_eq!(w.ipc.read(s, p).unwrap().bytes(), b"req");
+}
+
+#[test]
+fn send_receive_errors_send_nothing() {
+    let mut w = World::new();
+    let (sk, s) = w.task(1, false);
+    let (ck, c) = w.task(2, false);
+    let (_, h) = w.connect_pair(s, sk, c);
+    assert_eq!(w.ipc.send_receive(c, h, &[0; MESSAGE_MAX + 1]), Err(Error::MessageTooLong));
+    assert_eq!(w.ipc.send_receive(s, h, b"x"), Err(Error::WrongThread));
+    w.ipc.remove_task(sk, false);
+    assert_eq!(w.ipc.send_receive(c, h, b"x"), Err(Error::PeerClosed));
+    assert!(!w.ipc.is_parked(c));
+    let _ = ck;
 }

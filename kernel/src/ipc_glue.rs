@@ -8,7 +8,7 @@ use crate::sched::{write_result, write_wide_result, Kernel, Wait};
 use alux_abi::ipc::{Handle, MESSAGE_MAX};
 use alux_abi::syscall::{encode_ready, unpack_message, Received};
 use alux_abi::{Error, ThreadId};
-use alux_ipc::{Completion, Deadline, Outcome};
+use alux_ipc::{Completion, Deadline, Outcome, SendReceive};
 use kernel::syscall::{IpcCall, SysResult, Timeout};
 
 /// What an IPC call did to its caller.
@@ -196,11 +196,20 @@ pub fn handle(k: &mut Kernel, caller: ThreadId, call: IpcCall) -> Result<IpcOutc
         IpcCall::Receive { timeout } => receive(k, caller, deadline(timeout))?,
         IpcCall::SendReceive { handle, len, words } => {
             let bytes = unpack_message(words);
-            k.ipc.write_signal(caller, Handle::from_raw(handle), &bytes[..len as usize])?;
-            // The reply (or any event) may already be there; else park. The
-            // peer woken by the send runs when this thread blocks.
-            deliver_wakeups(k);
-            receive(k, caller, Deadline::Never)?
+            match k.ipc.send_receive(caller, Handle::from_raw(handle), &bytes[..len as usize])? {
+                SendReceive::Received(ready, message) => {
+                    IpcOutcome::DoneWide(received(&ready, &message))
+                }
+                SendReceive::Parked { handoff } => {
+                    k.block_current(Wait::IpcReceive, None);
+                    // A server waiting for this request runs next, directly.
+                    if let Some((to, ready, message)) = handoff {
+                        let regs = received(&ready, &message);
+                        k.hand_off(to, |r| write_wide_result(r, Ok(regs)));
+                    }
+                    IpcOutcome::Blocked
+                }
+            }
         }
         IpcCall::ConnectionQuery { connection, out } => {
             let ends = k.ipc.connection_query(caller, connection)?;

@@ -71,6 +71,8 @@ pub struct Thread {
     pub deadline: Option<u64>,
     /// Its state was saved by `syscall`, so it may leave through `sysretq`.
     pub from_syscall: bool,
+    /// Its task's page-table root (for CR3), copied here for the switch path.
+    pub root: u64,
 }
 
 /// A task: an address space, its threads, and who it is.
@@ -108,6 +110,8 @@ pub struct Kernel {
     /// The thread on the CPU (its state is `Running`), if any.
     pub current: Option<ThreadId>,
     run_queue: VecDeque<ThreadId>,
+    /// A thread handed a message directly: it runs next (see `hand_off`).
+    handoff: Option<ThreadId>,
     timers: BTreeSet<(u64, ThreadId)>,
     resched: bool,
     slice_end: u64,
@@ -185,6 +189,7 @@ impl Kernel {
             ipc,
             current: None,
             run_queue: VecDeque::new(),
+            handoff: None,
             timers: BTreeSet::new(),
             resched: false,
             slice_end: 0,
@@ -313,6 +318,9 @@ impl Kernel {
         let deadline = t.deadline.take();
         if state == ThreadState::Ready {
             self.run_queue.retain(|x| *x != id);
+            if self.handoff == Some(id) {
+                self.handoff = None;
+            }
         }
         if let Some(d) = deadline {
             self.timers.remove(&(d, id));
@@ -379,49 +387,83 @@ impl Kernel {
     fn pick_and_load(&mut self) -> Option<bool> {
         self.timer_dirty = true;
         let now = cpu::rdtsc();
-        let mut keep = None;
-        if let Some(cur) = self.current {
-            if self.thread(cur).map(|t| t.state) == Some(ThreadState::Running) {
-                if !self.resched {
-                    keep = Some(cur);
-                } else if self.run_queue.is_empty() {
-                    self.slice_end = now + self.slice_ticks;
-                    keep = Some(cur);
-                } else {
-                    self.make_ready(cur);
-                }
-            }
-            if keep.is_none() {
-                self.current = None;
+        let running =
+            self.current.filter(|&c| self.thread(c).map(|t| t.state) == Some(ThreadState::Running));
+        if let Some(t) = self.handoff.take() {
+            if running.is_some() {
+                // The current thread did not block after all: the hand-off
+                // target waits its turn like any woken thread.
+                self.run_queue.push_back(t);
+            } else if self.load(t) {
+                // It runs in the rest of the blocked thread's time slice.
+                self.switches += 1;
+                return self.sysret_flag(t);
             }
         }
+        if let Some(cur) = running {
+            if !self.resched {
+                return self.sysret_flag(cur);
+            }
+            self.resched = false;
+            if self.run_queue.is_empty() {
+                self.slice_end = now + self.slice_ticks;
+                return self.sysret_flag(cur);
+            }
+            self.make_ready(cur);
+        }
+        self.current = None;
         self.resched = false;
-        let next = match keep {
-            Some(t) => t,
-            None => {
-                let next = self.run_queue.pop_front()?;
+        while let Some(next) = self.run_queue.pop_front() {
+            if self.load(next) {
                 self.switches += 1;
                 self.slice_end = now + self.slice_ticks;
-                next
+                return self.sysret_flag(next);
             }
-        };
-        self.current = Some(next);
-        let task = {
-            let t = self.threads.get_mut(key_of_thread(next))?;
-            t.state = ThreadState::Running;
-            entry::set_current_context(&mut t.ctx);
-            t.task
-        };
-        let root = self.task(task).and_then(|t| t.space.as_ref()).map(|s| s.root())?;
+        }
+        None
+    }
+
+    /// Makes `id` the running thread: its context for the return path, its
+    /// address space in CR3. False if it no longer exists.
+    fn load(&mut self, id: ThreadId) -> bool {
+        let Some(t) = self.threads.get_mut(key_of_thread(id)) else { return false };
+        t.state = ThreadState::Running;
+        entry::set_current_context(&mut t.ctx);
+        let root = t.root;
+        self.current = Some(id);
         if root != self.loaded_root {
-            // SAFETY: `root` is a live address space whose upper half is the
-            // kernel's (built by `AddressSpace::new`).
+            // SAFETY: `root` is the PML4 of the thread's live task, whose
+            // upper half is the kernel's (built by `AddressSpace::new`).
             unsafe { cpu::write_cr3(root) };
             self.loaded_root = root;
         }
-        let t = self.thread(next)?;
-        let rip = t.ctx.regs.rip;
-        Some(t.from_syscall && rip < kernel::syscall::USER_END)
+        true
+    }
+
+    /// Whether the thread's saved state may leave through `sysretq`.
+    fn sysret_flag(&self, id: ThreadId) -> Option<bool> {
+        let t = self.thread(id)?;
+        Some(t.from_syscall && t.ctx.regs.rip < kernel::syscall::USER_END)
+    }
+
+    /// Ends a blocked thread's wait and makes it the next to run, ahead of
+    /// the run queue, once the current thread blocks (`write` fills in its
+    /// result registers). The IPC fast path: a request goes straight to the
+    /// server that waits for it.
+    pub fn hand_off(&mut self, id: ThreadId, write: impl FnOnce(&mut Regs)) {
+        let Some(t) = self.threads.get_mut(key_of_thread(id)) else { return };
+        if !matches!(t.state, ThreadState::Blocked(_)) {
+            return;
+        }
+        if let Some(d) = t.deadline.take() {
+            self.timers.remove(&(d, id));
+        }
+        write(&mut t.ctx.regs);
+        t.state = ThreadState::Ready;
+        if let Some(previous) = self.handoff.replace(id) {
+            self.run_queue.push_back(previous);
+        }
+        self.timer_dirty = true;
     }
 
     /// Stops using `root` before it is freed.

@@ -248,9 +248,10 @@ impl Kernel {
         arg: u64,
     ) -> Result<ThreadId, Error> {
         let t = self.task(task).ok_or(Error::NoSuchTask)?;
-        if t.end.is_some() {
-            return Err(Error::NoSuchTask);
-        }
+        let root = match (&t.end, &t.space) {
+            (None, Some(space)) => space.root(),
+            _ => return Err(Error::NoSuchTask),
+        };
         if t.threads.len() >= MAX_THREADS_PER_TASK {
             return Err(Error::LimitReached);
         }
@@ -265,6 +266,7 @@ impl Kernel {
                 state: ThreadState::Ready,
                 deadline: None,
                 from_syscall: false,
+                root,
             })
             .ok_or(Error::LimitReached)?;
         let id = ThreadId::new(key.index, key.generation);
