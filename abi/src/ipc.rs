@@ -30,7 +30,7 @@ pub mod limits {
     /// Ports one task's listen queue holds.
     pub const LISTEN_QUEUE_LEN: usize = 64;
     /// Live ends kernel-wide (including the kernel's side of kernel ends).
-    pub const TOTAL_ENDS: usize = 1 << 16;
+    pub const TOTAL_ENDS: usize = 1 << 14;
     /// Handles one explicit `Poll` may name.
     pub const POLL_SET_MAX: usize = 64;
 }

@@ -8,9 +8,11 @@
 //! # Register convention
 //! A system call is `syscall` with the number in `rax` and up to six
 //! arguments in `rdi, rsi, rdx, r10, r8, r9`. On return `rax` holds `0` for
-//! success or an [`Error`] code, and up to four results are in
-//! `rdi, rsi, rdx, r10`. `rcx` and `r11` are clobbered; every other register,
-//! including all vector registers, is preserved.
+//! success or an [`Error`] code, and the results are in `rdi, rsi, rdx, r10`
+//! — always written: unused results and every result of a failed call are
+//! zero. `Receive` and `SendReceive` also return results in `r8, r9`.
+//! `rcx` and `r11` are clobbered; every other register, including all vector
+//! registers, is preserved.
 #![no_std]
 #![forbid(unsafe_code)]
 

@@ -27,7 +27,7 @@ pub enum Sys {
     /// `(task, timeout_ns) -> (kind, detail)`: wait for a task to end.
     /// Privileged, or the task's parent.
     TaskWait = 8,
-    /// `(task)`: kill a task. Privileged, or the task's parent.
+    /// `(task)`: kill a task: itself, a child, or (privileged) any task.
     TaskKill = 9,
     /// `(&mut KernelStats)`: kernel resource usage.
     KernelStats = 10,
@@ -190,7 +190,7 @@ pub mod task_flags {
     pub const PRIVILEGED: u32 = 1;
 }
 
-/// `MemMap` flags.
+/// `MemMap` flags. `WRITE | EXEC` together is refused (W^X).
 pub mod map_flags {
     /// Map writable (otherwise read-only).
     pub const WRITE: u64 = 1;

@@ -41,8 +41,9 @@ pub enum Deadline {
     /// Never block: answer `TimedOut` (poll) or `NoPortAvailable` (connect)
     /// if nothing is ready.
     Now,
-    /// Block until this time (nanoseconds on the kernel's clock; opaque to
-    /// this crate, which only hands it back in [`Outcome::Block`]).
+    /// Block until this time, on the kernel's clock (alux passes absolute TSC
+    /// ticks); opaque to this crate, which only hands it back in
+    /// [`Outcome::Block`].
     At(u64),
     /// Block without a time limit.
     Never,

@@ -48,9 +48,10 @@ pub const PAGE_SIZE: u64 = 4096;
 /// that null-pointer dereferences with small offsets fault).
 pub const USER_LOAD_START: u64 = 0x1_0000;
 
-/// Exclusive upper bound of segment addresses; the space above it, up to
-/// the end of the user half, is left for stacks and other mappings.
-pub const USER_LOAD_END: u64 = 0x0000_7fff_0000_0000;
+/// Exclusive upper bound of segment addresses (16 TiB); the space above it
+/// is the kernel's for anonymous mappings (`MemMap`), the boot module and
+/// stacks, so an image can never collide with them.
+pub const USER_LOAD_END: u64 = 0x0000_1000_0000_0000;
 
 /// Maximum number of `PT_LOAD` program headers.
 pub const MAX_LOAD_SEGMENTS: usize = 16;

@@ -65,8 +65,11 @@ pub fn deliver_wakeups(k: &mut Kernel) {
 /// A parked thread's deadline passed: ends its call (normally with
 /// `TimedOut`).
 pub fn timed_out(k: &mut Kernel, thread: ThreadId) {
-    let completion = k.ipc.timed_out(thread).unwrap_or(Completion::Failed(Error::TimedOut));
-    complete(k, thread, completion);
+    match k.ipc.timed_out(thread) {
+        Some(completion) => complete(k, thread, completion),
+        // Its wakeup is already queued: that result wins over the timeout.
+        None => deliver_wakeups(k),
+    }
 }
 
 fn receive(k: &mut Kernel, caller: ThreadId, deadline: Deadline) -> Result<IpcOutcome, Error> {

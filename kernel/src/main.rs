@@ -106,14 +106,17 @@ extern "C" fn kernel_entry(start_info: u64) -> ! {
 
     gdt::init(stack_top);
     entry::init(stack_top);
+    let (smep, smap) = cpu::enable_protections();
     time::init();
     lapic::init();
     kprintln!(
-        "[kernel] memory: {} frames free ({} MiB); TSC {} MHz; LAPIC timer {} kHz",
+        "[kernel] memory: {} frames free ({} MiB); TSC {} MHz; LAPIC timer {} kHz; SMEP {}, SMAP {}",
         frames.total(),
         (frames.total() * 4096) >> 20,
         time::tsc_hz() / 1_000_000,
-        lapic::timer_hz() / 1000
+        lapic::timer_hz() / 1000,
+        if smep { "on" } else { "absent" },
+        if smap { "on" } else { "absent" }
     );
 
     let kernel_root = cpu::read_cr3();

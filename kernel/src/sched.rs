@@ -22,6 +22,8 @@ use spin::{Mutex, MutexGuard, Once};
 
 /// Time slice of a thread, in nanoseconds.
 pub const TIME_SLICE_NS: u64 = 10_000_000;
+/// Run-queue capacity kept when it empties (more is given back).
+const RUN_QUEUE_KEPT: usize = 8;
 /// Most live tasks (zombies included).
 pub const MAX_TASKS: usize = 256;
 /// Most live threads.
@@ -159,6 +161,16 @@ pub fn write_wide_result(r: &mut Regs, result: kernel::syscall::WideResult) {
     (r.rax, r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) = (rax, rdi, rsi, rdx, r10, r8, r9);
 }
 
+/// Removes a timer. An emptied set is replaced by a new one, so that the
+/// tree's last node is freed too and kernel memory returns to its baseline
+/// when no thread waits with a deadline.
+fn remove_timer(timers: &mut BTreeSet<(u64, ThreadId)>, deadline: u64, id: ThreadId) {
+    timers.remove(&(deadline, id));
+    if timers.is_empty() {
+        *timers = BTreeSet::new();
+    }
+}
+
 fn key_of_thread(id: ThreadId) -> Key {
     Key { index: id.index(), generation: id.generation() }
 }
@@ -286,7 +298,7 @@ impl Kernel {
         let Some(t) = self.threads.get_mut(key_of_thread(id)) else { return };
         let ThreadState::Blocked(wait) = t.state else { return };
         if let Some(d) = t.deadline.take() {
-            self.timers.remove(&(d, id));
+            remove_timer(&mut self.timers, d, id);
         }
         write(wait, &mut t.ctx.regs);
         t.state = ThreadState::Ready;
@@ -323,7 +335,7 @@ impl Kernel {
             }
         }
         if let Some(d) = deadline {
-            self.timers.remove(&(d, id));
+            remove_timer(&mut self.timers, d, id);
         }
         if self.current == Some(id) {
             self.current = None;
@@ -336,7 +348,7 @@ impl Kernel {
             if deadline > now {
                 break;
             }
-            self.timers.pop_first();
+            remove_timer(&mut self.timers, deadline, id);
             let Some(t) = self.thread_mut(id) else {
                 continue;
             };
@@ -380,7 +392,7 @@ impl Kernel {
         }
         let t = self.thread(self.current?)?;
         (t.state == ThreadState::Running)
-            .then_some(t.from_syscall && t.ctx.regs.rip < kernel::syscall::USER_END)
+            .then_some(t.from_syscall && t.ctx.regs.rip < kernel::syscall::USER_POINTER_END)
     }
 
     /// Chooses the thread to run and loads it; `None` if nothing can run.
@@ -413,6 +425,10 @@ impl Kernel {
         }
         self.current = None;
         self.resched = false;
+        if self.run_queue.is_empty() && self.run_queue.capacity() > RUN_QUEUE_KEPT {
+            // After a burst of runnable threads: give the memory back.
+            self.run_queue.shrink_to(RUN_QUEUE_KEPT);
+        }
         while let Some(next) = self.run_queue.pop_front() {
             if self.load(next) {
                 self.switches += 1;
@@ -443,7 +459,7 @@ impl Kernel {
     /// Whether the thread's saved state may leave through `sysretq`.
     fn sysret_flag(&self, id: ThreadId) -> Option<bool> {
         let t = self.thread(id)?;
-        Some(t.from_syscall && t.ctx.regs.rip < kernel::syscall::USER_END)
+        Some(t.from_syscall && t.ctx.regs.rip < kernel::syscall::USER_POINTER_END)
     }
 
     /// Ends a blocked thread's wait and makes it the next to run, ahead of
@@ -456,7 +472,7 @@ impl Kernel {
             return;
         }
         if let Some(d) = t.deadline.take() {
-            self.timers.remove(&(d, id));
+            remove_timer(&mut self.timers, d, id);
         }
         write(&mut t.ctx.regs);
         t.state = ThreadState::Ready;

@@ -12,10 +12,10 @@
 use alux_abi::syscall::{map_flags, DEBUG_PRINT_MAX, MEM_MAP_MAX, PAGE_SIZE};
 use alux_abi::{Error, Sys, TaskId, ThreadId};
 
-/// One past the highest user address; user pointers lie below it. The last
-/// page below the canonical boundary is never mapped, so a `syscall` can
-/// never return to a non-canonical address.
-pub const USER_END: u64 = 0x0000_7fff_ffff_f000;
+/// One past the highest address a user pointer may reach. The last page
+/// below the canonical boundary (`paging::USER_POINTER_END`) is never mapped, so a
+/// `syscall` can never return to a non-canonical address.
+pub const USER_POINTER_END: u64 = 0x0000_7fff_ffff_f000;
 
 /// An unvalidated user address range: in bounds of the user half, but not
 /// yet known to be mapped. Only the address space can turn it into bytes.
@@ -27,10 +27,11 @@ pub struct UserSlice {
 
 impl UserSlice {
     /// Checks that `[addr, addr + len)` is non-null and inside the user
-    /// half. A zero-length slice is accepted at any user address.
+    /// half. A zero-length slice names no byte: it is accepted at any user
+    /// address, null included (an empty Rust slice may have any pointer).
     pub fn new(addr: u64, len: u64) -> Result<Self, Error> {
         let end = addr.checked_add(len).ok_or(Error::BadAddress)?;
-        if addr == 0 || end > USER_END {
+        if (addr == 0 && len != 0) || end > USER_POINTER_END {
             return Err(Error::BadAddress);
         }
         Ok(UserSlice { addr, len })
@@ -184,7 +185,7 @@ pub fn decode(raw: &RawCall) -> Result<Syscall, Error> {
         }
         Sys::ThreadCreate => {
             UserSlice::new(a0, 1)?;
-            if a1 == 0 || a1 > USER_END {
+            if a1 == 0 || a1 > USER_POINTER_END {
                 return Err(Error::BadAddress);
             }
             if a1 % 16 != 0 {
@@ -208,7 +209,9 @@ pub fn decode(raw: &RawCall) -> Result<Syscall, Error> {
         Sys::KernelStats => Syscall::KernelStats { out: UserRef::new(a0)? },
         Sys::Shutdown => Syscall::Shutdown { code: a0 },
         Sys::MemMap => {
-            if a0 == 0 || a0 > MEM_MAP_MAX as u64 || a1 & !map_flags::ALL != 0 {
+            // W^X: never writable and executable at once.
+            let wx = map_flags::WRITE | map_flags::EXEC;
+            if a0 == 0 || a0 > MEM_MAP_MAX as u64 || a1 & !map_flags::ALL != 0 || a1 & wx == wx {
                 return Err(Error::InvalidArgument);
             }
             Syscall::MemMap { len: a0, flags: a1 }
@@ -341,10 +344,11 @@ mod tests {
     #[test]
     fn user_slice_bounds() {
         assert_eq!(UserSlice::new(0, 1), Err(Error::BadAddress));
+        assert!(UserSlice::new(0, 0).is_ok());
         assert_eq!(UserSlice::new(u64::MAX, 2), Err(Error::BadAddress));
-        assert_eq!(UserSlice::new(USER_END - 4, 8), Err(Error::BadAddress));
+        assert_eq!(UserSlice::new(USER_POINTER_END - 4, 8), Err(Error::BadAddress));
         assert_eq!(UserSlice::new(0xffff_8000_0000_0000, 8), Err(Error::BadAddress));
-        assert!(UserSlice::new(USER_END - 8, 8).is_ok());
+        assert!(UserSlice::new(USER_POINTER_END - 8, 8).is_ok());
         assert!(UserSlice::new(0x1000, 0).is_ok());
     }
 
@@ -378,6 +382,8 @@ mod tests {
         let m = Sys::MemMap as u64;
         assert_eq!(call(m, [0, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
         assert_eq!(call(m, [4096, 8, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(m, [4096, 3, 0, 0, 0, 0]), Err(Error::InvalidArgument), "W^X");
+        assert_eq!(call(m, [4096, 2, 0, 0, 0, 0]), Ok(Syscall::MemMap { len: 4096, flags: 2 }));
         assert_eq!(call(m, [MEM_MAP_MAX as u64 + 1, 1, 0, 0, 0, 0]), Err(Error::InvalidArgument));
         assert_eq!(call(m, [4096, 1, 0, 0, 0, 0]), Ok(Syscall::MemMap { len: 4096, flags: 1 }));
         let u = Sys::MemUnmap as u64;

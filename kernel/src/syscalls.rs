@@ -131,18 +131,25 @@ fn handle_core(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
         }
         Syscall::Clock => Ok([time::now_ns(), 0, 0, 0]),
         Syscall::Spawn { args } => spawn(k, task, args),
-        Syscall::TaskWait { task: target, timeout } => match may_control(k, task, target) {
-            Err(e) => Err(e),
-            Ok(()) => match k.task(target).and_then(|t| t.end) {
-                Some(_) => {
-                    let end = k.reap(target).expect("ended task");
-                    let (kind, detail) = end.encode();
-                    Ok([kind, detail, 0, 0])
-                }
-                None if target == task => Err(Error::InvalidArgument),
-                None => return block(k, Wait::Task(target), timeout),
-            },
-        },
+        Syscall::TaskWait { task: target, timeout } => {
+            // A task cannot wait for itself; else the parent or a
+            // privileged task may.
+            let allowed = if target == task {
+                Err(Error::InvalidArgument)
+            } else {
+                may_control(k, task, target)
+            };
+            match allowed {
+                Err(e) => Err(e),
+                Ok(()) => match k.reap(target) {
+                    Some(end) => {
+                        let (kind, detail) = end.encode();
+                        Ok([kind, detail, 0, 0])
+                    }
+                    None => return block(k, Wait::Task(target), timeout),
+                },
+            }
+        }
         // A task may always kill itself; others need to be its parent or
         // privileged.
         Syscall::TaskKill { task: target } => {
@@ -166,7 +173,8 @@ fn handle_core(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
                 tasks: k.tasks.len() as u64,
                 threads: k.threads.len() as u64,
                 ipc_ends: k.ipc.end_count() as u64,
-                ticks: k.ticks,
+                ticks: k.ticks
+                    + crate::traps::IDLE_TICKS.load(core::sync::atomic::Ordering::Relaxed),
                 switches: k.switches,
                 caller_frames: k.task(task).map_or(0, |t| {
                     (t.pages + t.space.as_ref().map_or(0, |s| s.table_frames())) as u64
@@ -235,7 +243,7 @@ fn spawn(
         return Err(Error::InvalidArgument);
     }
     let image_range = UserSlice::new(args.image_ptr, args.image_len)?;
-    let arg_range = UserSlice::new(args.arg_ptr.max(1), args.arg_len)?;
+    let arg_range = UserSlice::new(args.arg_ptr, args.arg_len)?;
     let mut image = Vec::new();
     image.try_reserve_exact(args.image_len as usize).map_err(|_| Error::OutOfMemory)?;
     image.resize(args.image_len as usize, 0);

@@ -24,8 +24,9 @@ pub const MAIN_STACK_SIZE: u64 = 128 * 1024;
 pub const START_INFO_ADDR: u64 = STACK_TOP;
 /// Where init sees the boot module.
 pub const BOOT_MODULE_ADDR: u64 = 0x0000_7000_0000_0000;
-/// Where `MemMap` starts handing out addresses.
-pub const MAP_BASE: u64 = 0x0000_1000_0000_0000;
+/// Where `MemMap` starts handing out addresses: right above the highest
+/// address an ELF segment may use.
+pub const MAP_BASE: u64 = kernel::elf_loader::USER_LOAD_END;
 
 /// What to spawn.
 pub struct SpawnRequest<'a> {
@@ -77,18 +78,12 @@ impl Kernel {
             let end = seg.vaddr + seg.mem_size;
             let mut page = first;
             while page < end {
-                let frame = match space.translate(page) {
-                    // A page shared with an earlier segment (the loader
-                    // merged their permissions).
-                    Some((frame, _)) => frame & !(PAGE_SIZE - 1),
-                    None => {
-                        pages += 1;
-                        if pages > MAX_PAGES_PER_TASK {
-                            return Err(Error::OutOfMemory);
-                        }
-                        space.map_new(&mut self.frames, page, flags)?
-                    }
-                };
+                // The loader guarantees segments never share a page.
+                pages += 1;
+                if pages > MAX_PAGES_PER_TASK {
+                    return Err(Error::OutOfMemory);
+                }
+                let frame = space.map_new(&mut self.frames, page, flags)?;
                 // Copy the part of the file image that falls in this page.
                 let file_start = seg.vaddr;
                 let file_end = seg.vaddr + seg.file_size;

@@ -8,7 +8,13 @@ use crate::arch::{cpu, lapic};
 use crate::sched;
 use alux_abi::syscall::{Fault, TaskEnd};
 
-/// An interrupt or exception taken in user mode.
+/// Timer interrupts taken while the kernel idled (the kernel lock is not
+/// held then, so they are counted here).
+pub static IDLE_TICKS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// An interrupt or exception taken in user mode. `frame` lies on the IST
+/// stack, which the next interrupt reuses (e.g. while `dispatch` idles): it
+/// is copied into the thread's context first and never read after that.
 #[no_mangle]
 extern "C" fn trap_from_user(frame: &TrapFrame) -> u64 {
     let mut k = sched::lock();
@@ -54,7 +60,11 @@ extern "C" fn trap_from_user(frame: &TrapFrame) -> u64 {
 #[no_mangle]
 extern "C" fn trap_from_kernel(frame: &mut TrapFrame) {
     match frame.vector as u8 {
-        lapic::TIMER_VECTOR => lapic::end_of_interrupt(),
+        lapic::TIMER_VECTOR => {
+            // Taken while idling; the idle loop handles expired timers.
+            lapic::end_of_interrupt();
+            IDLE_TICKS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        }
         lapic::SPURIOUS_VECTOR => {}
         v if v >= 32 => lapic::end_of_interrupt(),
         v => {

@@ -105,7 +105,7 @@ pub fn cmd_bench(mut args: pico_args::Arguments) -> Result<bool, String> {
         );
     }
     json.push_str("  ]\n}\n");
-    let path = crate::workspace_root().join("target").join("bench.json");
+    let path = crate::target_dir().join("bench.json");
     std::fs::write(&path, json).map_err(|e| format!("{}: {e}", path.display()))?;
     println!("\nunit: {unit}; written to {}", path.display());
     Ok(true)

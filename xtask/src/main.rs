@@ -56,6 +56,21 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Cargo's target directory: `CARGO_TARGET_DIR` if set, else `target/`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                workspace_root().join(dir)
+            }
+        }
+        None => workspace_root().join("target"),
+    }
+}
+
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
@@ -107,7 +122,7 @@ pub fn build(release: bool) -> Result<Artifacts, String> {
     ]);
     run_checked(&mut cmd)?;
 
-    let out = root.join("target").join(TARGET);
+    let out = target_dir().join(TARGET);
     let kernel = out.join(if release { "release" } else { "debug" }).join("alux-kernel");
     let initrd = out.join("initrd.tar");
     pack_initrd(&out.join("release"), &initrd)?;

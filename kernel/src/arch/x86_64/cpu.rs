@@ -107,6 +107,30 @@ pub fn wait_for_interrupt() {
     unsafe { asm!("sti", "hlt", "cli", clobber_abi("C")) }
 }
 
+/// Turns on the protections the CPU offers that cost the kernel nothing:
+/// SMEP (the kernel never executes user pages) and SMAP (it never touches
+/// user pages directly: it copies through the direct map). Returns which
+/// were enabled.
+pub fn enable_protections() -> (bool, bool) {
+    let features = core::arch::x86_64::__cpuid_count(7, 0).ebx;
+    let smep = features & (1 << 7) != 0;
+    let smap = features & (1 << 20) != 0;
+    let mut cr4: u64;
+    // SAFETY: reading CR4 has no side effects.
+    unsafe { asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags)) };
+    if smep {
+        cr4 |= 1 << 20;
+    }
+    if smap {
+        cr4 |= 1 << 21;
+    }
+    // SAFETY: only bits the CPU reports as supported are set; the kernel
+    // runs no user code in ring 0 and reaches user memory only through the
+    // direct map, so neither protection can fault it.
+    unsafe { asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags)) };
+    (smep, smap)
+}
+
 /// The `isa-debug-exit` port: writing `v` ends QEMU with status `2v+1`.
 const DEBUG_EXIT_PORT: u16 = 0xf4;
 

@@ -3,7 +3,7 @@
 //!
 //! It owns every instruction that touches privileged CPU state. It must
 //! never make policy decisions: traps and system calls are handed to the
-//! architecture-neutral kernel (`crate::kernel_core`) as plain data.
+//! architecture-neutral kernel (`sched`, `syscalls`, `traps`) as plain data.
 
 pub mod context;
 pub mod cpu;

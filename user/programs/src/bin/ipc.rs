@@ -101,6 +101,61 @@ fn ping(server: TaskId, n: u64) -> u64 {
     0
 }
 
+/// `pong` with one `SendReceive` per answer: reply and wait for the next
+/// ping in a single call.
+fn pong_send_receive() -> u64 {
+    let port = Port::new().expect("port");
+    port.listen().expect("listen");
+    let (conn, _) = port.accept(LONG).expect("accept");
+    let mut served = 0u64;
+    let mut r = match ipc::receive(LONG) {
+        Ok(r) => r,
+        Err(e) => {
+            println!("pong-sr: first receive failed: {}", e);
+            return 1;
+        }
+    };
+    while !r.events.contains(Events::PEER_CLOSED) {
+        if r.handle != conn.handle() || !r.events.contains(Events::SIGNAL) {
+            println!("pong-sr: unexpected event {:?}", r.events);
+            return 1;
+        }
+        r = match ipc::send_receive(&conn, &pong_of(r.message.bytes())) {
+            Ok(r) => r,
+            Err(e) => {
+                println!("pong-sr: send_receive failed: {}", e);
+                return 1;
+            }
+        };
+        served += 1;
+    }
+    println!("pong-sr: answered {} pings with SendReceive; client closed", served);
+    0
+}
+
+/// `ping` with one `SendReceive` per round trip.
+fn ping_send_receive(server: TaskId, n: u64) -> u64 {
+    let conn = match ipc::connect(server, LONG) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("ping-sr: connect failed: {}", e);
+            return 1;
+        }
+    };
+    for i in 0..n {
+        let m = ping_message(i);
+        match ipc::send_receive(&conn, &m) {
+            Ok(r) if r.handle == conn.handle() && r.message.bytes() == pong_of(&m) => {}
+            other => {
+                println!("ping-sr: round trip {} wrong: {:?}", i, other.map(|r| r.events));
+                return 1;
+            }
+        }
+    }
+    println!("ping-sr: {} SendReceive round trips, every byte checked", n);
+    0
+}
+
 /// An echo service: `threads` threads, each serving its own `ports` ports.
 /// Answers `[thread index, request...]`; refuses uid 13. Registers as
 /// `echo` with the name service if it has one.
@@ -723,6 +778,11 @@ fn main(start: &Start) -> u64 {
     let num = |s: Option<&str>, d: u64| s.and_then(programs::parse_u64).unwrap_or(d);
     match role {
         "pong" => pong(),
+        "pong-sr" => pong_send_receive(),
+        "ping-sr" => {
+            let t = task_arg(w.next());
+            ping_send_receive(t, num(w.next(), 100))
+        }
         "ping" => {
             let t = task_arg(w.next());
             ping(t, num(w.next(), 100))
