@@ -769,7 +769,7 @@ mod tests {
             (ElfError::TooManySegments(17), "17 loadable"),
             (ElfError::FileSizeExceedsMemSize { index: 2 }, "segment 2: file size"),
             (ElfError::FileRangeOutOfBounds { index: 2 }, "outside the image"),
-            (ElfError::OutsideUserRange { index: 2 }, "user load range [0x10000, 0x7fff00000000)"),
+            (ElfError::OutsideUserRange { index: 2 }, "user load range [0x10000, 0x100000000000)"),
             (ElfError::BadAlignment { index: 2 }, "alignment"),
             (ElfError::SegmentsOverlap { first: 1, second: 2 }, "segments 1 and 2"),
             (ElfError::TooLarge { bytes: 5 }, "5 bytes"),

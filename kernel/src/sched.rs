@@ -23,7 +23,7 @@ use spin::{Mutex, MutexGuard, Once};
 /// Time slice of a thread, in nanoseconds.
 pub const TIME_SLICE_NS: u64 = 10_000_000;
 /// Run-queue capacity kept when it empties (more is given back).
-const RUN_QUEUE_KEPT: usize = 8;
+const RUN_QUEUE_KEPT: usize = 4;
 /// Most live tasks (zombies included).
 pub const MAX_TASKS: usize = 256;
 /// Most live threads.
