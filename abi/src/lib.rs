@@ -14,6 +14,7 @@
 //! `rcx` and `r11` are clobbered; every other register, including all vector
 //! registers, is preserved.
 #![no_std]
+#![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod error;

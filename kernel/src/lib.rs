@@ -3,6 +3,7 @@
 //! decoding. Nothing here touches hardware or holds `unsafe`; the binary
 //! (`main.rs` and `arch/`) supplies the memory these types work on.
 #![cfg_attr(not(test), no_std)]
+#![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 extern crate alloc;

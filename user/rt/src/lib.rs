@@ -5,6 +5,7 @@
 //! function with [`entry!`]. Everything a program does with the kernel goes
 //! through this crate; raw system calls live only in [`sys`].
 #![no_std]
+#![deny(missing_docs)]
 
 extern crate alloc;
 extern crate alux_freestanding;
