@@ -250,7 +250,7 @@ pub struct KernelStats {
     pub frames_total: u64,
     /// Kernel heap bytes in use.
     pub heap_used: u64,
-    /// Live tasks.
+    /// Tasks, zombies (ended, status not yet collected) included.
     pub tasks: u64,
     /// Live threads.
     pub threads: u64,

@@ -54,7 +54,7 @@ pub fn print_summary(k: &sched::Kernel) {
         k.frames.used(),
         k.frames.total(),
         mm::heap_used(),
-        k.ticks,
+        k.ticks + traps::IDLE_TICKS.load(core::sync::atomic::Ordering::Relaxed),
         k.switches,
         time::now_ns() / 1_000_000
     );

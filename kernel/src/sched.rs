@@ -397,7 +397,6 @@ impl Kernel {
 
     /// Chooses the thread to run and loads it; `None` if nothing can run.
     fn pick_and_load(&mut self) -> Option<bool> {
-        self.timer_dirty = true;
         let now = cpu::rdtsc();
         let running =
             self.current.filter(|&c| self.thread(c).map(|t| t.state) == Some(ThreadState::Running));
@@ -406,10 +405,12 @@ impl Kernel {
                 // The current thread did not block after all: the hand-off
                 // target waits its turn like any woken thread.
                 self.run_queue.push_back(t);
-            } else if self.load(t) {
-                // It runs in the rest of the blocked thread's time slice.
+            } else if let Some(may_sysret) = self.load(t) {
+                // It runs in the rest of the blocked thread's time slice:
+                // neither the slice nor the run queue changed, so the timer
+                // need not be re-armed.
                 self.switches += 1;
-                return self.sysret_flag(t);
+                return Some(may_sysret);
             }
         }
         if let Some(cur) = running {
@@ -419,6 +420,7 @@ impl Kernel {
             self.resched = false;
             if self.run_queue.is_empty() {
                 self.slice_end = now + self.slice_ticks;
+                self.timer_dirty = true;
                 return self.sysret_flag(cur);
             }
             self.make_ready(cur);
@@ -430,21 +432,25 @@ impl Kernel {
             self.run_queue.shrink_to(RUN_QUEUE_KEPT);
         }
         while let Some(next) = self.run_queue.pop_front() {
-            if self.load(next) {
+            if let Some(may_sysret) = self.load(next) {
                 self.switches += 1;
                 self.slice_end = now + self.slice_ticks;
-                return self.sysret_flag(next);
+                self.timer_dirty = true;
+                return Some(may_sysret);
             }
         }
+        self.timer_dirty = true;
         None
     }
 
     /// Makes `id` the running thread: its context for the return path, its
-    /// address space in CR3. False if it no longer exists.
-    fn load(&mut self, id: ThreadId) -> bool {
-        let Some(t) = self.threads.get_mut(key_of_thread(id)) else { return false };
+    /// address space in CR3. Returns whether it may leave through `sysretq`;
+    /// `None` if it no longer exists.
+    fn load(&mut self, id: ThreadId) -> Option<bool> {
+        let t = self.threads.get_mut(key_of_thread(id))?;
         t.state = ThreadState::Running;
         entry::set_current_context(&mut t.ctx);
+        let may_sysret = t.from_syscall && t.ctx.regs.rip < kernel::syscall::USER_POINTER_END;
         let root = t.root;
         self.current = Some(id);
         if root != self.loaded_root {
@@ -453,7 +459,7 @@ impl Kernel {
             unsafe { cpu::write_cr3(root) };
             self.loaded_root = root;
         }
-        true
+        Some(may_sysret)
     }
 
     /// Whether the thread's saved state may leave through `sysretq`.

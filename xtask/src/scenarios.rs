@@ -47,7 +47,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "ipc-pingpong",
-        about: "10,000 ping-pongs each with Send/Receive and SendReceive, every byte checked",
+        about: "10,000 ping-pongs each with Send+Poll+Read and SendReceive, bytes checked",
         timeout_secs: 300,
     },
     Scenario {

@@ -8,7 +8,7 @@
 //!
 //! | byte | request | reply |
 //! |---|---|---|
-//! | 0 | op: 1 register, 2 lookup | status: 0 ok, 1 not found, 2 taken, 3 bad request |
+//! | 0 | op: 1 register, 2 lookup | status: 0 ok, 1 not found, 2 taken, 3 bad request, 4 full |
 //! | 1 | name length (1..=24) | |
 //! | 2..26 | name | |
 //! | 8..16 | | task ID (lookup), little-endian |
@@ -31,6 +31,8 @@ pub const STATUS_NOT_FOUND: u8 = 1;
 pub const STATUS_TAKEN: u8 = 2;
 /// Reply: malformed request.
 pub const STATUS_BAD_REQUEST: u8 = 3;
+/// Reply: the service holds as many names as it can.
+pub const STATUS_FULL: u8 = 4;
 
 /// Why a name service call failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +43,8 @@ pub enum NameError {
     Taken,
     /// The name is empty or longer than 24 bytes.
     BadName,
+    /// The service holds as many names as it can.
+    Full,
     /// The service answered something malformed.
     BadReply,
     /// Talking to the service failed.
@@ -96,6 +100,7 @@ impl NameService {
             STATUS_NOT_FOUND => Err(NameError::NotFound),
             STATUS_TAKEN => Err(NameError::Taken),
             STATUS_BAD_REQUEST => Err(NameError::BadName),
+            STATUS_FULL => Err(NameError::Full),
             _ => Err(NameError::BadReply),
         }
     }

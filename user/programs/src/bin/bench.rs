@@ -107,9 +107,9 @@ fn server() -> u64 {
 fn client(server: TaskId) -> u64 {
     let conn = ipc::connect(server, LONG).expect("connect");
     let h = conn.handle();
-    // Round trip: A writes and signals, B wakes from poll, reads, writes and
-    // signals back, A wakes and reads. Fast path: Send and Receive carry the
-    // 32 bytes in registers (write+signal, poll+read).
+    // Round trip: A writes and signals, B wakes, reads, writes and signals
+    // back, A wakes and reads; here with Send and Receive, which carry the
+    // 32 bytes in registers (write+signal; poll+read).
     let msg = [b'r'; 32];
     measure("ipc_round_trip", || {
         let _ = conn.send(&msg);
@@ -120,8 +120,9 @@ fn client(server: TaskId) -> u64 {
     measure("ipc_round_trip_send_receive", || {
         let _ = ipc::send_receive(&conn, &msg);
     });
-    // The same with the buffer calls: WriteSignal from memory, PollAll,
-    // Read into memory, on both sides.
+    // The same with the buffer calls on A's side: WriteSignal from memory,
+    // PollAll, Read into memory (B answers with Receive, Read and
+    // WriteSignal).
     let msg = [b'm'; 32];
     let mut out = [0u8; 32];
     measure("ipc_round_trip_buffer_calls", || {

@@ -1,9 +1,11 @@
 //! Basic IPC roles for the demos and QEMU scenarios: `ipc ROLE ARGS...`.
 //!
-//! Roles: `pong`, `ping TASK N`, `echo THREADS PORTS`, `client TASK NAME
-//! ROUNDS`, `refused TASK`, `watch TASK REASON`, `mortal`, `fan N`,
-//! `fanclient TASK CONNS ROUNDS`, `timeouts`, `closes`, `handles`, `flood
-//! TASK`, `holder`.
+//! Roles: `pong`, `ping TASK N`, `pong-sr`, `ping-sr TASK N`, `echo THREADS
+//! PORTS [ns=ID]`, `client TASK NAME ROUNDS`, `client-ns NAME ROUNDS ns=ID`,
+//! `refused TASK`, `watch TASK REASON`, `mortal CLIENTS`, `fan N ROUNDS`,
+//! `fanclient TASK CONNS ROUNDS`, `timeouts TASK`, `handles TASK`, `closer`,
+//! `exiter`, `closes CLOSER EXITER`, `flood TASK`, `holder`, `names-test
+//! ns=ID`.
 #![no_std]
 #![no_main]
 

@@ -52,7 +52,7 @@ fn main(_: &Start) -> u64 {
                 reply[0] = match names::parse_request(r.message.bytes()) {
                     Some((OP_REGISTER, name)) => match table.get(name) {
                         Some(_) => names::STATUS_TAKEN,
-                        None if table.len() >= MAX_NAMES => names::STATUS_BAD_REQUEST,
+                        None if table.len() >= MAX_NAMES => names::STATUS_FULL,
                         None => {
                             table.insert(name.to_vec(), (c.task, r.handle));
                             println!(
