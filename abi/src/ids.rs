@@ -5,10 +5,14 @@
 //! an ID kept after its object died never names a newer object: it is
 //! answered with `NoSuchTask`/`NoSuchThread`.
 
+/// Defines a `u64` identifier packing a slot index and a generation, shown
+/// as `{prefix}{index}.{generation}`. Used for task, thread and IPC handle
+/// IDs alike.
 macro_rules! generational_id {
-    ($(#[$doc:meta])* $name:ident) => {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(transparent)]
         pub struct $name(u64);
 
         impl $name {
@@ -36,19 +40,23 @@ macro_rules! generational_id {
 
         impl core::fmt::Display for $name {
             fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-                write!(f, "{}.{}", self.index(), self.generation())
+                write!(f, "{}{}.{}", $prefix, self.index(), self.generation())
             }
         }
     };
 }
 
+pub(crate) use generational_id;
+
 generational_id!(
     /// Names a task (an address space with its threads).
-    TaskId
+    TaskId,
+    ""
 );
 generational_id!(
     /// Names a thread, system-wide.
-    ThreadId
+    ThreadId,
+    ""
 );
 
 /// A user ID. The uid space is 16 bits wide (65,536 users) so that a task's

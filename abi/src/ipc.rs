@@ -35,43 +35,18 @@ pub mod limits {
     pub const POLL_SET_MAX: usize = 64;
 }
 
-/// Names one end of a connection (or a port) for the one thread that owns
-/// it. Packs a slot index (low 32 bits) and a generation (high 32 bits);
-/// generations start at 1, so the raw value 0 is never a valid handle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[repr(transparent)]
-pub struct Handle(u64);
+crate::ids::generational_id!(
+    /// Names one end of a connection (or a port) for the one thread that
+    /// owns it. Packs a slot index (low 32 bits) and a generation (high 32
+    /// bits); generations start at 1, so the raw value 0 is never a valid
+    /// handle.
+    Handle,
+    "h"
+);
 
 impl Handle {
     /// A value no end ever has.
     pub const NULL: Handle = Handle(0);
-
-    /// Builds a handle from a slot index and a generation.
-    pub const fn new(index: u32, generation: u32) -> Self {
-        Self(((generation as u64) << 32) | index as u64)
-    }
-    /// The raw value passed in registers.
-    pub const fn raw(self) -> u64 {
-        self.0
-    }
-    /// Reinterprets a register value; validity is checked by the kernel.
-    pub const fn from_raw(raw: u64) -> Self {
-        Self(raw)
-    }
-    /// The slot index.
-    pub const fn index(self) -> u32 {
-        self.0 as u32
-    }
-    /// The slot generation.
-    pub const fn generation(self) -> u32 {
-        (self.0 >> 32) as u32
-    }
-}
-
-impl core::fmt::Display for Handle {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "h{}.{}", self.index(), self.generation())
-    }
 }
 
 /// The events `Poll` reports for one end, a set of bits.

@@ -184,28 +184,8 @@ pub fn poll(handles: &[Handle], timeout: Option<Duration>) -> Result<Ready, Erro
 /// Waits for an event on any end of this thread and returns it with that
 /// end's peer buffer, all in registers: a poll and a read in one call.
 pub fn receive(timeout: Option<Duration>) -> Result<Received, Error> {
-    let rax: u64;
-    let (mut rdi, rsi, rdx, r10, r8, r9): (u64, u64, u64, u64, u64, u64);
-    rdi = timeout_ns(timeout);
-    // SAFETY: `Receive` takes its timeout in rdi and returns six registers
-    // (rdi, rsi, rdx, r10, r8, r9); rcx and r11 are clobbered; it touches no
-    // user memory.
-    unsafe {
-        core::arch::asm!(
-            "syscall",
-            inlateout("rax") Sys::Receive as u64 => rax,
-            inlateout("rdi") rdi,
-            lateout("rsi") rsi,
-            lateout("rdx") rdx,
-            lateout("r10") r10,
-            lateout("r8") r8,
-            lateout("r9") r9,
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack),
-        );
-    }
-    received(rax, [rdi, rsi, rdx, r10, r8, r9])
+    let (rax, regs) = crate::sys::call_wide(Sys::Receive, [timeout_ns(timeout), 0, 0, 0, 0, 0]);
+    received(rax, regs)
 }
 
 /// Decodes the six registers `Receive` and `SendReceive` return.
@@ -224,28 +204,9 @@ pub fn send_receive(conn: &Connection, data: &[u8]) -> Result<Received, Error> {
         return Err(Error::MessageTooLong);
     }
     let [w0, w1, w2, w3] = pack_message(data);
-    let rax: u64;
-    let (mut rdi, mut rsi, mut rdx, mut r10, mut r8, mut r9) =
-        (conn.handle.raw(), data.len() as u64, w0, w1, w2, w3);
-    // SAFETY: `SendReceive` takes its arguments in rdi..r9 and returns six
-    // registers in the same ones; rcx and r11 are clobbered; it touches no
-    // user memory.
-    unsafe {
-        core::arch::asm!(
-            "syscall",
-            inlateout("rax") Sys::SendReceive as u64 => rax,
-            inlateout("rdi") rdi,
-            inlateout("rsi") rsi,
-            inlateout("rdx") rdx,
-            inlateout("r10") r10,
-            inlateout("r8") r8,
-            inlateout("r9") r9,
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack),
-        );
-    }
-    received(rax, [rdi, rsi, rdx, r10, r8, r9])
+    let args = [conn.handle.raw(), data.len() as u64, w0, w1, w2, w3];
+    let (rax, regs) = crate::sys::call_wide(Sys::SendReceive, args);
+    received(rax, regs)
 }
 
 /// Waits for an event on any end of this thread.

@@ -42,6 +42,32 @@ pub fn call_raw(nr: u64, a: [u64; 6]) -> Result<[u64; 4], Error> {
     }
 }
 
+/// Issues a call that returns six registers (`Receive`, `SendReceive`):
+/// `rax` and `rdi, rsi, rdx, r10, r8, r9`.
+#[inline(always)]
+pub fn call_wide(nr: Sys, a: [u64; 6]) -> (u64, [u64; 6]) {
+    let rax: u64;
+    let [mut rdi, mut rsi, mut rdx, mut r10, mut r8, mut r9] = a;
+    // SAFETY: as for `call_raw`; these calls return results in all six
+    // argument registers (declared in-out) and touch no user memory.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") nr as u64 => rax,
+            inlateout("rdi") rdi,
+            inlateout("rsi") rsi,
+            inlateout("rdx") rdx,
+            inlateout("r10") r10,
+            inlateout("r8") r8,
+            inlateout("r9") r9,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    (rax, [rdi, rsi, rdx, r10, r8, r9])
+}
+
 /// `(task, thread, uid, flags)` of the caller.
 pub fn self_info() -> Result<(TaskId, ThreadId, u64, u64), Error> {
     let [t, th, uid, flags] = call(Sys::SelfInfo, [0; 6])?;

@@ -179,6 +179,43 @@ extern "C" {
 global_asm!(
     r#"
 .section .text.entry, "ax"
+
+/* The general registers in `Regs`/`TrapFrame` order (r15 lowest). */
+.macro PUSH_GPRS
+    push rax
+    push rbx
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push rbp
+    push r8
+    push r9
+    push r10
+    push r11
+    push r12
+    push r13
+    push r14
+    push r15
+.endm
+
+.macro POP_GPRS
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rbp
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rbx
+    pop rax
+.endm
 .global isr_stubs
 .p2align 4
 isr_stubs:
@@ -201,21 +238,7 @@ isr_common:
     test qword ptr [rsp + 24], 3
     jz 2f
     swapgs
-    push rax
-    push rbx
-    push rcx
-    push rdx
-    push rsi
-    push rdi
-    push rbp
-    push r8
-    push r9
-    push r10
-    push r11
-    push r12
-    push r13
-    push r14
-    push r15
+    PUSH_GPRS
     mov rax, gs:[40]
     fxsave64 [rax]
     mov rdi, rsp
@@ -223,38 +246,10 @@ isr_common:
     call {trap_from_user}
     jmp return_to_user
 
-2:  push rax
-    push rbx
-    push rcx
-    push rdx
-    push rsi
-    push rdi
-    push rbp
-    push r8
-    push r9
-    push r10
-    push r11
-    push r12
-    push r13
-    push r14
-    push r15
+2:  PUSH_GPRS
     mov rdi, rsp
     call {trap_from_kernel}
-    pop r15
-    pop r14
-    pop r13
-    pop r12
-    pop r11
-    pop r10
-    pop r9
-    pop r8
-    pop rbp
-    pop rdi
-    pop rsi
-    pop rdx
-    pop rcx
-    pop rbx
-    pop rax
+    POP_GPRS
     add rsp, 16
     iretq
 
@@ -269,21 +264,7 @@ syscall_entry:
     push r11
     push {user_cs}
     push rcx
-    push rax
-    push rbx
-    push rcx
-    push rdx
-    push rsi
-    push rdi
-    push rbp
-    push r8
-    push r9
-    push r10
-    push r11
-    push r12
-    push r13
-    push r14
-    push r15
+    PUSH_GPRS
     mov rax, gs:[40]
     fxsave64 [rax]
     mov rsp, gs:[16]
@@ -296,21 +277,7 @@ return_to_user:
     mov rax, gs:[40]
     fxrstor64 [rax]
     mov rsp, gs:[24]
-    pop r15
-    pop r14
-    pop r13
-    pop r12
-    pop r11
-    pop r10
-    pop r9
-    pop r8
-    pop rbp
-    pop rdi
-    pop rsi
-    pop rdx
-    pop rcx
-    pop rbx
-    pop rax
+    POP_GPRS
     cmp qword ptr gs:[48], 0
     jne 3f
     swapgs
