@@ -204,6 +204,9 @@ impl FrameAllocator {
     /// [`FrameError::NotManaged`]. Parts of the range outside managed memory
     /// and empty ranges (`end <= start`) are ignored.
     pub fn reserve(&mut self, start: u64, end: u64) {
+        if end <= start {
+            return;
+        }
         let (first, last) = outer_frames(start, end);
         for frame in first..last.min(self.frames) {
             if bit(&self.available, frame) {
@@ -498,6 +501,15 @@ mod tests {
         assert!(!a.is_allocated(f + 8));
         assert!(!a.is_allocated(0x1000));
         assert!(!a.is_allocated(0x10_0000));
+    }
+
+    #[test]
+    fn empty_reservation_reserves_nothing() {
+        let mut a = FrameAllocator::new(&[usable(0x40_0000, 0x10_0000)]);
+        let total = a.total();
+        a.reserve(0x41_0401, 0x41_0401);
+        a.reserve(0x42_0000, 0x41_0000);
+        assert_eq!(a.total(), total);
     }
 
     #[derive(Clone, Debug)]
