@@ -26,6 +26,8 @@ extern "C" fn trap_from_user(frame: &TrapFrame) -> u64 {
     }
     let vector = frame.vector as u8;
     match vector {
+        // An NMI is nobody's fault: the interrupted thread just goes on.
+        2 => {}
         0..=31 => {
             let fault = Fault::from_vector(vector);
             let detail = if fault == Fault::PageFault { cpu::read_cr2() } else { frame.rip };
@@ -65,7 +67,7 @@ extern "C" fn trap_from_kernel(frame: &mut TrapFrame) {
             lapic::end_of_interrupt();
             IDLE_TICKS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         }
-        lapic::SPURIOUS_VECTOR => {}
+        lapic::SPURIOUS_VECTOR | 2 => {}
         v if v >= 32 => lapic::end_of_interrupt(),
         v => {
             crate::console::print_emergency(format_args!(
