@@ -167,13 +167,16 @@ impl AddressSpace {
         })
     }
 
-    /// Unmaps the page at `va`, returning its frame.
+    /// Unmaps the page at `va`, returning its frame, and frees the page
+    /// tables that no longer map anything.
     pub fn unmap(&mut self, frames: &mut FrameAllocator, va: u64) -> Result<u64, Error> {
         let root = self.root;
-        let frame = paging::unmap(&mut self.tables(frames), root, va)
-            .map_err(|_| Error::InvalidArgument)?;
-        // SAFETY: invalidating a TLB entry has no memory effects; needed in
-        // case this address space is the active one.
+        let mut tables = self.tables(frames);
+        let frame = paging::unmap(&mut tables, root, va).map_err(|_| Error::InvalidArgument)?;
+        paging::prune(&mut tables, root, va);
+        // SAFETY: invalidating a TLB entry (and the paging-structure caches
+        // for this address) has no memory effects; needed in case this
+        // address space is the active one.
         unsafe { core::arch::asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) };
         Ok(frame)
     }

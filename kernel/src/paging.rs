@@ -333,6 +333,39 @@ pub fn unmap<M: TableMemory + ?Sized>(mem: &mut M, root: u64, va: u64) -> Result
     Ok(leaf & ADDR_MASK)
 }
 
+/// Frees the page tables on the path to `va` that no longer map anything,
+/// bottom up (page table, then page directory, then PDPT; never the root),
+/// clearing the entries that pointed to them. Call it after [`unmap`] so a
+/// map/unmap loop over fresh addresses cannot pile up empty tables. Returns
+/// how many tables were freed. The caller must flush the TLB for `va` (an
+/// `invlpg` of the address also drops the paging-structure caches for it).
+pub fn prune<M: TableMemory + ?Sized>(mem: &mut M, root: u64, va: u64) -> usize {
+    if check_user_page(va).is_err() {
+        return 0;
+    }
+    let idx = indices(va);
+    // The tables on the path: path[0] = root, path[d] = table at depth d.
+    let mut path = [root; 4];
+    for depth in 0..3 {
+        let entry = mem.read(path[depth], idx[depth]);
+        if !present(entry) || (depth > 0 && huge(entry)) {
+            return 0;
+        }
+        path[depth + 1] = entry & ADDR_MASK;
+    }
+    let mut freed = 0;
+    for depth in (1..4).rev() {
+        let table = path[depth];
+        if (0..ENTRIES).any(|i| mem.read(table, i) != 0) {
+            break;
+        }
+        mem.write(path[depth - 1], idx[depth - 1], 0);
+        mem.free_table(table);
+        freed += 1;
+    }
+    freed
+}
+
 /// Translates `va` (any half) to the physical address it maps to, offset
 /// included, with the *effective* flags of the walk: the leaf's flags, except
 /// that [`PageFlags::WRITABLE`] and [`PageFlags::USER`] are kept only if set
@@ -1012,5 +1045,29 @@ mod tests {
             prop_assert_eq!(freed, expected);
             prop_assert_eq!(m.live(), 1);
         }
+    }
+
+    #[test]
+    fn prune_frees_emptied_tables_but_not_shared_ones() {
+        let mut m = Mem::new();
+        let root = m.alloc_table().unwrap();
+        let base_tables = m.live();
+        let rw = PageFlags::WRITABLE;
+        map(&mut m, root, 0x40_0000, 0x1000, rw).unwrap();
+        map(&mut m, root, 0x40_1000, 0x2000, rw).unwrap();
+        assert_eq!(m.live(), base_tables + 3);
+        unmap(&mut m, root, 0x40_0000).unwrap();
+        // The page table still maps 0x40_1000: nothing to free.
+        assert_eq!(prune(&mut m, root, 0x40_0000), 0);
+        unmap(&mut m, root, 0x40_1000).unwrap();
+        assert_eq!(prune(&mut m, root, 0x40_1000), 3);
+        assert_eq!(m.live(), base_tables);
+        assert_eq!(translate(&m, root, 0x40_1000), None);
+        // A later map rebuilds the path.
+        map(&mut m, root, 0x40_1000, 0x3000, rw).unwrap();
+        assert_eq!(translate(&m, root, 0x40_1000).map(|t| t.0), Some(0x3000));
+        // Nothing to prune on an unmapped or non-user address.
+        assert_eq!(prune(&mut m, root, 0x7000_0000), 0);
+        assert_eq!(prune(&mut m, root, 0xffff_8000_0000_0000), 0);
     }
 }

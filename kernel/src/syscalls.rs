@@ -141,8 +141,14 @@ fn handle_core(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
             };
             match allowed {
                 Err(e) => Err(e),
-                Ok(()) => match k.reap(target) {
-                    Some(end) => {
+                Ok(()) => match k.task(target).and_then(|t| t.end.map(|end| (end, t.parent))) {
+                    Some((end, parent)) => {
+                        // The parent (or anyone, once the parent is gone)
+                        // collects the zombie; other privileged askers
+                        // only read the status.
+                        if parent.is_none() || parent == Some(task) {
+                            k.reap(target);
+                        }
                         let (kind, detail) = end.encode();
                         Ok([kind, detail, 0, 0])
                     }
@@ -265,10 +271,18 @@ fn spawn(
 fn mem_map(k: &mut Kernel, task: TaskId, len: u64, flags: u64) -> SysResult {
     let pages = len.div_ceil(PAGE_SIZE) as usize;
     let t = k.task(task).ok_or(Error::NoSuchTask)?;
-    if t.pages + pages > MAX_PAGES_PER_TASK {
+    // The limit covers the task's page tables too: unmapping keeps emptied
+    // tables until the task ends, so a map/unmap loop must hit it as well.
+    let tables = t.space.as_ref().map_or(0, |s| s.table_frames());
+    if t.pages + tables + pages > MAX_PAGES_PER_TASK {
         return Err(Error::OutOfMemory);
     }
     let base = t.next_map;
+    // Addresses are never reused; past the end of the mapping area (which
+    // no plausible program reaches) mapping fails like running out.
+    if base + (pages as u64 + 1) * PAGE_SIZE > crate::task::MAP_END {
+        return Err(Error::OutOfMemory);
+    }
     let mut pf = PageFlags::PRESENT | PageFlags::USER;
     if flags & map_flags::WRITE != 0 {
         pf |= PageFlags::WRITABLE;
@@ -314,6 +328,6 @@ fn mem_unmap(k: &mut Kernel, task: TaskId, range: UserSlice) -> SysResult {
         let f = space.unmap(frames, range.addr() + i * PAGE_SIZE)?;
         let _ = frames.free(f);
     }
-    t.pages -= pages as usize;
+    t.pages = t.pages.saturating_sub(pages as usize);
     Ok([0; 4])
 }

@@ -27,6 +27,9 @@ pub const BOOT_MODULE_ADDR: u64 = 0x0000_7000_0000_0000;
 /// Where `MemMap` starts handing out addresses: right above the highest
 /// address an ELF segment may use.
 pub const MAP_BASE: u64 = kernel::elf_loader::USER_LOAD_END;
+/// Where the `MemMap` area ends: below the boot module and the stacks, so
+/// `MemUnmap` (limited to `[MAP_BASE, next_map)`) can never reach them.
+pub const MAP_END: u64 = BOOT_MODULE_ADDR;
 
 /// What to spawn.
 pub struct SpawnRequest<'a> {
@@ -333,8 +336,11 @@ impl Kernel {
         for w in &waiters {
             self.wake(*w, Ok([kind, detail, 0, 0]));
         }
-        let parent_alive = self.task(id).and_then(|t| t.parent).is_some();
-        if !waiters.is_empty() || !parent_alive {
+        // The status is the parent's to collect: the record goes now only
+        // if there is no parent left or the parent was among the waiters.
+        let parent = self.task(id).and_then(|t| t.parent);
+        let parent_waited = waiters.iter().any(|w| self.thread(*w).map(|t| t.task) == parent);
+        if parent.is_none() || parent_waited {
             self.remove_task_record(id);
         }
         if self.init == Some(id) {

@@ -17,6 +17,9 @@ pub static IDLE_TICKS: core::sync::atomic::AtomicU64 = core::sync::atomic::Atomi
 /// is copied into the thread's context first and never read after that.
 #[no_mangle]
 extern "C" fn trap_from_user(frame: &TrapFrame) -> u64 {
+    if cpu::rflags() & cpu::RFLAGS_KERNEL_CLEAR != 0 {
+        crate::fatal(format_args!("entered from user mode with DF or AC set"));
+    }
     let mut k = sched::lock();
     if let Some(cur) = k.current {
         if let Some(t) = k.thread_mut(cur) {

@@ -67,6 +67,19 @@ pub fn rdtsc() -> u64 {
     ((hi as u64) << 32) | lo as u64
 }
 
+/// RFLAGS as the kernel runs now.
+#[inline]
+pub fn rflags() -> u64 {
+    let v: u64;
+    // SAFETY: pushfq/pop only read the flags through the kernel stack.
+    unsafe { asm!("pushfq", "pop {}", out(reg) v, options(nomem, preserves_flags)) }
+    v
+}
+
+/// RFLAGS bits the entry stubs must have cleared before any Rust code runs:
+/// DF (string instructions go up) and AC (SMAP stays in force).
+pub const RFLAGS_KERNEL_CLEAR: u64 = (1 << 10) | (1 << 18);
+
 /// The physical address of the current top-level page table.
 #[inline]
 pub fn read_cr3() -> u64 {

@@ -235,6 +235,13 @@ isr_stubs:
 .endr
 
 isr_common:
+    /* An interrupt gate does not clear DF or AC, which user code may have
+       set: Rust (and rep-string memcpy) needs DF clear, and AC set would
+       switch SMAP off. The frame's RFLAGS keeps the user's values. */
+    cld
+    pushfq
+    and qword ptr [rsp], ~0x40000
+    popfq
     test qword ptr [rsp + 24], 3
     jz 2f
     swapgs

@@ -26,6 +26,19 @@ fn main(start: &Start) -> u64 {
             "invalid-opcode" => asm!("ud2"),
             "privileged" => asm!("hlt"),
             "breakpoint" => asm!("int3"),
+            // DF set when the kernel is entered by an exception: the kernel
+            // must clear it before running any code (rep-string copies).
+            "direction-flag" => asm!("std", "ud2"),
+            // DF set across many timer interrupts, then a clean exit.
+            "direction-flag-spin" => {
+                asm!("std");
+                for i in 0..3_000_000u64 {
+                    core::hint::black_box(i);
+                }
+                asm!("cld");
+                println!("fault: ran with DF set across preemptions");
+                return 0;
+            }
             "exec-stack" => {
                 let code = [0xc3u8; 16];
                 let f: extern "C" fn() = core::mem::transmute(code.as_ptr());

@@ -93,6 +93,36 @@ fn main(start: &Start) -> u64 {
             failed += 1;
         }
     }
+    // Mapping and unmapping fresh 2 MiB ranges must not pile up page tables
+    // (emptied tables are freed; they also count against the task's limit).
+    let frames = || alux_rt::sys::kernel_stats().map(|s| s.caller_frames).unwrap_or(0);
+    let mut after_first = 0;
+    for round in 0..100 {
+        let len = (2 << 20) - 4096;
+        match alux_rt::sys::mem_map(len, 1) {
+            // SAFETY: the range was just mapped for this loop and nothing
+            // else uses it.
+            Ok(p) => unsafe {
+                let _ = alux_rt::sys::mem_unmap(p, len);
+            },
+            Err(e) => {
+                println!("hostile: map/unmap round {} refused: {}", round, e);
+                failed += 1;
+                break;
+            }
+        }
+        if round == 0 {
+            after_first = frames();
+        }
+    }
+    if frames() != after_first {
+        println!(
+            "hostile: map/unmap loop grew the task from {} to {} frames",
+            after_first,
+            frames()
+        );
+        failed += 1;
+    }
     // Memory: a task cannot map more than its limit.
     let mut maps = 0;
     while alux_rt::sys::mem_map(16 << 20, 1).is_ok() {

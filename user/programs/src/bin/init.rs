@@ -161,6 +161,7 @@ fn faults(init: &Init<'_>) -> Verdict {
         ("breakpoint", Fault::GeneralProtection),
         ("divide", Fault::DivideError),
         ("invalid-opcode", Fault::InvalidOpcode),
+        ("direction-flag", Fault::InvalidOpcode),
     ];
     for (kind, fault) in cases {
         match init.run("fault", kind) {
@@ -170,6 +171,11 @@ fn faults(init: &Init<'_>) -> Verdict {
             other => return Err(format!("fault {}: expected {:?}, got {:?}", kind, fault, other)),
         }
     }
+    expect(
+        "DF set across preemption",
+        init.run("fault", "direction-flag-spin"),
+        TaskEnd::Exited(0),
+    )?;
     expect("bystander", task::wait(bystander, WAIT), TaskEnd::Exited(0))
 }
 
