@@ -405,6 +405,7 @@ impl Kernel {
                 // The current thread did not block after all: the hand-off
                 // target waits its turn like any woken thread.
                 self.run_queue.push_back(t);
+                self.timer_dirty = true;
             } else if let Some(may_sysret) = self.load(t) {
                 // It runs in the rest of the blocked thread's time slice:
                 // neither the slice nor the run queue changed, so the timer
@@ -484,8 +485,8 @@ impl Kernel {
         t.state = ThreadState::Ready;
         if let Some(previous) = self.handoff.replace(id) {
             self.run_queue.push_back(previous);
+            self.timer_dirty = true;
         }
-        self.timer_dirty = true;
     }
 
     /// Stops using `root` before it is freed.
