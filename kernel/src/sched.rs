@@ -237,6 +237,13 @@ impl Kernel {
         self.tasks.get_mut(key_of_task(id))
     }
 
+    /// A task and the frame allocator, borrowed together (to change the
+    /// task's mappings).
+    pub fn task_and_frames(&mut self, id: TaskId) -> Option<(&mut Task, &mut FrameAllocator)> {
+        let task = self.tasks.get_mut(key_of_task(id))?;
+        Some((task, &mut self.frames))
+    }
+
     /// Removes a task record.
     pub fn remove_task_record(&mut self, id: TaskId) -> Option<Task> {
         self.tasks.remove(key_of_task(id))

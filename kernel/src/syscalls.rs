@@ -271,8 +271,8 @@ fn spawn(
 fn mem_map(k: &mut Kernel, task: TaskId, len: u64, flags: u64) -> SysResult {
     let pages = len.div_ceil(PAGE_SIZE) as usize;
     let t = k.task(task).ok_or(Error::NoSuchTask)?;
-    // The limit covers the task's page tables too: unmapping keeps emptied
-    // tables until the task ends, so a map/unmap loop must hit it as well.
+    // The limit covers the task's page tables too, so that nothing a task
+    // maps escapes it.
     let tables = t.space.as_ref().map_or(0, |s| s.table_frames());
     if t.pages + tables + pages > MAX_PAGES_PER_TASK {
         return Err(Error::OutOfMemory);
@@ -290,9 +290,7 @@ fn mem_map(k: &mut Kernel, task: TaskId, len: u64, flags: u64) -> SysResult {
     if flags & map_flags::EXEC == 0 {
         pf |= PageFlags::NO_EXECUTE;
     }
-    let Kernel { tasks, frames, .. } = k;
-    let t =
-        tasks.iter_mut().find(|(_, t)| t.id == task).map(|(_, t)| t).ok_or(Error::NoSuchTask)?;
+    let (t, frames) = k.task_and_frames(task).ok_or(Error::NoSuchTask)?;
     let space = t.space.as_mut().ok_or(Error::NoSuchTask)?;
     for i in 0..pages as u64 {
         if let Err(e) = space.map_new(frames, base + i * PAGE_SIZE, pf) {
@@ -311,9 +309,7 @@ fn mem_map(k: &mut Kernel, task: TaskId, len: u64, flags: u64) -> SysResult {
 }
 
 fn mem_unmap(k: &mut Kernel, task: TaskId, range: UserSlice) -> SysResult {
-    let Kernel { tasks, frames, .. } = k;
-    let t =
-        tasks.iter_mut().find(|(_, t)| t.id == task).map(|(_, t)| t).ok_or(Error::NoSuchTask)?;
+    let (t, frames) = k.task_and_frames(task).ok_or(Error::NoSuchTask)?;
     if range.addr() < crate::task::MAP_BASE || range.addr() + range.len() > t.next_map {
         return Err(Error::InvalidArgument);
     }
