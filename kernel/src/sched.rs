@@ -435,11 +435,11 @@ impl Kernel {
         }
         self.current = None;
         self.resched = false;
-        if self.run_queue.is_empty() && self.run_queue.capacity() > RUN_QUEUE_KEPT {
-            // After a burst of runnable threads: give the memory back.
-            self.run_queue.shrink_to(RUN_QUEUE_KEPT);
-        }
         while let Some(next) = self.run_queue.pop_front() {
+            if self.run_queue.is_empty() && self.run_queue.capacity() > RUN_QUEUE_KEPT {
+                // After a burst of runnable threads: give the memory back.
+                self.run_queue.shrink_to(RUN_QUEUE_KEPT);
+            }
             if let Some(may_sysret) = self.load(next) {
                 self.switches += 1;
                 self.slice_end = now + self.slice_ticks;
