@@ -77,6 +77,15 @@ pub struct Thread {
     pub root: u64,
 }
 
+impl Thread {
+    /// Whether its saved state may leave through `sysretq`: it was saved
+    /// by `syscall` (so `rcx`/`r11` carry nothing the thread needs) and its
+    /// return address is canonical.
+    pub fn may_sysret(&self) -> bool {
+        self.from_syscall && self.ctx.regs.rip < kernel::syscall::USER_POINTER_END
+    }
+}
+
 /// A task: an address space, its threads, and who it is.
 pub struct Task {
     /// Its ID.
@@ -313,14 +322,6 @@ impl Kernel {
         self.timer_dirty = true;
     }
 
-    /// What a blocked thread waits for.
-    pub fn wait_of(&self, id: ThreadId) -> Option<Wait> {
-        match self.thread(id)?.state {
-            ThreadState::Blocked(w) => Some(w),
-            _ => None,
-        }
-    }
-
     /// Threads blocked on `wait`.
     pub fn waiters(&self, wait: Wait) -> Vec<ThreadId> {
         self.threads
@@ -398,8 +399,7 @@ impl Kernel {
             return None;
         }
         let t = self.thread(self.current?)?;
-        (t.state == ThreadState::Running)
-            .then_some(t.from_syscall && t.ctx.regs.rip < kernel::syscall::USER_POINTER_END)
+        (t.state == ThreadState::Running).then_some(t.may_sysret())
     }
 
     /// Chooses the thread to run and loads it; `None` if nothing can run.
@@ -458,7 +458,7 @@ impl Kernel {
         let t = self.threads.get_mut(key_of_thread(id))?;
         t.state = ThreadState::Running;
         entry::set_current_context(&mut t.ctx);
-        let may_sysret = t.from_syscall && t.ctx.regs.rip < kernel::syscall::USER_POINTER_END;
+        let may_sysret = t.may_sysret();
         let root = t.root;
         self.current = Some(id);
         if root != self.loaded_root {
@@ -473,7 +473,7 @@ impl Kernel {
     /// Whether the thread's saved state may leave through `sysretq`.
     fn sysret_flag(&self, id: ThreadId) -> Option<bool> {
         let t = self.thread(id)?;
-        Some(t.from_syscall && t.ctx.regs.rip < kernel::syscall::USER_POINTER_END)
+        Some(t.may_sysret())
     }
 
     /// Ends a blocked thread's wait and makes it the next to run, ahead of
