@@ -482,6 +482,9 @@ impl Kernel {
     /// server that waits for it.
     pub fn hand_off(&mut self, id: ThreadId, write: impl FnOnce(&mut Regs)) {
         let Some(t) = self.threads.get_mut(key_of_thread(id)) else { return };
+        // The IPC core hands off only a thread it had parked in a receive,
+        // which the kernel blocked the same way: both models agree.
+        debug_assert_eq!(t.state, ThreadState::Blocked(Wait::IpcReceive));
         if !matches!(t.state, ThreadState::Blocked(_)) {
             return;
         }

@@ -60,13 +60,14 @@ impl Port {
     }
 
     /// Waits until a client has connected to this port, then returns the
-    /// connection and the `OPENED` event (client task and uid).
-    pub fn accept(self, timeout: Option<Duration>) -> Result<(Connection, Ready), Error> {
-        let r = poll(&[self.handle], timeout)?;
-        if !r.events.contains(Events::OPENED) {
-            return Err(Error::NotConnected);
+    /// connection and the `OPENED` event (client task and uid). On a
+    /// timeout or error the port comes back with the error, still listening.
+    pub fn accept(self, timeout: Option<Duration>) -> Result<(Connection, Ready), (Port, Error)> {
+        match poll(&[self.handle], timeout) {
+            Ok(r) if r.events.contains(Events::OPENED) => Ok((self.into_connection(), r)),
+            Ok(_) => Err((self, Error::NotConnected)),
+            Err(e) => Err((self, e)),
         }
-        Ok((self.into_connection(), r))
     }
 
     /// Treats the port as the connection it became once a client took it
@@ -150,13 +151,23 @@ impl Connection {
 
     /// Sends `data` and waits for the peer's answer: the common
     /// request/reply step.
+    ///
+    /// The answer is the first peer write after the request: a signal left
+    /// over from earlier (say, a late answer to a call that timed out) is
+    /// skipped, by the buffer's sequence number.
     pub fn call(&self, data: &[u8], timeout: Option<Duration>) -> Result<Message, Error> {
+        let before = self.read()?.seq;
         self.send(data)?;
-        let r = self.wait(timeout)?;
-        if r.events.contains(Events::PEER_CLOSED) && !r.events.contains(Events::SIGNAL) {
-            return Err(Error::PeerClosed);
+        loop {
+            let r = self.wait(timeout)?;
+            let m = self.read()?;
+            if m.seq != before {
+                return Ok(m);
+            }
+            if r.events.contains(Events::PEER_CLOSED) {
+                return Err(Error::PeerClosed);
+            }
         }
-        self.read()
     }
 
     /// The connection's identity: ID, peer task and uid, state.

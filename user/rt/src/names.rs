@@ -95,6 +95,9 @@ impl NameService {
     fn ask(&self, op: u8, name: &str) -> Result<[u8; 32], NameError> {
         let req = request(op, name).ok_or(NameError::BadName)?;
         let reply = self.conn.call(&req, TIMEOUT)?;
+        if reply.len < 16 {
+            return Err(NameError::BadReply);
+        }
         match reply.data[0] {
             STATUS_OK => Ok(reply.data),
             STATUS_NOT_FOUND => Err(NameError::NotFound),

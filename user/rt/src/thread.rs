@@ -62,8 +62,8 @@ extern "C" {
 extern "C" fn thread_main(payload: *mut Payload) -> ! {
     // SAFETY: `spawn` passes a pointer from `Box::into_raw` and never uses
     // it again.
-    let payload = unsafe { Box::from_raw(payload) };
-    (payload.main)();
+    let Payload { main } = *unsafe { Box::from_raw(payload) };
+    main();
     exit(0)
 }
 
