@@ -207,8 +207,8 @@ fn read_table(
     if !(HEADER_LEN..=TABLE_MAX).contains(&len) {
         return Err(AcpiError::BadLength { at: phys });
     }
-    let mut table = Vec::new();
-    table.resize(len, 0);
+    // Bounded by TABLE_MAX; read at boot only.
+    let mut table = alloc::vec![0u8; len];
     if !mem.read(phys, &mut table) {
         return Err(AcpiError::Unreadable { at: phys });
     }
