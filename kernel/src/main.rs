@@ -71,6 +71,57 @@ pub fn shutdown_after_init(k: &sched::Kernel, end: TaskEnd) -> ! {
     cpu::exit_qemu(code)
 }
 
+/// The ACPI parser's view of physical memory: the direct map, refusing
+/// anything beyond it.
+struct DirectMapRead;
+
+impl kernel::acpi::PhysRead for DirectMapRead {
+    fn read(&self, phys: u64, buf: &mut [u8]) -> bool {
+        match phys.checked_add(buf.len() as u64) {
+            Some(end) if end <= arch::DIRECT_MAP_SIZE => {
+                // SAFETY: `[phys, end)` lies inside the direct map, which
+                // maps all of it; ACPI tables are plain bytes the firmware
+                // wrote before boot and nothing writes them now.
+                let src = unsafe {
+                    core::slice::from_raw_parts(arch::phys_to_virt(phys) as *const u8, buf.len())
+                };
+                buf.copy_from_slice(src);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Reads the MADT and prints what it lists: the CPUs and I/O APICs that
+/// SMP and user-space drivers will use. A machine without usable tables
+/// still boots (one CPU, no routed device interrupts).
+fn describe_acpi(rsdp: Option<u64>) -> Option<kernel::acpi::Madt> {
+    let Some(rsdp) = rsdp else {
+        kprintln!("[kernel] ACPI: no RSDP found");
+        return None;
+    };
+    match kernel::acpi::madt(&DirectMapRead, rsdp) {
+        Ok(madt) => {
+            let enabled = madt.cpus.iter().filter(|c| c.enabled).count();
+            kprint!("[kernel] ACPI: {} CPUs ({} enabled; APIC IDs", madt.cpus.len(), enabled);
+            for c in &madt.cpus {
+                kprint!(" {}", c.apic_id);
+            }
+            kprint!(")");
+            for a in &madt.io_apics {
+                kprint!(", I/O APIC {} at {:#x} from GSI {}", a.id, a.address, a.gsi_base);
+            }
+            kprintln!(", {} ISA overrides", madt.overrides.len());
+            Some(madt)
+        }
+        Err(e) => {
+            kprintln!("[kernel] ACPI: {}", e);
+            None
+        }
+    }
+}
+
 /// Finds a file in the boot module (a tar archive).
 fn find_in_boot_module(module: &[u8], name: &str) -> Option<Vec<u8>> {
     let archive = tar_no_std::TarArchiveRef::new(module).ok()?;
@@ -118,6 +169,8 @@ extern "C" fn kernel_entry(start_info: u64) -> ! {
         if smep { "on" } else { "absent" },
         if smap { "on" } else { "absent" }
     );
+
+    let _madt = describe_acpi(info.rsdp);
 
     let kernel_root = cpu::read_cr3();
     let mut k =
