@@ -865,7 +865,13 @@ impl Ipc {
             flags |= info_flags::SERVER;
         }
         if e.flags & F_KERNEL != 0 {
-            flags |= info_flags::KERNEL;
+            flags |= info_flags::KERNEL | info_flags::PEER_PRIVILEGED;
+        } else if self
+            .tasks
+            .get(e.peer_task.index() as usize)
+            .is_some_and(|p| p.live && p.id == e.peer_task && p.privileged)
+        {
+            flags |= info_flags::PEER_PRIVILEGED;
         }
         Ok(ConnectionInfo {
             conn_id: e.conn_id,
