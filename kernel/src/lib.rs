@@ -10,6 +10,7 @@
 extern crate alloc;
 
 pub mod acpi;
+pub mod claims;
 pub mod elf_loader;
 pub mod frame;
 pub mod irq;

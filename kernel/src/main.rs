@@ -14,7 +14,9 @@ extern crate alux_freestanding;
 mod arch;
 mod boot_info;
 mod console;
+mod devices;
 mod ipc_glue;
+mod irq_glue;
 mod mm;
 mod sched;
 mod syscalls;
@@ -47,7 +49,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
 /// Prints what the kernel holds, for the end-of-run summary.
 pub fn print_summary(k: &sched::Kernel) {
     kprintln!(
-        "[kernel] summary: {} tasks, {} threads, {} IPC ends, frames {}/{}, heap {} bytes, {} ticks, {} switches, uptime {} ms",
+        "[kernel] summary: {} tasks, {} threads, {} IPC ends, frames {}/{}, heap {} bytes, {} ticks, {} switches, {} device interrupts, uptime {} ms",
         k.tasks.len(),
         k.threads.len(),
         k.ipc.end_count(),
@@ -56,6 +58,7 @@ pub fn print_summary(k: &sched::Kernel) {
         mm::heap_used(),
         k.ticks + traps::IDLE_TICKS.load(core::sync::atomic::Ordering::Relaxed),
         k.switches,
+        k.irq.delivered(),
         time::now_ns() / 1_000_000
     );
 }
@@ -170,11 +173,23 @@ extern "C" fn kernel_entry(start_info: u64) -> ! {
         if smap { "on" } else { "absent" }
     );
 
-    let _madt = describe_acpi(info.rsdp);
+    let madt = describe_acpi(info.rsdp);
+    let mut kernel_mmio = alloc::vec![lapic::base_phys()];
+    if let Some(m) = &madt {
+        kernel_mmio.extend(m.io_apics.iter().map(|a| a.address as u64));
+    }
+    let device_memory_forbidden = devices::device_memory_forbidden(&info.memory, &kernel_mmio);
+    let irq = irq_glue::Irqs::new(madt);
 
     let kernel_root = cpu::read_cr3();
-    let mut k =
-        sched::Kernel::new(frames, alux_ipc::Ipc::new(Default::default()), kernel_root, module);
+    let mut k = sched::Kernel::new(
+        frames,
+        alux_ipc::Ipc::new(Default::default()),
+        irq,
+        device_memory_forbidden,
+        kernel_root,
+        module,
+    );
     // SAFETY: the module's physical range is RAM reserved above, inside the
     // direct map, and nothing writes it.
     let module_bytes = unsafe {

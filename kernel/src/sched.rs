@@ -75,6 +75,8 @@ pub struct Thread {
     pub from_syscall: bool,
     /// Its task's page-table root (for CR3), copied here for the switch path.
     pub root: u64,
+    /// Its task has I/O ports granted (copied here for the switch path).
+    pub io: bool,
 }
 
 impl Thread {
@@ -106,6 +108,8 @@ pub struct Task {
     pub next_map: u64,
     /// User pages it has mapped.
     pub pages: usize,
+    /// Its I/O permission bitmap, once it was granted ports.
+    pub io_ports: Option<kernel::claims::IoBitmap>,
 }
 
 /// Everything the kernel knows, guarded by the kernel lock.
@@ -118,6 +122,8 @@ pub struct Kernel {
     pub threads: GenTable<Thread>,
     /// The IPC object model.
     pub ipc: Ipc,
+    /// Interrupt lines handed to drivers.
+    pub irq: crate::irq_glue::Irqs,
     /// The thread on the CPU (its state is `Running`), if any.
     pub current: Option<ThreadId>,
     run_queue: VecDeque<ThreadId>,
@@ -131,6 +137,14 @@ pub struct Kernel {
     /// The run queue or the timers changed since the timer was last armed.
     timer_dirty: bool,
     loaded_root: u64,
+    /// The task whose I/O bitmap is switched on in the TSS, if any.
+    io_active: Option<TaskId>,
+    /// The task whose I/O bitmap the TSS holds (on or off), if any.
+    io_loaded: Option<TaskId>,
+    /// I/O port claims: which task may use which ports.
+    pub ports: kernel::claims::Claims<TaskId>,
+    /// Device memory claims: which task has mapped which physical range.
+    pub mmio: kernel::claims::Claims<TaskId>,
     /// The kernel's own PML4 (its upper half is in every address space).
     pub kernel_root: u64,
     /// The boot module's physical range, mapped (not owned) into init.
@@ -200,6 +214,8 @@ impl Kernel {
     pub fn new(
         frames: FrameAllocator,
         ipc: Ipc,
+        irq: crate::irq_glue::Irqs,
+        device_memory_forbidden: Vec<kernel::claims::Range>,
         kernel_root: u64,
         boot_module: (u64, u64),
     ) -> Self {
@@ -208,6 +224,7 @@ impl Kernel {
             tasks: GenTable::new(MAX_TASKS),
             threads: GenTable::new(MAX_THREADS),
             ipc,
+            irq,
             current: None,
             run_queue: VecDeque::new(),
             handoff: None,
@@ -218,6 +235,10 @@ impl Kernel {
             armed: None,
             timer_dirty: false,
             loaded_root: kernel_root,
+            io_active: None,
+            io_loaded: None,
+            ports: kernel::claims::Claims::new(crate::devices::kernel_ports()),
+            mmio: kernel::claims::Claims::new(device_memory_forbidden),
             kernel_root,
             boot_module,
             init: None,
@@ -460,7 +481,11 @@ impl Kernel {
         entry::set_current_context(&mut t.ctx);
         let may_sysret = t.may_sysret();
         let root = t.root;
+        let io = if t.io { Some(t.task) } else { None };
         self.current = Some(id);
+        if io != self.io_active {
+            self.switch_io(io);
+        }
         if root != self.loaded_root {
             // SAFETY: `root` is the PML4 of the thread's live task, whose
             // upper half is the kernel's (built by `AddressSpace::new`).
@@ -496,6 +521,34 @@ impl Kernel {
         if let Some(previous) = self.handoff.replace(id) {
             self.run_queue.push_back(previous);
             self.timer_dirty = true;
+        }
+    }
+
+    /// Makes `io`'s I/O bitmap the one the CPU checks (`None`: every port
+    /// denied). The bitmap is copied only if the TSS holds another task's.
+    pub fn switch_io(&mut self, io: Option<TaskId>) {
+        match io {
+            Some(task) if self.io_loaded == Some(task) => {
+                crate::arch::gdt::set_io_bitmap_enabled(true)
+            }
+            Some(task) => {
+                let map = self.task(task).and_then(|t| t.io_ports.as_ref());
+                crate::arch::gdt::load_io_bitmap(map);
+                self.io_loaded = map.map(|_| task);
+            }
+            None => crate::arch::gdt::set_io_bitmap_enabled(false),
+        }
+        self.io_active = io;
+    }
+
+    /// Forgets `task`'s I/O bitmap (changed, or the task ended): the next
+    /// load copies it again, and the CPU stops using it now.
+    pub fn forget_io(&mut self, task: TaskId) {
+        if self.io_loaded == Some(task) {
+            self.io_loaded = None;
+        }
+        if self.io_active == Some(task) {
+            self.switch_io(None);
         }
     }
 
@@ -548,5 +601,7 @@ pub fn dispatch(mut k: MutexGuard<'static, Kernel>) -> u64 {
         let now = cpu::rdtsc();
         k.armed = None;
         k.expire_timers(now);
+        // A device may have interrupted the idle loop.
+        crate::ipc_glue::deliver_wakeups(&mut k);
     }
 }

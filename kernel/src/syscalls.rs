@@ -182,6 +182,7 @@ fn handle_core(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
                 ticks: k.ticks
                     + crate::traps::IDLE_TICKS.load(core::sync::atomic::Ordering::Relaxed),
                 switches: k.switches,
+                interrupts: k.irq.delivered(),
                 caller_frames: k.task(task).map_or(0, |t| {
                     (t.pages + t.space.as_ref().map_or(0, |s| s.table_frames())) as u64
                 }),
@@ -201,6 +202,11 @@ fn handle_core(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
             }
         },
         Syscall::MemMap { len, flags } => mem_map(k, task, len, flags),
+        Syscall::IoPortGrant { first, count } => {
+            crate::devices::io_port_grant(k, task, first, count)
+        }
+        Syscall::MmioMap { phys, len } => crate::devices::mmio_map(k, task, phys, len),
+        Syscall::DmaAlloc { len } => crate::devices::dma_alloc(k, task, len),
         Syscall::MemUnmap { range } => mem_unmap(k, task, range),
         Syscall::SelfInfo => {
             let t = k.task(task).expect("caller's task is live");
@@ -315,9 +321,12 @@ fn mem_unmap(k: &mut Kernel, task: TaskId, range: UserSlice) -> SysResult {
     }
     let space = t.space.as_mut().ok_or(Error::NoSuchTask)?;
     let pages = range.len() / PAGE_SIZE;
+    // Every page must be mapped, and none may be device memory (mapped by
+    // `MmioMap`, released only when the task ends).
     for i in 0..pages {
-        if space.translate(range.addr() + i * PAGE_SIZE).is_none() {
-            return Err(Error::InvalidArgument);
+        match space.translate(range.addr() + i * PAGE_SIZE) {
+            Some((_, flags)) if !flags.contains(PageFlags::DEVICE) => {}
+            _ => return Err(Error::InvalidArgument),
         }
     }
     for i in 0..pages {

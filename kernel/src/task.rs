@@ -191,6 +191,7 @@ impl Kernel {
                 end: None,
                 next_map: MAP_BASE,
                 pages: 0,
+                io_ports: None,
             })
             .ok_or(Error::LimitReached)?;
         let id = TaskId::new(key.index, key.generation);
@@ -253,6 +254,7 @@ impl Kernel {
         if t.threads.len() >= MAX_THREADS_PER_TASK {
             return Err(Error::LimitReached);
         }
+        let io = t.io_ports.is_some();
         let mut ctx = Box::new(Context::new_user(entry, stack_top));
         ctx.regs.rdi = arg;
         let key = self
@@ -265,6 +267,7 @@ impl Kernel {
                 deadline: None,
                 from_syscall: false,
                 root,
+                io,
             })
             .ok_or(Error::LimitReached)?;
         let id = ThreadId::new(key.index, key.generation);
@@ -320,6 +323,13 @@ impl Kernel {
         if let Some(space) = space {
             self.destroy_space(space);
         }
+        // Device access goes with the task.
+        self.ports.release_all(id);
+        self.mmio.release_all(id);
+        if let Some(t) = self.task_mut(id) {
+            t.io_ports = None;
+        }
+        self.forget_io(id);
         // Orphans: live children lose their parent; ended ones are reaped.
         let children: Vec<TaskId> =
             self.tasks.iter().filter(|(_, t)| t.parent == Some(id)).map(|(_, t)| t.id).collect();

@@ -55,6 +55,7 @@ extern "C" fn trap_from_user(frame: &TrapFrame) -> u64 {
             k.on_timer_tick();
         }
         lapic::SPURIOUS_VECTOR => {}
+        v if crate::irq_glue::on_vector(v) => crate::ipc_glue::deliver_wakeups(&mut k),
         _ => lapic::end_of_interrupt(),
     }
     sched::dispatch(k)
@@ -71,6 +72,8 @@ extern "C" fn trap_from_kernel(frame: &mut TrapFrame) {
             IDLE_TICKS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         }
         lapic::SPURIOUS_VECTOR | 2 => {}
+        // A device line: noted, settled by the idle loop.
+        v if crate::irq_glue::on_vector(v) => {}
         v if v >= 32 => lapic::end_of_interrupt(),
         v => {
             crate::console::print_emergency(format_args!(

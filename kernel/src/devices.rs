@@ -1,0 +1,193 @@
+//! Device access for privileged drivers: I/O port grants (the TSS I/O
+//! bitmap), device memory mapped uncached, and DMA memory (physically
+//! contiguous RAM whose physical address the driver learns).
+//!
+//! It owns the checks these calls make: privilege, ranges the kernel keeps
+//! for itself, exclusive claims between tasks, and the per-task page limit.
+//! It must never hand a task RAM through `MmioMap`, a port the kernel
+//! drives, or a range another task holds; and everything granted goes back
+//! when the task ends (`Kernel::end_task`).
+
+use crate::sched::{Kernel, MAX_PAGES_PER_TASK};
+use alloc::vec;
+use alloc::vec::Vec;
+use alux_abi::{Error, TaskId};
+use kernel::claims::{ClaimError, IoBitmap, Range};
+use kernel::frame::MemoryRegion;
+use kernel::paging::{PageFlags, PAGE_SIZE};
+use kernel::syscall::SysResult;
+
+/// The ports the kernel drives itself, which no task may be granted: the
+/// 8259 PICs (masked for good), the PIT (TSC calibration), the PC speaker
+/// gate, the CMOS/NMI-mask index, COM1 (the console) and QEMU's exit port.
+pub fn kernel_ports() -> Vec<Range> {
+    vec![
+        Range::new(0x20, 0x22),
+        Range::new(0x40, 0x44),
+        Range::new(0x61, 0x62),
+        Range::new(0x70, 0x72),
+        Range::new(0xa0, 0xa2),
+        Range::new(0xf4, 0xf5),
+        Range::new(0x3f8, 0x400),
+    ]
+}
+
+/// The physical ranges `MmioMap` refuses: everything the firmware's memory
+/// map describes (RAM, ACPI tables, firmware), so that only device windows
+/// remain, and the interrupt controllers the kernel drives (`kernel_mmio`:
+/// the local APIC and I/O APIC pages).
+pub fn device_memory_forbidden(memory: &[MemoryRegion], kernel_mmio: &[u64]) -> Vec<Range> {
+    let mut v: Vec<Range> =
+        memory.iter().map(|r| Range::new(r.base, r.base.saturating_add(r.length))).collect();
+    v.extend(kernel_mmio.iter().map(|&a| {
+        let page = a & !(PAGE_SIZE - 1);
+        Range::new(page, page + PAGE_SIZE)
+    }));
+    v
+}
+
+fn claim_error(e: ClaimError) -> Error {
+    match e {
+        ClaimError::Empty => Error::InvalidArgument,
+        ClaimError::Kernel | ClaimError::Other => Error::InUse,
+        ClaimError::OutOfMemory => Error::OutOfMemory,
+    }
+}
+
+fn require_privileged(k: &Kernel, task: TaskId) -> Result<(), Error> {
+    match k.task(task) {
+        Some(t) if t.privileged => Ok(()),
+        _ => Err(Error::NotPrivileged),
+    }
+}
+
+/// `IoPortGrant`: lets `task` use ports `first..first + count`.
+pub fn io_port_grant(k: &mut Kernel, task: TaskId, first: u16, count: u32) -> SysResult {
+    require_privileged(k, task)?;
+    let range = Range::new(first as u64, first as u64 + count as u64);
+    let new_record = k.ports.claim(range, task).map_err(claim_error)?;
+    let t = k.task_mut(task).ok_or(Error::NoSuchTask)?;
+    if t.io_ports.is_none() {
+        match IoBitmap::deny_all() {
+            Some(b) => t.io_ports = Some(b),
+            None => {
+                if new_record {
+                    k.ports.release(range, task);
+                }
+                return Err(Error::OutOfMemory);
+            }
+        }
+    }
+    let t = k.task_mut(task).ok_or(Error::NoSuchTask)?;
+    if let Some(map) = t.io_ports.as_mut() {
+        map.allow(range);
+    }
+    let threads = t.threads.clone();
+    for id in threads {
+        if let Some(th) = k.thread_mut(id) {
+            th.io = true;
+        }
+    }
+    // The caller goes on running without a switch: load its new bitmap now.
+    k.forget_io(task);
+    k.switch_io(Some(task));
+    Ok([0; 4])
+}
+
+/// Whether `pages` more pages, plus the page tables they may need, keep
+/// `task` within its limit.
+fn room_for(k: &Kernel, task: TaskId, pages: u64) -> Result<(), Error> {
+    let t = k.task(task).ok_or(Error::NoSuchTask)?;
+    let tables = t.space.as_ref().map_or(0, |s| s.table_frames());
+    // A run of `pages` pages needs at most one page table per 512 pages
+    // (plus one for a run that straddles a boundary) and, at worst, a new
+    // page directory and directory pointer table.
+    let new_tables = pages.div_ceil(512) + 1 + 2;
+    if (t.pages + tables) as u64 + pages + new_tables > MAX_PAGES_PER_TASK as u64 {
+        return Err(Error::OutOfMemory);
+    }
+    if t.next_map + (pages + 1) * PAGE_SIZE > crate::task::MAP_END {
+        return Err(Error::OutOfMemory);
+    }
+    Ok(())
+}
+
+/// Maps `pages` physically contiguous frames from `phys` at `task`'s next
+/// free address (with a guard page after them); returns the address. On
+/// failure nothing stays mapped (and no frame is freed).
+fn map_run(
+    k: &mut Kernel,
+    task: TaskId,
+    phys: u64,
+    pages: u64,
+    flags: PageFlags,
+) -> Result<u64, Error> {
+    let (t, frames) = k.task_and_frames(task).ok_or(Error::NoSuchTask)?;
+    let base = t.next_map;
+    let space = t.space.as_mut().ok_or(Error::NoSuchTask)?;
+    for i in 0..pages {
+        if let Err(e) = space.map_frame(frames, base + i * PAGE_SIZE, phys + i * PAGE_SIZE, flags) {
+            for j in 0..i {
+                let _ = space.unmap(frames, base + j * PAGE_SIZE);
+            }
+            return Err(e);
+        }
+    }
+    t.next_map = base + (pages + 1) * PAGE_SIZE;
+    Ok(base)
+}
+
+/// `MmioMap`: maps device memory `[phys, phys + len)` into `task`,
+/// uncached, read-write, never executable.
+pub fn mmio_map(k: &mut Kernel, task: TaskId, phys: u64, len: u64) -> SysResult {
+    require_privileged(k, task)?;
+    let pages = len / PAGE_SIZE;
+    room_for(k, task, 0)?;
+    let range = Range::new(phys, phys + len);
+    let new_record = k.mmio.claim(range, task).map_err(claim_error)?;
+    let flags = PageFlags::PRESENT
+        | PageFlags::USER
+        | PageFlags::WRITABLE
+        | PageFlags::NO_EXECUTE
+        | PageFlags::CACHE_DISABLE
+        | PageFlags::WRITE_THROUGH
+        | PageFlags::DEVICE;
+    match map_run(k, task, phys, pages, flags) {
+        Ok(addr) => Ok([addr, 0, 0, 0]),
+        Err(e) => {
+            if new_record {
+                k.mmio.release(range, task);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// `DmaAlloc`: maps `len` bytes of zeroed, physically contiguous RAM into
+/// `task`; returns its address and physical address. The frames are the
+/// task's like any it maps: counted against its limit, freed by
+/// `MemUnmap` or when it ends.
+pub fn dma_alloc(k: &mut Kernel, task: TaskId, len: u64) -> SysResult {
+    require_privileged(k, task)?;
+    let pages = len / PAGE_SIZE;
+    room_for(k, task, pages)?;
+    let phys = k.frames.alloc_contiguous(pages as usize).ok_or(Error::OutOfMemory)?;
+    for i in 0..pages {
+        crate::mm::zero_frame(phys + i * PAGE_SIZE);
+    }
+    let flags = PageFlags::PRESENT | PageFlags::USER | PageFlags::WRITABLE | PageFlags::NO_EXECUTE;
+    match map_run(k, task, phys, pages, flags) {
+        Ok(addr) => {
+            if let Some(t) = k.task_mut(task) {
+                t.pages += pages as usize;
+            }
+            Ok([addr, phys, 0, 0])
+        }
+        Err(e) => {
+            for i in 0..pages {
+                let _ = k.frames.free(phys + i * PAGE_SIZE);
+            }
+            Err(e)
+        }
+    }
+}
