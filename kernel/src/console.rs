@@ -36,14 +36,21 @@ static CONSOLE: Mutex<Console> =
     Mutex::new(Console { text: ConsoleBuffer::new(KERNEL_RESERVE), last_send: 0, need: None });
 
 /// TSC time at which the port will have sent the last FIFO load, while text
-/// waits; 0 when the buffer is empty. Read without the lock on every return
+/// or a printer waits; 0 otherwise. Read without the lock on every return
 /// to user mode.
 static NEXT_SEND: AtomicU64 = AtomicU64::new(0);
 
 impl Console {
-    /// Sends one FIFO load if the port's FIFO is empty. Never waits.
+    /// Sends one FIFO load if the port's FIFO is empty. Never waits. A busy
+    /// port (a slow line, or a host not reading QEMU's output) is tried
+    /// again a FIFO load's time later, not at once.
     fn send_some(&mut self) -> bool {
-        if self.text.is_empty() || !serial::can_send() {
+        if self.text.is_empty() {
+            return false;
+        }
+        if !serial::can_send() {
+            self.last_send = cpu::rdtsc();
+            self.update_next_send();
             return false;
         }
         let mut chunk = [0u8; serial::FIFO_SIZE];
@@ -54,8 +61,11 @@ impl Console {
         true
     }
 
+    /// Keeps [`NEXT_SEND`] set while text waits or a printer waits for
+    /// room (so the timer comes back to wake it, even if the buffer emptied
+    /// on a path that cannot wake threads).
     fn update_next_send(&self) {
-        let next = if self.text.is_empty() {
+        let next = if self.text.is_empty() && self.need.is_none() {
             0
         } else {
             let load =
@@ -132,6 +142,7 @@ pub fn take_wake() -> bool {
     let mut c = CONSOLE.lock();
     if c.need.is_some_and(|n| c.text.task_room() >= n) {
         c.need = None;
+        c.update_next_send();
         return true;
     }
     false
