@@ -76,11 +76,49 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "name service: register, look up, collide, release",
         timeout_secs: 120,
     },
+    Scenario {
+        name: "ipc-wide",
+        about: "wide-call errors zero all six results; SendReceive on a kernel end is refused",
+        timeout_secs: 120,
+    },
+    Scenario {
+        name: "console",
+        about: "a sleeper wakes on time while a task prints 4 KiB at a time; task lines prefixed",
+        timeout_secs: 180,
+    },
 ];
 
 fn tail(log: &str, lines: usize) -> String {
     let all: Vec<&str> = log.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Checks a scenario's log beyond init's verdict, for what only the log
+/// shows: the `console` scenario's task printed lines that imitate the
+/// kernel's, which must appear with its task prefix and nowhere as the
+/// kernel's own, and a line in two prints, which must read as one.
+fn check_log(name: &str, log: &str) -> Result<(), String> {
+    if name != "console" {
+        return Ok(());
+    }
+    for line in log.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+        if qemu::task_line(line).is_none() && !line.starts_with("[kernel] ") {
+            return Err(format!("a line is neither a task's nor the kernel's: {line:?}"));
+        }
+        if line.starts_with("[kernel] forged") || line.starts_with("[kernel] behind") {
+            return Err(format!("a task forged a kernel line: {line:?}"));
+        }
+    }
+    let texts: Vec<&str> =
+        log.lines().filter_map(|l| qemu::task_line(l.trim_end())).map(|(_, t)| t).collect();
+    for want in
+        ["[kernel] forged by a task", "?[kernel] behind a carriage return", "part one, part two"]
+    {
+        if !texts.contains(&want) {
+            return Err(format!("no task line reads {want:?}"));
+        }
+    }
+    Ok(())
 }
 
 /// Runs the test suite; `Ok(true)` if everything passed.
@@ -121,8 +159,14 @@ pub fn cmd_test(mut args: pico_args::Arguments) -> Result<bool, String> {
         opts.timeout = Duration::from_secs(s.timeout_secs);
         let outcome = qemu::run(&opts)?;
         let marker = format!("scenario {}: PASS", s.name);
-        let ok = outcome.success() && outcome.log.lines().any(|l| l.trim() == marker);
-        if ok {
+        let checked = if !outcome.success() {
+            Err(outcome.describe())
+        } else if !qemu::init_said(&outcome.log, &marker) {
+            Err(format!("init never printed `{marker}`"))
+        } else {
+            check_log(s.name, &outcome.log)
+        };
+        if checked.is_ok() {
             passed += 1;
             println!(
                 "scenario {:<10} ok    {:>6.1} s  {}",
@@ -132,7 +176,8 @@ pub fn cmd_test(mut args: pico_args::Arguments) -> Result<bool, String> {
             );
         } else {
             failed += 1;
-            println!("scenario {:<10} FAILED: {}  ({})", s.name, outcome.describe(), s.about);
+            let why = checked.err().unwrap_or_default();
+            println!("scenario {:<10} FAILED: {}  ({})", s.name, why, s.about);
             println!("---- last lines of its serial log ----\n{}\n----", tail(&outcome.log, 30));
         }
     }

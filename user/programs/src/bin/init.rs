@@ -334,6 +334,43 @@ fn pingpong_n(init: &Init<'_>, n: u64) -> Verdict {
     expect("pong", task::wait(pong, WAIT), TaskEnd::Exited(0))
 }
 
+fn console(init: &Init<'_>) -> Verdict {
+    // Lines that imitate the kernel's: `cargo xtask test` checks the log.
+    expect("forger", init.run("console", "forge"), TaskEnd::Exited(0))?;
+    // A sleeper wakes on time while another task prints 4 KiB at a time.
+    // The bound is relative: the median lateness must stay well below the
+    // time the console needs for one 4 KiB print (the printer's average),
+    // which is what a print holding the CPU would add.
+    let printer = init.spawn("console", "printer 48")?;
+    let sleeper = init.spawn("console", "sleeper 30")?;
+    let late = match task::wait(sleeper, WAIT) {
+        Ok(TaskEnd::Exited(ns)) => ns,
+        other => return Err(format!("sleeper: {:?}", other)),
+    };
+    let per_print = match task::wait(printer, WAIT) {
+        Ok(TaskEnd::Exited(ns)) if ns != u64::MAX => ns,
+        other => return Err(format!("printer: {:?}", other)),
+    };
+    println!(
+        "init: sleeper median lateness {} us; one 4 KiB print takes the console {} us",
+        late / 1000,
+        per_print / 1000
+    );
+    if late.saturating_mul(4) >= per_print {
+        return Err(format!(
+            "a sleeper woke {} us late while the console printed ({} us per print)",
+            late / 1000,
+            per_print / 1000
+        ));
+    }
+    Ok(())
+}
+
+fn wide(init: &Init<'_>) -> Verdict {
+    let t = init.spawn_as("wide", "", 1, true).map_err(|e| format!("spawn wide: {}", e))?;
+    expect("wide", task::wait(t, WAIT), TaskEnd::Exited(0))
+}
+
 fn bench(init: &Init<'_>) -> Verdict {
     expect("local benchmarks", init.run("bench", "local"), TaskEnd::Exited(0))?;
     let server = init.spawn("bench", "server")?;
@@ -366,6 +403,8 @@ fn main(start: &Start) -> u64 {
         "ipc-handles" => handles(&init),
         "ipc-flood" => flood(&init),
         "ipc-names" => names_scenario(&init),
+        "console" => console(&init),
+        "ipc-wide" => wide(&init),
         "bench" => bench(&init),
         other => Err(format!("unknown scenario {}", other)),
     };
