@@ -109,6 +109,66 @@ impl FpuArea {
     }
 }
 
+/// The data-segment selectors DS, ES, FS and GS of a user thread.
+///
+/// In 64-bit mode they select nothing useful (every base the GDT offers is
+/// 0, and FS/GS bases are never set: CR4.FSGSBASE is off and no call sets
+/// them), but user code may load any user selector into them and read them
+/// back, so they are per-thread state: saved and restored lazily, at a
+/// switch between threads (`entry::set_current_context`), never on the
+/// system call path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+#[allow(missing_docs)]
+pub struct Selectors {
+    pub ds: u16,
+    pub es: u16,
+    pub fs: u16,
+    pub gs: u16,
+}
+
+impl Selectors {
+    /// The selectors loaded in the CPU now.
+    #[inline]
+    pub fn read() -> Self {
+        let (ds, es, fs, gs): (u16, u16, u16, u16);
+        // SAFETY: reading segment registers has no side effects.
+        unsafe {
+            core::arch::asm!(
+                "mov {0:x}, ds", "mov {1:x}, es", "mov {2:x}, fs", "mov {3:x}, gs",
+                out(reg) ds, out(reg) es, out(reg) fs, out(reg) gs,
+                options(nomem, nostack, preserves_flags),
+            )
+        }
+        Selectors { ds, es, fs, gs }
+    }
+
+    /// Loads the selectors into the CPU, GS through `swapgs` so that the
+    /// kernel's GS base (the per-CPU block) stays where it is.
+    ///
+    /// # Safety
+    /// Interrupts must be off, and every selector must be one user code
+    /// could load (null, or a user segment of the GDT): they were read from
+    /// the CPU while that thread ran, and the GDT never changes.
+    #[inline]
+    pub unsafe fn load(self) {
+        // SAFETY: the caller guarantees valid selectors. `mov gs` sets the
+        // *current* GS base from the descriptor (0); between the two
+        // `swapgs` that is the user's GS base, which is 0 already, and the
+        // kernel's base is parked in KERNEL_GS_BASE meanwhile. Interrupts
+        // are off; an NMI there enters through the kernel-mode path, which
+        // does not use GS.
+        unsafe {
+            core::arch::asm!(
+                "mov ds, {0:x}", "mov es, {1:x}", "mov fs, {2:x}",
+                "swapgs", "mov gs, {3:x}", "swapgs",
+                in(reg) self.ds, in(reg) self.es, in(reg) self.fs, in(reg) self.gs,
+                options(nostack, preserves_flags),
+            )
+        }
+    }
+}
+
 /// A thread's complete saved user state.
 #[repr(C, align(64))]
 pub struct Context {
@@ -116,6 +176,16 @@ pub struct Context {
     pub regs: Regs,
     /// x87/SSE registers.
     pub fpu: FpuArea,
+    /// DS, ES, FS and GS, as of the last switch away from this thread
+    /// (while it runs, the CPU holds them).
+    pub selectors: Selectors,
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // Its selectors may still be the CPU's: they belong to nobody now.
+        super::entry::forget_context(self);
+    }
 }
 
 /// User code segment selector (GDT entry 4, RPL 3).
@@ -138,6 +208,7 @@ impl Context {
                 ..Regs::default()
             },
             fpu: FpuArea::initial(),
+            selectors: Selectors::default(),
         }
     }
 }
