@@ -109,7 +109,9 @@ impl FpuArea {
     }
 }
 
-/// The data-segment selectors DS, ES, FS and GS of a user thread.
+/// The data-segment selectors DS, ES, FS and GS of a user thread, packed
+/// 16 bits each in that order from the low end (as `mov m16, sreg` stores
+/// them at offsets 0, 2, 4 and 6), so that they compare as one word.
 ///
 /// In 64-bit mode they select nothing useful (every base the GDT offers is
 /// 0, and FS/GS bases are never set: CR4.FSGSBASE is off and no call sets
@@ -118,29 +120,37 @@ impl FpuArea {
 /// switch between threads (`entry::set_current_context`), never on the
 /// system call path.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[repr(C)]
-#[allow(missing_docs)]
-pub struct Selectors {
-    pub ds: u16,
-    pub es: u16,
-    pub fs: u16,
-    pub gs: u16,
-}
+#[repr(transparent)]
+pub struct Selectors(u64);
 
 impl Selectors {
+    /// Stores the CPU's DS, ES, FS and GS into `*dst`.
+    ///
+    /// # Safety
+    /// `dst` must be valid for an 8-byte write.
+    #[inline]
+    pub unsafe fn save(dst: *mut Selectors) {
+        // SAFETY: the caller guarantees `dst` is writable; reading segment
+        // registers has no side effects.
+        unsafe {
+            core::arch::asm!(
+                "mov word ptr [{0}], ds",
+                "mov word ptr [{0} + 2], es",
+                "mov word ptr [{0} + 4], fs",
+                "mov word ptr [{0} + 6], gs",
+                in(reg) dst,
+                options(nostack, preserves_flags),
+            )
+        }
+    }
+
     /// The selectors loaded in the CPU now.
     #[inline]
     pub fn read() -> Self {
-        let (ds, es, fs, gs): (u16, u16, u16, u16);
-        // SAFETY: reading segment registers has no side effects.
-        unsafe {
-            core::arch::asm!(
-                "mov {0:x}, ds", "mov {1:x}, es", "mov {2:x}, fs", "mov {3:x}, gs",
-                out(reg) ds, out(reg) es, out(reg) fs, out(reg) gs,
-                options(nomem, nostack, preserves_flags),
-            )
-        }
-        Selectors { ds, es, fs, gs }
+        let mut s = Selectors(0);
+        // SAFETY: `s` is a local of the right size.
+        unsafe { Self::save(&mut s) };
+        s
     }
 
     /// Loads the selectors into the CPU, GS through `swapgs` so that the
@@ -152,6 +162,7 @@ impl Selectors {
     /// the CPU while that thread ran, and the GDT never changes.
     #[inline]
     pub unsafe fn load(self) {
+        let [ds, es, fs, gs] = [self.0, self.0 >> 16, self.0 >> 32, self.0 >> 48].map(|v| v as u16);
         // SAFETY: the caller guarantees valid selectors. `mov gs` sets the
         // *current* GS base from the descriptor (0); between the two
         // `swapgs` that is the user's GS base, which is 0 already, and the
@@ -162,7 +173,7 @@ impl Selectors {
             core::arch::asm!(
                 "mov ds, {0:x}", "mov es, {1:x}", "mov fs, {2:x}",
                 "swapgs", "mov gs, {3:x}", "swapgs",
-                in(reg) self.ds, in(reg) self.es, in(reg) self.fs, in(reg) self.gs,
+                in(reg) ds, in(reg) es, in(reg) fs, in(reg) gs,
                 options(nostack, preserves_flags),
             )
         }

@@ -67,14 +67,19 @@ pub fn set_current_context(ctx: &mut Context) {
     let me = ctx as *mut Context as u64;
     let owner = SELECTOR_OWNER.load(Ordering::Relaxed);
     if owner != me {
-        let live = Selectors::read();
-        if owner != 0 {
+        let live = if owner != 0 {
             // SAFETY: `owner` is a live, boxed context: a context clears
             // SELECTOR_OWNER when it is dropped (`forget_context`), and
             // contexts never move. Nothing else refers to its selectors now:
             // they are only touched here, under the kernel lock.
-            unsafe { (*(owner as *mut Context)).selectors = live };
-        }
+            unsafe {
+                let slot = &raw mut (*(owner as *mut Context)).selectors;
+                Selectors::save(slot);
+                *slot
+            }
+        } else {
+            Selectors::read()
+        };
         if live != ctx.selectors {
             // SAFETY: the kernel runs with interrupts off; `ctx.selectors`
             // are zeros (a new thread) or values read from the CPU while
