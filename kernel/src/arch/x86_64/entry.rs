@@ -54,15 +54,16 @@ static BOOT_CPU: PerCpu = PerCpu {
 
 /// The context whose thread's DS/ES/FS/GS the CPU holds (0: no live
 /// thread's). The kernel itself never loads these registers, so they keep
-/// the values of the last thread that ran in user mode.
+/// the values of the last thread that ran in user mode. (One CPU: with SMP
+/// this moves into the per-CPU block.)
 static SELECTOR_OWNER: AtomicU64 = AtomicU64::new(0);
 
 /// Makes `ctx` the context the next return to user mode restores, and the
 /// one the next entry from user mode saves into.
 ///
 /// At a switch to another thread it also swaps DS/ES/FS/GS: the CPU's
-/// values go to the thread that loaded them, and `ctx`'s are loaded (only
-/// those that differ), so no thread ever sees another's selectors.
+/// values go to the thread that loaded them, and `ctx`'s are loaded if
+/// they differ, so no thread ever sees another's selectors.
 pub fn set_current_context(ctx: &mut Context) {
     let me = ctx as *mut Context as u64;
     let owner = SELECTOR_OWNER.load(Ordering::Relaxed);
