@@ -15,6 +15,7 @@ mod arch;
 mod boot_info;
 mod console;
 mod ipc_glue;
+mod kmap;
 mod mm;
 mod sched;
 mod syscalls;
@@ -113,20 +114,27 @@ extern "C" fn kernel_entry(start_info: u64) -> ! {
 
     gdt::init(stack_top);
     entry::init(stack_top);
-    let (smep, smap) = cpu::enable_protections();
+    let on = cpu::enable_protections();
+    // The final kernel half, W^X; every address space copies it.
+    let kernel_root = kmap::install(&mut frames);
+    if info.cmdline.split(|&b| b == b' ').any(|w| w == b"selftest=wx") {
+        kmap::self_test();
+    }
     time::init();
     lapic::init();
+    let state = |b| if b { "on" } else { "absent" };
     kprintln!(
-        "[kernel] memory: {} frames free ({} MiB); TSC {} MHz; LAPIC timer {} kHz; SMEP {}, SMAP {}",
+        "[kernel] memory: {} frames free ({} MiB); TSC {} MHz; LAPIC timer {} kHz; SMEP {}, SMAP {}, UMIP {}; LDT null: {}",
         frames.total(),
         (frames.total() * 4096) >> 20,
         time::tsc_hz() / 1_000_000,
         lapic::timer_hz() / 1000,
-        if smep { "on" } else { "absent" },
-        if smap { "on" } else { "absent" }
+        state(on.smep),
+        state(on.smap),
+        state(on.umip),
+        cpu::ldt_selector() == 0
     );
 
-    let kernel_root = cpu::read_cr3();
     let mut k =
         sched::Kernel::new(frames, alux_ipc::Ipc::new(Default::default()), kernel_root, module);
     // SAFETY: the module's physical range is RAM reserved above, inside the

@@ -31,6 +31,16 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario { name: "faults", about: "each fault kind kills only its task", timeout_secs: 120 },
     Scenario {
+        name: "wx",
+        about: "kernel W^X: writes to kernel code and execution of data fault (boot self-test)",
+        timeout_secs: 60,
+    },
+    Scenario {
+        name: "cpu-state",
+        about: "UMIP, null LDT, and per-thread segment selectors",
+        timeout_secs: 120,
+    },
+    Scenario {
         name: "hostile",
         about: "every syscall with garbage gets errors",
         timeout_secs: 120,
@@ -87,6 +97,52 @@ pub const SCENARIOS: &[Scenario] = &[
         timeout_secs: 180,
     },
 ];
+
+/// What a scenario needs besides init's verdict: words added to the kernel
+/// command line, and lines the kernel itself must print (a kernel self-test
+/// that silently did not run must not pass).
+struct KernelCheck {
+    scenario: &'static str,
+    options: &'static str,
+    lines: &'static [&'static str],
+}
+
+const KERNEL_CHECKS: &[KernelCheck] = &[KernelCheck {
+    scenario: "wx",
+    options: "selftest=wx",
+    lines: &[
+        "W^X self-test: text write faulted",
+        "W^X self-test: text write through the direct map faulted",
+        "W^X self-test: rodata write faulted",
+        "W^X self-test: rodata execute faulted",
+        "W^X self-test: data execute faulted",
+        "W^X self-test: stack execute faulted",
+        "W^X self-test: heap execute faulted",
+        "W^X self-test: direct map execute faulted",
+        "W^X self-test: passed",
+        "kernel half W^X:",
+    ],
+}];
+
+/// The kernel command line for scenario `name`.
+pub fn cmdline(name: &str) -> String {
+    match KERNEL_CHECKS.iter().find(|c| c.scenario == name) {
+        Some(c) => format!("scenario={name} {}", c.options),
+        None => format!("scenario={name}"),
+    }
+}
+
+/// The kernel lines scenario `name` needs that `log` lacks.
+fn missing_kernel_lines(name: &str, log: &str) -> Vec<&'static str> {
+    let Some(c) = KERNEL_CHECKS.iter().find(|c| c.scenario == name) else {
+        return Vec::new();
+    };
+    c.lines
+        .iter()
+        .copied()
+        .filter(|want| !log.lines().any(|l| l.starts_with("[kernel] ") && l.contains(want)))
+        .collect()
+}
 
 fn tail(log: &str, lines: usize) -> String {
     let all: Vec<&str> = log.lines().collect();
@@ -155,14 +211,17 @@ pub fn cmd_test(mut args: pico_args::Arguments) -> Result<bool, String> {
     qemu::ensure_installed()?;
     let artifacts = crate::build(release)?;
     for s in SCENARIOS.iter().filter(|s| only.as_deref().is_none_or(|o| o == s.name)) {
-        let mut opts = Options::new(&artifacts, &format!("scenario={}", s.name));
+        let mut opts = Options::new(&artifacts, &cmdline(s.name));
         opts.timeout = Duration::from_secs(s.timeout_secs);
         let outcome = qemu::run(&opts)?;
         let marker = format!("scenario {}: PASS", s.name);
+        let missing = missing_kernel_lines(s.name, &outcome.log);
         let checked = if !outcome.success() {
             Err(outcome.describe())
         } else if !qemu::init_said(&outcome.log, &marker) {
             Err(format!("init never printed `{marker}`"))
+        } else if !missing.is_empty() {
+            Err(format!("the kernel did not print {missing:?}"))
         } else {
             check_log(s.name, &outcome.log)
         };

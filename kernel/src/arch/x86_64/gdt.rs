@@ -1,6 +1,7 @@
 //! The GDT with user and kernel segments and the TSS with its interrupt
 //! stacks (IST). Segment order is fixed by `syscall`/`sysret` (see STAR in
-//! `entry.rs`): kernel code, kernel data, user data, user code, TSS.
+//! `entry.rs`): kernel code, kernel data, user data, user code, TSS. There
+//! is no LDT: LDTR is loaded with the null selector.
 
 use spin::Once;
 use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
@@ -16,17 +17,24 @@ pub const IST_GENERAL: u16 = 2;
 
 const IST_STACK_SIZE: usize = 16 * 1024;
 
+/// An interrupt stack: only the CPU writes it, so it must live in writable
+/// memory (an `UnsafeCell`), not in read-only data as a plain immutable
+/// static would.
 #[repr(C, align(16))]
-struct Stack([u8; IST_STACK_SIZE]);
+struct Stack(core::cell::UnsafeCell<[u8; IST_STACK_SIZE]>);
 
-static CRITICAL_STACK: Stack = Stack([0; IST_STACK_SIZE]);
-static GENERAL_STACK: Stack = Stack([0; IST_STACK_SIZE]);
+// SAFETY: Rust code never reads or writes the stacks; only the CPU does,
+// when it delivers an interrupt or exception.
+unsafe impl Sync for Stack {}
+
+static CRITICAL_STACK: Stack = Stack(core::cell::UnsafeCell::new([0; IST_STACK_SIZE]));
+static GENERAL_STACK: Stack = Stack(core::cell::UnsafeCell::new([0; IST_STACK_SIZE]));
 
 static TSS: Once<TaskStateSegment> = Once::new();
 static GDT: Once<GlobalDescriptorTable> = Once::new();
 
 fn stack_top(s: &'static Stack) -> VirtAddr {
-    VirtAddr::from_ptr(s.0.as_ptr_range().end)
+    VirtAddr::new(s.0.get() as u64 + IST_STACK_SIZE as u64)
 }
 
 /// Builds and loads the GDT and TSS. `kernel_stack_top` is the stack the
@@ -64,4 +72,6 @@ pub fn init(kernel_stack_top: u64) {
         SS::set_reg(kdata);
         load_tss(tss_sel);
     }
+    // No LDT: a selector with the table-indicator bit set faults.
+    super::cpu::load_null_ldt();
 }
