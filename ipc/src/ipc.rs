@@ -518,7 +518,10 @@ impl Ipc {
     /// message woke the peer's thread from a receive, that thread is handed
     /// back in [`SendReceive::Parked`] instead of being queued as a wakeup,
     /// so the kernel can switch to it at once. Errors: as `write_signal`
-    /// (nothing is sent), then `Busy` if the caller is already parked.
+    /// (nothing is sent), then `WrongKind` on a kernel end (the kernel
+    /// never answers a request inside the call, so the reply this call
+    /// waits for without a time limit would never come; nothing is sent),
+    /// then `Busy` if the caller is already parked.
     pub fn send_receive(
         &mut self,
         caller: ThreadId,
@@ -526,6 +529,9 @@ impl Ipc {
         data: &[u8],
     ) -> Result<SendReceive, Error> {
         let i = self.writable_end(caller, h, data)?;
+        if self.ends[i as usize].flags & F_KERNEL != 0 {
+            return Err(Error::WrongKind);
+        }
         let t = caller.index();
         if self.threads[t as usize].wait != Wait::None {
             return Err(Error::Busy);

@@ -808,6 +808,37 @@ fn kernel_end_delivers_like_a_peer() {
 }
 
 #[test]
+fn send_receive_on_a_kernel_end_is_refused_and_receive_keeps_its_timeout() {
+    let mut w = World::new();
+    let (_, t) = w.task(0, true);
+    let (h, kid) = w.ipc.kernel_end_open(t, kernel_end_kind::PAGE_FAULTS).unwrap();
+    // The kernel never answers inside the call: refused, nothing sent, and
+    // the caller is not parked.
+    assert_eq!(w.ipc.send_receive(t, h, b"reply"), Err(Error::WrongKind));
+    assert_eq!(w.ipc.kernel_take_signal(), None);
+    assert_eq!(w.ipc.kernel_read(kid).unwrap().len, 0);
+    assert!(!w.ipc.is_parked(t));
+    // A receive on the thread's kernel end ends by its own deadline.
+    assert_eq!(w.ipc.receive(t, Deadline::Now), Err(Error::TimedOut));
+    assert_eq!(
+        w.ipc.receive(t, Deadline::At(10)),
+        Ok(Outcome::Block { deadline: Deadline::At(10) })
+    );
+    assert_eq!(w.ipc.timed_out(t), Some(Completion::Failed(Error::TimedOut)));
+    assert!(!w.ipc.is_parked(t));
+    // ... or when the kernel signals it, with the kernel's data.
+    assert_eq!(w.ipc.receive(t, Deadline::Never), Ok(Outcome::Block { deadline: Deadline::Never }));
+    w.ipc.kernel_write_signal(kid, b"fault").unwrap();
+    let wk = w.wakeups();
+    let Completion::Received(r, m) = wk[0].1 else { panic!("{wk:?}") };
+    assert_eq!((wk[0].0, r.handle, r.events), (t, h, Events::SIGNAL));
+    assert_eq!(m.bytes(), b"fault");
+    // A plain send still reaches the kernel.
+    w.ipc.write_signal(t, h, b"done").unwrap();
+    assert_eq!(w.ipc.kernel_take_signal(), Some((kid, Events::SIGNAL)));
+}
+
+#[test]
 fn kernel_end_open_errors() {
     let mut w = World::new();
     let (_, u) = w.task(1, false);

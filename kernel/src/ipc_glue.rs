@@ -50,7 +50,11 @@ fn complete(k: &mut Kernel, thread: ThreadId, completion: Completion) {
         (Wait::IpcReceive, Completion::Received(ready, message)) => {
             write_wide_result(regs, Ok(received(&ready, &message)))
         }
-        (Wait::IpcReceive, Completion::Failed(e)) => write_wide_result(regs, Err(e)),
+        // Anything else ending a receive (an error: timeout, the peer's
+        // death) still writes all six registers, zeroed on error.
+        (Wait::IpcReceive, c) => {
+            write_wide_result(regs, completion_result(c).map(|[a, b, c, d]| [a, b, c, d, 0, 0]))
+        }
         (_, c) => write_result(regs, completion_result(c)),
     });
 }

@@ -1,8 +1,9 @@
 //! The hardware-free part of the alux kernel, tested on the host: physical
 //! frame allocation, page-table logic, ELF validation, ACPI tables, the
-//! interrupt-line rules and system call decoding. Nothing here touches
-//! hardware or holds `unsafe`; the binary (`main.rs` and `arch/`) supplies
-//! the memory these types work on.
+//! interrupt-line rules, device-range claims, system call decoding and the
+//! console's text buffer. Nothing here touches hardware or holds `unsafe`;
+//! the binary (`main.rs` and `arch/`) supplies the memory these types work
+//! on.
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -11,6 +12,7 @@ extern crate alloc;
 
 pub mod acpi;
 pub mod claims;
+pub mod console_buffer;
 pub mod elf_loader;
 pub mod frame;
 pub mod irq;

@@ -17,6 +17,7 @@ mod console;
 mod devices;
 mod ipc_glue;
 mod irq_glue;
+mod kmap;
 mod mm;
 mod sched;
 mod syscalls;
@@ -71,6 +72,13 @@ pub fn shutdown_after_init(k: &sched::Kernel, end: TaskEnd) -> ! {
         TaskEnd::Exited(0) => alux_abi::syscall::SHUTDOWN_SUCCESS,
         _ => alux_abi::syscall::SHUTDOWN_FAILURE,
     };
+    stop(code)
+}
+
+/// Stops the machine with `code` once every buffered console byte is out
+/// (the test harness reads the verdict from the log).
+pub fn stop(code: u64) -> ! {
+    console::flush();
     cpu::exit_qemu(code)
 }
 
@@ -160,17 +168,25 @@ extern "C" fn kernel_entry(start_info: u64) -> ! {
 
     gdt::init(stack_top);
     entry::init(stack_top);
-    let (smep, smap) = cpu::enable_protections();
+    let on = cpu::enable_protections();
+    // The final kernel half, W^X; every address space copies it.
+    let kernel_root = kmap::install(&mut frames);
+    if info.cmdline.split(|&b| b == b' ').any(|w| w == b"selftest=wx") {
+        kmap::self_test();
+    }
     time::init();
     lapic::init();
+    let state = |b| if b { "on" } else { "absent" };
     kprintln!(
-        "[kernel] memory: {} frames free ({} MiB); TSC {} MHz; LAPIC timer {} kHz; SMEP {}, SMAP {}",
+        "[kernel] memory: {} frames free ({} MiB); TSC {} MHz; LAPIC timer {} kHz; SMEP {}, SMAP {}, UMIP {}; LDT null: {}",
         frames.total(),
         (frames.total() * 4096) >> 20,
         time::tsc_hz() / 1_000_000,
         lapic::timer_hz() / 1000,
-        if smep { "on" } else { "absent" },
-        if smap { "on" } else { "absent" }
+        state(on.smep),
+        state(on.smap),
+        state(on.umip),
+        cpu::ldt_selector() == 0
     );
 
     let madt = describe_acpi(info.rsdp);
@@ -181,7 +197,6 @@ extern "C" fn kernel_entry(start_info: u64) -> ! {
     let device_memory_forbidden = devices::device_memory_forbidden(&info.memory, &kernel_mmio);
     let irq = irq_glue::Irqs::new(madt);
 
-    let kernel_root = cpu::read_cr3();
     let mut k = sched::Kernel::new(
         frames,
         alux_ipc::Ipc::new(Default::default()),

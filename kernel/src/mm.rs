@@ -51,6 +51,13 @@ pub struct PhysTables<'a> {
     tables: &'a mut usize,
 }
 
+impl<'a> PhysTables<'a> {
+    /// Tables allocated from `frames`, counted in `tables`.
+    pub fn new(frames: &'a mut FrameAllocator, tables: &'a mut usize) -> Self {
+        PhysTables { frames, tables }
+    }
+}
+
 /// Read-only access to page tables (for walks that never allocate).
 pub struct PhysTablesRead;
 

@@ -5,9 +5,13 @@
 //! pointers, tearing down a user half and creating a new root that shares the
 //! kernel half. It reaches tables only through [`TableMemory`], so it must
 //! never dereference physical memory itself, never flush the TLB (the caller
-//! does, after [`unmap`] or a permission change), and never create, modify or
-//! free anything in the kernel half (PML4 entries 256..512, shared by every
-//! address space) — only [`translate`] reads it.
+//! does, after [`unmap`] or a permission change), and never modify or free
+//! anything in the kernel half (PML4 entries 256..512, shared by every
+//! address space) once built. The kernel half is built once, at boot, before
+//! any address space exists, by [`build_kernel_root`] from the
+//! [`kernel_regions`] plan (W^X: text read-execute, read-only data, no-execute
+//! data and direct map); after that only [`translate`] and
+//! [`for_each_mapping`] read it.
 //!
 //! User space is the lower canonical half, `[0, USER_END)`, mapped with
 //! 4 KiB pages only. Every table this module creates is an intermediate table
@@ -175,6 +179,10 @@ pub enum MapError {
     HugePage(u64),
     /// A new page table could not be allocated.
     OutOfMemory,
+    /// A kernel mapping was asked for outside the kernel half.
+    NotKernelAddress(u64),
+    /// The kernel image layout is not in order (see [`KernelImage`]).
+    BadLayout,
 }
 
 impl fmt::Display for MapError {
@@ -201,6 +209,10 @@ impl fmt::Display for MapError {
                 write!(f, "a huge page entry covers {va:#x}")
             }
             MapError::OutOfMemory => write!(f, "out of memory for a new page table"),
+            MapError::NotKernelAddress(va) => {
+                write!(f, "virtual address {va:#x} is not in the kernel half")
+            }
+            MapError::BadLayout => write!(f, "the kernel image layout is not in order"),
         }
     }
 }
@@ -546,6 +558,276 @@ pub fn user_half_mapped_pages<M: TableMemory + ?Sized>(mem: &M, root: u64) -> us
         .filter(|&e| present(e))
         .map(|e| count(mem, e & ADDR_MASK, 1))
         .sum()
+}
+
+/// How many pages of each size a kernel mapping used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageCount {
+    /// 4 KiB pages.
+    pub small: usize,
+    /// 2 MiB pages.
+    pub large: usize,
+}
+
+/// First address of the kernel half.
+pub const KERNEL_HALF_START: u64 = 0xffff_8000_0000_0000;
+
+/// The leaf flags [`map_kernel`] accepts besides the implied `PRESENT`.
+const KERNEL_LEAF_FLAGS: u64 =
+    PageFlags::WRITABLE.0 | PageFlags::NO_EXECUTE.0 | PageFlags::GLOBAL.0;
+
+/// Maps `[va, va + len)` to `[pa, pa + len)` in the kernel half of the table
+/// rooted at `root`, for the kernel's own use (never `USER`). Leaves get
+/// `flags | PRESENT`; `flags` may hold only `WRITABLE`, `NO_EXECUTE` and
+/// `GLOBAL`. A 2 MiB page is used wherever `va` and `pa` are both 2 MiB
+/// aligned and the whole 2 MiB lies in the range, 4 KiB pages elsewhere.
+/// Missing tables are created with `PRESENT | WRITABLE` (the leaf alone
+/// decides the permissions).
+///
+/// Only for building the kernel half at boot, before any address space
+/// copies it: on an error, what was already mapped stays (the kernel stops
+/// on any error there).
+pub fn map_kernel<M: TableMemory + ?Sized>(
+    mem: &mut M,
+    root: u64,
+    va: u64,
+    pa: u64,
+    len: u64,
+    flags: PageFlags,
+) -> Result<PageCount, MapError> {
+    if !is_canonical(va) {
+        return Err(MapError::NonCanonical(va));
+    }
+    if va < KERNEL_HALF_START {
+        return Err(MapError::NotKernelAddress(va));
+    }
+    if !va.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) {
+        return Err(MapError::Misaligned(va));
+    }
+    if va.checked_add(len).is_none() {
+        return Err(MapError::NonCanonical(va));
+    }
+    let pa_end = pa.checked_add(len).ok_or(MapError::BadPhysAddress(pa))?;
+    if pa & !ADDR_MASK != 0 || pa_end > ADDR_MASK + 1 {
+        return Err(MapError::BadPhysAddress(pa));
+    }
+    if flags.0 & !KERNEL_LEAF_FLAGS != 0 {
+        return Err(MapError::InvalidFlags(flags));
+    }
+    let mut count = PageCount::default();
+    let mut off = 0;
+    while off < len {
+        let (v, p) = (va + off, pa + off);
+        let idx = indices(v);
+        if v.is_multiple_of(SIZE_2M) && p.is_multiple_of(SIZE_2M) && len - off >= SIZE_2M {
+            let pd = kernel_table(mem, root, v, 2)?;
+            if present(mem.read(pd, idx[2])) {
+                return Err(MapError::AlreadyMapped(v));
+            }
+            mem.write(pd, idx[2], p | flags.0 | PageFlags::PRESENT.0 | PageFlags::HUGE.0);
+            count.large += 1;
+            off += SIZE_2M;
+        } else {
+            let pt = kernel_table(mem, root, v, 3)?;
+            if present(mem.read(pt, idx[3])) {
+                return Err(MapError::AlreadyMapped(v));
+            }
+            mem.write(pt, idx[3], p | flags.0 | PageFlags::PRESENT.0);
+            count.small += 1;
+            off += PAGE_SIZE;
+        }
+    }
+    Ok(count)
+}
+
+/// The table at depth `depth` (2 = page directory, 3 = page table) on the
+/// path to kernel address `va`, created (supervisor, writable) if missing.
+fn kernel_table<M: TableMemory + ?Sized>(
+    mem: &mut M,
+    root: u64,
+    va: u64,
+    depth: usize,
+) -> Result<u64, MapError> {
+    let idx = indices(va);
+    let mut table = root;
+    for (d, &index) in idx[..depth].iter().enumerate() {
+        let entry = mem.read(table, index);
+        table = if !present(entry) {
+            let new = mem.alloc_table().ok_or(MapError::OutOfMemory)?;
+            mem.write(table, index, new | PageFlags::PRESENT.0 | PageFlags::WRITABLE.0);
+            new
+        } else if d > 0 && huge(entry) {
+            return Err(MapError::HugePage(va));
+        } else {
+            entry & ADDR_MASK
+        };
+    }
+    Ok(table)
+}
+
+/// Where the parts of the kernel image lie, as the linker script lays them
+/// out: virtual addresses, 4 KiB aligned, each part starting where the
+/// previous ends: text `[text, rodata)`, read-only data `[rodata, data)`,
+/// writable data (`.data`, `.bss` with the boot stack, the heap)
+/// `[data, end)`. `virt_offset` is virtual minus physical.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelImage {
+    /// First byte of `.text`.
+    pub text: u64,
+    /// First byte of the read-only data (end of text).
+    pub rodata: u64,
+    /// First byte of the writable data (end of read-only data).
+    pub data: u64,
+    /// End of the image (the heap included).
+    pub end: u64,
+    /// Virtual minus physical address of every image byte.
+    pub virt_offset: u64,
+}
+
+/// One range of the kernel half with its permissions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelRegion {
+    /// What it is, for the boot log.
+    pub name: &'static str,
+    /// First virtual address.
+    pub va: u64,
+    /// First physical address.
+    pub pa: u64,
+    /// Length in bytes (may be 0).
+    pub len: u64,
+    /// Leaf flags besides `PRESENT`.
+    pub flags: PageFlags,
+}
+
+impl KernelRegion {
+    /// `rwx`-style permissions, for the boot log.
+    pub fn permissions(&self) -> &'static str {
+        let w = self.flags.contains(PageFlags::WRITABLE);
+        let x = !self.flags.contains(PageFlags::NO_EXECUTE);
+        match (w, x) {
+            (false, false) => "r--",
+            (true, false) => "rw-",
+            (false, true) => "r-x",
+            (true, true) => "rwx",
+        }
+    }
+}
+
+/// The kernel half's plan, W^X: the image's text read-execute, its
+/// read-only data read-only, its writable data read-write; then the direct
+/// map of physical `[0, direct_size)` at `direct_base`, read-write and
+/// no-execute, except the alias of the image's text and read-only data,
+/// which is read-only (so that no writable alias of kernel code exists).
+/// Every region is no-execute but the text.
+pub fn kernel_regions(
+    image: &KernelImage,
+    direct_base: u64,
+    direct_size: u64,
+) -> Result<[KernelRegion; 6], MapError> {
+    let i = image;
+    let aligned = [i.text, i.rodata, i.data, i.end, direct_base, direct_size]
+        .iter()
+        .all(|a| a.is_multiple_of(PAGE_SIZE));
+    let ordered = i.text < i.rodata && i.rodata <= i.data && i.data < i.end;
+    if !(aligned && ordered) {
+        return Err(MapError::BadLayout);
+    }
+    let Some(text_pa) = i.text.checked_sub(i.virt_offset) else {
+        return Err(MapError::BadLayout);
+    };
+    let (data_pa, end_pa) = (i.data - i.virt_offset, i.end - i.virt_offset);
+    if end_pa > direct_size || i.text < KERNEL_HALF_START {
+        return Err(MapError::BadLayout);
+    }
+    let rw = PageFlags::WRITABLE | PageFlags::NO_EXECUTE;
+    let region =
+        |name, va: u64, pa, end: u64, flags| KernelRegion { name, va, pa, len: end - va, flags };
+    let d = |pa: u64| direct_base + pa;
+    Ok([
+        region("text", i.text, text_pa, i.rodata, PageFlags::empty()),
+        region("rodata", i.rodata, i.rodata - i.virt_offset, i.data, PageFlags::NO_EXECUTE),
+        region("data, bss, heap", i.data, data_pa, i.end, rw),
+        region("direct map", d(0), 0, d(text_pa), rw),
+        region(
+            "direct map of text, rodata",
+            d(text_pa),
+            text_pa,
+            d(data_pa),
+            PageFlags::NO_EXECUTE,
+        ),
+        region("direct map", d(data_pa), data_pa, d(direct_size), rw),
+    ])
+}
+
+/// Allocates a root and maps `regions` into it (see [`map_kernel`]); the
+/// user half stays empty. Returns the root and the pages each region used.
+pub fn build_kernel_root<M: TableMemory + ?Sized, const N: usize>(
+    mem: &mut M,
+    regions: &[KernelRegion; N],
+) -> Result<(u64, [PageCount; N]), MapError> {
+    let root = mem.alloc_table().ok_or(MapError::OutOfMemory)?;
+    let mut counts = [PageCount::default(); N];
+    for (r, count) in regions.iter().zip(counts.iter_mut()) {
+        *count = map_kernel(mem, root, r.va, r.pa, r.len, r.flags)?;
+    }
+    Ok((root, counts))
+}
+
+/// Calls `f(va, pa, size, flags)` for every present leaf (4 KiB, 2 MiB or
+/// 1 GiB) of the tables rooted at `root`, in address order, with the
+/// effective flags of the walk (as [`translate`] gives them) and `va` sign
+/// extended.
+pub fn for_each_mapping<M: TableMemory + ?Sized>(
+    mem: &M,
+    root: u64,
+    f: &mut dyn FnMut(u64, u64, u64, PageFlags),
+) {
+    fn walk<M: TableMemory + ?Sized>(
+        mem: &M,
+        table: u64,
+        depth: usize,
+        va: u64,
+        (and_flags, nx): (u64, u64),
+        f: &mut dyn FnMut(u64, u64, u64, PageFlags),
+    ) {
+        let shift = 39 - 9 * depth as u64;
+        for i in 0..ENTRIES {
+            let entry = mem.read(table, i);
+            if !present(entry) {
+                continue;
+            }
+            let mut v = va | ((i as u64) << shift);
+            if depth == 0 && i >= KERNEL_FIRST_ENTRY {
+                v |= 0xffff_0000_0000_0000;
+            }
+            let walk_flags = (and_flags & entry, nx | (entry & PageFlags::NO_EXECUTE.0));
+            if depth == 3 || (depth > 0 && huge(entry)) {
+                let size = 1u64 << shift;
+                let and_bits = PageFlags::WRITABLE.0 | PageFlags::USER.0;
+                let flags = (entry & !ADDR_MASK & !and_bits) | walk_flags.0 | walk_flags.1;
+                f(v, entry & ADDR_MASK & !(size - 1), size, PageFlags(flags));
+            } else {
+                walk(mem, entry & ADDR_MASK, depth + 1, v, walk_flags, f);
+            }
+        }
+    }
+    let and_bits = PageFlags::WRITABLE.0 | PageFlags::USER.0;
+    walk(mem, root, 0, 0, (and_bits, 0), f);
+}
+
+/// The first virtual address mapped both writable and executable in the
+/// tables rooted at `root` (either half), or `None` if every page is W^X.
+pub fn wx_violation<M: TableMemory + ?Sized>(mem: &M, root: u64) -> Option<u64> {
+    let mut found = None;
+    for_each_mapping(mem, root, &mut |va, _, _, flags| {
+        if found.is_none()
+            && flags.contains(PageFlags::WRITABLE)
+            && !flags.contains(PageFlags::NO_EXECUTE)
+        {
+            found = Some(va);
+        }
+    });
+    found
 }
 
 #[cfg(test)]
@@ -965,6 +1247,8 @@ mod tests {
             (MapError::NotMapped(0x1000), "no page"),
             (MapError::HugePage(0x1000), "huge"),
             (MapError::OutOfMemory, "out of memory"),
+            (MapError::NotKernelAddress(0x1000), "kernel half"),
+            (MapError::BadLayout, "layout"),
         ];
         for (e, needle) in cases {
             let s = e.to_string();
@@ -1077,5 +1361,246 @@ mod tests {
         // Nothing to prune on an unmapped or non-user address.
         assert_eq!(prune(&mut m, root, 0x7000_0000), 0);
         assert_eq!(prune(&mut m, root, 0xffff_8000_0000_0000), 0);
+    }
+}
+
+#[cfg(test)]
+mod kernel_half_tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    /// Page tables in a `HashMap`, allocated from a counter.
+    #[derive(Default)]
+    struct Mem {
+        tables: HashMap<u64, Box<[u64; ENTRIES]>>,
+        next: u64,
+        budget: Option<usize>,
+    }
+
+    impl TableMemory for Mem {
+        fn read(&self, table: u64, index: usize) -> u64 {
+            self.tables[&table][index]
+        }
+        fn write(&mut self, table: u64, index: usize, entry: u64) {
+            self.tables.get_mut(&table).unwrap()[index] = entry;
+        }
+        fn alloc_table(&mut self) -> Option<u64> {
+            if let Some(b) = self.budget.as_mut() {
+                *b = b.checked_sub(1)?;
+            }
+            self.next += PAGE_SIZE;
+            self.tables.insert(0x100_0000_0000 + self.next, Box::new([0; ENTRIES]));
+            Some(0x100_0000_0000 + self.next)
+        }
+        fn free_table(&mut self, table: u64) {
+            self.tables.remove(&table);
+        }
+    }
+
+    const VMA: u64 = 0xffff_ffff_8000_0000;
+    const DIRECT: u64 = 0xffff_8000_0000_0000;
+    const GIB4: u64 = 4 << 30;
+    const NX: PageFlags = PageFlags::NO_EXECUTE;
+    const W: PageFlags = PageFlags::WRITABLE;
+
+    /// The layout of a real build: text at 1 MiB + 36 KiB, a 32 MiB heap.
+    fn image() -> KernelImage {
+        KernelImage {
+            text: VMA + 0x10_9000,
+            rodata: VMA + 0x12_e000,
+            data: VMA + 0x14_4000,
+            end: VMA + 0x215_b000,
+            virt_offset: VMA,
+        }
+    }
+
+    /// Effective flags at `va`, `None` if unmapped.
+    fn flags_at(m: &Mem, root: u64, va: u64) -> Option<PageFlags> {
+        translate(m, root, va).map(|(_, f)| f)
+    }
+
+    fn writable(f: PageFlags) -> bool {
+        f.contains(W)
+    }
+    fn executable(f: PageFlags) -> bool {
+        !f.contains(NX)
+    }
+
+    #[test]
+    fn the_plan_is_wx_and_covers_image_and_direct_map() {
+        let img = image();
+        let regions = kernel_regions(&img, DIRECT, GIB4).unwrap();
+        let mut m = Mem::default();
+        let (root, counts) = build_kernel_root(&mut m, &regions).unwrap();
+        assert_eq!(wx_violation(&m, root), None);
+        // The user half is empty: every address space copies only 256..512.
+        assert!((0..KERNEL_FIRST_ENTRY).all(|i| m.read(root, i) == 0));
+        // Text: read-execute; rodata: read-only; data: read-write, NX.
+        for va in [img.text, img.rodata - 1] {
+            let f = flags_at(&m, root, va).unwrap();
+            assert!(executable(f) && !writable(f), "text {va:#x}: {f:?}");
+        }
+        for va in [img.rodata, img.data - 1] {
+            let f = flags_at(&m, root, va).unwrap();
+            assert!(!executable(f) && !writable(f), "rodata {va:#x}: {f:?}");
+        }
+        for va in [img.data, img.end - 1, img.end - 0x20_0000] {
+            let f = flags_at(&m, root, va).unwrap();
+            assert!(!executable(f) && writable(f), "data {va:#x}: {f:?}");
+        }
+        // Nothing of the image's 1 GiB window is mapped beyond the image.
+        assert_eq!(translate(&m, root, img.text - 1), None);
+        assert_eq!(translate(&m, root, img.end), None);
+        assert_eq!(translate(&m, root, VMA), None);
+        // The direct map: all of it NX, writable but for the image's code.
+        let (pa, f) = translate(&m, root, DIRECT + 0x1234).unwrap();
+        assert_eq!(pa, 0x1234);
+        assert!(writable(f) && !executable(f));
+        let text_alias = DIRECT + (img.text - VMA);
+        let f = flags_at(&m, root, text_alias).unwrap();
+        assert!(!writable(f) && !executable(f));
+        let f = flags_at(&m, root, DIRECT + (img.data - VMA) - 1).unwrap();
+        assert!(!writable(f) && !executable(f), "rodata alias");
+        let f = flags_at(&m, root, DIRECT + (img.data - VMA)).unwrap();
+        assert!(writable(f) && !executable(f), "data alias");
+        let (pa, f) = translate(&m, root, DIRECT + GIB4 - 1).unwrap();
+        assert_eq!(pa, GIB4 - 1);
+        assert!(writable(f) && !executable(f));
+        assert_eq!(translate(&m, root, DIRECT + GIB4), None);
+        // Large pages wherever possible: 2048 in the direct map but the
+        // first 2 MiB; 4 KiB pages around the image's unaligned parts.
+        assert_eq!(counts[3].large + counts[4].large + counts[5].large, 2047);
+        assert_eq!(counts[3].small + counts[4].small + counts[5].small, 512);
+        assert_eq!(counts[0], PageCount { small: 0x25, large: 0 });
+        assert_eq!(counts[2].large, 15);
+        // Nothing is user-accessible, and every mapping is some region's.
+        let mut bytes = 0;
+        for_each_mapping(&m, root, &mut |va, pa, size, f| {
+            assert!(!f.contains(PageFlags::USER));
+            let r = regions.iter().find(|r| va >= r.va && va + size <= r.va + r.len).unwrap();
+            assert_eq!(pa, r.pa + (va - r.va));
+            assert_eq!(f.contains(W), r.flags.contains(W));
+            assert_eq!(f.contains(NX), r.flags.contains(NX));
+            bytes += size;
+        });
+        assert_eq!(bytes, regions.iter().map(|r| r.len).sum::<u64>());
+    }
+
+    #[test]
+    fn wx_violation_finds_a_writable_executable_page() {
+        let mut m = Mem::default();
+        let root = m.alloc_table().unwrap();
+        map_kernel(&mut m, root, VMA, 0, PAGE_SIZE, PageFlags::empty()).unwrap();
+        map_kernel(&mut m, root, VMA + PAGE_SIZE, 0, PAGE_SIZE, W | NX).unwrap();
+        assert_eq!(wx_violation(&m, root), None);
+        map_kernel(&mut m, root, VMA + 0x20_0000, 0x20_0000, 0x20_0000, W).unwrap();
+        assert_eq!(wx_violation(&m, root), Some(VMA + 0x20_0000));
+        // A user page is checked too.
+        let mut m = Mem::default();
+        let root = m.alloc_table().unwrap();
+        map(&mut m, root, 0x5000, 0x1000, W).unwrap();
+        assert_eq!(wx_violation(&m, root), Some(0x5000));
+        // NX on an upper level makes the leaf non-executable.
+        let pdpt = m.read(root, 0);
+        m.write(root, 0, pdpt | NX.bits());
+        assert_eq!(wx_violation(&m, root), None);
+    }
+
+    #[test]
+    fn map_kernel_errors() {
+        let mut m = Mem::default();
+        let root = m.alloc_table().unwrap();
+        let e = |m: &mut Mem, va, pa, len, fl| map_kernel(m, root, va, pa, len, fl);
+        assert_eq!(e(&mut m, 0x1000, 0, PAGE_SIZE, NX), Err(MapError::NotKernelAddress(0x1000)));
+        let nc = 0x8000_0000_0000;
+        assert_eq!(e(&mut m, nc, 0, PAGE_SIZE, NX), Err(MapError::NonCanonical(nc)));
+        assert_eq!(e(&mut m, VMA + 8, 0, PAGE_SIZE, NX), Err(MapError::Misaligned(VMA + 8)));
+        assert_eq!(e(&mut m, VMA, 0, 8, NX), Err(MapError::Misaligned(VMA)));
+        assert_eq!(e(&mut m, VMA, 8, PAGE_SIZE, NX), Err(MapError::BadPhysAddress(8)));
+        assert_eq!(e(&mut m, VMA, 1 << 52, PAGE_SIZE, NX), Err(MapError::BadPhysAddress(1 << 52)));
+        assert_eq!(e(&mut m, !0xfff, 0, 0x2000, NX), Err(MapError::NonCanonical(!0xfff)));
+        for bad in [PageFlags::USER, PageFlags::HUGE, PageFlags(0x1000)] {
+            assert_eq!(e(&mut m, VMA, 0, PAGE_SIZE, bad), Err(MapError::InvalidFlags(bad)));
+        }
+        assert_eq!(m.tables.len(), 1);
+        assert_eq!(e(&mut m, VMA, 0, 0, NX), Ok(PageCount::default()));
+        // Overlaps: a 4 KiB page twice, a 2 MiB page over a page table, a
+        // 4 KiB page under a 2 MiB page.
+        e(&mut m, VMA, 0, PAGE_SIZE, NX).unwrap();
+        assert_eq!(e(&mut m, VMA, 0, PAGE_SIZE, NX), Err(MapError::AlreadyMapped(VMA)));
+        assert_eq!(e(&mut m, VMA, 0, 0x20_0000, NX), Err(MapError::AlreadyMapped(VMA)));
+        let big = VMA + 0x20_0000;
+        assert_eq!(e(&mut m, big, 0, 0x20_0000, NX), Ok(PageCount { small: 0, large: 1 }));
+        assert_eq!(
+            e(&mut m, big + 0x1000, 0, PAGE_SIZE, NX),
+            Err(MapError::HugePage(big + 0x1000))
+        );
+        // Out of memory for a table.
+        m.budget = Some(0);
+        let far = DIRECT;
+        assert_eq!(e(&mut m, far, 0, PAGE_SIZE, NX), Err(MapError::OutOfMemory));
+        assert_eq!(build_kernel_root(&mut m, &[]), Err(MapError::OutOfMemory));
+    }
+
+    #[test]
+    fn bad_layouts_are_refused() {
+        let good = image();
+        assert!(kernel_regions(&good, DIRECT, GIB4).is_ok());
+        let cases = [
+            KernelImage { text: good.text + 1, ..good },
+            KernelImage { rodata: good.text, ..good },
+            KernelImage { data: good.rodata - PAGE_SIZE, ..good },
+            KernelImage { end: good.data, ..good },
+            KernelImage { virt_offset: good.text + PAGE_SIZE, ..good },
+            KernelImage { virt_offset: 0, ..good },
+        ];
+        for img in cases {
+            assert_eq!(kernel_regions(&img, DIRECT, GIB4), Err(MapError::BadLayout), "{img:?}");
+        }
+        // The image must lie inside the direct map (its alias is carved out).
+        assert_eq!(kernel_regions(&good, DIRECT, 0x100_0000), Err(MapError::BadLayout));
+        assert_eq!(kernel_regions(&good, DIRECT + 8, GIB4), Err(MapError::BadLayout));
+    }
+
+    #[test]
+    fn permissions_strings() {
+        let r = kernel_regions(&image(), DIRECT, GIB4).unwrap();
+        let p: Vec<&str> = r.iter().map(|r| r.permissions()).collect();
+        assert_eq!(p, ["r-x", "r--", "rw-", "rw-", "r--", "rw-"]);
+        let rwx = KernelRegion { flags: W, ..r[0] };
+        assert_eq!(rwx.permissions(), "rwx");
+    }
+
+    proptest! {
+        /// Any page-aligned layout gives exactly the planned permissions on
+        /// every page, and never a writable executable one.
+        #[test]
+        fn random_layouts_map_exactly(
+            text_pa in 1u64..0x400,
+            sizes in (1u64..0x600, 0u64..0x600, 1u64..0x1200),
+        ) {
+            let text = VMA + text_pa * PAGE_SIZE;
+            let rodata = text + sizes.0 * PAGE_SIZE;
+            let data = rodata + sizes.1 * PAGE_SIZE;
+            let img = KernelImage { text, rodata, data, end: data + sizes.2 * PAGE_SIZE, virt_offset: VMA };
+            let regions = kernel_regions(&img, DIRECT, GIB4).unwrap();
+            let mut m = Mem::default();
+            let (root, _) = build_kernel_root(&mut m, &regions).unwrap();
+            prop_assert_eq!(wx_violation(&m, root), None);
+            for r in &regions {
+                for va in [r.va, r.va + r.len / 2, r.va + r.len - 1] {
+                    if r.len == 0 {
+                        continue;
+                    }
+                    let (pa, f) = translate(&m, root, va).unwrap();
+                    prop_assert_eq!(pa, r.pa + (va - r.va));
+                    prop_assert_eq!(f.contains(W), r.flags.contains(W));
+                    prop_assert_eq!(f.contains(NX), r.flags.contains(NX));
+                }
+            }
+            prop_assert_eq!(translate(&m, root, text - 1), None);
+            prop_assert_eq!(translate(&m, root, img.end), None);
+        }
     }
 }

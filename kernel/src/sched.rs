@@ -46,6 +46,8 @@ pub enum Wait {
     Ipc,
     /// An IPC event for `Receive`, which also reads the peer's buffer.
     IpcReceive,
+    /// Room in the console buffer, to run its `DebugPrint` again.
+    Console,
 }
 
 /// A thread's scheduling state.
@@ -395,6 +397,19 @@ impl Kernel {
         }
     }
 
+    /// Sends the console's next FIFO load if the port takes it, and lets
+    /// the threads waiting for console room run (to retry their print) once
+    /// there is room. Whether a load was sent.
+    pub fn console_pump(&mut self) -> bool {
+        let sent = crate::console::pump();
+        if crate::console::take_wake() {
+            for id in self.waiters(Wait::Console) {
+                self.wake_with(id, |_, _| {});
+            }
+        }
+        sent
+    }
+
     /// Asks for the current thread to be preempted at the next dispatch.
     pub fn request_resched(&mut self) {
         self.resched = true;
@@ -407,6 +422,7 @@ impl Kernel {
         self.timer_dirty = true;
         let now = cpu::rdtsc();
         self.expire_timers(now);
+        self.console_pump();
         if now >= self.slice_end {
             self.resched = true;
         }
@@ -568,6 +584,10 @@ impl Kernel {
             // Others wait for the CPU: end this slice on time.
             next = Some(next.map_or(self.slice_end, |d| d.min(self.slice_end)));
         }
+        if let Some(c) = crate::console::next_send() {
+            // Console text waits: come back when the port can take more.
+            next = Some(next.map_or(c, |d| d.min(c)));
+        }
         let Some(deadline) = next else { return };
         let now = cpu::rdtsc();
         // An earlier deadline still pending will fire first and re-arm.
@@ -584,7 +604,9 @@ impl Kernel {
 /// chosen context may leave through `sysretq`.
 pub fn dispatch(mut k: MutexGuard<'static, Kernel>) -> u64 {
     if let Some(may_sysret) = k.still_current() {
-        if k.timer_dirty {
+        // Console text waiting sooner than the armed timer needs it too.
+        let console = crate::console::next_send().is_some_and(|c| k.armed.is_none_or(|a| a > c));
+        if k.timer_dirty || console {
             k.arm_timer();
         }
         return may_sysret as u64;
@@ -593,6 +615,13 @@ pub fn dispatch(mut k: MutexGuard<'static, Kernel>) -> u64 {
         if let Some(may_sysret) = k.pick_and_load() {
             k.arm_timer();
             return may_sysret as u64;
+        }
+        // Nothing to run: the console may have the CPU, one FIFO load at a
+        // time, with expired timers checked between loads.
+        if k.console_pump() {
+            let now = cpu::rdtsc();
+            k.expire_timers(now);
+            continue;
         }
         k.arm_timer();
         drop(k);

@@ -337,6 +337,14 @@ pub type SysResult = Result<[u64; 4], Error>;
 /// What `Receive` answers: six result registers, or an error.
 pub type WideResult = Result<[u64; 6], Error>;
 
+/// Whether call `number` returns six result registers (`Receive`,
+/// `SendReceive`): then `r8` and `r9` are results too, and every error,
+/// from decoding on, must zero them like the other four.
+pub fn returns_wide(number: u64) -> bool {
+    // Two compares: this runs on every system call's return.
+    number == Sys::Receive as u64 || number == Sys::SendReceive as u64
+}
+
 /// The registers `Receive` returns with: `rax` then `rdi, rsi, rdx, r10,
 /// r8, r9`, zeroed on error.
 pub fn encode_wide(result: WideResult) -> [u64; 7] {
@@ -497,6 +505,16 @@ mod tests {
     fn encode_zeroes_results_on_error() {
         assert_eq!(encode(Ok([1, 2, 3, 4])), [0, 1, 2, 3, 4]);
         assert_eq!(encode(Err(Error::BadHandle)), [Error::BadHandle.code(), 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn wide_calls_are_known_and_zero_all_six_on_error() {
+        assert!(returns_wide(Sys::Receive as u64));
+        assert!(returns_wide(Sys::SendReceive as u64));
+        assert!(!returns_wide(Sys::Send as u64));
+        assert!(!returns_wide(Sys::DebugPrint as u64));
+        assert!(!returns_wide(u64::MAX));
+        assert_eq!(encode_wide(Err(Error::TimedOut)), [Error::TimedOut.code(), 0, 0, 0, 0, 0, 0]);
     }
 
     proptest::proptest! {

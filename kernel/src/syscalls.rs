@@ -2,7 +2,7 @@
 //! result. Decoding and encoding live in `kernel::syscall`; this module only
 //! carries calls out against the kernel state.
 
-use crate::arch::{cpu, time};
+use crate::arch::time;
 use crate::ipc_glue::{self, IpcOutcome};
 use crate::mm;
 use crate::sched::{self, Kernel, Wait, MAX_PAGES_PER_TASK};
@@ -10,6 +10,7 @@ use crate::task::SpawnRequest;
 use alloc::vec::Vec;
 use alux_abi::syscall::{map_flags, task_flags, KernelStats, SPAWN_IMAGE_MAX};
 use alux_abi::{Error, TaskId, ThreadId};
+use kernel::console_buffer::Queued;
 use kernel::paging::{PageFlags, PAGE_SIZE};
 use kernel::syscall::{decode, RawCall, SysResult, Syscall, Timeout, UserSlice};
 
@@ -44,6 +45,12 @@ extern "C" fn syscall_from_user() -> u64 {
         Err(e) => Outcome::Done(Err(e)),
     };
     match outcome {
+        // `Receive` and `SendReceive` return in six registers: an error
+        // (from decoding or the handler) zeroes `r8` and `r9` too, which
+        // still hold the caller's message words.
+        Outcome::Done(result) if kernel::syscall::returns_wide(raw.number) => {
+            k.set_wide_result(caller, result.map(|[a, b, c, d]| [a, b, c, d, 0, 0]))
+        }
         Outcome::Done(result) => k.set_result(caller, result),
         Outcome::Written | Outcome::Blocked | Outcome::Gone => {}
     }
@@ -96,7 +103,7 @@ fn handle_core(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
     let result = match call {
         // Never reached: `handle` takes every IPC call first.
         Syscall::Ipc(_) => Err(Error::UnknownSyscall),
-        Syscall::DebugPrint { text } => debug_print(k, task, text),
+        Syscall::DebugPrint { text } => return debug_print(k, caller, task, text),
         Syscall::ThreadCreate { entry, stack_top, arg } => {
             k.create_thread(task, entry, stack_top, arg).map(|t| [t.raw(), 0, 0, 0])
         }
@@ -194,7 +201,7 @@ fn handle_core(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
             Ok(()) => {
                 crate::kprintln!("[kernel] shutdown requested by task {} (code {})", task, code);
                 crate::print_summary(k);
-                cpu::exit_qemu(if code == 0 {
+                crate::stop(if code == 0 {
                     alux_abi::syscall::SHUTDOWN_SUCCESS
                 } else {
                     alux_abi::syscall::SHUTDOWN_FAILURE
@@ -231,12 +238,31 @@ fn block(k: &mut Kernel, wait: Wait, timeout: Timeout) -> Outcome {
     }
 }
 
-fn debug_print(k: &Kernel, task: TaskId, text: UserSlice) -> SysResult {
+/// Length of the `syscall` instruction.
+const SYSCALL_LEN: u64 = 2;
+
+/// Queues the text on the console. If the console lacks room, the caller
+/// waits for it (`Wait::Console`) and then runs the call again for the
+/// rest of its text: its pointer and length move past what was queued and
+/// it resumes at its `syscall` instruction, so nothing is lost or printed
+/// twice.
+fn debug_print(k: &mut Kernel, caller: ThreadId, task: TaskId, text: UserSlice) -> Outcome {
     let mut buf = [0u8; alux_abi::syscall::DEBUG_PRINT_MAX];
     let bytes = &mut buf[..text.len() as usize];
-    space_of(k, task)?.copy_in(text, bytes)?;
-    crate::console::write_bytes(bytes);
-    Ok([0; 4])
+    if let Err(e) = space_of(k, task).and_then(|s| s.copy_in(text, bytes)) {
+        return Outcome::Done(Err(e));
+    }
+    match crate::console::write_task(task, bytes) {
+        Queued::All => Outcome::Done(Ok([0; 4])),
+        Queued::Part { done, .. } => {
+            let t = k.thread_mut(caller).expect("caller is live");
+            t.ctx.regs.rdi += done as u64;
+            t.ctx.regs.rsi -= done as u64;
+            t.ctx.regs.rip -= SYSCALL_LEN;
+            k.block_current(Wait::Console, None);
+            Outcome::Blocked
+        }
+    }
 }
 
 fn spawn(

@@ -17,7 +17,7 @@ struct Result_ {
 }
 
 fn parse(line: &str) -> Option<Result_> {
-    let rest = line.trim().strip_prefix("BENCH ")?;
+    let rest = crate::qemu::task_line(line.trim())?.1.strip_prefix("BENCH ")?;
     let mut r = Result_ { name: String::new(), median: 0, min: 0, max: 0, runs: 0 };
     for kv in rest.split_whitespace() {
         let (k, v) = kv.split_once('=')?;

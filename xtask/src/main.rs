@@ -87,6 +87,7 @@ fn run_checked(cmd: &mut Command) -> Result<(), String> {
 /// The user programs packed into the boot module.
 pub const PROGRAMS: &[&str] = &[
     "init", "demo", "spinner", "fpu", "fault", "hostile", "churn", "nop", "ipc", "bench", "names",
+    "console", "wide", "cpustate",
 ];
 
 /// Builds everything; the kernel in release mode if asked, the user
@@ -259,7 +260,7 @@ fn cmd_run(mut args: pico_args::Arguments) -> Result<bool, String> {
     };
     qemu::ensure_installed()?;
     let a = build(release)?;
-    let mut opts = qemu::Options::new(&a, &format!("scenario={scenario}"));
+    let mut opts = qemu::Options::new(&a, &scenarios::cmdline(&scenario));
     opts.gdb = gdb;
     opts.kvm = kvm;
     opts.extra = extra;

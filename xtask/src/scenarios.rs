@@ -31,6 +31,16 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario { name: "faults", about: "each fault kind kills only its task", timeout_secs: 120 },
     Scenario {
+        name: "wx",
+        about: "kernel W^X: writes to kernel code and execution of data fault (boot self-test)",
+        timeout_secs: 60,
+    },
+    Scenario {
+        name: "cpu-state",
+        about: "UMIP, null LDT, and per-thread segment selectors",
+        timeout_secs: 120,
+    },
+    Scenario {
         name: "hostile",
         about: "every syscall with garbage gets errors",
         timeout_secs: 120,
@@ -76,11 +86,95 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "name service: register, look up, collide, release",
         timeout_secs: 120,
     },
+    Scenario {
+        name: "ipc-wide",
+        about: "wide-call errors zero all six results; SendReceive on a kernel end is refused",
+        timeout_secs: 120,
+    },
+    Scenario {
+        name: "console",
+        about: "a sleeper wakes on time while a task prints 4 KiB at a time; task lines prefixed",
+        timeout_secs: 180,
+    },
 ];
+
+/// What a scenario needs besides init's verdict: words added to the kernel
+/// command line, and lines the kernel itself must print (a kernel self-test
+/// that silently did not run must not pass).
+struct KernelCheck {
+    scenario: &'static str,
+    options: &'static str,
+    lines: &'static [&'static str],
+}
+
+const KERNEL_CHECKS: &[KernelCheck] = &[KernelCheck {
+    scenario: "wx",
+    options: "selftest=wx",
+    lines: &[
+        "W^X self-test: text write faulted",
+        "W^X self-test: text write through the direct map faulted",
+        "W^X self-test: rodata write faulted",
+        "W^X self-test: rodata execute faulted",
+        "W^X self-test: data execute faulted",
+        "W^X self-test: stack execute faulted",
+        "W^X self-test: heap execute faulted",
+        "W^X self-test: direct map execute faulted",
+        "W^X self-test: passed",
+        "kernel half W^X:",
+    ],
+}];
+
+/// The kernel command line for scenario `name`.
+pub fn cmdline(name: &str) -> String {
+    match KERNEL_CHECKS.iter().find(|c| c.scenario == name) {
+        Some(c) => format!("scenario={name} {}", c.options),
+        None => format!("scenario={name}"),
+    }
+}
+
+/// The kernel lines scenario `name` needs that `log` lacks.
+fn missing_kernel_lines(name: &str, log: &str) -> Vec<&'static str> {
+    let Some(c) = KERNEL_CHECKS.iter().find(|c| c.scenario == name) else {
+        return Vec::new();
+    };
+    c.lines
+        .iter()
+        .copied()
+        .filter(|want| !log.lines().any(|l| l.starts_with("[kernel] ") && l.contains(want)))
+        .collect()
+}
 
 fn tail(log: &str, lines: usize) -> String {
     let all: Vec<&str> = log.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Checks a scenario's log beyond init's verdict, for what only the log
+/// shows: the `console` scenario's task printed lines that imitate the
+/// kernel's, which must appear with its task prefix and nowhere as the
+/// kernel's own, and a line in two prints, which must read as one.
+fn check_log(name: &str, log: &str) -> Result<(), String> {
+    if name != "console" {
+        return Ok(());
+    }
+    for line in log.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+        if qemu::task_line(line).is_none() && !line.starts_with("[kernel] ") {
+            return Err(format!("a line is neither a task's nor the kernel's: {line:?}"));
+        }
+        if line.starts_with("[kernel] forged") || line.starts_with("[kernel] behind") {
+            return Err(format!("a task forged a kernel line: {line:?}"));
+        }
+    }
+    let texts: Vec<&str> =
+        log.lines().filter_map(|l| qemu::task_line(l.trim_end())).map(|(_, t)| t).collect();
+    for want in
+        ["[kernel] forged by a task", "?[kernel] behind a carriage return", "part one, part two"]
+    {
+        if !texts.contains(&want) {
+            return Err(format!("no task line reads {want:?}"));
+        }
+    }
+    Ok(())
 }
 
 /// Runs the test suite; `Ok(true)` if everything passed.
@@ -117,12 +211,21 @@ pub fn cmd_test(mut args: pico_args::Arguments) -> Result<bool, String> {
     qemu::ensure_installed()?;
     let artifacts = crate::build(release)?;
     for s in SCENARIOS.iter().filter(|s| only.as_deref().is_none_or(|o| o == s.name)) {
-        let mut opts = Options::new(&artifacts, &format!("scenario={}", s.name));
+        let mut opts = Options::new(&artifacts, &cmdline(s.name));
         opts.timeout = Duration::from_secs(s.timeout_secs);
         let outcome = qemu::run(&opts)?;
         let marker = format!("scenario {}: PASS", s.name);
-        let ok = outcome.success() && outcome.log.lines().any(|l| l.trim() == marker);
-        if ok {
+        let missing = missing_kernel_lines(s.name, &outcome.log);
+        let checked = if !outcome.success() {
+            Err(outcome.describe())
+        } else if !qemu::init_said(&outcome.log, &marker) {
+            Err(format!("init never printed `{marker}`"))
+        } else if !missing.is_empty() {
+            Err(format!("the kernel did not print {missing:?}"))
+        } else {
+            check_log(s.name, &outcome.log)
+        };
+        if checked.is_ok() {
             passed += 1;
             println!(
                 "scenario {:<10} ok    {:>6.1} s  {}",
@@ -132,7 +235,8 @@ pub fn cmd_test(mut args: pico_args::Arguments) -> Result<bool, String> {
             );
         } else {
             failed += 1;
-            println!("scenario {:<10} FAILED: {}  ({})", s.name, outcome.describe(), s.about);
+            let why = checked.err().unwrap_or_default();
+            println!("scenario {:<10} FAILED: {}  ({})", s.name, why, s.about);
             println!("---- last lines of its serial log ----\n{}\n----", tail(&outcome.log, 30));
         }
     }

@@ -5,7 +5,10 @@
  * This code builds early page tables (the first 4 GiB identity-mapped, the
  * same 4 GiB at the direct-map base, the first 1 GiB again at the kernel's
  * -2 GiB link address), turns on SSE (the prebuilt `core` uses it), long
- * mode and NX, zeroes .bss and calls `kernel_entry(start_info_phys)`. */
+ * mode and NX, zeroes .bss and calls `kernel_entry(start_info_phys)`.
+ * These tables are writable and executable everywhere: they live only
+ * until `kmap::install` switches to the final, W^X kernel half (which
+ * checks that CR0.WP and EFER.NXE, set here, are on). */
 
 .section .note.Xen, "a"
 .p2align 2

@@ -109,6 +109,77 @@ impl FpuArea {
     }
 }
 
+/// The data-segment selectors DS, ES, FS and GS of a user thread, packed
+/// 16 bits each in that order from the low end (as `mov m16, sreg` stores
+/// them at offsets 0, 2, 4 and 6), so that they compare as one word.
+///
+/// In 64-bit mode they select nothing useful (every base the GDT offers is
+/// 0, and FS/GS bases are never set: CR4.FSGSBASE is off and no call sets
+/// them), but user code may load any user selector into them and read them
+/// back, so they are per-thread state: saved and restored lazily, at a
+/// switch between threads (`entry::set_current_context`), never on the
+/// system call path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(transparent)]
+pub struct Selectors(u64);
+
+impl Selectors {
+    /// Stores the CPU's DS, ES, FS and GS into `*dst`.
+    ///
+    /// # Safety
+    /// `dst` must be valid for an 8-byte write.
+    #[inline]
+    pub unsafe fn save(dst: *mut Selectors) {
+        // SAFETY: the caller guarantees `dst` is writable; reading segment
+        // registers has no side effects.
+        unsafe {
+            core::arch::asm!(
+                "mov word ptr [{0}], ds",
+                "mov word ptr [{0} + 2], es",
+                "mov word ptr [{0} + 4], fs",
+                "mov word ptr [{0} + 6], gs",
+                in(reg) dst,
+                options(nostack, preserves_flags),
+            )
+        }
+    }
+
+    /// The selectors loaded in the CPU now.
+    #[inline]
+    pub fn read() -> Self {
+        let mut s = Selectors(0);
+        // SAFETY: `s` is a local of the right size.
+        unsafe { Self::save(&mut s) };
+        s
+    }
+
+    /// Loads the selectors into the CPU, GS through `swapgs` so that the
+    /// kernel's GS base (the per-CPU block) stays where it is.
+    ///
+    /// # Safety
+    /// Interrupts must be off, and every selector must be one user code
+    /// could load (null, or a user segment of the GDT): they were read from
+    /// the CPU while that thread ran, and the GDT never changes.
+    #[inline]
+    pub unsafe fn load(self) {
+        let [ds, es, fs, gs] = [self.0, self.0 >> 16, self.0 >> 32, self.0 >> 48].map(|v| v as u16);
+        // SAFETY: the caller guarantees valid selectors. `mov gs` sets the
+        // *current* GS base from the descriptor (0); between the two
+        // `swapgs` that is the user's GS base, which is 0 already, and the
+        // kernel's base is parked in KERNEL_GS_BASE meanwhile. Interrupts
+        // are off; an NMI there enters through the kernel-mode path, which
+        // does not use GS.
+        unsafe {
+            core::arch::asm!(
+                "mov ds, {0:x}", "mov es, {1:x}", "mov fs, {2:x}",
+                "swapgs", "mov gs, {3:x}", "swapgs",
+                in(reg) ds, in(reg) es, in(reg) fs, in(reg) gs,
+                options(nostack, preserves_flags),
+            )
+        }
+    }
+}
+
 /// A thread's complete saved user state.
 #[repr(C, align(64))]
 pub struct Context {
@@ -116,6 +187,16 @@ pub struct Context {
     pub regs: Regs,
     /// x87/SSE registers.
     pub fpu: FpuArea,
+    /// DS, ES, FS and GS, as of the last switch away from this thread
+    /// (while it runs, the CPU holds them).
+    pub selectors: Selectors,
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // Its selectors may still be the CPU's: they belong to nobody now.
+        super::entry::forget_context(self);
+    }
 }
 
 /// User code segment selector (GDT entry 4, RPL 3).
@@ -138,6 +219,7 @@ impl Context {
                 ..Regs::default()
             },
             fpu: FpuArea::initial(),
+            selectors: Selectors::default(),
         }
     }
 }

@@ -80,15 +80,6 @@ pub fn rflags() -> u64 {
 /// DF (string instructions go up) and AC (SMAP stays in force).
 pub const RFLAGS_KERNEL_CLEAR: u64 = (1 << 10) | (1 << 18);
 
-/// The physical address of the current top-level page table.
-#[inline]
-pub fn read_cr3() -> u64 {
-    let v: u64;
-    // SAFETY: reading CR3 has no side effects.
-    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) }
-    v
-}
-
 /// Switches address space.
 ///
 /// # Safety
@@ -120,28 +111,81 @@ pub fn wait_for_interrupt() {
     unsafe { asm!("sti", "hlt", "cli", clobber_abi("C")) }
 }
 
+/// Which optional protections [`enable_protections`] turned on.
+#[derive(Clone, Copy, Debug)]
+pub struct Protections {
+    /// CR4.SMEP: the kernel cannot execute user pages.
+    pub smep: bool,
+    /// CR4.SMAP: the kernel cannot touch user pages through user addresses.
+    pub smap: bool,
+    /// CR4.UMIP: `sgdt`, `sidt`, `sldt`, `str` and `smsw` fault in user mode.
+    pub umip: bool,
+}
+
 /// Turns on the protections the CPU offers that cost the kernel nothing:
-/// SMEP (the kernel never executes user pages) and SMAP (it never touches
-/// user pages directly: it copies through the direct map). Returns which
-/// were enabled.
-pub fn enable_protections() -> (bool, bool) {
-    let features = core::arch::x86_64::__cpuid_count(7, 0).ebx;
-    let smep = features & (1 << 7) != 0;
-    let smap = features & (1 << 20) != 0;
-    let mut cr4: u64;
-    // SAFETY: reading CR4 has no side effects.
-    unsafe { asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags)) };
-    if smep {
-        cr4 |= 1 << 20;
-    }
-    if smap {
-        cr4 |= 1 << 21;
+/// SMEP (the kernel never executes user pages), SMAP (it never touches
+/// user pages directly: it copies through the direct map) and UMIP (user
+/// code has no business reading descriptor-table addresses or CR0). Returns
+/// which were enabled.
+pub fn enable_protections() -> Protections {
+    let leaf7 = core::arch::x86_64::__cpuid_count(7, 0);
+    let on = Protections {
+        smep: leaf7.ebx & (1 << 7) != 0,
+        smap: leaf7.ebx & (1 << 20) != 0,
+        umip: leaf7.ecx & (1 << 2) != 0,
+    };
+    let mut cr4 = read_cr4();
+    for (wanted, bit) in [(on.smep, 20), (on.smap, 21), (on.umip, 11)] {
+        if wanted {
+            cr4 |= 1 << bit;
+        }
     }
     // SAFETY: only bits the CPU reports as supported are set; the kernel
-    // runs no user code in ring 0 and reaches user memory only through the
-    // direct map, so neither protection can fault it.
+    // runs no user code in ring 0, reaches user memory only through the
+    // direct map, and UMIP restricts only user mode, so none can fault it.
     unsafe { asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags)) };
-    (smep, smap)
+    on
+}
+
+/// CR4 as it is now.
+#[inline]
+pub fn read_cr4() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR4 has no side effects.
+    unsafe { asm!("mov {}, cr4", out(reg) v, options(nomem, nostack, preserves_flags)) }
+    v
+}
+
+/// CR0.WP: supervisor writes honour read-only pages.
+pub const CR0_WP: u64 = 1 << 16;
+/// EFER.NXE: the no-execute bit of page-table entries is honoured.
+pub const EFER_NXE: u64 = 1 << 11;
+/// The EFER model-specific register.
+pub const IA32_EFER: u32 = 0xc000_0080;
+
+/// CR0 as it is now.
+#[inline]
+pub fn read_cr0() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR0 has no side effects.
+    unsafe { asm!("mov {}, cr0", out(reg) v, options(nomem, nostack, preserves_flags)) }
+    v
+}
+
+/// Loads a null LDT: a selector with the table-indicator bit set then
+/// faults, whatever the firmware or boot loader left in LDTR.
+pub fn load_null_ldt() {
+    // SAFETY: a null selector in LDTR is always valid and marks the LDT
+    // unusable; nothing in the kernel uses LDT selectors.
+    unsafe { asm!("lldt {0:x}", in(reg) 0u64, options(nomem, nostack, preserves_flags)) }
+}
+
+/// The LDT selector in LDTR (0 after [`load_null_ldt`]).
+pub fn ldt_selector() -> u16 {
+    let v: u16;
+    // SAFETY: `sldt` only reads LDTR (allowed in ring 0 even with UMIP).
+    unsafe { asm!("sldt {0:x}", out(reg) v, options(nomem, nostack, preserves_flags)) }
+    v
 }
 
 /// The `isa-debug-exit` port: writing `v` ends QEMU with status `2v+1`.

@@ -14,7 +14,7 @@
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use super::context::{Context, TrapFrame, USER_CS, USER_SS};
+use super::context::{Context, Selectors, TrapFrame, USER_CS, USER_SS};
 use super::cpu::wrmsr;
 use super::gdt::{IST_CRITICAL, IST_GENERAL};
 use x86_64::instructions::tables::lidt;
@@ -52,15 +52,57 @@ static BOOT_CPU: PerCpu = PerCpu {
     may_sysret: AtomicU64::new(0),
 };
 
+/// The context whose thread's DS/ES/FS/GS the CPU holds (0: no live
+/// thread's). The kernel itself never loads these registers, so they keep
+/// the values of the last thread that ran in user mode. (One CPU: with SMP
+/// this moves into the per-CPU block.)
+static SELECTOR_OWNER: AtomicU64 = AtomicU64::new(0);
+
 /// Makes `ctx` the context the next return to user mode restores, and the
 /// one the next entry from user mode saves into.
+///
+/// At a switch to another thread it also swaps DS/ES/FS/GS: the CPU's
+/// values go to the thread that loaded them, and `ctx`'s are loaded if
+/// they differ, so no thread ever sees another's selectors.
 pub fn set_current_context(ctx: &mut Context) {
+    let me = ctx as *mut Context as u64;
+    let owner = SELECTOR_OWNER.load(Ordering::Relaxed);
+    if owner != me {
+        let live = if owner != 0 {
+            // SAFETY: `owner` is a live, boxed context: a context clears
+            // SELECTOR_OWNER when it is dropped (`forget_context`), and
+            // contexts never move. Nothing else refers to its selectors now:
+            // they are only touched here, under the kernel lock.
+            unsafe {
+                let slot = &raw mut (*(owner as *mut Context)).selectors;
+                Selectors::save(slot);
+                *slot
+            }
+        } else {
+            Selectors::read()
+        };
+        if live != ctx.selectors {
+            // SAFETY: the kernel runs with interrupts off; `ctx.selectors`
+            // are zeros (a new thread) or values read from the CPU while
+            // that thread ran in user mode, so each is a selector user code
+            // could load.
+            unsafe { ctx.selectors.load() };
+        }
+        SELECTOR_OWNER.store(me, Ordering::Relaxed);
+    }
     let regs = &raw mut ctx.regs as u64;
     BOOT_CPU.current_regs.store(regs, Ordering::Relaxed);
     BOOT_CPU
         .current_regs_end
         .store(regs + core::mem::size_of_val(&ctx.regs) as u64, Ordering::Relaxed);
     BOOT_CPU.current_fpu.store(&raw mut ctx.fpu as u64, Ordering::Relaxed);
+}
+
+/// Called when a context is freed: if the CPU holds its selectors, they
+/// belong to nobody now (the next switch loads the new thread's).
+pub fn forget_context(ctx: &mut Context) {
+    let me = ctx as *mut Context as u64;
+    let _ = SELECTOR_OWNER.compare_exchange(me, 0, Ordering::Relaxed, Ordering::Relaxed);
 }
 
 /// Restores the current context and enters user mode; never returns. Used

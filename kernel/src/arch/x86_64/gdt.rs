@@ -1,7 +1,8 @@
 //! The GDT with user and kernel segments and the TSS with its interrupt
 //! stacks (IST) and I/O permission bitmap. Segment order is fixed by
 //! `syscall`/`sysret` (see STAR in `entry.rs`): kernel code, kernel data,
-//! user data, user code, TSS.
+//! user data, user code, TSS. There is no LDT: LDTR is loaded with the null
+//! selector.
 //!
 //! The TSS's I/O bitmap is the running task's: a task with granted ports
 //! has its bitmap copied in when one of its threads is loaded (only when
@@ -24,11 +25,18 @@ pub const IST_GENERAL: u16 = 2;
 
 const IST_STACK_SIZE: usize = 16 * 1024;
 
+/// An interrupt stack: only the CPU writes it, so it must live in writable
+/// memory (an `UnsafeCell`), not in read-only data as a plain immutable
+/// static would.
 #[repr(C, align(16))]
-struct Stack([u8; IST_STACK_SIZE]);
+struct Stack(core::cell::UnsafeCell<[u8; IST_STACK_SIZE]>);
 
-static CRITICAL_STACK: Stack = Stack([0; IST_STACK_SIZE]);
-static GENERAL_STACK: Stack = Stack([0; IST_STACK_SIZE]);
+// SAFETY: Rust code never reads or writes the stacks; only the CPU does,
+// when it delivers an interrupt or exception.
+unsafe impl Sync for Stack {}
+
+static CRITICAL_STACK: Stack = Stack(core::cell::UnsafeCell::new([0; IST_STACK_SIZE]));
+static GENERAL_STACK: Stack = Stack(core::cell::UnsafeCell::new([0; IST_STACK_SIZE]));
 
 /// The TSS followed by its I/O bitmap, as the CPU reads them: the bitmap
 /// starts at `iomap_base` and ends with a byte of all ones.
@@ -84,7 +92,7 @@ pub fn load_io_bitmap(map: Option<&IoBitmap>) {
 }
 
 fn stack_top(s: &'static Stack) -> VirtAddr {
-    VirtAddr::from_ptr(s.0.as_ptr_range().end)
+    VirtAddr::new(s.0.get() as u64 + IST_STACK_SIZE as u64)
 }
 
 /// Builds and loads the GDT and TSS. `kernel_stack_top` is the stack the
@@ -132,4 +140,6 @@ pub fn init(kernel_stack_top: u64) {
         load_tss(tss_sel);
     }
     load_io_bitmap(None);
+    // No LDT: a selector with the table-indicator bit set faults.
+    super::cpu::load_null_ldt();
 }

@@ -11,10 +11,14 @@ pub mod entry;
 pub mod gdt;
 pub mod ioapic;
 pub mod lapic;
+pub mod probe;
 pub mod serial;
 pub mod time;
 
 core::arch::global_asm!(include_str!("boot.s"));
+
+/// Virtual minus physical address of the kernel image (`linker.ld`).
+pub const KERNEL_VMA: u64 = 0xffff_ffff_8000_0000;
 
 /// Virtual address where all physical memory (the first 4 GiB) is mapped.
 pub const DIRECT_MAP_BASE: u64 = 0xffff_8000_0000_0000;

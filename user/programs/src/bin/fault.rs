@@ -39,6 +39,35 @@ fn main(start: &Start) -> u64 {
                 println!("fault: ran with DF set across preemptions");
                 return 0;
             }
+            // With UMIP these reveal nothing and fault; without it they
+            // would give away kernel addresses (GDT, IDT) and CR0 bits.
+            "sgdt" => {
+                let mut gdtr = [0u8; 10];
+                asm!("sgdt [{}]", in(reg) gdtr.as_mut_ptr(), options(nostack));
+                println!("fault: sgdt read {:x?}", gdtr);
+            }
+            "sidt" => {
+                let mut idtr = [0u8; 10];
+                asm!("sidt [{}]", in(reg) idtr.as_mut_ptr(), options(nostack));
+                println!("fault: sidt read {:x?}", idtr);
+            }
+            "sldt" => {
+                let v: u64;
+                asm!("sldt {}", out(reg) v, options(nomem, nostack));
+                println!("fault: sldt read {:#x}", v);
+            }
+            "str" => {
+                let v: u64;
+                asm!("str {}", out(reg) v, options(nomem, nostack));
+                println!("fault: str read {:#x}", v);
+            }
+            "smsw" => {
+                let v: u64;
+                asm!("smsw {}", out(reg) v, options(nomem, nostack));
+                println!("fault: smsw read {:#x}", v);
+            }
+            // Index 0 of the LDT, RPL 3: the LDT is null, so this faults.
+            "ldt-selector" => asm!("mov ds, {0:x}", in(reg) 0x7u64, options(nostack)),
             "exec-stack" => {
                 let code = [0xc3u8; 16];
                 let f: extern "C" fn() = core::mem::transmute(code.as_ptr());

@@ -179,6 +179,37 @@ fn faults(init: &Init<'_>) -> Verdict {
     expect("bystander", task::wait(bystander, WAIT), TaskEnd::Exited(0))
 }
 
+fn cpu_state(init: &Init<'_>) -> Verdict {
+    let mut untested = None;
+    let run_fault = |kind: &str, fault: Fault| match init.run("fault", kind) {
+        Ok(TaskEnd::Faulted(f, _)) if f == fault => {
+            println!("init: {} killed its task: {:?}", kind, f);
+            Ok(())
+        }
+        other => Err(format!("{}: expected {:?}, got {:?}", kind, fault, other)),
+    };
+    // CPUID is not privileged: init sees what the kernel saw.
+    if core::arch::x86_64::__cpuid_count(7, 0).ecx & (1 << 2) != 0 {
+        for kind in ["sgdt", "sidt", "sldt", "str", "smsw"] {
+            run_fault(kind, Fault::GeneralProtection)?;
+        }
+    } else {
+        println!("init: UMIP NOT TESTED: the CPU does not report UMIP, so sgdt, sidt, sldt, str and smsw still work in user mode");
+        untested = Some("UMIP is absent on this CPU: its checks did not run");
+    }
+    run_fault("ldt-selector", Fault::GeneralProtection)?;
+    let setter = init.spawn("cpustate", "segs-set 2000")?;
+    let checker = init.spawn("cpustate", "segs-check 2000")?;
+    expect("segment selectors set in one task", task::wait(setter, WAIT), TaskEnd::Exited(0))?;
+    expect("segment selectors of another task", task::wait(checker, WAIT), TaskEnd::Exited(0))?;
+    expect(
+        "segment selectors of two threads of one task",
+        init.run("cpustate", "segs-threads 2000"),
+        TaskEnd::Exited(0),
+    )?;
+    untested.map_or(Ok(()), |why| Err(why.into()))
+}
+
 fn hostile(init: &Init<'_>) -> Verdict {
     expect("hostile", init.run("hostile", "20"), TaskEnd::Exited(0))?;
     expect("nop after hostile", init.run("nop", ""), TaskEnd::Exited(0))
@@ -334,6 +365,43 @@ fn pingpong_n(init: &Init<'_>, n: u64) -> Verdict {
     expect("pong", task::wait(pong, WAIT), TaskEnd::Exited(0))
 }
 
+fn console(init: &Init<'_>) -> Verdict {
+    // Lines that imitate the kernel's: `cargo xtask test` checks the log.
+    expect("forger", init.run("console", "forge"), TaskEnd::Exited(0))?;
+    // A sleeper wakes on time while another task prints 4 KiB at a time.
+    // The bound is relative: the median lateness must stay well below the
+    // time the console needs for one 4 KiB print (the printer's average),
+    // which is what a print holding the CPU would add.
+    let printer = init.spawn("console", "printer 48")?;
+    let sleeper = init.spawn("console", "sleeper 30")?;
+    let late = match task::wait(sleeper, WAIT) {
+        Ok(TaskEnd::Exited(ns)) => ns,
+        other => return Err(format!("sleeper: {:?}", other)),
+    };
+    let per_print = match task::wait(printer, WAIT) {
+        Ok(TaskEnd::Exited(ns)) if ns != u64::MAX => ns,
+        other => return Err(format!("printer: {:?}", other)),
+    };
+    println!(
+        "init: sleeper median lateness {} us; one 4 KiB print takes the console {} us",
+        late / 1000,
+        per_print / 1000
+    );
+    if late.saturating_mul(4) >= per_print {
+        return Err(format!(
+            "a sleeper woke {} us late while the console printed ({} us per print)",
+            late / 1000,
+            per_print / 1000
+        ));
+    }
+    Ok(())
+}
+
+fn wide(init: &Init<'_>) -> Verdict {
+    let t = init.spawn_as("wide", "", 1, true).map_err(|e| format!("spawn wide: {}", e))?;
+    expect("wide", task::wait(t, WAIT), TaskEnd::Exited(0))
+}
+
 fn bench(init: &Init<'_>) -> Verdict {
     expect("local benchmarks", init.run("bench", "local"), TaskEnd::Exited(0))?;
     let server = init.spawn("bench", "server")?;
@@ -356,6 +424,11 @@ fn main(start: &Start) -> u64 {
         "preempt" => preempt(&init),
         "fpu" => fpu(&init),
         "faults" => faults(&init),
+        // The kernel's W^X self-test (`selftest=wx`) ran before init:
+        // `cargo xtask test` checks its lines; init only shows the system
+        // still works after it.
+        "wx" => expect("nop after the W^X self-test", init.run("nop", ""), TaskEnd::Exited(0)),
+        "cpu-state" => cpu_state(&init),
         "hostile" => hostile(&init),
         "leak" => leak(&init, 10_000, 1_000),
         "bad-elf" => bad_elf(&init),
@@ -366,6 +439,8 @@ fn main(start: &Start) -> u64 {
         "ipc-handles" => handles(&init),
         "ipc-flood" => flood(&init),
         "ipc-names" => names_scenario(&init),
+        "console" => console(&init),
+        "ipc-wide" => wide(&init),
         "bench" => bench(&init),
         other => Err(format!("unknown scenario {}", other)),
     };
