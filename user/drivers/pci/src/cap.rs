@@ -16,6 +16,8 @@ pub const CAP_ID_MSI: u8 = 0x05;
 pub const CAP_ID_VENDOR: u8 = 0x09;
 /// Capability ID of MSI-X.
 pub const CAP_ID_MSIX: u8 = 0x11;
+/// The PCI vendor ID of virtio devices.
+pub const VIRTIO_VENDOR_ID: u16 = 0x1af4;
 
 /// One capability.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,8 +186,8 @@ pub struct Capabilities<'a, C: ConfigAccess + ?Sized> {
 
 /// Walks the capability list of the function at `address`. Empty when the
 /// status register says the function has none. Vendor capabilities are
-/// decoded as virtio ones only when the function's vendor ID is virtio's
-/// (`0x1af4`).
+/// decoded as virtio ones only when the function's vendor ID is
+/// [`VIRTIO_VENDOR_ID`].
 pub fn capabilities<'a, C: ConfigAccess + ?Sized>(
     access: &'a mut C,
     address: Address,
@@ -196,7 +198,13 @@ pub fn capabilities<'a, C: ConfigAccess + ?Sized>(
     } else {
         0
     };
-    Capabilities { access, address, next, visited: Visited(0), virtio: header.vendor_id == 0x1af4 }
+    Capabilities {
+        access,
+        address,
+        next,
+        visited: Visited(0),
+        virtio: header.vendor_id == VIRTIO_VENDOR_ID,
+    }
 }
 
 impl<C: ConfigAccess + ?Sized> Capabilities<'_, C> {
