@@ -2,6 +2,8 @@
 //! fresh boot under a timeout. A scenario passes only if init printed
 //! `scenario NAME: PASS` and the kernel stopped QEMU with its success code;
 //! a panic, fault, hang or other exit fails it and shows the log's tail.
+//! With the debug kernel (the default) the kernel's end-of-run IPC audit
+//! must also have run and passed (`[kernel] IPC audit: ok`).
 
 use crate::qemu::{self, Options};
 use std::time::{Duration, Instant};
@@ -78,6 +80,9 @@ pub const SCENARIOS: &[Scenario] = &[
     },
 ];
 
+/// What a debug kernel prints when its end-of-run `Ipc::audit` passed.
+const AUDIT_OK: &str = "[kernel] IPC audit: ok";
+
 fn tail(log: &str, lines: usize) -> String {
     let all: Vec<&str> = log.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -121,7 +126,10 @@ pub fn cmd_test(mut args: pico_args::Arguments) -> Result<bool, String> {
         opts.timeout = Duration::from_secs(s.timeout_secs);
         let outcome = qemu::run(&opts)?;
         let marker = format!("scenario {}: PASS", s.name);
-        let ok = outcome.success() && outcome.log.lines().any(|l| l.trim() == marker);
+        let has = |m: &str| outcome.log.lines().any(|l| l.trim() == m);
+        // A debug kernel audits its IPC state at the end of every run; the
+        // line proves the audit ran (a failed audit also fails the exit).
+        let ok = outcome.success() && has(&marker) && (release || has(AUDIT_OK));
         if ok {
             passed += 1;
             println!(
