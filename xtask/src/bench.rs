@@ -92,8 +92,11 @@ pub fn cmd_bench(mut args: pico_args::Arguments) -> Result<bool, String> {
         .map(|(n, _)| *n)
         .filter(|n| !results.iter().any(|r| r.name == *n))
         .collect();
+    let path = crate::target_dir().join("bench.json");
     if !outcome.success() || !aborts.is_empty() || !missing.is_empty() {
         println!("{}", outcome.log);
+        // No results from a failed run, nor stale ones from an earlier run.
+        let _ = std::fs::remove_file(&path);
         let mut why = format!("benchmark run failed: {}", outcome.describe());
         for a in &aborts {
             let _ = write!(why, "\n  {a}");
@@ -148,7 +151,6 @@ pub fn cmd_bench(mut args: pico_args::Arguments) -> Result<bool, String> {
         );
     }
     json.push_str("  ]\n}\n");
-    let path = crate::target_dir().join("bench.json");
     std::fs::write(&path, json).map_err(|e| format!("{}: {e}", path.display()))?;
     println!("\nunit: {unit} ({accel}); written to {}", path.display());
     Ok(true)
