@@ -34,7 +34,7 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario { name: "faults", about: "each fault kind kills only its task", timeout_secs: 120 },
     Scenario {
         name: "hostile",
-        about: "every syscall with garbage gets errors",
+        about: "garbage calls get documented answers and leave nothing behind",
         timeout_secs: 120,
     },
     Scenario {
@@ -75,7 +75,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "ipc-names",
-        about: "name service: register, look up, collide, release",
+        about: "name service: register, look up, collide, release, malformed requests",
         timeout_secs: 120,
     },
 ];
