@@ -201,7 +201,8 @@ fn handle_core(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
             Ok(()) => {
                 crate::kprintln!("[kernel] shutdown requested by task {} (code {})", task, code);
                 crate::print_summary(k);
-                crate::stop(if code == 0 {
+                let audit_ok = crate::end_of_run_audit(k);
+                crate::stop(if code == 0 && audit_ok {
                     alux_abi::syscall::SHUTDOWN_SUCCESS
                 } else {
                     alux_abi::syscall::SHUTDOWN_FAILURE

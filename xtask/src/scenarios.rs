@@ -2,6 +2,8 @@
 //! fresh boot under a timeout. A scenario passes only if init printed
 //! `scenario NAME: PASS` and the kernel stopped QEMU with its success code;
 //! a panic, fault, hang or other exit fails it and shows the log's tail.
+//! With the debug kernel (the default) the kernel's end-of-run IPC audit
+//! must also have run and passed (`[kernel] IPC audit: ok`).
 
 use crate::qemu::{self, Options};
 use std::time::{Duration, Instant};
@@ -42,7 +44,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "hostile",
-        about: "every syscall with garbage gets errors",
+        about: "garbage calls get documented answers and leave nothing behind",
         timeout_secs: 120,
     },
     Scenario {
@@ -83,7 +85,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "ipc-names",
-        about: "name service: register, look up, collide, release",
+        about: "name service: register, look up, collide, release, malformed requests",
         timeout_secs: 120,
     },
     Scenario {
@@ -143,6 +145,9 @@ fn missing_kernel_lines(name: &str, log: &str) -> Vec<&'static str> {
         .filter(|want| !log.lines().any(|l| l.starts_with("[kernel] ") && l.contains(want)))
         .collect()
 }
+
+/// What a debug kernel prints when its end-of-run `Ipc::audit` passed.
+const AUDIT_OK: &str = "[kernel] IPC audit: ok";
 
 fn tail(log: &str, lines: usize) -> String {
     let all: Vec<&str> = log.lines().collect();
@@ -222,6 +227,11 @@ pub fn cmd_test(mut args: pico_args::Arguments) -> Result<bool, String> {
             Err(format!("init never printed `{marker}`"))
         } else if !missing.is_empty() {
             Err(format!("the kernel did not print {missing:?}"))
+        } else if !release && !outcome.log.lines().any(|l| l.trim() == AUDIT_OK) {
+            // A debug kernel audits its IPC state at the end of every run;
+            // the line proves the audit ran (a failed audit also fails the
+            // exit status).
+            Err(format!("the kernel did not print `{AUDIT_OK}`"))
         } else {
             check_log(s.name, &outcome.log)
         };
