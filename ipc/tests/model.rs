@@ -959,7 +959,10 @@ impl Run {
                 let data = self.data(len);
                 let real = self.ipc.send_receive(id, h, &data);
                 let want = self.writable(t, h, len).and_then(|k| {
-                    if self.m.threads[t].wait != MWait::None {
+                    if matches!(self.m.ends[&k].st, St::Connected(Peer::Kernel(_))) {
+                        // The kernel never answers inside the call.
+                        Err(Error::WrongKind)
+                    } else if self.m.threads[t].wait != MWait::None {
                         Err(Error::Busy)
                     } else {
                         Ok(k)
