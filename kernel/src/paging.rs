@@ -424,6 +424,43 @@ pub fn translate<M: TableMemory + ?Sized>(mem: &M, root: u64, va: u64) -> Option
     None
 }
 
+/// The first page of `[va, va + len)` that user mode may not access as
+/// asked (read, or write if `write`), and whether it was present at all;
+/// `None` if every page allows the access. Like [`user_range_ok`], which
+/// only says yes or no, but naming the page, so that a paged task's missing
+/// page can be brought in and the access tried again. A range outside the
+/// user half answers its first byte's page, not present.
+pub fn first_denied_page<M: TableMemory + ?Sized>(
+    mem: &M,
+    root: u64,
+    va: u64,
+    len: u64,
+    write: bool,
+) -> Option<(u64, bool)> {
+    let first = va & !(PAGE_SIZE - 1);
+    let Some(end) = va.checked_add(len.max(1)) else { return Some((first, false)) };
+    if end > USER_END || !is_user_address(va) {
+        return Some((first, false));
+    }
+    let mut need = PageFlags::PRESENT | PageFlags::USER;
+    if write {
+        need |= PageFlags::WRITABLE;
+    }
+    let last = (end - 1) & !(PAGE_SIZE - 1);
+    let mut page = first;
+    loop {
+        match translate(mem, root, page) {
+            Some((_, flags)) if flags.contains(need) => {}
+            Some(_) => return Some((page, true)),
+            None => return Some((page, false)),
+        }
+        if page == last {
+            return None;
+        }
+        page += PAGE_SIZE;
+    }
+}
+
 /// Whether user code may access `[va, va + len)` — with writes if `write` —
 /// in the address space rooted at `root`; the kernel calls this before
 /// copying from or to a user pointer.
@@ -1279,6 +1316,27 @@ mod tests {
             2 => (page(), 0u64..0x9000, 0u64..3 * PAGE_SIZE, any::<bool>())
                 .prop_map(|(p, off, len, w)| Op::Check(p + off, len, w)),
         ]
+    }
+
+    #[test]
+    fn first_denied_page_names_the_page_and_whether_it_was_present() {
+        let mut m = Mem::new();
+        let root = m.root();
+        let ro = PageFlags::empty();
+        map(&mut m, root, 0x40_0000, 0x1000, ro).unwrap();
+        map(&mut m, root, 0x40_1000, 0x2000, PageFlags::WRITABLE).unwrap();
+        assert_eq!(first_denied_page(&m, root, 0x40_0010, 0x1ff0, false), None);
+        assert_eq!(first_denied_page(&m, root, 0x40_0010, 10, true), Some((0x40_0000, true)));
+        assert_eq!(first_denied_page(&m, root, 0x40_1ff0, 0x20, false), Some((0x40_2000, false)));
+        assert_eq!(first_denied_page(&m, root, 0x40_1000, 0x1000, true), None);
+        assert_eq!(
+            first_denied_page(&m, root, USER_END - 8, 16, false),
+            Some((USER_END - 4096, false))
+        );
+        assert_eq!(
+            first_denied_page(&m, root, 0xffff_8000_0000_0000, 1, false),
+            Some((0xffff_8000_0000_0000, false))
+        );
     }
 
     proptest! {

@@ -31,7 +31,7 @@ impl Init<'_> {
         privileged: bool,
     ) -> Result<TaskId, Error> {
         let image = task::find_file(self.module, name).ok_or(Error::InvalidArgument)?;
-        Spawn { image, args: args.as_bytes(), uid, privileged }.start()
+        Spawn { image, args: args.as_bytes(), uid, privileged, quota_pages: 0 }.start()
     }
 
     fn spawn(&self, name: &str, args: &str) -> Result<TaskId, String> {
@@ -251,7 +251,7 @@ fn bad_elf(init: &Init<'_>) -> Verdict {
     let truncated = &nop[..100.min(nop.len())];
     let badelf = task::find_file(init.module, "badelf").ok_or("no badelf in the boot module")?;
     for (what, image) in [("badelf", badelf), ("garbage", &garbage[..]), ("truncated", truncated)] {
-        match (Spawn { image, args: b"", uid: 1, privileged: false }).start() {
+        match (Spawn { image, args: b"", uid: 1, privileged: false, quota_pages: 0 }).start() {
             Err(Error::BadImage) => println!("init: {} image refused: bad image", what),
             other => return Err(format!("{}: expected BadImage, got {:?}", what, other)),
         }
