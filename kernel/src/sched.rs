@@ -14,6 +14,7 @@ use alloc::collections::{BTreeSet, VecDeque};
 use alloc::vec::Vec;
 use alux_abi::syscall::TaskEnd;
 use alux_abi::{TaskId, ThreadId, Uid};
+use alux_ipc::quota::{Pool, Shares};
 use alux_ipc::Ipc;
 use kernel::frame::FrameAllocator;
 use kernel::syscall::SysResult;
@@ -106,6 +107,9 @@ pub struct Task {
     pub next_map: u64,
     /// User pages it has mapped.
     pub pages: usize,
+    /// Frames charged to the page pool for it: its pages and its page
+    /// tables, root included (`Kernel::pages`).
+    pub charged: usize,
 }
 
 /// Everything the kernel knows, guarded by the kernel lock.
@@ -118,6 +122,14 @@ pub struct Kernel {
     pub threads: GenTable<Thread>,
     /// The IPC object model.
     pub ipc: Ipc,
+    /// Task records (zombies and retired slots included) per uid, with the
+    /// privileged reserve (`docs/decisions.md`, "Shares of the global
+    /// tables").
+    pub task_pool: Pool,
+    /// Threads (and retired thread slots) per uid.
+    pub thread_pool: Pool,
+    /// Frames of task memory (pages and page tables) per uid.
+    pub page_pool: Pool,
     /// The thread on the CPU (its state is `Running`), if any.
     pub current: Option<ThreadId>,
     run_queue: VecDeque<ThreadId>,
@@ -188,6 +200,15 @@ fn key_of_task(id: TaskId) -> Key {
     Key { index: id.index(), generation: id.generation() }
 }
 
+/// The page pool's bounds for `frames` frames of RAM: a quarter reserved
+/// for privileged tasks, and a quarter per uid (at least one task's cap,
+/// when the machine has room for it).
+pub fn page_shares(frames: usize) -> Shares {
+    let reserve = frames / 4;
+    let per_uid = (frames / 4).max(MAX_PAGES_PER_TASK.min(frames - reserve));
+    Shares { total: frames, reserve, per_uid }
+}
+
 /// Converts a relative timeout in nanoseconds to an absolute TSC deadline.
 pub fn deadline_after(ns: u64) -> u64 {
     let ticks =
@@ -203,11 +224,15 @@ impl Kernel {
         kernel_root: u64,
         boot_module: (u64, u64),
     ) -> Self {
+        let frame_count = frames.free_count();
         Kernel {
             frames,
             tasks: GenTable::new(MAX_TASKS),
             threads: GenTable::new(MAX_THREADS),
             ipc,
+            task_pool: Pool::new(Shares::split(MAX_TASKS)),
+            thread_pool: Pool::new(Shares::split(MAX_THREADS)),
+            page_pool: Pool::new(page_shares(frame_count)),
             current: None,
             run_queue: VecDeque::new(),
             handoff: None,
@@ -253,15 +278,40 @@ impl Kernel {
         Some((task, &mut self.frames))
     }
 
-    /// Removes a task record.
+    /// Removes a task record and gives its slot back to its uid's share,
+    /// unless the slot retires (then it stays charged for good).
     pub fn remove_task_record(&mut self, id: TaskId) -> Option<Task> {
-        self.tasks.remove(key_of_task(id))
+        let key = key_of_task(id);
+        let task = self.tasks.remove(key)?;
+        if !GenTable::<Task>::retires(key) {
+            self.task_pool.release(task.uid, task.privileged, 1);
+        }
+        Some(task)
     }
 
-    /// Removes a thread record (the caller has unlinked it everywhere).
+    /// Removes a thread record (the caller has unlinked it everywhere) and
+    /// gives its slot back to its task's uid share, unless the slot retires.
+    /// The task record must still exist (live or zombie).
     pub fn remove_thread_record(&mut self, id: ThreadId) -> Option<Thread> {
         self.unschedule(id);
-        self.threads.remove(key_of_thread(id))
+        let key = key_of_thread(id);
+        let thread = self.threads.remove(key)?;
+        let owner = self.task(thread.task).map(|t| (t.uid, t.privileged));
+        debug_assert!(owner.is_some(), "thread outlived its task record");
+        if let (Some((uid, privileged)), false) = (owner, GenTable::<Thread>::retires(key)) {
+            self.thread_pool.release(uid, privileged, 1);
+        }
+        Some(thread)
+    }
+
+    /// Makes sure the run queue can hold every live thread plus one, so
+    /// that queueing a thread never allocates (called before a thread is
+    /// created; `OutOfMemory` if the heap cannot grow it).
+    pub fn reserve_run_queue(&mut self) -> Result<(), alux_abi::Error> {
+        let want = self.threads.len() + 1;
+        self.run_queue
+            .try_reserve(want.saturating_sub(self.run_queue.len()))
+            .map_err(|_| alux_abi::Error::OutOfMemory)
     }
 
     /// Puts a thread at the back of the run queue.
@@ -436,9 +486,11 @@ impl Kernel {
         self.current = None;
         self.resched = false;
         while let Some(next) = self.run_queue.pop_front() {
-            if self.run_queue.is_empty() && self.run_queue.capacity() > RUN_QUEUE_KEPT {
-                // After a burst of runnable threads: give the memory back.
-                self.run_queue.shrink_to(RUN_QUEUE_KEPT);
+            let kept = RUN_QUEUE_KEPT.max(self.threads.len());
+            if self.run_queue.is_empty() && self.run_queue.capacity() > kept {
+                // After a burst of runnable threads: give the memory back,
+                // keeping room for every live thread (`reserve_run_queue`).
+                self.run_queue.shrink_to(kept);
             }
             if let Some(may_sysret) = self.load(next) {
                 self.switches += 1;
