@@ -17,11 +17,11 @@ use alux_abi::ipc::{
 use alux_abi::{Error, TaskId, ThreadId, Uid};
 
 use crate::list::{List, NIL};
-use crate::quota::{Pool, Shares};
 use crate::objects::{
     owned_links, queue_links, ready_links, waiter_links, End, EndState, Task, Thread, Wait,
     BITMAP_WORDS, F_IN_WAIT_SET, F_KERNEL, F_SERVER,
 };
+use crate::quota::{Pool, Shares};
 use crate::types::{Completion, Deadline, KernelEndId, Limits, Outcome, SendReceive};
 
 /// One past the largest task or thread slot index accepted (IDs are
@@ -1357,7 +1357,8 @@ mod tests {
     /// retired slots fill the uid's share, never the heap.
     #[test]
     fn exhausted_generations_cost_the_uid_its_share_not_memory() {
-        let limits = Limits { total_ends: 8, ends_reserved: 2, ends_per_uid: 4, ..Limits::default() };
+        let limits =
+            Limits { total_ends: 8, ends_reserved: 2, ends_per_uid: 4, ..Limits::default() };
         let mut ipc = Ipc::new(limits);
         let (k, t) = (TaskId::new(0, 1), ThreadId::new(0, 1));
         ipc.add_task(k, 1, false).unwrap();

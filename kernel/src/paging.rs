@@ -681,10 +681,10 @@ mod tests {
         let cases: [(u64, u64); 6] = [
             (0x40_1000, 1),
             (0x40_0000, 512),
-            (0x5f_f000, 2),                  // crosses a 2 MiB boundary
-            (0x3fff_f000, 2),                // crosses a 1 GiB boundary
-            (0x7f_ffff_f000, 2),             // crosses a 512 GiB boundary
-            (0x1000_0000_0000, 16 * 1024),   // MemMap's base, 64 MiB
+            (0x5f_f000, 2),                // crosses a 2 MiB boundary
+            (0x3fff_f000, 2),              // crosses a 1 GiB boundary
+            (0x7f_ffff_f000, 2),           // crosses a 512 GiB boundary
+            (0x1000_0000_0000, 16 * 1024), // MemMap's base, 64 MiB
         ];
         for (va, pages) in cases {
             let mut m = Mem::new();

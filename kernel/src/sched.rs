@@ -296,12 +296,29 @@ impl Kernel {
         self.unschedule(id);
         let key = key_of_thread(id);
         let thread = self.threads.remove(key)?;
+        self.trim_run_queue();
         let owner = self.task(thread.task).map(|t| (t.uid, t.privileged));
         debug_assert!(owner.is_some(), "thread outlived its task record");
         if let (Some((uid, privileged)), false) = (owner, GenTable::<Thread>::retires(key)) {
             self.thread_pool.release(uid, privileged, 1);
         }
         Some(thread)
+    }
+
+    /// The run queue's capacity kept: room for every live thread, as a
+    /// power of two (at least `RUN_QUEUE_KEPT`), so it depends only on the
+    /// number of threads and comes back with it.
+    fn run_queue_kept(&self) -> usize {
+        RUN_QUEUE_KEPT.max(self.threads.len()).next_power_of_two()
+    }
+
+    /// Gives back run-queue capacity beyond [`Kernel::run_queue_kept`]
+    /// (it shrinks only when the thread count halves, so amortised O(1)).
+    fn trim_run_queue(&mut self) {
+        let kept = self.run_queue_kept();
+        if self.run_queue.capacity() > kept {
+            self.run_queue.shrink_to(kept);
+        }
     }
 
     /// Makes sure the run queue can hold every live thread plus one, so
@@ -486,11 +503,10 @@ impl Kernel {
         self.current = None;
         self.resched = false;
         while let Some(next) = self.run_queue.pop_front() {
-            let kept = RUN_QUEUE_KEPT.max(self.threads.len());
-            if self.run_queue.is_empty() && self.run_queue.capacity() > kept {
+            if self.run_queue.is_empty() {
                 // After a burst of runnable threads: give the memory back,
                 // keeping room for every live thread (`reserve_run_queue`).
-                self.run_queue.shrink_to(kept);
+                self.trim_run_queue();
             }
             if let Some(may_sysret) = self.load(next) {
                 self.switches += 1;
