@@ -80,6 +80,12 @@ pub(crate) fn audit(ipc: &Ipc) -> Result<(), &'static str> {
         return Err("pool charges differ from live and retired ends");
     }
     p.pool.audit()?;
+    if p.threads.iter().filter(|t| t.live).count() != p.live_threads {
+        return Err("live thread count wrong");
+    }
+    if p.wakeups.len() > p.live_threads {
+        return Err("more wakeups than live threads (their room is not reserved)");
+    }
     if !(p.issued.is_empty() && p.ends.is_empty()) && p.issued.len() != p.limits.total_ends {
         return Err("generation array missing or of the wrong size");
     }

@@ -63,7 +63,12 @@ pub struct Ipc {
     /// to their task's, as privileged).
     pool: Pool,
     threads: Vec<Thread>,
+    /// Live thread records.
+    live_threads: usize,
     tasks: Vec<Task>,
+    /// Completions for parked threads, at most one per live thread: its
+    /// room for every live thread is reserved when a thread is added, so
+    /// queueing a wakeup never allocates.
     wakeups: VecDeque<(ThreadId, Completion)>,
     /// Kernel sides with pending events (signals from their task).
     kernel_ready: List,
@@ -91,6 +96,7 @@ impl Ipc {
                 per_uid: limits.ends_per_uid,
             }),
             threads: Vec::new(),
+            live_threads: 0,
             tasks: Vec::new(),
             wakeups: VecDeque::new(),
             kernel_ready: List::EMPTY,
@@ -139,6 +145,8 @@ impl Ipc {
             return Err(Error::InvalidArgument);
         }
         self.tasks[k as usize].threads.try_reserve(1).map_err(|_| Error::OutOfMemory)?;
+        let room = (self.live_threads + 1).saturating_sub(self.wakeups.len());
+        self.wakeups.try_reserve(room).map_err(|_| Error::OutOfMemory)?;
         if self.threads.len() <= i as usize {
             self.threads
                 .try_reserve(i as usize + 1 - self.threads.len())
@@ -155,6 +163,7 @@ impl Ipc {
         slot.wait_set.clear();
         slot.waiter = crate::list::Links::UNLINKED;
         self.tasks[k as usize].threads.push(i);
+        self.live_threads += 1;
         Ok(())
     }
 
@@ -205,6 +214,8 @@ impl Ipc {
         th.live = false;
         th.wait_set = Vec::new();
         let k = th.task as usize;
+        self.live_threads -= 1;
+        self.trim_wakeups();
         let threads = &mut self.tasks[k].threads;
         if let Some(pos) = threads.iter().position(|&x| x == t) {
             threads.swap_remove(pos);
@@ -595,11 +606,20 @@ impl Ipc {
     /// oldest first. The kernel drains this after every call.
     pub fn take_wakeup(&mut self) -> Option<(ThreadId, Completion)> {
         let w = self.wakeups.pop_front();
-        if w.is_none() && self.wakeups.capacity() > crate::slab::MIN_KEPT {
-            // Drained after a burst: back to the queue's first capacity.
-            self.wakeups.shrink_to(crate::slab::MIN_KEPT);
+        if w.is_none() {
+            self.trim_wakeups();
         }
         w
+    }
+
+    /// Once drained, the wakeup queue goes back to room for the live
+    /// threads, as a power of two (its first capacity, 4, once few are
+    /// left): it shrinks only when the thread count halves.
+    fn trim_wakeups(&mut self) {
+        let kept = crate::slab::MIN_KEPT.max(self.live_threads).next_power_of_two();
+        if self.wakeups.is_empty() && self.wakeups.capacity() > kept {
+            self.wakeups.shrink_to(kept);
+        }
     }
 
     /// Whether `thread` is parked in this model (a poll or a blocking
@@ -1270,6 +1290,7 @@ impl Ipc {
             issued: &self.issued,
             retired: self.retired,
             pool: &self.pool,
+            live_threads: self.live_threads,
             capacities: [self.ends.capacity(), self.threads.capacity(), self.tasks.capacity()],
             live_ends: self.live_ends,
             threads: &self.threads,
@@ -1289,6 +1310,7 @@ pub(crate) struct Parts<'a> {
     pub(crate) issued: &'a [u64],
     pub(crate) retired: usize,
     pub(crate) pool: &'a Pool,
+    pub(crate) live_threads: usize,
     /// Capacities of `ends`, `threads` and `tasks`.
     pub(crate) capacities: [usize; 3],
     pub(crate) live_ends: usize,

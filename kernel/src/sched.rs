@@ -10,7 +10,7 @@ use crate::arch::context::{Context, Regs};
 use crate::arch::{cpu, entry, lapic, time};
 use crate::mm::AddressSpace;
 use alloc::boxed::Box;
-use alloc::collections::{BTreeSet, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use alux_abi::syscall::TaskEnd;
 use alux_abi::{TaskId, ThreadId, Uid};
@@ -19,6 +19,7 @@ use alux_ipc::Ipc;
 use kernel::frame::FrameAllocator;
 use kernel::syscall::SysResult;
 use kernel::table::{GenTable, Key};
+use kernel::timers::TimerSet;
 use spin::{Mutex, MutexGuard, Once};
 
 /// Time slice of a thread, in nanoseconds.
@@ -135,7 +136,7 @@ pub struct Kernel {
     run_queue: VecDeque<ThreadId>,
     /// A thread handed a message directly: it runs next (see `hand_off`).
     handoff: Option<ThreadId>,
-    timers: BTreeSet<(u64, ThreadId)>,
+    timers: TimerSet<u64, ThreadId>,
     resched: bool,
     slice_end: u64,
     slice_ticks: u64,
@@ -182,14 +183,11 @@ pub fn write_wide_result(r: &mut Regs, result: kernel::syscall::WideResult) {
     (r.rax, r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) = (rax, rdi, rsi, rdx, r10, r8, r9);
 }
 
-/// Removes a timer. An emptied set is replaced by a new one, so that the
-/// tree's last node is freed too and kernel memory returns to its baseline
-/// when no thread waits with a deadline.
-fn remove_timer(timers: &mut BTreeSet<(u64, ThreadId)>, deadline: u64, id: ThreadId) {
-    timers.remove(&(deadline, id));
-    if timers.is_empty() {
-        *timers = BTreeSet::new();
-    }
+/// Removes a timer. The set's room (one entry per live thread, reserved
+/// when a thread is created) is kept; `Kernel::trim_run_queue` gives it
+/// back with the threads.
+fn remove_timer(timers: &mut TimerSet<u64, ThreadId>, deadline: u64, id: ThreadId) {
+    timers.remove(deadline, id);
 }
 
 fn key_of_thread(id: ThreadId) -> Key {
@@ -236,7 +234,7 @@ impl Kernel {
             current: None,
             run_queue: VecDeque::new(),
             handoff: None,
-            timers: BTreeSet::new(),
+            timers: TimerSet::new(),
             resched: false,
             slice_end: 0,
             slice_ticks: (TIME_SLICE_NS as u128 * time::tsc_hz() as u128 / 1_000_000_000) as u64,
@@ -312,23 +310,31 @@ impl Kernel {
         RUN_QUEUE_KEPT.max(self.threads.len()).next_power_of_two()
     }
 
-    /// Gives back run-queue capacity beyond [`Kernel::run_queue_kept`]
-    /// (it shrinks only when the thread count halves, so amortised O(1)).
+    /// Gives back run-queue and timer capacity beyond
+    /// [`Kernel::run_queue_kept`] (it shrinks only when the thread count
+    /// halves, so amortised O(1)); the timers' room goes entirely with the
+    /// last thread.
     fn trim_run_queue(&mut self) {
         let kept = self.run_queue_kept();
         if self.run_queue.capacity() > kept {
             self.run_queue.shrink_to(kept);
         }
+        let timers = if self.threads.is_empty() { 0 } else { kept };
+        if self.timers.capacity() > timers {
+            self.timers.trim(timers);
+        }
     }
 
-    /// Makes sure the run queue can hold every live thread plus one, so
-    /// that queueing a thread never allocates (called before a thread is
-    /// created; `OutOfMemory` if the heap cannot grow it).
+    /// Makes sure the run queue and the timers can hold every live thread
+    /// plus one, so that queueing a thread or arming its deadline never
+    /// allocates (called before a thread is created; `OutOfMemory` if the
+    /// heap cannot grow them).
     pub fn reserve_run_queue(&mut self) -> Result<(), alux_abi::Error> {
         let want = self.threads.len() + 1;
         self.run_queue
             .try_reserve(want.saturating_sub(self.run_queue.len()))
-            .map_err(|_| alux_abi::Error::OutOfMemory)
+            .map_err(|_| alux_abi::Error::OutOfMemory)?;
+        self.timers.reserve(want).map_err(|_| alux_abi::Error::OutOfMemory)
     }
 
     /// Puts a thread at the back of the run queue.
@@ -349,7 +355,7 @@ impl Kernel {
             t.deadline = deadline;
         }
         if let Some(d) = deadline {
-            self.timers.insert((d, id));
+            self.timers.insert(d, id);
             self.timer_dirty = true;
         }
     }
@@ -419,7 +425,7 @@ impl Kernel {
 
     /// Ends the waits whose deadline has passed.
     pub fn expire_timers(&mut self, now: u64) {
-        while let Some(&(deadline, id)) = self.timers.first() {
+        while let Some((deadline, id)) = self.timers.first() {
             if deadline > now {
                 break;
             }
@@ -578,7 +584,7 @@ impl Kernel {
 
     fn arm_timer(&mut self) {
         self.timer_dirty = false;
-        let mut next = self.timers.first().map(|&(d, _)| d);
+        let mut next = self.timers.first().map(|(d, _)| d);
         if self.current.is_some() && !self.run_queue.is_empty() {
             // Others wait for the CPU: end this slice on time.
             next = Some(next.map_or(self.slice_end, |d| d.min(self.slice_end)));
