@@ -11,8 +11,9 @@ use crate::ids::{TaskId, ThreadId, Uid};
 /// Bytes in each end's outgoing buffer: the most one `Write` carries.
 pub const MESSAGE_MAX: usize = 32;
 
-/// The task ID a kernel end reports as its peer (no real task has it: its
-/// index and generation are both `u32::MAX`).
+/// The task ID a kernel end reports as its peer. No real task has it: its
+/// index is [`crate::ids::MAX_INDEX`] (65,535), which no table reaches (the
+/// largest holds 16,384 slots).
 pub const KERNEL_TASK: TaskId = TaskId::from_raw(u64::MAX);
 /// The thread ID `ConnectionQuery` reports for the kernel side of a kernel
 /// end.
