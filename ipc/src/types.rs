@@ -19,7 +19,9 @@ pub struct Limits {
     /// Live ends kernel-wide, including the kernel's side of kernel ends
     /// and retired slots. At most `2^16` (handle indices are 16 bits).
     pub total_ends: usize,
-    /// Of `total_ends`, the ends only privileged tasks may create.
+    /// Of `total_ends`, the ends only privileged tasks may create. A count,
+    /// not a fraction: a smaller `total_ends` needs a smaller reserve, or
+    /// unprivileged tasks get nothing.
     pub ends_reserved: usize,
     /// Ends the unprivileged tasks of one uid may own together.
     pub ends_per_uid: usize,
