@@ -15,3 +15,4 @@ pub mod frame;
 pub mod paging;
 pub mod syscall;
 pub mod table;
+pub mod timers;
