@@ -333,6 +333,6 @@ mod tests {
             prefix(TaskId::new(alux_abi::ids::MAX_INDEX, alux_abi::ids::MAX_GENERATION), &mut p),
             PREFIX_MAX
         );
-        assert_eq!(&p[..], b"[task 4294967295.4294967295] ");
+        assert_eq!(&p[..], b"[task 65535.281474976710655] ");
     }
 }
