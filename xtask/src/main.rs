@@ -88,7 +88,7 @@ fn run_checked(cmd: &mut Command) -> Result<(), String> {
 /// The user programs packed into the boot module.
 pub const PROGRAMS: &[&str] = &[
     "init", "demo", "spinner", "fpu", "fault", "hostile", "churn", "nop", "ipc", "bench", "names",
-    "console", "wide", "cpustate",
+    "console", "wide", "cpustate", "pools",
 ];
 
 /// Builds everything; the kernel in release mode if asked, the user
