@@ -89,6 +89,15 @@ fn allowed(sys: Sys) -> (&'static [Error], bool) {
         Sys::IoPortGrant | Sys::MmioMap | Sys::DmaAlloc | Sys::DmaPin | Sys::DmaUnpin => {
             (&[InvalidArgument, NotPrivileged], false)
         }
+        // Pager calls: this task is not the pager.
+        Sys::PagerAttach
+        | Sys::PagerNext
+        | Sys::PageMap
+        | Sys::PageUnmap
+        | Sys::PageBits
+        | Sys::FaultResolve
+        | Sys::SpawnRead
+        | Sys::SpawnFinish => (&[InvalidArgument, BadAddress, NotPrivileged], false),
     }
 }
 
@@ -99,7 +108,7 @@ fn counts() -> Option<[u64; 5]> {
 }
 const COUNT_NAMES: [&str; 5] = ["tasks", "threads", "IPC ends", "frames", "this task's frames"];
 
-/// Calls every number below 80 and some random ones with garbage, checking
+/// Calls every number below 96 and some random ones with garbage, checking
 /// each answer: an unknown number gives exactly `UnknownSyscall`; a known
 /// call gives an error it documents, or succeeds only where it may. What a
 /// success creates (a port, a connection, a mapping) is freed at once, so
@@ -114,11 +123,11 @@ fn garbage_loop(rounds: u64, me: u64) -> u64 {
         return 1;
     };
     for _ in 0..rounds {
-        // Every number below 80, then eight random ones (no heap here: the
+        // Every number below 96, then eight random ones (no heap here: the
         // first allocation would map the heap and grow the task).
-        let mut numbers = [0u64; 88];
+        let mut numbers = [0u64; 104];
         for (i, n) in numbers.iter_mut().enumerate() {
-            *n = if i < 80 { i as u64 } else { garbage(&mut rng) };
+            *n = if i < 96 { i as u64 } else { garbage(&mut rng) };
         }
         for nr in numbers {
             let mut a = [0u64; 6];

@@ -508,14 +508,17 @@ fn page_cap(init: &Init<'_>) -> Verdict {
     const CAP: u64 = 16 * 1024;
     let stack_and_start = 128 / 4 + 1;
     let full = grown_image(init, CAP - stack_and_start)?;
-    match (Spawn { image: &full, args: b"frames", uid: 50, privileged: false }).start() {
+    match (Spawn { image: &full, args: b"frames", uid: 50, privileged: false, quota_pages: 0 })
+        .start()
+    {
         Err(Error::OutOfMemory) => {
             println!("init: an image of {} pages plus stack is refused", CAP - stack_and_start)
         }
         other => return Err(format!("full image: expected OutOfMemory, got {:?}", other)),
     }
     let fits = grown_image(init, CAP - stack_and_start - 64)?;
-    let t = Spawn { image: &fits, args: b"frames", uid: 50, privileged: false }.start();
+    let t =
+        Spawn { image: &fits, args: b"frames", uid: 50, privileged: false, quota_pages: 0 }.start();
     expect("image just under the cap", t.and_then(|t| task::wait(t, WAIT)), TaskEnd::Exited(0))?;
     let t = init.spawn_as("pools", "cap", 50, false);
     expect("mapping up to the cap", t.and_then(|t| task::wait(t, WAIT)), TaskEnd::Exited(0))
