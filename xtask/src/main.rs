@@ -88,7 +88,7 @@ fn run_checked(cmd: &mut Command) -> Result<(), String> {
 /// The user programs packed into the boot module.
 pub const PROGRAMS: &[&str] = &[
     "init", "demo", "spinner", "fpu", "fault", "hostile", "churn", "nop", "ipc", "bench", "names",
-    "console", "wide", "cpustate", "pools",
+    "console", "wide", "cpustate", "pools", "memd", "memtest",
 ];
 
 /// Builds everything; the kernel in release mode if asked, the user
@@ -119,6 +119,8 @@ pub fn build(release: bool) -> Result<Artifacts, String> {
         "--release",
         "--package",
         "alux-programs",
+        "--package",
+        "alux-memd",
         "--target",
         TARGET,
     ]);
@@ -231,6 +233,8 @@ fn cmd_lint(args: pico_args::Arguments) -> Result<bool, String> {
         "alux-pci",
         "--package",
         "alux-blk-proto",
+        "--package",
+        "alux-memd",
         "--target",
         TARGET,
         "--",

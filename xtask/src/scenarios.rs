@@ -100,6 +100,11 @@ pub const SCENARIOS: &[Scenario] = &[
         timeout_secs: 120,
     },
     Scenario {
+        name: "memd",
+        about: "memd gives unprivileged tasks their memory: faults, threads, bad accesses, quota",
+        timeout_secs: 180,
+    },
+    Scenario {
         name: "console",
         about: "a sleeper wakes on time while a task prints 4 KiB at a time; task lines prefixed",
         timeout_secs: 180,
@@ -115,22 +120,25 @@ struct KernelCheck {
     lines: &'static [&'static str],
 }
 
-const KERNEL_CHECKS: &[KernelCheck] = &[KernelCheck {
-    scenario: "wx",
-    options: "selftest=wx",
-    lines: &[
-        "W^X self-test: text write faulted",
-        "W^X self-test: text write through the direct map faulted",
-        "W^X self-test: rodata write faulted",
-        "W^X self-test: rodata execute faulted",
-        "W^X self-test: data execute faulted",
-        "W^X self-test: stack execute faulted",
-        "W^X self-test: heap execute faulted",
-        "W^X self-test: direct map execute faulted",
-        "W^X self-test: passed",
-        "kernel half W^X:",
-    ],
-}];
+const KERNEL_CHECKS: &[KernelCheck] = &[
+    KernelCheck { scenario: "memd", options: "memd_pool=16", lines: &["memory daemon: task"] },
+    KernelCheck {
+        scenario: "wx",
+        options: "selftest=wx",
+        lines: &[
+            "W^X self-test: text write faulted",
+            "W^X self-test: text write through the direct map faulted",
+            "W^X self-test: rodata write faulted",
+            "W^X self-test: rodata execute faulted",
+            "W^X self-test: data execute faulted",
+            "W^X self-test: stack execute faulted",
+            "W^X self-test: heap execute faulted",
+            "W^X self-test: direct map execute faulted",
+            "W^X self-test: passed",
+            "kernel half W^X:",
+        ],
+    },
+];
 
 /// The kernel command line for scenario `name`.
 pub fn cmdline(name: &str) -> String {

@@ -180,6 +180,46 @@ fn faults(init: &Init<'_>) -> Verdict {
     expect("bystander", task::wait(bystander, WAIT), TaskEnd::Exited(0))
 }
 
+/// Starts the name service and memd (privileged), and waits until memd is
+/// the pager (it registers `memd` once attached): every unprivileged task
+/// spawned after this is paged by memd. Returns the name service.
+fn start_memd(init: &Init<'_>, args: &str) -> Result<TaskId, String> {
+    let names = init.spawn("names", "")?;
+    init.spawn_as("memd", &format!("ns={} {}", names.raw(), args), 0, true)
+        .map_err(|e| format!("spawn memd: {}", e))?;
+    let ns = alux_rt::names::NameService::connect(names).map_err(|e| format!("names: {:?}", e))?;
+    for _ in 0..5000 {
+        if ns.lookup("memd").is_ok() {
+            return Ok(names);
+        }
+        alux_rt::time::sleep(Duration::from_millis(1));
+    }
+    Err("memd never registered".into())
+}
+
+fn memd_scenario(init: &Init<'_>) -> Verdict {
+    start_memd(init, "swap_mib=0")?;
+    expect("8 MiB touched and checked", init.run("memtest", "touch 8 1"), TaskEnd::Exited(0))?;
+    expect("16 threads faulting at once", init.run("memtest", "threads 16"), TaskEnd::Exited(0))?;
+    for kind in ["null", "kernel", "unreserved", "rotext", "execdata"] {
+        match init.run("memtest", &format!("bad {}", kind)) {
+            Ok(TaskEnd::Faulted(_, _)) => {
+                println!("init: bad access {} killed only its task", kind)
+            }
+            other => return Err(format!("bad access {}: got {:?}", kind, other)),
+        }
+    }
+    expect("quota gives OutOfMemory", init.run("memtest", "quota"), TaskEnd::Exited(0))?;
+    expect(
+        "a system call on an unreserved address fails",
+        init.run("memtest", "syscall"),
+        TaskEnd::Exited(0),
+    )?;
+    // memd is still serving, and memory came back: the same again.
+    expect("8 MiB again", init.run("memtest", "touch 8 2"), TaskEnd::Exited(0))?;
+    expect("a demo task with threads", init.run("demo", "paged 3 2 1000"), TaskEnd::Exited(0))
+}
+
 fn cpu_state(init: &Init<'_>) -> Verdict {
     let mut untested = None;
     let run_fault = |kind: &str, fault: Fault| match init.run("fault", kind) {
@@ -690,6 +730,7 @@ fn main(start: &Start) -> u64 {
         "console" => console(&init),
         "ipc-wide" => wide(&init),
         "bench" => bench(&init),
+        "memd" => memd_scenario(&init),
         other => Err(format!("unknown scenario {}", other)),
     };
     match verdict {

@@ -1,0 +1,152 @@
+//! Exercises memory a task gets from memd (or the kernel, when unpaged):
+//!
+//! - `touch MIB SEED`: fills MIB MiB of heap with a pattern distinct per
+//!   page, reads it back in order and in a pseudo-random order; exits 0 if
+//!   every word is right.
+//! - `threads N`: N threads each fill and check 256 KiB of their own, all
+//!   starting at once, so their first faults arrive together.
+//! - `bad KIND`: makes one bad access and must die of it: `null`, `kernel`
+//!   (an address in the kernel half), `unreserved`, `rotext` (a write to its
+//!   own code), `execdata` (a jump into its heap).
+//! - `quota`: asks memd for more than its quota; exits 0 on `OutOfMemory`.
+//! - `syscall`: passes an unreserved pointer to a system call; exits 0 if
+//!   the call fails with `BadAddress` and the task lives on.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+use alux_rt::{println, thread, Error, Start};
+
+fn pattern(page: usize, word: usize, seed: u64) -> u64 {
+    (page as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (word as u64) ^ seed
+}
+
+/// Fills `bytes` bytes of fresh heap and checks it twice; the number of
+/// wrong words.
+fn touch(bytes: usize, seed: u64) -> usize {
+    let words = bytes / 8;
+    let mut v: Vec<u64> = Vec::new();
+    if v.try_reserve_exact(words).is_err() {
+        println!("memtest: cannot allocate {} bytes", bytes);
+        return usize::MAX;
+    }
+    for i in 0..words {
+        v.push(pattern(i / 512, i % 512, seed));
+    }
+    let mut wrong = 0;
+    for (i, w) in v.iter().enumerate() {
+        if *w != pattern(i / 512, i % 512, seed) {
+            wrong += 1;
+        }
+    }
+    // A pseudo-random walk over the pages.
+    let pages = words / 512;
+    let mut x = seed | 1;
+    for _ in 0..pages * 2 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let p = (x >> 33) as usize % pages.max(1);
+        let i = p * 512 + (x as usize >> 7) % 512;
+        if i < words && v[i] != pattern(p, i % 512, seed) {
+            wrong += 1;
+        }
+    }
+    wrong
+}
+
+fn bad(kind: &str) -> u64 {
+    // SAFETY (for each arm): deliberately invalid accesses; the task is
+    // expected to die of them, which is what the scenario checks.
+    unsafe {
+        match kind {
+            "null" => core::ptr::read_volatile(8 as *const u64),
+            "kernel" => core::ptr::read_volatile(0xffff_8000_0000_1000 as *const u64),
+            "unreserved" => core::ptr::read_volatile(0x3000_0000_0000 as *const u64),
+            "rotext" => {
+                let f = bad as *const u8 as *mut u8;
+                core::ptr::write_volatile(f, 0xc3);
+                0
+            }
+            "execdata" => {
+                let mut v: Vec<u8> = Vec::new();
+                v.push(0xc3);
+                let f: extern "C" fn() = core::mem::transmute(v.as_ptr());
+                f();
+                0
+            }
+            _ => 0,
+        }
+    };
+    println!("memtest: bad access {} did not fault", kind);
+    1
+}
+
+fn main(start: &Start) -> u64 {
+    let mut w = start.arg_words();
+    let mode = w.next().unwrap_or("touch");
+    let mut num = |d| w.next().and_then(programs::parse_u64).unwrap_or(d);
+    match mode {
+        "touch" => {
+            let mib = num(4) as usize;
+            let seed = num(1);
+            let wrong = touch(mib << 20, seed);
+            if let (Ok((total, free)), Ok((zero, swap))) =
+                (alux_rt::mem::stats(0), alux_rt::mem::stats(2))
+            {
+                println!(
+                    "memtest: {} MiB checked; memd pool {} frames, {} free; faults: {} zero-filled, {} from swap",
+                    mib, total, free, zero, swap
+                );
+            }
+            (wrong != 0) as u64
+        }
+        "threads" => {
+            let n = num(16) as usize;
+            let go = alloc::sync::Arc::new(core::sync::atomic::AtomicBool::new(false));
+            let mut handles = Vec::new();
+            for t in 0..n {
+                let go = go.clone();
+                match thread::spawn(move || {
+                    while !go.load(core::sync::atomic::Ordering::Acquire) {
+                        core::hint::spin_loop();
+                    }
+                    touch(256 << 10, t as u64 + 7)
+                }) {
+                    Ok(h) => handles.push(h),
+                    Err(e) => {
+                        println!("memtest: thread {}: {}", t, e);
+                        return 1;
+                    }
+                }
+            }
+            go.store(true, core::sync::atomic::Ordering::Release);
+            let wrong: usize = handles.into_iter().map(|h| h.join().unwrap_or(usize::MAX)).sum();
+            println!("memtest: {} threads faulted together; {} wrong words", n, wrong);
+            (wrong != 0) as u64
+        }
+        "bad" => bad(w.next().unwrap_or("")),
+        "quota" => match alux_rt::mem::reserve(1 << 34, true) {
+            Err(Error::OutOfMemory) => 0,
+            other => {
+                println!("memtest: reserving 16 GiB gave {:?}", other.map(|p| p as u64));
+                1
+            }
+        },
+        "syscall" => {
+            // An address nobody reserved, in memd's reservation window.
+            let r = alux_rt::sys::call(
+                alux_abi::syscall::Sys::DebugPrint,
+                [0x3000_0000_0000, 16, 0, 0, 0, 0],
+            );
+            if r == Err(Error::BadAddress) {
+                0
+            } else {
+                println!("memtest: DebugPrint from an unreserved address gave {:?}", r);
+                1
+            }
+        }
+        _ => 2,
+    }
+}
+alux_rt::entry!(main);
