@@ -349,6 +349,10 @@ fn spawn(
 fn mem_map(k: &mut Kernel, task: TaskId, len: u64, flags: u64) -> SysResult {
     let pages = len.div_ceil(PAGE_SIZE) as usize;
     let t = k.task(task).ok_or(Error::NoSuchTask)?;
+    if t.paged {
+        // Its memory is memd's to give (`alux_rt::mem`), never the kernel's.
+        return Err(Error::NotPrivileged);
+    }
     let space = t.space.as_ref().ok_or(Error::NoSuchTask)?;
     let base = t.next_map;
     // Addresses are never reused; past the end of the mapping area (which

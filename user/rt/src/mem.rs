@@ -61,6 +61,12 @@ fn connection(pager: TaskId) -> Result<u64, Error> {
     Ok(h)
 }
 
+/// How many connections to memd this task's threads hold (each is an IPC
+/// end, counted in the task's and its uid's share like any other).
+pub fn connections() -> usize {
+    THREADS.iter().filter(|t| t.load(Ordering::Relaxed) != 0).count()
+}
+
 /// Sends `req` on the calling thread's connection and waits for its reply
 /// (the one with its tag: a late reply to an earlier request is skipped).
 fn ask(req: Request) -> Result<Reply, Error> {

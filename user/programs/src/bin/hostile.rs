@@ -53,7 +53,8 @@ fn allowed(sys: Sys) -> (&'static [Error], bool) {
         // Succeeds only into this task's own writable memory.
         Sys::KernelStats => (&[BadAddress], true),
         Sys::Shutdown => (&[NotPrivileged], false),
-        Sys::MemMap => (&[InvalidArgument, OutOfMemory], true),
+        // A paged task's memory is memd's: the kernel refuses.
+        Sys::MemMap => (&[InvalidArgument, OutOfMemory, NotPrivileged], true),
         Sys::MemUnmap => (&[InvalidArgument, BadAddress], false),
         Sys::ThreadJoin => (&[NoSuchThread, InvalidArgument, TimedOut], false),
         Sys::PortCreate => (&[LimitReached], true),
@@ -260,14 +261,23 @@ fn main(start: &Start) -> u64 {
     // Mapping and unmapping fresh 2 MiB ranges must not pile up page tables
     // (emptied tables are freed; they also count against the task's limit).
     let frames = || alux_rt::sys::kernel_stats().map(|s| s.caller_frames).unwrap_or(0);
+    // A paged task gets its memory from memd: the kernel's MemMap is
+    // refused, and the loops below go through memd (`alux_rt::mem`).
+    if alux_rt::mem::pager().is_some()
+        && alux_rt::sys::mem_map(4096, 1) != Err(Error::NotPrivileged)
+    {
+        println!("hostile: MemMap of a paged task was not refused with NotPrivileged");
+        failed += 1;
+    }
     let mut after_first = 0;
     for round in 0..100 {
         let len = (2 << 20) - 4096;
-        match alux_rt::sys::mem_map(len, 1) {
-            // SAFETY: the range was just mapped for this loop and nothing
-            // else uses it.
+        match alux_rt::mem::reserve(len, true) {
+            // SAFETY: the range was just reserved for this loop and nothing
+            // else uses it; its first page is touched so it is really there.
             Ok(p) => unsafe {
-                let _ = alux_rt::sys::mem_unmap(p, len);
+                p.write_volatile(1);
+                let _ = alux_rt::mem::release(p, len);
             },
             Err(e) => {
                 println!("hostile: map/unmap round {} refused: {}", round, e);
@@ -289,7 +299,7 @@ fn main(start: &Start) -> u64 {
     }
     // Memory: a task cannot map more than its limit.
     let mut maps = 0;
-    while alux_rt::sys::mem_map(16 << 20, 1).is_ok() {
+    while alux_rt::mem::reserve(16 << 20, true).is_ok() {
         maps += 1;
         if maps > 64 {
             break;

@@ -413,8 +413,11 @@ fn main(start: &Start) -> u64 {
                 let _ = conn.send(&reply.encode());
             }
         }
-        if r.events.contains(Events::PEER_CLOSED) {
-            clients.remove(&r.handle);
+        if r.events.contains(Events::PEER_CLOSED) && clients.remove(&r.handle).is_some() {
+            // Renew the queued ports: ones made while many ends were live
+            // sit high in the kernel's end table and would keep it from
+            // shrinking back; new ones take the lowest free slots.
+            ports.clear();
         }
     }
 }
