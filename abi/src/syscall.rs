@@ -96,11 +96,17 @@ pub enum Sys {
     /// `(len) -> (addr, phys)`: map physically contiguous zeroed RAM for
     /// device DMA into this task, with its physical address. Privileged.
     DmaAlloc = 66,
+    /// `(phys, len)`: keep the frames of `[phys, phys + len)` from being
+    /// reused while a device may access them, even if their owner lets
+    /// them go; the driver's pin on a client's buffer. Privileged.
+    DmaPin = 67,
+    /// `(phys, len)`: end a pin made with the same range. Privileged.
+    DmaUnpin = 68,
 }
 
 impl Sys {
     /// Every system call, for decoders and exhaustive tests.
-    pub const ALL: [Sys; 37] = [
+    pub const ALL: [Sys; 39] = [
         Sys::DebugPrint,
         Sys::ThreadCreate,
         Sys::ThreadExit,
@@ -138,6 +144,8 @@ impl Sys {
         Sys::IoPortGrant,
         Sys::MmioMap,
         Sys::DmaAlloc,
+        Sys::DmaPin,
+        Sys::DmaUnpin,
     ];
 
     /// Decodes `rax` (a jump table, not a search: it is on every call).
@@ -180,6 +188,8 @@ impl Sys {
             64 => Sys::IoPortGrant,
             65 => Sys::MmioMap,
             66 => Sys::DmaAlloc,
+            67 => Sys::DmaPin,
+            68 => Sys::DmaUnpin,
             _ => return None,
         })
     }
@@ -204,6 +214,8 @@ pub const PAGE_SIZE: usize = 4096;
 pub const MMIO_MAP_MAX: usize = 256 << 20;
 /// Largest single `DmaAlloc` request (physically contiguous).
 pub const DMA_ALLOC_MAX: usize = 2 << 20;
+/// Largest single `DmaPin` range.
+pub const DMA_PIN_MAX: usize = 16 << 20;
 
 /// Task flags: in `SpawnArgs::flags` and in `SelfInfo`.
 pub mod task_flags {

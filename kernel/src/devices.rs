@@ -15,6 +15,7 @@ use alux_abi::{Error, TaskId};
 use kernel::claims::{ClaimError, IoBitmap, Range};
 use kernel::frame::MemoryRegion;
 use kernel::paging::{PageFlags, PAGE_SIZE};
+use kernel::pins::PinError;
 use kernel::syscall::SysResult;
 
 /// The ports the kernel drives itself, which no task may be granted: the
@@ -190,4 +191,29 @@ pub fn dma_alloc(k: &mut Kernel, task: TaskId, len: u64) -> SysResult {
             Err(e)
         }
     }
+}
+
+/// `DmaPin`: keeps `frames` frames from `first` out of reuse for `task`'s
+/// device. Every frame must be allocated RAM (a task's or the kernel's).
+pub fn dma_pin(k: &mut Kernel, task: TaskId, first: u64, frames: u64) -> SysResult {
+    require_privileged(k, task)?;
+    if (0..frames).any(|i| !k.frames.is_allocated(first + i * PAGE_SIZE)) {
+        return Err(Error::BadAddress);
+    }
+    k.pins.pin(task, first, frames).map_err(|e| match e {
+        PinError::Limit => Error::LimitReached,
+        _ => Error::OutOfMemory,
+    })?;
+    Ok([0; 4])
+}
+
+/// `DmaUnpin`: ends `task`'s pin of exactly this run; frames their owner
+/// let go meanwhile are freed now.
+pub fn dma_unpin(k: &mut Kernel, task: TaskId, first: u64, frames: u64) -> SysResult {
+    require_privileged(k, task)?;
+    let free = k.pins.unpin(task, first, frames).map_err(|_| Error::InvalidArgument)?;
+    for f in free {
+        let _ = k.frames.free(f);
+    }
+    Ok([0; 4])
 }

@@ -849,11 +849,14 @@ mod tests {
         }
     }
 
-    /// Links a tiny program with the host's `as` and `ld` (if present) and
-    /// checks the plan of the real binary.
+    /// Links a tiny program with the host's `as` and `ld` and checks the
+    /// plan of the real binary. The tools are a hard requirement: they come
+    /// with binutils, which the C compiler driver the build links with
+    /// (`cc`) needs anyway, and `.ci/run` installs them if missing.
     #[test]
-    fn real_static_binary_if_toolchain_available() {
+    fn real_static_binary() {
         use std::process::Command;
+        const INSTALL: &str = "install binutils (Debian: apt-get install binutils)";
         let dir = std::env::temp_dir().join(format!("alux-elf-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let src = dir.join("t.s");
@@ -865,23 +868,22 @@ mod tests {
         )
         .unwrap();
         let obj = dir.join("t.o");
-        let run = |cmd: &mut Command| cmd.status().map(|s| s.success()).unwrap_or(false);
-        if !run(Command::new("as").arg(&src).arg("-o").arg(&obj)) {
-            eprintln!("skipped: no assembler");
-            return;
-        }
+        let run = |tool: &str, cmd: &mut Command| match cmd.status() {
+            Ok(s) => assert!(s.success(), "`{tool}` failed ({s}) on the test program"),
+            Err(e) => panic!("cannot run `{tool}` ({e}): this test needs it; {INSTALL}"),
+        };
+        run("as", Command::new("as").arg(&src).arg("-o").arg(&obj));
         for (name, extra) in [("sep", &[][..]), ("nosep", &["-z", "noseparate-code"][..])] {
             let exe = dir.join(name);
-            let ok = run(Command::new("ld")
-                .args(["-static", "-no-pie", "-nostdlib", "-z", "max-page-size=0x1000"])
-                .args(extra)
-                .arg(&obj)
-                .arg("-o")
-                .arg(&exe));
-            if !ok {
-                eprintln!("skipped: no linker");
-                return;
-            }
+            run(
+                "ld",
+                Command::new("ld")
+                    .args(["-static", "-no-pie", "-nostdlib", "-z", "max-page-size=0x1000"])
+                    .args(extra)
+                    .arg(&obj)
+                    .arg("-o")
+                    .arg(&exe),
+            );
             let image = std::fs::read(&exe).unwrap();
             let p = plan(&image).unwrap_or_else(|e| panic!("{name}: {e}"));
             check_plan(&image, &p);
@@ -889,17 +891,17 @@ mod tests {
         }
         // `ld -N` packs everything into one RWX segment sharing pages.
         let exe = dir.join("omagic");
-        let omagic = Command::new("ld")
-            .args(["-static", "-no-pie", "-nostdlib", "-N"])
-            .arg(&obj)
-            .arg("-o")
-            .arg(&exe)
-            .stderr(std::process::Stdio::null())
-            .status();
-        if omagic.is_ok_and(|s| s.success()) {
-            let image = std::fs::read(&exe).unwrap();
-            assert!(matches!(plan(&image), Err(ElfError::WritableAndExecutable { .. })));
-        }
+        run(
+            "ld",
+            Command::new("ld")
+                .args(["-static", "-no-pie", "-nostdlib", "-N"])
+                .arg(&obj)
+                .arg("-o")
+                .arg(&exe)
+                .stderr(std::process::Stdio::null()),
+        );
+        let image = std::fs::read(&exe).unwrap();
+        assert!(matches!(plan(&image), Err(ElfError::WritableAndExecutable { .. })));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

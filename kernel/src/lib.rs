@@ -17,5 +17,6 @@ pub mod elf_loader;
 pub mod frame;
 pub mod irq;
 pub mod paging;
+pub mod pins;
 pub mod syscall;
 pub mod table;

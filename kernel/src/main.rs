@@ -64,12 +64,34 @@ pub fn print_summary(k: &sched::Kernel) {
     );
 }
 
-/// Init ended: stop the machine, successfully if it exited with 0.
+/// The end-of-run check of debug builds: `Ipc::audit` over the whole IPC
+/// object model, whose result decides the run's status with the scenario's
+/// own. Prints one line either way. Release builds skip it (`true`): the
+/// audit walks every object, and benchmarks run the release kernel.
+pub fn end_of_run_audit(k: &sched::Kernel) -> bool {
+    if !cfg!(debug_assertions) {
+        return true;
+    }
+    match k.ipc.audit() {
+        Ok(()) => {
+            kprintln!("[kernel] IPC audit: ok");
+            true
+        }
+        Err(why) => {
+            kprintln!("[kernel] IPC audit FAILED: {}", why);
+            false
+        }
+    }
+}
+
+/// Init ended: stop the machine, successfully if it exited with 0 and the
+/// end-of-run audit passed.
 pub fn shutdown_after_init(k: &sched::Kernel, end: TaskEnd) -> ! {
     kprintln!("[kernel] init ended: {:?}", end);
     print_summary(k);
+    let audit_ok = end_of_run_audit(k);
     let code = match end {
-        TaskEnd::Exited(0) => alux_abi::syscall::SHUTDOWN_SUCCESS,
+        TaskEnd::Exited(0) if audit_ok => alux_abi::syscall::SHUTDOWN_SUCCESS,
         _ => alux_abi::syscall::SHUTDOWN_FAILURE,
     };
     stop(code)

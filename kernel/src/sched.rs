@@ -147,6 +147,8 @@ pub struct Kernel {
     pub ports: kernel::claims::Claims<TaskId>,
     /// Device memory claims: which task has mapped which physical range.
     pub mmio: kernel::claims::Claims<TaskId>,
+    /// Frames drivers have handed to devices (DMA pins).
+    pub pins: kernel::pins::Pins<TaskId>,
     /// The kernel's own PML4 (its upper half is in every address space).
     pub kernel_root: u64,
     /// The boot module's physical range, mapped (not owned) into init.
@@ -241,6 +243,7 @@ impl Kernel {
             io_loaded: None,
             ports: kernel::claims::Claims::new(crate::devices::kernel_ports()),
             mmio: kernel::claims::Claims::new(device_memory_forbidden),
+            pins: kernel::pins::Pins::new(),
             kernel_root,
             boot_module,
             init: None,
@@ -274,6 +277,16 @@ impl Kernel {
     pub fn task_and_frames(&mut self, id: TaskId) -> Option<(&mut Task, &mut FrameAllocator)> {
         let task = self.tasks.get_mut(key_of_task(id))?;
         Some((task, &mut self.frames))
+    }
+
+    /// A task, the frame allocator and the pins, borrowed together (to
+    /// unmap the task's pages).
+    pub fn task_frames_pins(
+        &mut self,
+        id: TaskId,
+    ) -> Option<(&mut Task, &mut FrameAllocator, &mut kernel::pins::Pins<TaskId>)> {
+        let task = self.tasks.get_mut(key_of_task(id))?;
+        Some((task, &mut self.frames, &mut self.pins))
     }
 
     /// Removes a task record.

@@ -10,7 +10,7 @@
 //! anything.
 
 use alux_abi::syscall::{
-    map_flags, DEBUG_PRINT_MAX, DMA_ALLOC_MAX, MEM_MAP_MAX, MMIO_MAP_MAX, PAGE_SIZE,
+    map_flags, DEBUG_PRINT_MAX, DMA_ALLOC_MAX, DMA_PIN_MAX, MEM_MAP_MAX, MMIO_MAP_MAX, PAGE_SIZE,
 };
 use alux_abi::{Error, Sys, TaskId, ThreadId};
 
@@ -127,6 +127,8 @@ pub enum Syscall {
     IoPortGrant { first: u16, count: u32 },
     MmioMap { phys: u64, len: u64 },
     DmaAlloc { len: u64 },
+    DmaPin { first_frame: u64, frames: u64 },
+    DmaUnpin { first_frame: u64, frames: u64 },
     Ipc(IpcCall),
 }
 
@@ -254,6 +256,23 @@ pub fn decode(raw: &RawCall) -> Result<Syscall, Error> {
                 return Err(Error::InvalidArgument);
             }
             Syscall::DmaAlloc { len: a0.next_multiple_of(PAGE_SIZE as u64) }
+        }
+        Sys::DmaPin | Sys::DmaUnpin => {
+            if a1 == 0
+                || a1 > DMA_PIN_MAX as u64
+                || a0 >= PHYS_ADDRESS_END
+                || a1 > PHYS_ADDRESS_END - a0
+            {
+                return Err(Error::InvalidArgument);
+            }
+            // Every frame the range touches.
+            let first_frame = a0 & !(PAGE_SIZE as u64 - 1);
+            let frames = (a0 + a1 - first_frame).div_ceil(PAGE_SIZE as u64);
+            if sys == Sys::DmaPin {
+                Syscall::DmaPin { first_frame, frames }
+            } else {
+                Syscall::DmaUnpin { first_frame, frames }
+            }
         }
         Sys::PortCreate => Syscall::Ipc(IpcCall::PortCreate),
         Sys::ListenPush => Syscall::Ipc(IpcCall::ListenPush { port: a0 }),
@@ -456,6 +475,22 @@ mod tests {
         assert_eq!(call(d, [1, 0, 0, 0, 0, 0]), Ok(Syscall::DmaAlloc { len: 4096 }));
         assert_eq!(call(d, [0, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
         assert_eq!(call(d, [DMA_ALLOC_MAX as u64 + 1, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        let p = Sys::DmaPin as u64;
+        assert_eq!(
+            call(p, [0x1_0200, 0x1000, 0, 0, 0, 0]),
+            Ok(Syscall::DmaPin { first_frame: 0x1_0000, frames: 2 }),
+            "every frame the range touches"
+        );
+        assert_eq!(call(p, [0x1_0000, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(p, [0, DMA_PIN_MAX as u64 + 1, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(
+            call(p, [PHYS_ADDRESS_END - 4096, 8192, 0, 0, 0, 0]),
+            Err(Error::InvalidArgument)
+        );
+        assert_eq!(
+            call(Sys::DmaUnpin as u64, [0x2000, 1, 0, 0, 0, 0]),
+            Ok(Syscall::DmaUnpin { first_frame: 0x2000, frames: 1 })
+        );
     }
 
     #[test]

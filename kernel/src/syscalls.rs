@@ -201,7 +201,8 @@ fn handle_core(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
             Ok(()) => {
                 crate::kprintln!("[kernel] shutdown requested by task {} (code {})", task, code);
                 crate::print_summary(k);
-                crate::stop(if code == 0 {
+                let audit_ok = crate::end_of_run_audit(k);
+                crate::stop(if code == 0 && audit_ok {
                     alux_abi::syscall::SHUTDOWN_SUCCESS
                 } else {
                     alux_abi::syscall::SHUTDOWN_FAILURE
@@ -214,6 +215,12 @@ fn handle_core(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
         }
         Syscall::MmioMap { phys, len } => crate::devices::mmio_map(k, task, phys, len),
         Syscall::DmaAlloc { len } => crate::devices::dma_alloc(k, task, len),
+        Syscall::DmaPin { first_frame, frames } => {
+            crate::devices::dma_pin(k, task, first_frame, frames)
+        }
+        Syscall::DmaUnpin { first_frame, frames } => {
+            crate::devices::dma_unpin(k, task, first_frame, frames)
+        }
         Syscall::MemUnmap { range } => mem_unmap(k, task, range),
         Syscall::SelfInfo => {
             let t = k.task(task).expect("caller's task is live");
@@ -341,7 +348,7 @@ fn mem_map(k: &mut Kernel, task: TaskId, len: u64, flags: u64) -> SysResult {
 }
 
 fn mem_unmap(k: &mut Kernel, task: TaskId, range: UserSlice) -> SysResult {
-    let (t, frames) = k.task_and_frames(task).ok_or(Error::NoSuchTask)?;
+    let (t, frames, pins) = k.task_frames_pins(task).ok_or(Error::NoSuchTask)?;
     if range.addr() < crate::task::MAP_BASE || range.addr() + range.len() > t.next_map {
         return Err(Error::InvalidArgument);
     }
@@ -357,7 +364,7 @@ fn mem_unmap(k: &mut Kernel, task: TaskId, range: UserSlice) -> SysResult {
     }
     for i in 0..pages {
         let f = space.unmap(frames, range.addr() + i * PAGE_SIZE)?;
-        let _ = frames.free(f);
+        crate::task::release_frame(pins, frames, f);
     }
     t.pages = t.pages.saturating_sub(pages as usize);
     Ok([0; 4])

@@ -58,6 +58,20 @@ fn segment_flags(writable: bool, executable: bool) -> PageFlags {
     f
 }
 
+/// Gives a frame its owner let go back to the allocator, unless a driver
+/// has pinned it for a device: then it is freed at the last unpin. If even
+/// the record of that cannot be made, the frame is leaked, never reused
+/// under a device.
+pub fn release_frame(
+    pins: &mut kernel::pins::Pins<TaskId>,
+    frames: &mut kernel::frame::FrameAllocator,
+    frame: u64,
+) {
+    if let Ok(false) = pins.defer(frame) {
+        let _ = frames.free(frame);
+    }
+}
+
 impl Kernel {
     /// Frees an address space, except the boot module's frames (mapped into
     /// init, never owned by it).
@@ -65,7 +79,13 @@ impl Kernel {
         self.forget_root(space.root());
         let (start, len) = self.boot_module;
         let first = start & !(PAGE_SIZE - 1);
-        space.destroy(&mut self.frames, |f| f >= first && f < start + len);
+        let pins = &mut self.pins;
+        space.destroy(&mut self.frames, |frames, f| {
+            if f >= first && f < start + len {
+                return; // the boot module: init's to read, not to free
+            }
+            release_frame(pins, frames, f);
+        });
     }
 
     fn load_image(
@@ -323,7 +343,10 @@ impl Kernel {
         if let Some(space) = space {
             self.destroy_space(space);
         }
-        // Device access goes with the task.
+        // Device access goes with the task, and so do its pins.
+        for f in self.pins.release_owner(id) {
+            let _ = self.frames.free(f);
+        }
         self.ports.release_all(id);
         self.mmio.release_all(id);
         if let Some(t) = self.task_mut(id) {

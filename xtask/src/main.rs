@@ -35,7 +35,8 @@ Options (run):
 
 Options (bench):
   --debug               benchmark the debug kernel
-  --kvm                 count cycles under KVM if it works (else instructions under TCG)
+  --kvm                 TSC cycles under KVM if a probe boot works there; else TCG with
+                        -icount (instructions), labelled so in the table and bench.json
 
 Options (test):
   --release             test the optimised kernel

@@ -62,6 +62,7 @@ pub struct Options {
     /// Try KVM.
     pub kvm: bool,
     /// Count instructions: `-icount shift=0` (the guest TSC counts them).
+    /// TCG only: ignored when KVM is used, kept when KVM falls back to TCG.
     pub icount: bool,
     /// Print the serial console as it comes.
     pub echo: bool,
@@ -134,6 +135,9 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Whether KVM was used.
     pub used_kvm: bool,
+    /// Whether TCG ran with `-icount shift=0` (the guest TSC counted
+    /// instructions). Never under KVM.
+    pub icount: bool,
 }
 
 impl Outcome {
@@ -287,5 +291,5 @@ fn launch(opts: &Options, used_kvm: bool) -> Result<Outcome, String> {
     let elapsed = start.elapsed();
     let log = rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
     let _ = reader.join();
-    Ok(Outcome { ending, log, elapsed, used_kvm })
+    Ok(Outcome { ending, log, elapsed, used_kvm, icount: !used_kvm && opts.icount })
 }

@@ -2,6 +2,8 @@
 //! fresh boot under a timeout. A scenario passes only if init printed
 //! `scenario NAME: PASS` and the kernel stopped QEMU with its success code;
 //! a panic, fault, hang or other exit fails it and shows the log's tail.
+//! With the debug kernel (the default) the kernel's end-of-run IPC audit
+//! must also have run and passed (`[kernel] IPC audit: ok`).
 
 use crate::qemu::{self, Options};
 use std::time::{Duration, Instant};
@@ -42,7 +44,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "hostile",
-        about: "every syscall with garbage gets errors",
+        about: "garbage calls get documented answers and leave nothing behind",
         timeout_secs: 120,
     },
     Scenario {
@@ -83,7 +85,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "ipc-names",
-        about: "name service: register, look up, collide, release",
+        about: "name service: register, look up, collide, release, malformed requests",
         timeout_secs: 120,
     },
     Scenario {
@@ -178,6 +180,9 @@ fn missing_kernel_lines(name: &str, log: &str) -> Vec<&'static str> {
         .collect()
 }
 
+/// What a debug kernel prints when its end-of-run `Ipc::audit` passed.
+const AUDIT_OK: &str = "[kernel] IPC audit: ok";
+
 fn tail(log: &str, lines: usize) -> String {
     let all: Vec<&str> = log.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -212,7 +217,7 @@ fn check_log(name: &str, log: &str) -> Result<(), String> {
 }
 
 /// Checks one boot of scenario `name`.
-fn check_boot(name: &str, outcome: &qemu::Outcome) -> Result<(), String> {
+fn check_boot(name: &str, outcome: &qemu::Outcome, release: bool) -> Result<(), String> {
     let marker = format!("scenario {name}: PASS");
     let missing = missing_kernel_lines(name, &outcome.log);
     if !outcome.success() {
@@ -221,6 +226,11 @@ fn check_boot(name: &str, outcome: &qemu::Outcome) -> Result<(), String> {
         Err(format!("init never printed `{marker}`"))
     } else if !missing.is_empty() {
         Err(format!("the kernel did not print {missing:?}"))
+    } else if !release && !outcome.log.lines().any(|l| l.trim() == AUDIT_OK) {
+        // A debug kernel audits its IPC state at the end of every run;
+        // the line proves the audit ran (a failed audit also fails the
+        // exit status).
+        Err(format!("the kernel did not print `{AUDIT_OK}`"))
     } else {
         check_log(name, &outcome.log)
     }
@@ -281,7 +291,7 @@ pub fn cmd_test(mut args: pico_args::Arguments) -> Result<bool, String> {
                 opts.disk_options = o.to_string();
             }
             let o = qemu::run(&opts)?;
-            checked = check_boot(s.name, &o);
+            checked = check_boot(s.name, &o, release);
             outcome = Some(o);
             if checked.is_err() {
                 if boots > 1 {

@@ -319,11 +319,6 @@ impl Drop for DmaRegion {
     }
 }
 
-/// `DmaPin`'s number (67, `docs/syscalls.md`).
-const SYS_DMA_PIN: u64 = 67;
-/// `DmaUnpin`'s number (68).
-const SYS_DMA_UNPIN: u64 = 68;
-
 /// A pin on the frames of `[phys, phys + len)` (`DmaPin`): they are not
 /// reused while the pin lasts, even if their owner unmaps them or dies.
 /// A driver pins a client's buffer before a device may touch it and drops
@@ -335,9 +330,11 @@ pub struct Pin {
 }
 
 impl Pin {
-    /// Pins `[phys, phys + len)` (privileged).
+    /// Pins `[phys, phys + len)` (privileged): `InvalidArgument` for an
+    /// empty or too long range, `BadAddress` unless every frame it touches
+    /// is allocated RAM, `LimitReached` past the pin limit.
     pub fn new(phys: u64, len: u64) -> Result<Pin, Error> {
-        crate::sys::call_raw(SYS_DMA_PIN, [phys, len, 0, 0, 0, 0])?;
+        call(Sys::DmaPin, [phys, len, 0, 0, 0, 0])?;
         Ok(Pin { phys, len })
     }
 
@@ -349,7 +346,7 @@ impl Pin {
 
 impl Drop for Pin {
     fn drop(&mut self) {
-        let _ = crate::sys::call_raw(SYS_DMA_UNPIN, [self.phys, self.len, 0, 0, 0, 0]);
+        let _ = call(Sys::DmaUnpin, [self.phys, self.len, 0, 0, 0, 0]);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Calls every system call number with garbage arguments, then a table of
-//! known-bad arguments, and checks the kernel answers each with an error
-//! (never a crash). Runs unprivileged.
+//! known-bad arguments, and checks every answer against the documented one
+//! (never a crash, never an undocumented error, nothing left behind). Runs
+//! unprivileged.
 #![no_std]
 #![no_main]
 
@@ -24,18 +25,108 @@ fn garbage(rng: &mut Rng) -> u64 {
     }
 }
 
-fn main(start: &Start) -> u64 {
-    let rounds = start.arg_words().next().and_then(programs::parse_u64).unwrap_or(20);
+/// The handle errors every call that takes a handle may give.
+const HANDLE: [Error; 3] = [Error::BadHandle, Error::StaleHandle, Error::WrongThread];
+
+/// What a known call may answer to garbage from this task (unprivileged,
+/// holding no IPC end, no child and no other thread), from
+/// `docs/syscalls.md`: the errors it documents, and whether it may succeed.
+/// Calls that may succeed and create something say so in `garbage_loop`,
+/// which frees it at once.
+fn allowed(sys: Sys) -> (&'static [Error], bool) {
+    use Error::*;
+    const WRITE: [Error; 7] =
+        [MessageTooLong, BadAddress, BadHandle, StaleHandle, WrongThread, NotConnected, PeerClosed];
+    const SEND: [Error; 6] =
+        [MessageTooLong, BadHandle, StaleHandle, WrongThread, NotConnected, PeerClosed];
+    match sys {
+        // Any range of this task's readable memory (or none) may print.
+        Sys::DebugPrint => (&[InvalidArgument, BadAddress], true),
+        // The entry is always a kernel address here: it must fail.
+        Sys::ThreadCreate => (&[BadAddress, InvalidArgument, LimitReached], false),
+        // Never called (they do not return); listed to keep the match whole.
+        Sys::ThreadExit | Sys::TaskExit => (&[], false),
+        Sys::Yield | Sys::Sleep | Sys::Clock | Sys::SelfInfo => (&[], true),
+        Sys::Spawn => (&[BadAddress, NotPrivileged, InvalidArgument], false),
+        Sys::TaskWait => (&[InvalidArgument, NoSuchTask, NotPrivileged, TimedOut], false),
+        Sys::TaskKill => (&[NoSuchTask, NotPrivileged], false),
+        // Succeeds only into this task's own writable memory.
+        Sys::KernelStats => (&[BadAddress], true),
+        Sys::Shutdown => (&[NotPrivileged], false),
+        Sys::MemMap => (&[InvalidArgument, OutOfMemory], true),
+        Sys::MemUnmap => (&[InvalidArgument, BadAddress], false),
+        Sys::ThreadJoin => (&[NoSuchThread, InvalidArgument, TimedOut], false),
+        Sys::PortCreate => (&[LimitReached], true),
+        Sys::ListenPush => {
+            (&[BadHandle, StaleHandle, WrongThread, AlreadyQueued, WrongKind, QueueFull], false)
+        }
+        Sys::ListenWithdraw => (&[BadHandle, StaleHandle, WrongThread, NotQueued], false),
+        Sys::Connect => {
+            (&[Busy, NoSuchTask, SelfConnect, ConnectDenied, LimitReached, NoPortAvailable], true)
+        }
+        Sys::Write | Sys::WriteSignal => (&WRITE, false),
+        Sys::Read | Sys::ConnectionInfo => {
+            (&[BadAddress, BadHandle, StaleHandle, WrongThread, NotConnected], false)
+        }
+        Sys::Signal => (&[BadHandle, StaleHandle, WrongThread, NotConnected, PeerClosed], false),
+        Sys::Poll => (
+            &[InvalidArgument, BadAddress, BadHandle, StaleHandle, WrongThread, Busy, TimedOut],
+            false,
+        ),
+        // This thread has no end, so nothing can be ready.
+        Sys::PollAll | Sys::Receive => (&[Busy, TimedOut], false),
+        Sys::Close => (&HANDLE, false),
+        Sys::SetConnectPermission => (&[InvalidArgument], true),
+        Sys::KernelEndOpen => (&[InvalidArgument, NotPrivileged], false),
+        Sys::ConnectionQuery => (&[BadAddress, NotPrivileged, NoSuchConnection], false),
+        Sys::Send => (&SEND, false),
+        Sys::SendReceive => (
+            &[MessageTooLong, BadHandle, StaleHandle, WrongThread, NotConnected, PeerClosed, Busy],
+            false,
+        ),
+        // Device calls: this task is unprivileged; a bad range may be
+        // refused before privilege is checked.
+        Sys::IoPortGrant | Sys::MmioMap | Sys::DmaAlloc | Sys::DmaPin | Sys::DmaUnpin => {
+            (&[InvalidArgument, NotPrivileged], false)
+        }
+    }
+}
+
+/// The kernel's object counts and this task's memory.
+fn counts() -> Option<[u64; 5]> {
+    let s = alux_rt::sys::kernel_stats().ok()?;
+    Some([s.tasks, s.threads, s.ipc_ends, s.frames_used, s.caller_frames])
+}
+const COUNT_NAMES: [&str; 5] = ["tasks", "threads", "IPC ends", "frames", "this task's frames"];
+
+/// Calls every number below 80 and some random ones with garbage, checking
+/// each answer: an unknown number gives exactly `UnknownSyscall`; a known
+/// call gives an error it documents, or succeeds only where it may. What a
+/// success creates (a port, a connection, a mapping) is freed at once, so
+/// afterwards the kernel's object counts and this task's frames must be
+/// what they were: nothing the loop did left an object behind. Returns the
+/// number of wrong answers.
+fn garbage_loop(rounds: u64, me: u64) -> u64 {
     let mut rng = Rng::new(0x5eed);
-    let mut calls = 0u64;
-    let mut errors = 0u64;
+    let (mut calls, mut errors, mut wrong) = (0u64, 0u64, 0u64);
+    let Some(before) = counts() else {
+        println!("hostile: KernelStats failed");
+        return 1;
+    };
     for _ in 0..rounds {
-        for nr in 0..64u64 {
+        // Every number below 80, then eight random ones (no heap here: the
+        // first allocation would map the heap and grow the task).
+        let mut numbers = [0u64; 88];
+        for (i, n) in numbers.iter_mut().enumerate() {
+            *n = if i < 80 { i as u64 } else { garbage(&mut rng) };
+        }
+        for nr in numbers {
             let mut a = [0u64; 6];
             for x in a.iter_mut() {
                 *x = garbage(&mut rng);
             }
-            match Sys::from_number(nr) {
+            let sys = Sys::from_number(nr);
+            match sys {
                 // Calls that would end this task or start code at a random
                 // address are exercised only with arguments that must fail.
                 Some(Sys::ThreadExit | Sys::TaskExit) => continue,
@@ -44,15 +135,80 @@ fn main(start: &Start) -> u64 {
                 Some(Sys::ThreadJoin | Sys::TaskWait | Sys::Connect) => a[1] = 0,
                 Some(Sys::Poll) => a[2] = 0,
                 Some(Sys::PollAll | Sys::Receive) => a[0] = 0,
+                Some(Sys::TaskKill) if a[0] == me => a[0] ^= 1 << 40,
                 _ => {}
             }
             calls += 1;
-            if call_raw(nr, a).is_err() {
-                errors += 1;
+            let got = call_raw(nr, a);
+            errors += u64::from(got.is_err());
+            let Some(sys) = sys else {
+                if got != Err(Error::UnknownSyscall) {
+                    println!("hostile: unknown number {:#x} answered {:?}", nr, got);
+                    wrong += 1;
+                }
+                continue;
+            };
+            let (errs, may_succeed) = allowed(sys);
+            match got {
+                Err(e) if errs.contains(&e) => {}
+                Ok(r) if may_succeed => {
+                    // Free what the call created; the freeing must work.
+                    let freed = match sys {
+                        Sys::PortCreate | Sys::Connect => {
+                            call_raw(Sys::Close as u64, [r[0], 0, 0, 0, 0, 0]).map(|_| ())
+                        }
+                        Sys::MemMap => {
+                            let len = a[0].div_ceil(4096) * 4096;
+                            call_raw(Sys::MemUnmap as u64, [r[0], len, 0, 0, 0, 0]).map(|_| ())
+                        }
+                        _ => Ok(()),
+                    };
+                    if let Err(e) = freed {
+                        println!(
+                            "hostile: {:?} {:x?} made something it cannot free: {}",
+                            sys, a, e
+                        );
+                        wrong += 1;
+                    }
+                }
+                _ => {
+                    println!("hostile: {:?} {:x?} answered {:?}", sys, a, got);
+                    wrong += 1;
+                }
             }
         }
     }
-    println!("hostile: {} garbage calls, {} answered with an error", calls, errors);
+    match counts() {
+        Some(after) => {
+            for i in 0..before.len() {
+                if after[i] != before[i] {
+                    println!(
+                        "hostile: {} went from {} to {} over the garbage calls",
+                        COUNT_NAMES[i], before[i], after[i]
+                    );
+                    wrong += 1;
+                }
+            }
+        }
+        None => {
+            println!("hostile: KernelStats failed");
+            wrong += 1;
+        }
+    }
+    println!(
+        "hostile: {} garbage calls, {} answered with an error, {} wrong answers; kernel objects and task memory unchanged: {}",
+        calls,
+        errors,
+        wrong,
+        wrong == 0
+    );
+    wrong
+}
+
+fn main(start: &Start) -> u64 {
+    let rounds = start.arg_words().next().and_then(programs::parse_u64).unwrap_or(20);
+    let me = start.task.raw();
+    let mut failed = garbage_loop(rounds, me);
 
     let text = b"hostile";
     let here = text.as_ptr() as u64;
@@ -85,7 +241,6 @@ fn main(start: &Start) -> u64 {
         (Sys::MemUnmap as u64, [0x40_0000, 4096, 0, 0, 0, 0], Error::InvalidArgument),
         (Sys::MemUnmap as u64, [0x1001, 4096, 0, 0, 0, 0], Error::InvalidArgument),
     ];
-    let mut failed = 0;
     for (nr, args, want) in checks {
         let got = call_raw(*nr, *args);
         if got != Err(*want) {
@@ -136,7 +291,7 @@ fn main(start: &Start) -> u64 {
         failed += 1;
     }
     println!(
-        "hostile: {} targeted checks, {} wrong; memory limit stopped after {} maps",
+        "hostile: {} targeted checks; {} wrong in all; memory limit stopped after {} maps",
         checks.len(),
         failed,
         maps

@@ -16,7 +16,7 @@ use alloc::vec::Vec;
 use alux_abi::ipc::{CloseReason, Events, Handle};
 use alux_abi::{Error, TaskId};
 use alux_rt::ipc::{self, Connection, Port};
-use alux_rt::names::{NameError, NameService};
+use alux_rt::names::{self, NameError, NameService};
 use alux_rt::sys::call;
 use alux_rt::{println, thread, time, Start};
 use core::time::Duration;
@@ -733,7 +733,8 @@ fn flood(server: TaskId) -> u64 {
     }
 }
 
-/// Register, look up, collide, misspell, and release names.
+/// Register, look up, collide, misspell, and release names; then send the
+/// server raw malformed requests and check it refuses each and goes on.
 fn names_test(ns: Option<TaskId>) -> u64 {
     let Some(ns) = ns else { return 2 };
     let me = alux_rt::sys::self_info().expect("self").0;
@@ -760,6 +761,71 @@ fn names_test(ns: Option<TaskId>) -> u64 {
         b.lookup("alpha") == Err(NameError::NotFound),
     );
     expect("alpha can be registered again", b.register("alpha") == Ok(()));
+    // Malformed requests, sent raw (the client library would refuse to
+    // encode them): the server must answer each with BAD_REQUEST and go on.
+    let raw = match ipc::connect(ns, LONG) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("  WRONG: raw connection to the name service: {}", e);
+            return 1;
+        }
+    };
+    let mut long = [0u8; 32];
+    long[0] = names::OP_LOOKUP;
+    long[1] = names::NAME_MAX as u8 + 1;
+    long[2..].fill(b'a');
+    let mut garbage = [0u8; 32];
+    for (i, g) in garbage.iter_mut().enumerate() {
+        *g = (i as u8).wrapping_mul(97).wrapping_add(0xc3);
+    }
+    let malformed: [(&str, &[u8]); 9] = [
+        ("empty name (length 0)", &[names::OP_REGISTER, 0]),
+        ("length field 25 with 30 bytes of name", &long),
+        ("length field 255", &[names::OP_LOOKUP, 255, b'a', b'b']),
+        ("unknown opcode 7", &[7, 5, b'a', b'l', b'p', b'h', b'a']),
+        ("opcode 0", &[0, 5, b'a', b'l', b'p', b'h', b'a']),
+        ("truncated: length 5, 2 name bytes", &[names::OP_LOOKUP, 5, b'a', b'l']),
+        ("empty message", &[]),
+        ("one byte", &[names::OP_LOOKUP]),
+        ("32 garbage bytes", &garbage),
+    ];
+    for (what, req) in malformed {
+        let got = match raw.call(req, LONG) {
+            Ok(m) if m.len >= 1 => Some(m.data[0]),
+            Ok(_) => None,
+            Err(e) => {
+                println!("  WRONG: {}: no answer: {}", what, e);
+                ok = false;
+                continue;
+            }
+        };
+        let good = got == Some(names::STATUS_BAD_REQUEST);
+        println!(
+            "  {}: {} answered {:?} (bad request is {})",
+            if good { "ok" } else { "WRONG" },
+            what,
+            got,
+            names::STATUS_BAD_REQUEST
+        );
+        ok &= good;
+    }
+    // The server still serves, on the raw connection and on another.
+    let mut good = [0u8; 32];
+    good[0] = names::OP_LOOKUP;
+    good[1] = 5;
+    good[2..7].copy_from_slice(b"alpha");
+    let after = raw.call(&good, LONG);
+    let served = after
+        .is_ok_and(|m| m.data[0] == names::STATUS_OK && m.data[8..16] == me.raw().to_le_bytes());
+    println!(
+        "  {}: well-formed lookup on the same raw connection after them",
+        if served { "ok" } else { "WRONG" }
+    );
+    ok &= served;
+    let c = NameService::connect(ns);
+    let served = c.as_ref().is_ok_and(|c| c.lookup("alpha") == Ok(me));
+    println!("  {}: a new client is served after them", if served { "ok" } else { "WRONG" });
+    ok &= served;
     if ok {
         0
     } else {
