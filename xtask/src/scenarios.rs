@@ -193,6 +193,9 @@ fn tail(log: &str, lines: usize) -> String {
 /// kernel's, which must appear with its task prefix and nowhere as the
 /// kernel's own, and a line in two prints, which must read as one.
 fn check_log(name: &str, log: &str) -> Result<(), String> {
+    if name.starts_with("blk-") {
+        return check_blk_log(name, log);
+    }
     if name != "console" {
         return Ok(());
     }
@@ -212,6 +215,26 @@ fn check_log(name: &str, log: &str) -> Result<(), String> {
         if !texts.contains(&want) {
             return Err(format!("no task line reads {want:?}"));
         }
+    }
+    Ok(())
+}
+
+/// The block scenarios: the driver named the disk it found (size and
+/// features) in the boot log, and the pattern scenario really had several
+/// requests on the device at once.
+fn check_blk_log(name: &str, log: &str) -> Result<(), String> {
+    let texts: Vec<&str> =
+        log.lines().filter_map(|l| qemu::task_line(l.trim_end())).map(|(_, t)| t).collect();
+    let found = texts.iter().any(|t| {
+        t.starts_with("virtio-blk ")
+            && t.contains("524288 sectors (256 MiB)")
+            && t.contains("features VERSION_1")
+    });
+    if !found {
+        return Err("the driver did not name the disk (size, features) in the log".into());
+    }
+    if name == "blk-patterns" && !texts.contains(&"virtio-blk: 8 requests in flight") {
+        return Err("never 8 requests on the device at once".into());
     }
     Ok(())
 }

@@ -138,6 +138,8 @@ struct Driver {
     waiting: VecDeque<usize>,
     completions: u64,
     interrupts: u64,
+    /// Most requests on the device at once so far.
+    most_in_flight: u16,
 }
 
 fn setup(start: &Start) -> Result<(Driver, Interrupt, alux_pci::Address), &'static str> {
@@ -236,6 +238,7 @@ fn setup(start: &Start) -> Result<(Driver, Interrupt, alux_pci::Address), &'stat
             waiting: VecDeque::new(),
             completions: 0,
             interrupts: 0,
+            most_in_flight: 0,
         },
         irq,
         f.address,
@@ -374,6 +377,13 @@ impl Driver {
                     let done = Completion { tag: r.tag, status: Status::IoError, sectors: 0 };
                     self.answer(slot, done);
                 }
+            }
+        }
+        let n = self.queue.in_flight();
+        if n > self.most_in_flight {
+            self.most_in_flight = n;
+            if n.is_power_of_two() && n >= 2 {
+                println!("virtio-blk: {} requests in flight", n);
             }
         }
         if notify && self.queue.needs_notify(&self.rings) {

@@ -432,14 +432,17 @@ fn probe() -> Res<u64> {
         .find(|f| f.header.vendor_id == 0x1af4 && matches!(f.header.device_id, 0x1001 | 0x1042))
         .ok_or("no virtio-blk")?;
     let bars = alux_pci::bars(&mut cam, f.address, &f.header).map_err(|e| format!("{}", e))?;
+    // The largest memory BAR holds the virtio structures (QEMU: BAR 4).
     let bar = bars
         .iter()
         .flatten()
-        .find_map(|b| match *b {
-            alux_pci::Bar::Memory { address, .. } if address != 0 => Some(address),
+        .filter_map(|b| match *b {
+            alux_pci::Bar::Memory { address, size, .. } if address != 0 => Some((size, address)),
             _ => None,
         })
-        .ok_or("no memory BAR")?;
+        .max()
+        .ok_or("no memory BAR")?
+        .1;
     println!("blk: disk at {}: BAR {:#x}, line {}", f.address, bar, f.header.interrupt_line);
     Ok(bar | f.header.interrupt_line as u64)
 }
