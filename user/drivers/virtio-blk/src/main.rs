@@ -140,6 +140,8 @@ struct Driver {
     interrupts: u64,
     /// Most requests on the device at once so far.
     most_in_flight: u16,
+    /// Completions not yet sent: `(slot, completion)`.
+    replies: Vec<(usize, Completion)>,
 }
 
 fn setup(start: &Start) -> Result<(Driver, Interrupt, alux_pci::Address), &'static str> {
@@ -239,6 +241,7 @@ fn setup(start: &Start) -> Result<(Driver, Interrupt, alux_pci::Address), &'stat
             completions: 0,
             interrupts: 0,
             most_in_flight: 0,
+            replies: Vec::new(),
         },
         irq,
         f.address,
@@ -283,10 +286,22 @@ impl Driver {
         }
     }
 
-    fn answer(&self, slot: usize, completion: Completion) {
-        if let Some(Some(Client { conn: Some(conn), .. })) = self.clients.get(slot) {
-            let _ = conn.send(&completion.encode());
+    /// Queues `completion` for the client in `slot`; the main loop sends
+    /// it (the last one together with its next receive).
+    fn answer(&mut self, slot: usize, completion: Completion) {
+        self.replies.push((slot, completion));
+    }
+
+    /// Sends every queued completion but the last, and returns the last
+    /// (its connection and bytes) for `SendReceive`.
+    fn flush_replies(&mut self) -> Option<(usize, [u8; alux_blk_proto::COMPLETION_LEN])> {
+        let last = self.replies.pop();
+        for (slot, c) in self.replies.drain(..) {
+            if let Some(Some(Client { conn: Some(conn), .. })) = self.clients.get(slot) {
+                let _ = conn.send(&c.encode());
+            }
         }
+        last.map(|(slot, c)| (slot, c.encode()))
     }
 
     /// A message on the connection in `slot`.
@@ -490,10 +505,19 @@ fn main(start: &Start) -> u64 {
             }
             ports.insert(p.handle(), p);
         }
-        let Ok(r) = ipc::receive(None) else { continue };
+        // The last completion goes out with the next receive, in one call.
+        let received = match d.flush_replies() {
+            Some((slot, bytes)) => match d.clients.get(slot) {
+                Some(Some(Client { conn: Some(conn), .. })) => ipc::send_receive(conn, &bytes),
+                _ => ipc::receive(None),
+            },
+            None => ipc::receive(None),
+        };
+        let Ok(r) = received else { continue };
         if r.handle == irq.handle() {
             if r.events.contains(Events::SIGNAL) {
                 d.interrupt();
+                // The device stopped asserting when its ISR was read.
                 let _ = irq.acknowledge();
             }
             continue;

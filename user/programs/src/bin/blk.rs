@@ -19,6 +19,8 @@
 //!   address | line), for `hostile-dev`.
 //! - `hostile-dev BAR_AND_LINE`: bad device calls of a privileged task get
 //!   their documented errors; `unpriv-calls`: all `NotPrivileged`.
+//! - `bench ns=ID`: the disk benchmarks (guest instructions per 4 KiB
+//!   read, 4 KiB write and 64 KiB sequential read, idle time excluded).
 #![no_std]
 #![no_main]
 
@@ -73,10 +75,14 @@ impl Disk {
         Ok(Disk { conn, buf, next_tag: 1 })
     }
 
-    /// Sends raw request bytes and returns the completion.
+    /// Sends raw request bytes and returns the completion (one
+    /// `SendReceive`: this thread's only end is this connection).
     fn raw(&mut self, bytes: &[u8]) -> Res<Completion> {
-        let m = self.conn.call(bytes, TIMEOUT).map_err(|e| format!("call: {}", e))?;
-        Completion::decode(m.bytes()).map_err(|e| format!("bad completion: {:?}", e))
+        let r = ipc::send_receive(&self.conn, bytes).map_err(|e| format!("call: {}", e))?;
+        if r.handle != self.conn.handle() || !r.events.contains(Events::SIGNAL) {
+            return Err(format!("unexpected {:?} on {:?}", r.events, r.handle));
+        }
+        Completion::decode(r.message.bytes()).map_err(|e| format!("bad completion: {:?}", e))
     }
 
     /// Sends a request (its tag replaced by a fresh one) and checks the
@@ -532,6 +538,89 @@ fn unpriv_calls() -> Res<()> {
     Ok(())
 }
 
+// ---- disk benchmarks (`cargo xtask bench`; method in docs/benchmarks.md) ----
+
+/// Spinner iterations so far.
+static SPINS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+fn tsc() -> u64 {
+    // SAFETY: rdtsc only reads the time-stamp counter (allowed in ring 3).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Keeps the CPU busy while everything else waits for the disk, counting
+/// its rounds; it yields every round, so a woken thread runs at once.
+fn spinner() {
+    loop {
+        SPINS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        alux_rt::time::yield_now();
+    }
+}
+
+fn spins() -> u64 {
+    SPINS.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// Guest instructions per spinner round, in thousandths: measured over a
+/// sleep during which only the spinner runs.
+fn calibrate() -> u64 {
+    let (s0, t0) = (spins(), tsc());
+    alux_rt::time::sleep(Duration::from_millis(20));
+    let (s1, t1) = (spins(), tsc());
+    (t1 - t0) * 1000 / (s1 - s0).max(1)
+}
+
+fn bench_kind(d: &mut Disk, name: &str, per_spin: u64, mut op: impl FnMut(&mut Disk, u64) -> Res<()>) -> Res<()> {
+    const WARM_UP: u64 = 4;
+    const SAMPLES: usize = 31;
+    let mut samples = Vec::with_capacity(SAMPLES);
+    let mut i = 0u64;
+    let mut tries = 0;
+    while samples.len() < SAMPLES {
+        tries += 1;
+        if tries > 4 * SAMPLES + WARM_UP as usize {
+            return Err(format!("{}: only {} of {} operations waited", name, samples.len(), tries));
+        }
+        let (s0, t0) = (spins(), tsc());
+        op(d, i)?;
+        let (s1, t1) = (spins(), tsc());
+        i += 1;
+        // Only operations whose submitter really waited for the device.
+        if i > WARM_UP && s1 > s0 {
+            let busy = ((t1 - t0) * 1000).saturating_sub((s1 - s0) * per_spin) / 1000;
+            samples.push(busy);
+        }
+    }
+    samples.sort_unstable();
+    println!(
+        "BENCH name={} median={} min={} max={} runs={}",
+        name,
+        samples[samples.len() / 2],
+        samples[0],
+        samples[samples.len() - 1],
+        samples.len()
+    );
+    Ok(())
+}
+
+fn bench(start: &Start) -> Res<()> {
+    let drv = driver(start)?;
+    let mut d = Disk::open(drv, 64 * 1024)?;
+    let spin = alux_rt::thread::spawn(spinner).map_err(|e| format!("spinner: {}", e))?;
+    while spins() == 0 {
+        alux_rt::time::yield_now();
+    }
+    let per_spin = calibrate();
+    println!("blk: spinner round = {}.{:03} guest instructions", per_spin / 1000, per_spin % 1000);
+    // Scattered 4 KiB blocks, as the Linux reference does.
+    let block = |i: u64| (i.wrapping_mul(0x9e37_79b9) % 60_000) * 8;
+    bench_kind(&mut d, "blk_read_4k", per_spin, |d, i| d.io(false, block(i), 8, 0))?;
+    bench_kind(&mut d, "blk_write_4k", per_spin, |d, i| d.io(true, block(i), 8, 0))?;
+    bench_kind(&mut d, "blk_read_64k_seq", per_spin, |d, i| d.io(false, 100_000 + i * 128, 128, 0))?;
+    drop(spin);
+    Ok(())
+}
+
 fn main(start: &Start) -> u64 {
     let words: Vec<&str> = start.arg_words().filter(|w| !w.contains('=')).collect();
     let num = |i: usize, default: u64| words.get(i).and_then(|w| w.parse().ok()).unwrap_or(default);
@@ -549,6 +638,7 @@ fn main(start: &Start) -> u64 {
         },
         Some("hostile-dev") => hostile_dev(num(1, 0)),
         Some("unpriv-calls") => unpriv_calls(),
+        Some("bench") => bench(start),
         other => Err(format!("unknown role {:?}", other)),
     };
     match result {

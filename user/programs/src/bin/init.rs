@@ -450,6 +450,13 @@ impl Blk {
     }
 }
 
+/// The disk benchmarks: a client task through the driver to the disk.
+fn blk_bench(init: &Init<'_>) -> Verdict {
+    let blk = Blk::start(init)?;
+    blk.client(init, "bench", true)?;
+    blk.stop()
+}
+
 fn blk_driver(init: &Init<'_>, names: TaskId) -> Result<TaskId, String> {
     init.spawn_as("virtio-blk", &format!("ns={}", names.raw()), 1, true)
         .map_err(|e| format!("spawn virtio-blk: {}", e))
@@ -567,7 +574,7 @@ fn main(start: &Start) -> u64 {
         "ipc-names" => names_scenario(&init),
         "console" => console(&init),
         "ipc-wide" => wide(&init),
-        "bench" => bench(&init),
+        "bench" => bench(&init).and_then(|()| blk_bench(&init)),
         "blk-patterns" => blk_patterns(&init),
         "blk-persist" => blk_persist(&init, start.arg_value("boot").unwrap_or(0)),
         "blk-bad" => blk_bad(&init),
