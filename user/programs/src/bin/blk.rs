@@ -355,7 +355,9 @@ fn unpriv(start: &Start) -> Res<()> {
 
 /// Writes until the driver dies; the connection must close with
 /// `TaskKilled`.
-fn hammer_thread(drv: TaskId, t: u64) -> Res<u64> {
+/// Returns the requests sent and whether one was waiting for its
+/// completion when the driver died.
+fn hammer_thread(drv: TaskId, t: u64) -> Res<(u64, bool)> {
     let conn = ipc::connect(drv, TIMEOUT).map_err(|e| format!("connect: {}", e))?;
     let buf = DmaRegion::alloc(16 * SECTOR).map_err(|e| format!("DmaAlloc: {}", e))?;
     let mut sent = 0u64;
@@ -372,14 +374,14 @@ fn hammer_thread(drv: TaskId, t: u64) -> Res<u64> {
             }
             // Make sure the buffer is given back only now.
             drop(buf);
-            return Ok(sent);
+            return Ok((sent, true));
         }
     }
     let info = conn.info().map_err(|e| format!("info: {}", e))?;
     if info.reason() != Some(CloseReason::TaskKilled) {
         return Err(format!("closed with {:?}", info.reason()));
     }
-    Ok(sent)
+    Ok((sent, false))
 }
 
 fn hammer(start: &Start, threads: u64) -> Res<()> {
@@ -392,11 +394,19 @@ fn hammer(start: &Start, threads: u64) -> Res<()> {
         );
     }
     println!("blk: hammering with {} connections", threads);
-    let mut total = 0;
+    let (mut total, mut cut) = (0, 0);
     for h in handles {
-        total += h.join().ok_or("a thread died")??;
+        let (sent, waiting) = h.join().ok_or("a thread died")??;
+        total += sent;
+        cut += waiting as u64;
     }
-    println!("blk: {} requests sent; every connection closed with TaskKilled", total);
+    println!(
+        "blk: {} requests sent; every connection closed with TaskKilled, {} with a request in flight",
+        total, cut
+    );
+    if cut == 0 {
+        return Err("no request was in flight when the driver died".into());
+    }
     Ok(())
 }
 

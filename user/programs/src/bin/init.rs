@@ -503,6 +503,16 @@ fn blk_kill(init: &Init<'_>) -> Verdict {
     blk.kill_driver()?;
     let before = stats()?;
     blk.driver = blk_driver(init, blk.names)?;
+    // A client killed with requests in flight: its pinned buffers stay
+    // until the device is done; the driver goes on serving others.
+    let victim = init
+        .spawn_as("blk", &format!("hammer 4 ns={}", blk.names.raw()), 1, true)
+        .map_err(|e| format!("spawn hammer: {}", e))?;
+    alux_rt::time::sleep(Duration::from_millis(500));
+    println!("init: killing a client with requests in flight");
+    task::kill(victim).map_err(|e| format!("kill hammer: {}", e))?;
+    expect("killed client", task::wait(victim, WAIT), TaskEnd::Killed)?;
+    blk.client(init, "worker 3 2 4", true)?;
     let hammer = init
         .spawn_as("blk", &format!("hammer 4 ns={}", blk.names.raw()), 1, true)
         .map_err(|e| format!("spawn hammer: {}", e))?;
