@@ -115,7 +115,8 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "blk-kill",
-        about: "virtio-blk killed mid-request: clients see TaskKilled, memory returns, restart serves",
+        about:
+            "virtio-blk killed mid-request: clients see TaskKilled, memory returns, restart serves",
         timeout_secs: 300,
     },
     Scenario {

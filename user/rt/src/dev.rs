@@ -57,7 +57,9 @@ impl IoPorts {
         let v: u8;
         // SAFETY: the kernel granted this port to the task (checked above),
         // so `in` cannot fault; it touches no memory.
-        unsafe { core::arch::asm!("in al, dx", in("dx") port, out("al") v, options(nostack, nomem)) };
+        unsafe {
+            core::arch::asm!("in al, dx", in("dx") port, out("al") v, options(nostack, nomem))
+        };
         v
     }
 
@@ -66,7 +68,9 @@ impl IoPorts {
         self.check(port, 2);
         let v: u16;
         // SAFETY: as for `in8`.
-        unsafe { core::arch::asm!("in ax, dx", in("dx") port, out("ax") v, options(nostack, nomem)) };
+        unsafe {
+            core::arch::asm!("in ax, dx", in("dx") port, out("ax") v, options(nostack, nomem))
+        };
         v
     }
 
@@ -86,14 +90,18 @@ impl IoPorts {
         self.check(port, 1);
         // SAFETY: as for `in8`; a device may act on the write, which is the
         // driver's business, not memory safety's.
-        unsafe { core::arch::asm!("out dx, al", in("dx") port, in("al") v, options(nostack, nomem)) };
+        unsafe {
+            core::arch::asm!("out dx, al", in("dx") port, in("al") v, options(nostack, nomem))
+        };
     }
 
     /// Writes 16 bits to `port`.
     pub fn out16(&self, port: u16, v: u16) {
         self.check(port, 2);
         // SAFETY: as for `out8`.
-        unsafe { core::arch::asm!("out dx, ax", in("dx") port, in("ax") v, options(nostack, nomem)) };
+        unsafe {
+            core::arch::asm!("out dx, ax", in("dx") port, in("ax") v, options(nostack, nomem))
+        };
     }
 
     /// Writes 32 bits to `port`.
@@ -144,7 +152,8 @@ impl Mmio {
     /// `size` and inside the mapping (panics otherwise).
     fn at(&self, offset: usize, size: usize) -> *mut u8 {
         assert!(
-            offset.checked_add(size).is_some_and(|end| end <= self.len) && offset % size == 0,
+            offset.checked_add(size).is_some_and(|end| end <= self.len)
+                && offset.is_multiple_of(size),
             "MMIO access at {offset:#x} outside the mapping"
         );
         self.base.wrapping_add(offset)
@@ -268,7 +277,7 @@ impl DmaRegion {
 
     /// Reads a little-endian `u16` at `offset` (aligned: one access).
     pub fn read16(&self, offset: usize) -> u16 {
-        assert!(offset % 2 == 0, "unaligned");
+        assert!(offset.is_multiple_of(2), "unaligned");
         // SAFETY: inside the region (checked by `at`) and aligned; the
         // region is page-aligned, so `offset` alignment is the address's.
         unsafe { ptr::read_volatile(self.at(offset, 2) as *const u16) }
@@ -276,28 +285,28 @@ impl DmaRegion {
 
     /// Reads a little-endian `u32` at `offset` (aligned).
     pub fn read32(&self, offset: usize) -> u32 {
-        assert!(offset % 4 == 0, "unaligned");
+        assert!(offset.is_multiple_of(4), "unaligned");
         // SAFETY: as for `read16`.
         unsafe { ptr::read_volatile(self.at(offset, 4) as *const u32) }
     }
 
     /// Writes a `u16` at `offset` (aligned).
     pub fn write16(&mut self, offset: usize, v: u16) {
-        assert!(offset % 2 == 0, "unaligned");
+        assert!(offset.is_multiple_of(2), "unaligned");
         // SAFETY: as for `read16`.
         unsafe { ptr::write_volatile(self.at(offset, 2) as *mut u16, v) }
     }
 
     /// Writes a `u32` at `offset` (aligned).
     pub fn write32(&mut self, offset: usize, v: u32) {
-        assert!(offset % 4 == 0, "unaligned");
+        assert!(offset.is_multiple_of(4), "unaligned");
         // SAFETY: as for `read16`.
         unsafe { ptr::write_volatile(self.at(offset, 4) as *mut u32, v) }
     }
 
     /// Writes a `u64` at `offset` (aligned).
     pub fn write64(&mut self, offset: usize, v: u64) {
-        assert!(offset % 8 == 0, "unaligned");
+        assert!(offset.is_multiple_of(8), "unaligned");
         // SAFETY: as for `read16`.
         unsafe { ptr::write_volatile(self.at(offset, 8) as *mut u64, v) }
     }

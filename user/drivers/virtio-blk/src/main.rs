@@ -330,6 +330,9 @@ impl Driver {
         } else {
             match Pin::new(r.buffer, r.bytes()) {
                 Ok(p) => Some(p),
+                Err(alux_rt::Error::LimitReached) => {
+                    return self.answer(slot, checked.complete(Status::Busy))
+                }
                 Err(_) => return self.answer(slot, checked.complete(Status::BadBuffer)),
             }
         };
@@ -365,7 +368,8 @@ impl Driver {
             self.slab.write(STATUS_BASE + slot, &[S_UNSET]);
             let phys = self.slab.phys();
             let head = Buffer { phys: phys + 16 * slot as u64, len: 16, device_writes: false };
-            let st = Buffer { phys: phys + (STATUS_BASE + slot) as u64, len: 1, device_writes: true };
+            let st =
+                Buffer { phys: phys + (STATUS_BASE + slot) as u64, len: 1, device_writes: true };
             let data = Buffer {
                 phys: r.buffer,
                 len: r.bytes() as u32,
