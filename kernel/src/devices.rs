@@ -95,36 +95,50 @@ pub fn io_port_grant(k: &mut Kernel, task: TaskId, first: u16, count: u32) -> Sy
     Ok([0; 4])
 }
 
-/// Whether `pages` more pages, plus the page tables they may need, keep
-/// `task` within its limit.
-fn room_for(k: &Kernel, task: TaskId, pages: u64) -> Result<(), Error> {
+/// Charges `task` for a run of `mapped` pages at its next free address,
+/// `owned` of them RAM it owns, plus the page tables the run creates:
+/// against its cap and its uid's share, before anything is mapped. Returns
+/// the run's address and the cost (to give back with `uncharge` if mapping
+/// fails).
+fn charge(k: &mut Kernel, task: TaskId, owned: u64, mapped: u64) -> Result<(u64, usize), Error> {
     let t = k.task(task).ok_or(Error::NoSuchTask)?;
-    let tables = t.space.as_ref().map_or(0, |s| s.table_frames());
-    // A run of `pages` pages needs at most one page table per 512 pages
-    // (plus one for a run that straddles a boundary) and, at worst, a new
-    // page directory and directory pointer table.
-    let new_tables = pages.div_ceil(512) + 1 + 2;
-    if (t.pages + tables) as u64 + pages + new_tables > MAX_PAGES_PER_TASK as u64 {
+    let space = t.space.as_ref().ok_or(Error::NoSuchTask)?;
+    let base = t.next_map;
+    if base + (mapped + 1) * PAGE_SIZE > crate::task::MAP_END {
         return Err(Error::OutOfMemory);
     }
-    if t.next_map + (pages + 1) * PAGE_SIZE > crate::task::MAP_END {
+    let cost = owned as usize + space.tables_needed(base, mapped);
+    if t.charged + cost > MAX_PAGES_PER_TASK {
         return Err(Error::OutOfMemory);
     }
-    Ok(())
+    let (uid, privileged) = (t.uid, t.privileged);
+    k.page_pool.charge(uid, privileged, cost).map_err(|e| match e {
+        Error::LimitReached => Error::OutOfMemory,
+        e => e,
+    })?;
+    Ok((base, cost))
 }
 
-/// Maps `pages` physically contiguous frames from `phys` at `task`'s next
-/// free address (with a guard page after them); returns the address. On
-/// failure nothing stays mapped (and no frame is freed).
+fn uncharge(k: &mut Kernel, task: TaskId, cost: usize) {
+    if let Some((uid, privileged)) = k.task(task).map(|t| (t.uid, t.privileged)) {
+        k.page_pool.release(uid, privileged, cost);
+    }
+}
+
+/// Maps `pages` physically contiguous frames from `phys` at `base` in
+/// `task` (a guard page follows them); on success the task's counters take
+/// `owned` pages and `cost` charged frames. On failure nothing stays
+/// mapped (and no frame is freed).
 fn map_run(
     k: &mut Kernel,
     task: TaskId,
+    base: u64,
     phys: u64,
     pages: u64,
     flags: PageFlags,
+    (owned, cost): (u64, usize),
 ) -> Result<u64, Error> {
     let (t, frames) = k.task_and_frames(task).ok_or(Error::NoSuchTask)?;
-    let base = t.next_map;
     let space = t.space.as_mut().ok_or(Error::NoSuchTask)?;
     for i in 0..pages {
         if let Err(e) = space.map_frame(frames, base + i * PAGE_SIZE, phys + i * PAGE_SIZE, flags) {
@@ -134,6 +148,9 @@ fn map_run(
             return Err(e);
         }
     }
+    t.pages += owned as usize;
+    t.charged += cost;
+    debug_assert_eq!(t.charged, t.pages + space.table_frames(), "tables_needed was exact");
     t.next_map = base + (pages + 1) * PAGE_SIZE;
     Ok(base)
 }
@@ -143,9 +160,18 @@ fn map_run(
 pub fn mmio_map(k: &mut Kernel, task: TaskId, phys: u64, len: u64) -> SysResult {
     require_privileged(k, task)?;
     let pages = len / PAGE_SIZE;
-    room_for(k, task, 0)?;
     let range = Range::new(phys, phys + len);
     let new_record = k.mmio.claim(range, task).map_err(claim_error)?;
+    // Device pages are not the task's RAM: only their page tables count.
+    let (base, cost) = match charge(k, task, 0, pages) {
+        Ok(c) => c,
+        Err(e) => {
+            if new_record {
+                k.mmio.release(range, task);
+            }
+            return Err(e);
+        }
+    };
     let flags = PageFlags::PRESENT
         | PageFlags::USER
         | PageFlags::WRITABLE
@@ -153,9 +179,10 @@ pub fn mmio_map(k: &mut Kernel, task: TaskId, phys: u64, len: u64) -> SysResult 
         | PageFlags::CACHE_DISABLE
         | PageFlags::WRITE_THROUGH
         | PageFlags::DEVICE;
-    match map_run(k, task, phys, pages, flags) {
+    match map_run(k, task, base, phys, pages, flags, (0, cost)) {
         Ok(addr) => Ok([addr, 0, 0, 0]),
         Err(e) => {
+            uncharge(k, task, cost);
             if new_record {
                 k.mmio.release(range, task);
             }
@@ -171,20 +198,19 @@ pub fn mmio_map(k: &mut Kernel, task: TaskId, phys: u64, len: u64) -> SysResult 
 pub fn dma_alloc(k: &mut Kernel, task: TaskId, len: u64) -> SysResult {
     require_privileged(k, task)?;
     let pages = len / PAGE_SIZE;
-    room_for(k, task, pages)?;
-    let phys = k.frames.alloc_contiguous(pages as usize).ok_or(Error::OutOfMemory)?;
+    let (base, cost) = charge(k, task, pages, pages)?;
+    let Some(phys) = k.frames.alloc_contiguous(pages as usize) else {
+        uncharge(k, task, cost);
+        return Err(Error::OutOfMemory);
+    };
     for i in 0..pages {
         crate::mm::zero_frame(phys + i * PAGE_SIZE);
     }
     let flags = PageFlags::PRESENT | PageFlags::USER | PageFlags::WRITABLE | PageFlags::NO_EXECUTE;
-    match map_run(k, task, phys, pages, flags) {
-        Ok(addr) => {
-            if let Some(t) = k.task_mut(task) {
-                t.pages += pages as usize;
-            }
-            Ok([addr, phys, 0, 0])
-        }
+    match map_run(k, task, base, phys, pages, flags, (pages, cost)) {
+        Ok(addr) => Ok([addr, phys, 0, 0]),
         Err(e) => {
+            uncharge(k, task, cost);
             for i in 0..pages {
                 let _ = k.frames.free(phys + i * PAGE_SIZE);
             }

@@ -175,12 +175,12 @@ pub fn settle(k: &mut Kernel) {
     let closed = k.ipc.kernel_sides_closed();
     if closed != k.irq.closed_seen {
         k.irq.closed_seen = closed;
-        for line in 0..ROUTABLE_LINES {
+        for (line, input) in INPUT.iter().enumerate().take(ROUTABLE_LINES) {
             if let Some(end) = k.irq.lines.owner(line) {
                 if !k.ipc.kernel_end_is_open(end) {
                     let action = k.irq.lines.close(line, end);
                     carry_out(line, action, k);
-                    INPUT[line].store(0, Ordering::Relaxed);
+                    input.store(0, Ordering::Relaxed);
                 }
             }
         }

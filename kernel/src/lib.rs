@@ -20,3 +20,4 @@ pub mod paging;
 pub mod pins;
 pub mod syscall;
 pub mod table;
+pub mod timers;

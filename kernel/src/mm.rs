@@ -188,6 +188,12 @@ impl AddressSpace {
         Ok(frame)
     }
 
+    /// How many page tables mapping `pages` pages from `va` would create
+    /// (see `paging::tables_needed`).
+    pub fn tables_needed(&self, va: u64, pages: u64) -> usize {
+        paging::tables_needed(&PhysTablesRead, self.root, va, pages)
+    }
+
     /// The frame and flags mapped at `va`.
     pub fn translate(&self, va: u64) -> Option<(u64, PageFlags)> {
         paging::translate(&PhysTablesRead, self.root, va)

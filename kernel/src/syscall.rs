@@ -470,7 +470,7 @@ mod tests {
         assert_eq!(call(m, [0xfebf_0000, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
         assert_eq!(call(m, [0, MMIO_MAP_MAX as u64 + 1, 0, 0, 0, 0]), Err(Error::InvalidArgument));
         assert_eq!(call(m, [PHYS_ADDRESS_END, 4096, 0, 0, 0, 0]), Err(Error::InvalidArgument));
-        assert_eq!(call(m, [u64::MAX & !4095, 4096, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(m, [!4095u64, 4096, 0, 0, 0, 0]), Err(Error::InvalidArgument));
         let d = Sys::DmaAlloc as u64;
         assert_eq!(call(d, [1, 0, 0, 0, 0, 0]), Ok(Syscall::DmaAlloc { len: 4096 }));
         assert_eq!(call(d, [0, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));

@@ -80,8 +80,14 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "ipc-flood",
-        about: "a flooder hits its limits, others go on, memory returns",
+        about:
+            "three uids fill their end shares, a fourth gets none, services go on, memory returns",
         timeout_secs: 300,
+    },
+    Scenario {
+        name: "pools",
+        about: "uids fill their thread and memory shares, services still spawn and map",
+        timeout_secs: 600,
     },
     Scenario {
         name: "ipc-names",
