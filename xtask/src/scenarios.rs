@@ -122,12 +122,12 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "blk-kill",
         about:
-            "virtio-blk killed mid-request: clients see TaskKilled, memory returns, restart serves",
+            "client, then driver killed mid-request: TaskKilled, closed line silent, memory back",
         timeout_secs: 300,
     },
     Scenario {
         name: "blk-irq",
-        about: "interrupts match completions; a closed end delivers nothing; bad grants refused",
+        about: "interrupts delivered match completions; bad device calls refused with their errors",
         timeout_secs: 240,
     },
 ];

@@ -172,6 +172,18 @@ fn requests_round_trip_in_any_order() {
 }
 
 #[test]
+fn a_refused_add_writes_nothing() {
+    let layout = Layout::new(4).unwrap();
+    let mut mem = VecMemory::new(layout);
+    let mut q = SplitQueue::new(layout);
+    q.add(&mut mem, &req(0x1000, 3)).unwrap();
+    let before = (mem.0.clone(), q.free_descriptors(), q.in_flight());
+    assert_eq!(q.add(&mut mem, &req(0x2000, 2)), Err(AddError::Full));
+    assert_eq!(q.add(&mut mem, &[]), Err(AddError::Empty));
+    assert_eq!((mem.0.clone(), q.free_descriptors(), q.in_flight()), before);
+}
+
+#[test]
 fn no_notify_flag_is_honoured() {
     let layout = Layout::new(4).unwrap();
     let mut mem = VecMemory::new(layout);
