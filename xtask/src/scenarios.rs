@@ -120,6 +120,11 @@ pub const SCENARIOS: &[Scenario] = &[
         timeout_secs: 240,
     },
     Scenario {
+        name: "blk-readonly",
+        about: "virtio-blk on a read-only disk: RO negotiated, writes and flushes refused",
+        timeout_secs: 120,
+    },
+    Scenario {
         name: "blk-kill",
         about:
             "client, then driver killed mid-request: TaskKilled, closed line silent, memory back",
@@ -138,8 +143,9 @@ const TWO_BOOTS: &[&str] = &["blk-persist"];
 
 /// Extra `-drive` options of a scenario's disk: the kill scenario throttles
 /// the disk (in host time) so that requests are surely in flight when the
-/// driver dies.
-const DISK_OPTIONS: &[(&str, &str)] = &[("blk-kill", "throttling.iops-total=200")];
+/// driver dies; the read-only one attaches the image read-only.
+const DISK_OPTIONS: &[(&str, &str)] =
+    &[("blk-kill", "throttling.iops-total=200"), ("blk-readonly", "readonly=on")];
 
 /// What a scenario needs besides init's verdict: words added to the kernel
 /// command line, and lines the kernel itself must print (a kernel self-test
@@ -239,6 +245,11 @@ fn check_blk_log(name: &str, log: &str) -> Result<(), String> {
     });
     if !found {
         return Err("the driver did not name the disk (size, features) in the log".into());
+    }
+    if name == "blk-readonly"
+        && !texts.iter().any(|t| t.starts_with("virtio-blk ") && t.contains(" RO"))
+    {
+        return Err("the driver did not negotiate RO on a read-only disk".into());
     }
     if name == "blk-patterns" && !texts.contains(&"virtio-blk: 8 requests in flight") {
         return Err("never 8 requests on the device at once".into());

@@ -11,6 +11,7 @@
 //!   nothing was written).
 //! - `bad ns=ID`: every malformed request gets its status; the driver
 //!   still serves afterwards. `unpriv ns=ID` (run unprivileged): refused.
+//!   `readonly ns=ID`: on a read-only disk, writes and flushes refused.
 //! - `hammer THREADS ns=ID`: writes until the driver dies; each thread must
 //!   see `PEER_CLOSED` with `TaskKilled` on its connection.
 //! - `irq N ns=ID`: N sequential requests; the kernel's interrupt count
@@ -301,6 +302,13 @@ fn bad(start: &Start) -> Res<()> {
     d.expect("buffer + 1", &set(24, &(phys + 1).to_le_bytes()), Status::MisalignedBuffer)?;
     d.expect("buffer + 256", &set(24, &(phys + 256).to_le_bytes()), Status::MisalignedBuffer)?;
     d.expect("buffer 2^52", &set(24, &(1u64 << 52).to_le_bytes()), Status::BadBuffer)?;
+    // Passes the protocol's checks, but is not RAM (QEMU's VGA window):
+    // the driver's pin is refused.
+    d.expect(
+        "buffer in device memory",
+        &set(24, &0xfd00_0000u64.to_le_bytes()),
+        Status::BadBuffer,
+    )?;
     // Garbage: every message gets a completion with its tag, never a crash.
     let mut rng = programs::Rng::new(0xbad);
     for i in 0..200u64 {
@@ -332,6 +340,17 @@ fn bad(start: &Start) -> Res<()> {
     if c.status != Status::Ok {
         return Err(format!("flush: {}", c.status));
     }
+    Ok(())
+}
+
+/// On a read-only disk: reads work, writes and flushes are refused.
+fn readonly(start: &Start) -> Res<()> {
+    let drv = driver(start)?;
+    let mut d = Disk::open(drv, 8 * SECTOR)?;
+    let phys = d.buf.phys();
+    d.expect("write", &Request::write(1, 0, 8, phys).encode(), Status::ReadOnly)?;
+    d.expect("flush", &Request::flush(2).encode(), Status::ReadOnly)?;
+    d.expect("read", &Request::read(3, 0, 8, phys).encode(), Status::Ok)?;
     Ok(())
 }
 
@@ -651,6 +670,7 @@ fn main(start: &Start) -> u64 {
         Some("persist-read") => persist(start, false),
         Some("bad") => bad(start),
         Some("unpriv") => unpriv(start),
+        Some("readonly") => readonly(start),
         Some("hammer") => hammer(start, num(1, 4)),
         Some("irq") => irq(start, num(1, 50)),
         Some("probe") => match probe() {

@@ -740,6 +740,12 @@ fn blk_bad(init: &Init<'_>) -> Verdict {
     blk.stop()
 }
 
+fn blk_readonly(init: &Init<'_>) -> Verdict {
+    let blk = Blk::start(init)?;
+    blk.client(init, "readonly", true)?;
+    blk.stop()
+}
+
 fn blk_kill(init: &Init<'_>) -> Verdict {
     let mut blk = Blk::start(init)?;
     // A first round warms up what the kernel and the name service keep.
@@ -833,6 +839,7 @@ fn main(start: &Start) -> u64 {
         "blk-patterns" => blk_patterns(&init),
         "blk-persist" => blk_persist(&init, start.arg_value("boot").unwrap_or(0)),
         "blk-bad" => blk_bad(&init),
+        "blk-readonly" => blk_readonly(&init),
         "blk-kill" => blk_kill(&init),
         "blk-irq" => blk_irq(&init),
         other => Err(format!("unknown scenario {}", other)),
