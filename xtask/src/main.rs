@@ -243,6 +243,8 @@ fn cmd_lint(args: pico_args::Arguments) -> Result<bool, String> {
         "--package",
         "alux-virtq",
         "--package",
+        "alux-virtio-pci",
+        "--package",
         "alux-virtio-blk",
         "--target",
         TARGET,

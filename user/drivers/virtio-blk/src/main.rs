@@ -19,20 +19,19 @@
 
 extern crate alloc;
 
-mod transport;
-
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 use alux_abi::ipc::{info_flags, Events, Handle};
 use alux_abi::TaskId;
 use alux_blk_proto::{Checked, Completion, Limits, Operation, Request, Status, SECTOR_SIZE};
 use alux_pci::ConfigAccess;
+use alux_rt::dev::Mmio;
 use alux_rt::dev::{DmaRegion, Interrupt, IoPorts, Pin};
 use alux_rt::ipc::{self, Connection, Port};
 use alux_rt::names::{NameError, NameService};
 use alux_rt::{println, Start};
+use alux_virtio_pci::{Regs, SetupError, Structures, Transport};
 use alux_virtq::{AddError, Buffer, Layout, RingMemory, SplitQueue, UsedError};
-use transport::{status, Transport};
 
 /// Connections served at once (each may have one request in flight).
 const MAX_CONNECTIONS: usize = 64;
@@ -45,12 +44,10 @@ const MAX_SECTORS: u32 = (alux_abi::syscall::DMA_ALLOC_MAX as u64 / SECTOR_SIZE)
 
 /// virtio-blk feature bits (virtio 1.x §5.2.3).
 mod feature {
-    pub const SIZE_MAX: u64 = 1 << 1;
-    pub const SEG_MAX: u64 = 1 << 2;
     pub const RO: u64 = 1 << 5;
     pub const BLK_SIZE: u64 = 1 << 6;
     pub const FLUSH: u64 = 1 << 9;
-    pub const VERSION_1: u64 = 1 << 32;
+    pub const VERSION_1: u64 = alux_virtio_pci::F_VERSION_1;
 }
 
 /// virtio-blk request types and status bytes.
@@ -77,6 +74,30 @@ impl ConfigAccess for CamPorts {
     fn write32(&mut self, address: alux_pci::Address, offset: u8, value: u32) {
         self.0.out32(alux_pci::CAM_ADDRESS_PORT, alux_pci::cam_address(address, offset));
         self.0.out32(alux_pci::CAM_DATA_PORT, value)
+    }
+}
+
+/// The BAR holding the virtio structures, as `alux-virtio-pci` reaches it.
+struct Bar(Mmio);
+
+impl Regs for Bar {
+    fn read8(&self, o: usize) -> u8 {
+        self.0.read8(o)
+    }
+    fn read16(&self, o: usize) -> u16 {
+        self.0.read16(o)
+    }
+    fn read32(&self, o: usize) -> u32 {
+        self.0.read32(o)
+    }
+    fn write8(&self, o: usize, v: u8) {
+        self.0.write8(o, v)
+    }
+    fn write16(&self, o: usize, v: u16) {
+        self.0.write16(o, v)
+    }
+    fn write32(&self, o: usize, v: u32) {
+        self.0.write32(o, v)
     }
 }
 
@@ -123,7 +144,7 @@ struct Client {
 }
 
 struct Driver {
-    dev: Transport,
+    dev: Transport<Bar>,
     queue: SplitQueue,
     rings: Rings,
     slab: DmaRegion,
@@ -155,27 +176,48 @@ fn setup(start: &Start) -> Result<(Driver, Interrupt, alux_pci::Address), &'stat
                 .find(|f| f.header.vendor_id == 0x1af4 && f.header.device_id == 0x1001)
         })
         .ok_or("no virtio-blk device")?;
-    let mut dev = Transport::new(&mut cam, f.address, &f.header).map_err(|e| {
-        println!("virtio-blk {}: {:?}", f.address, e);
-        "transport set-up failed"
+    let bars = alux_pci::bars(&mut cam, f.address, &f.header).map_err(|e| {
+        println!("virtio-blk {}: {}", f.address, e);
+        "cannot read the BARs"
     })?;
+    let mut caps = Vec::new();
+    for c in alux_pci::capabilities(&mut cam, f.address, &f.header) {
+        match c {
+            Ok(alux_pci::Capability { kind: alux_pci::CapabilityKind::Virtio(v), .. }) => {
+                caps.push(v)
+            }
+            Ok(_) => {}
+            Err(e) => {
+                println!("virtio-blk {}: {}", f.address, e);
+                return Err("malformed capability list");
+            }
+        }
+    }
+    let s = Structures::locate(caps, &bars).map_err(|e| {
+        println!("virtio-blk {}: {:?}", f.address, e);
+        "no usable virtio structures"
+    })?;
+    // The BAR is decoded and the device may master the bus before it is
+    // used; INTx stays enabled (our interrupts come through it).
+    alux_pci::update_command(
+        &mut cam,
+        f.address,
+        alux_pci::regs::COMMAND_MEMORY | alux_pci::regs::COMMAND_BUS_MASTER,
+        alux_pci::regs::COMMAND_INTX_DISABLE,
+    );
+    let len = usize::try_from(s.bar_size).map_err(|_| "BAR too large")?;
+    let bar = Mmio::map(s.bar_phys, len).map_err(|e| {
+        println!("virtio-blk {}: MmioMap {:#x}+{:#x}: {}", f.address, s.bar_phys, len, e);
+        "cannot map the BAR"
+    })?;
+    let mut dev = Transport::new(Bar(bar), s);
     // virtio §3.1.1: reset, acknowledge, driver, features, queue, DRIVER_OK.
-    if !dev.reset() {
-        return Err("device does not reset");
-    }
-    dev.set_status(status::ACKNOWLEDGE);
-    dev.set_status(status::ACKNOWLEDGE | status::DRIVER);
-    let offered = dev.device_features();
-    if offered & feature::VERSION_1 == 0 {
-        dev.set_status(status::FAILED);
-        return Err("device lacks VERSION_1");
-    }
-    let wanted = feature::VERSION_1 | feature::FLUSH | feature::RO | feature::BLK_SIZE;
-    let features = offered & wanted;
-    if dev.negotiate(features).is_err() {
-        dev.set_status(status::FAILED);
-        return Err("features refused");
-    }
+    let features = dev.negotiate(feature::FLUSH | feature::RO | feature::BLK_SIZE).map_err(
+        |e: SetupError| {
+            println!("virtio-blk {}: {:?}", f.address, e);
+            "feature negotiation failed"
+        },
+    )?;
     let max = dev.queue_max(0);
     let size = [256u16, 128, 64, 32, 16, 8, 4, 2, 1].into_iter().find(|&s| s <= max);
     let layout = size.and_then(Layout::new).ok_or("no usable queue 0")?;
@@ -199,7 +241,7 @@ fn setup(start: &Start) -> Result<(Driver, Interrupt, alux_pci::Address), &'stat
         println!("virtio-blk: interrupt line {}: {}", line, e);
         "cannot open the interrupt line"
     })?;
-    dev.set_status(status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK);
+    dev.driver_ok();
     let read_only = features & feature::RO != 0;
     let mut names = alloc::string::String::new();
     for (bit, name) in [
@@ -223,7 +265,6 @@ fn setup(start: &Start) -> Result<(Driver, Interrupt, alux_pci::Address), &'stat
         line,
         start.task
     );
-    let _ = (feature::SIZE_MAX, feature::SEG_MAX);
     let mut clients = Vec::new();
     clients.resize_with(MAX_CONNECTIONS, || None);
     Ok((
@@ -459,7 +500,7 @@ impl Driver {
         }
         if self.queue.is_broken() {
             // The device broke the ring: fail everything on it and stop it.
-            self.dev.set_status(status::FAILED);
+            self.dev.fail();
             for head in 0..self.owner.len() as u16 {
                 if self.queue.is_in_flight(head) {
                     self.finish(head, None);
