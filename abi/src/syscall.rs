@@ -102,11 +102,15 @@ pub enum Sys {
     DmaPin = 67,
     /// `(phys, len)`: end a pin made with the same range. Privileged.
     DmaUnpin = 68,
+    /// `(bus, device, function)`: this task drives that PCI function; when
+    /// the task ends, the kernel stops the device's DMA (clears Bus Master
+    /// Enable) before it frees the task's memory and pins. Privileged.
+    DeviceClaim = 69,
 }
 
 impl Sys {
     /// Every system call, for decoders and exhaustive tests.
-    pub const ALL: [Sys; 39] = [
+    pub const ALL: [Sys; 40] = [
         Sys::DebugPrint,
         Sys::ThreadCreate,
         Sys::ThreadExit,
@@ -146,6 +150,7 @@ impl Sys {
         Sys::DmaAlloc,
         Sys::DmaPin,
         Sys::DmaUnpin,
+        Sys::DeviceClaim,
     ];
 
     /// Decodes `rax` (a jump table, not a search: it is on every call).
@@ -190,6 +195,7 @@ impl Sys {
             66 => Sys::DmaAlloc,
             67 => Sys::DmaPin,
             68 => Sys::DmaUnpin,
+            69 => Sys::DeviceClaim,
             _ => return None,
         })
     }

@@ -221,6 +221,7 @@ fn handle_core(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
         Syscall::DmaUnpin { first_frame, frames } => {
             crate::devices::dma_unpin(k, task, first_frame, frames)
         }
+        Syscall::DeviceClaim { bdf } => crate::devices::device_claim(k, task, bdf),
         Syscall::MemUnmap { range } => mem_unmap(k, task, range),
         Syscall::SelfInfo => {
             let t = k.task(task).expect("caller's task is live");

@@ -381,6 +381,9 @@ impl Kernel {
         let space = task.space.take();
         let (uid, privileged, charged) = (task.uid, task.privileged, task.charged);
         task.charged = 0;
+        // A driver's devices stop their DMA before anything of the driver
+        // is freed: a device must never write memory that is reused.
+        crate::devices::stop_devices(self, id);
         self.ipc.remove_task(id, matches!(end, TaskEnd::Killed | TaskEnd::Faulted(..)));
         crate::ipc_glue::deliver_wakeups(self);
         for t in threads {

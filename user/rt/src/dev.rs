@@ -402,3 +402,12 @@ impl Interrupt {
         Some((line, count))
     }
 }
+
+/// Tells the kernel this task drives PCI function `bus:device.function`
+/// (`DeviceClaim`): when the task ends, the kernel stops the device's DMA
+/// (clears Bus Master Enable) before it frees the task's memory and pins,
+/// so the device never writes memory that is reused. One driver per
+/// function: another task's claim is `InUse`.
+pub fn claim_device(bus: u8, device: u8, function: u8) -> Result<(), Error> {
+    call(Sys::DeviceClaim, [bus as u64, device as u64, function as u64, 0, 0, 0]).map(|_| ())
+}

@@ -176,6 +176,11 @@ fn setup(start: &Start) -> Result<(Driver, Interrupt, alux_pci::Address), &'stat
                 .find(|f| f.header.vendor_id == 0x1af4 && f.header.device_id == 0x1001)
         })
         .ok_or("no virtio-blk device")?;
+    // Before the device may touch memory: if this task dies, the kernel
+    // stops the device's DMA before freeing the rings and client pins.
+    let a = f.address;
+    alux_rt::dev::claim_device(a.bus(), a.device(), a.function())
+        .map_err(|_| "the device is claimed by another driver")?;
     let bars = alux_pci::bars(&mut cam, f.address, &f.header).map_err(|e| {
         println!("virtio-blk {}: {}", f.address, e);
         "cannot read the BARs"
