@@ -170,6 +170,9 @@ pub mod info_flags {
     pub const SERVER: u32 = 1;
     /// The far side is the kernel (a kernel end).
     pub const KERNEL: u32 = 2;
+    /// The peer is the kernel or a live privileged task: it may, for
+    /// example, pass physical addresses to a driver.
+    pub const PEER_PRIVILEGED: u32 = 4;
 }
 
 /// The identity of a connection, as `ConnectionInfo` fills it in for one

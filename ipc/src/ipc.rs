@@ -74,6 +74,10 @@ pub struct Ipc {
     kernel_ready: List,
     /// Open kernel ends: `(kind, kernel side slot)`.
     kernel_kinds: Vec<(u32, u32)>,
+    /// Kernel sides freed because their task's end closed (by `close`,
+    /// thread exit or task end), so far: the kernel compares it with the
+    /// count it last saw to learn that one of its ends is gone.
+    kernel_sides_closed: u64,
     /// Ready-list arrival counter.
     stamp: u64,
 }
@@ -101,6 +105,7 @@ impl Ipc {
             wakeups: VecDeque::new(),
             kernel_ready: List::EMPTY,
             kernel_kinds: Vec::new(),
+            kernel_sides_closed: 0,
             stamp: 0,
         }
     }
@@ -755,6 +760,7 @@ impl Ipc {
             EndState::Connected => {
                 let p = e.peer;
                 if self.ends[p as usize].state == EndState::KernelSide {
+                    self.kernel_sides_closed += 1;
                     self.free_kernel_side(p);
                 } else {
                     self.orphan(p, i, reason);
@@ -945,7 +951,13 @@ impl Ipc {
             flags |= info_flags::SERVER;
         }
         if e.flags & F_KERNEL != 0 {
-            flags |= info_flags::KERNEL;
+            flags |= info_flags::KERNEL | info_flags::PEER_PRIVILEGED;
+        } else if self
+            .tasks
+            .get(e.peer_task.index() as usize)
+            .is_some_and(|p| p.live && p.id == e.peer_task && p.privileged)
+        {
+            flags |= info_flags::PEER_PRIVILEGED;
         }
         Ok(ConnectionInfo {
             conn_id: e.conn_id,
@@ -1133,6 +1145,25 @@ impl Ipc {
         self.orphan(u, s, CloseReason::Closed);
         self.free_kernel_side(s);
         Ok(())
+    }
+
+    /// Whether any kernel side was signaled and not yet taken with
+    /// [`Ipc::kernel_take_signal`].
+    pub fn kernel_signals_pending(&self) -> bool {
+        !self.kernel_ready.is_empty()
+    }
+
+    /// How many kernel sides have been freed because their task's end
+    /// closed (the task closed it, or its thread or task ended). It only
+    /// grows: a change tells the kernel to check its ends with
+    /// [`Ipc::kernel_end_is_open`].
+    pub fn kernel_sides_closed(&self) -> u64 {
+        self.kernel_sides_closed
+    }
+
+    /// Whether the kernel side `end` is still open.
+    pub fn kernel_end_is_open(&self, end: KernelEndId) -> bool {
+        self.kernel_slot(end).is_ok()
     }
 
     fn kernel_slot(&self, end: KernelEndId) -> Result<u32, Error> {

@@ -730,6 +730,55 @@ fn any_thread_sets_its_own_tasks_bitmap_only() {
 // ---------------------------------------------------------------- kernel ends
 
 #[test]
+fn connection_info_says_whether_the_peer_is_privileged() {
+    let mut w = World::new();
+    let (pk, p) = w.task(0, true);
+    let (uk, u) = w.task(7, false);
+    let (server_end, client_end) = w.connect_pair(p, pk, u);
+    let at_server = w.ipc.connection_info(p, server_end).unwrap();
+    assert_eq!(at_server.flags, info_flags::SERVER, "the client is unprivileged");
+    let at_client = w.ipc.connection_info(u, client_end).unwrap();
+    assert_eq!(at_client.flags, info_flags::PEER_PRIVILEGED);
+    // The other way round: an unprivileged server, a privileged client.
+    let (a, b) = w.connect_pair(u, uk, p);
+    assert_eq!(
+        w.ipc.connection_info(u, a).unwrap().flags,
+        info_flags::SERVER | info_flags::PEER_PRIVILEGED
+    );
+    assert_eq!(w.ipc.connection_info(p, b).unwrap().flags, 0);
+    // A peer that is gone is no longer vouched for.
+    w.ipc.remove_task(pk, true);
+    assert_eq!(w.ipc.connection_info(u, client_end).unwrap().flags, 0);
+}
+
+#[test]
+fn the_kernel_learns_when_a_task_closes_its_kernel_end() {
+    let mut w = World::new();
+    let (k, t) = w.task(0, true);
+    let (h, kid) = w.ipc.kernel_end_open(t, kernel_end_kind::interrupt(11)).unwrap();
+    let (_, kid2) = w.ipc.kernel_end_open(t, kernel_end_kind::interrupt(12)).unwrap();
+    assert_eq!(w.ipc.kernel_sides_closed(), 0);
+    assert!(!w.ipc.kernel_signals_pending());
+    w.ipc.signal(t, h).unwrap();
+    assert!(w.ipc.kernel_signals_pending());
+    assert_eq!(w.ipc.kernel_take_signal(), Some((kid, Events::SIGNAL)));
+    assert!(!w.ipc.kernel_signals_pending());
+    w.ipc.close(t, h).unwrap();
+    assert_eq!(w.ipc.kernel_sides_closed(), 1);
+    assert!(!w.ipc.kernel_end_is_open(kid));
+    assert!(w.ipc.kernel_end_is_open(kid2));
+    // The task ends: its other kernel end goes too, and is counted.
+    w.ipc.remove_task(k, false);
+    assert_eq!(w.ipc.kernel_sides_closed(), 2);
+    assert!(!w.ipc.kernel_end_is_open(kid2));
+    // The kernel closing its own side is not counted: it knows already.
+    let (_, t2) = w.task(0, true);
+    let (_, kid3) = w.ipc.kernel_end_open(t2, kernel_end_kind::PAGE_FAULTS).unwrap();
+    w.ipc.kernel_end_close(kid3).unwrap();
+    assert_eq!(w.ipc.kernel_sides_closed(), 2);
+}
+
+#[test]
 fn kernel_end_delivers_like_a_peer() {
     let mut w = World::new();
     let (pk, t) = w.task(0, true);
@@ -745,7 +794,7 @@ fn kernel_end_delivers_like_a_peer() {
     assert_eq!((r.handle, r.events, r.peer_task), (h, Events::SIGNAL, KERNEL_TASK));
     assert_eq!(w.ipc.read(t, h).unwrap().bytes(), b"fault@0x1000");
     let info = w.ipc.connection_info(t, h).unwrap();
-    assert_eq!(info.flags, info_flags::KERNEL);
+    assert_eq!(info.flags, info_flags::KERNEL | info_flags::PEER_PRIVILEGED);
     assert_eq!(info.kernel_kind, kernel_end_kind::PAGE_FAULTS);
     assert_eq!(info.peer_task_id(), KERNEL_TASK);
     // The task answers; the kernel sees the signal and the data.

@@ -68,6 +68,14 @@ impl PageFlags {
     pub const WRITABLE: PageFlags = PageFlags(1 << 1);
     /// User mode may access the page (if set at every level of the walk).
     pub const USER: PageFlags = PageFlags(1 << 2);
+    /// Writes go through the cache (with [`CACHE_DISABLE`](Self::CACHE_DISABLE):
+    /// uncached, for device memory).
+    pub const WRITE_THROUGH: PageFlags = PageFlags(1 << 3);
+    /// The page is not cached.
+    pub const CACHE_DISABLE: PageFlags = PageFlags(1 << 4);
+    /// Software bit: the page maps device memory, which the task does not
+    /// own as RAM (its frame is never freed or counted as the task's).
+    pub const DEVICE: PageFlags = PageFlags(1 << 9);
     /// In a PDPT or PD entry: the entry maps a 1 GiB or 2 MiB page. (In a
     /// 4 KiB leaf this bit is PAT, which [`map`] refuses.)
     pub const HUGE: PageFlags = PageFlags(1 << 7);

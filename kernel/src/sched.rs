@@ -79,6 +79,8 @@ pub struct Thread {
     pub from_syscall: bool,
     /// Its task's page-table root (for CR3), copied here for the switch path.
     pub root: u64,
+    /// Its task has I/O ports granted (copied here for the switch path).
+    pub io: bool,
 }
 
 impl Thread {
@@ -110,6 +112,8 @@ pub struct Task {
     pub next_map: u64,
     /// User pages it has mapped.
     pub pages: usize,
+    /// Its I/O permission bitmap, once it was granted ports.
+    pub io_ports: Option<kernel::claims::IoBitmap>,
     /// Frames charged to the page pool for it: its pages and its page
     /// tables, root included (`Kernel::pages`).
     pub charged: usize,
@@ -125,6 +129,8 @@ pub struct Kernel {
     pub threads: GenTable<Thread>,
     /// The IPC object model.
     pub ipc: Ipc,
+    /// Interrupt lines handed to drivers.
+    pub irq: crate::irq_glue::Irqs,
     /// Task records (zombies and retired slots included) per uid, with the
     /// privileged reserve (`docs/decisions.md`, "Shares of the global
     /// tables").
@@ -146,6 +152,18 @@ pub struct Kernel {
     /// The run queue or the timers changed since the timer was last armed.
     timer_dirty: bool,
     loaded_root: u64,
+    /// The task whose I/O bitmap is switched on in the TSS, if any.
+    io_active: Option<TaskId>,
+    /// The task whose I/O bitmap the TSS holds (on or off), if any.
+    io_loaded: Option<TaskId>,
+    /// I/O port claims: which task may use which ports.
+    pub ports: kernel::claims::Claims<TaskId>,
+    /// Device memory claims: which task has mapped which physical range.
+    pub mmio: kernel::claims::Claims<TaskId>,
+    /// PCI functions claimed by their drivers (`bus << 8 | dev << 3 | fn`).
+    pub devices: kernel::claims::Claims<TaskId>,
+    /// Frames drivers have handed to devices (DMA pins).
+    pub pins: kernel::pins::Pins<TaskId>,
     /// The kernel's own PML4 (its upper half is in every address space).
     pub kernel_root: u64,
     /// The boot module's physical range, mapped (not owned) into init.
@@ -221,6 +239,8 @@ impl Kernel {
     pub fn new(
         frames: FrameAllocator,
         ipc: Ipc,
+        irq: crate::irq_glue::Irqs,
+        device_memory_forbidden: Vec<kernel::claims::Range>,
         kernel_root: u64,
         boot_module: (u64, u64),
     ) -> Self {
@@ -230,6 +250,7 @@ impl Kernel {
             tasks: GenTable::new(MAX_TASKS),
             threads: GenTable::new(MAX_THREADS),
             ipc,
+            irq,
             task_pool: Pool::new(Shares::split(MAX_TASKS)),
             thread_pool: Pool::new(Shares::split(MAX_THREADS)),
             page_pool: Pool::new(page_shares(frame_count)),
@@ -243,6 +264,12 @@ impl Kernel {
             armed: None,
             timer_dirty: false,
             loaded_root: kernel_root,
+            io_active: None,
+            io_loaded: None,
+            ports: kernel::claims::Claims::new(crate::devices::kernel_ports()),
+            mmio: kernel::claims::Claims::new(device_memory_forbidden),
+            devices: kernel::claims::Claims::new(Vec::new()),
+            pins: kernel::pins::Pins::new(),
             kernel_root,
             boot_module,
             init: None,
@@ -276,6 +303,16 @@ impl Kernel {
     pub fn task_and_frames(&mut self, id: TaskId) -> Option<(&mut Task, &mut FrameAllocator)> {
         let task = self.tasks.get_mut(key_of_task(id))?;
         Some((task, &mut self.frames))
+    }
+
+    /// A task, the frame allocator and the pins, borrowed together (to
+    /// unmap the task's pages).
+    pub fn task_frames_pins(
+        &mut self,
+        id: TaskId,
+    ) -> Option<(&mut Task, &mut FrameAllocator, &mut kernel::pins::Pins<TaskId>)> {
+        let task = self.tasks.get_mut(key_of_task(id))?;
+        Some((task, &mut self.frames, &mut self.pins))
     }
 
     /// Removes a task record and gives its slot back to its uid's share,
@@ -550,7 +587,11 @@ impl Kernel {
         entry::set_current_context(&mut t.ctx);
         let may_sysret = t.may_sysret();
         let root = t.root;
+        let io = if t.io { Some(t.task) } else { None };
         self.current = Some(id);
+        if io != self.io_active {
+            self.switch_io(io);
+        }
         if root != self.loaded_root {
             // SAFETY: `root` is the PML4 of the thread's live task, whose
             // upper half is the kernel's (built by `AddressSpace::new`).
@@ -586,6 +627,34 @@ impl Kernel {
         if let Some(previous) = self.handoff.replace(id) {
             self.run_queue.push_back(previous);
             self.timer_dirty = true;
+        }
+    }
+
+    /// Makes `io`'s I/O bitmap the one the CPU checks (`None`: every port
+    /// denied). The bitmap is copied only if the TSS holds another task's.
+    pub fn switch_io(&mut self, io: Option<TaskId>) {
+        match io {
+            Some(task) if self.io_loaded == Some(task) => {
+                crate::arch::gdt::set_io_bitmap_enabled(true)
+            }
+            Some(task) => {
+                let map = self.task(task).and_then(|t| t.io_ports.as_ref());
+                crate::arch::gdt::load_io_bitmap(map);
+                self.io_loaded = map.map(|_| task);
+            }
+            None => crate::arch::gdt::set_io_bitmap_enabled(false),
+        }
+        self.io_active = io;
+    }
+
+    /// Forgets `task`'s I/O bitmap (changed, or the task ended): the next
+    /// load copies it again, and the CPU stops using it now.
+    pub fn forget_io(&mut self, task: TaskId) {
+        if self.io_loaded == Some(task) {
+            self.io_loaded = None;
+        }
+        if self.io_active == Some(task) {
+            self.switch_io(None);
         }
     }
 
@@ -651,5 +720,7 @@ pub fn dispatch(mut k: MutexGuard<'static, Kernel>) -> u64 {
         let now = cpu::rdtsc();
         k.armed = None;
         k.expire_timers(now);
+        // A device may have interrupted the idle loop.
+        crate::ipc_glue::deliver_wakeups(&mut k);
     }
 }

@@ -189,6 +189,7 @@ fn handle_core(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
                 ticks: k.ticks
                     + crate::traps::IDLE_TICKS.load(core::sync::atomic::Ordering::Relaxed),
                 switches: k.switches,
+                interrupts: k.irq.delivered(),
                 caller_frames: k.task(task).map_or(0, |t| {
                     (t.pages + t.space.as_ref().map_or(0, |s| s.table_frames())) as u64
                 }),
@@ -209,6 +210,18 @@ fn handle_core(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
             }
         },
         Syscall::MemMap { len, flags } => mem_map(k, task, len, flags),
+        Syscall::IoPortGrant { first, count } => {
+            crate::devices::io_port_grant(k, task, first, count)
+        }
+        Syscall::MmioMap { phys, len } => crate::devices::mmio_map(k, task, phys, len),
+        Syscall::DmaAlloc { len } => crate::devices::dma_alloc(k, task, len),
+        Syscall::DmaPin { first_frame, frames } => {
+            crate::devices::dma_pin(k, task, first_frame, frames)
+        }
+        Syscall::DmaUnpin { first_frame, frames } => {
+            crate::devices::dma_unpin(k, task, first_frame, frames)
+        }
+        Syscall::DeviceClaim { bdf } => crate::devices::device_claim(k, task, bdf),
         Syscall::MemUnmap { range } => mem_unmap(k, task, range),
         Syscall::SelfInfo => {
             let t = k.task(task).expect("caller's task is live");
@@ -346,20 +359,23 @@ fn mem_map(k: &mut Kernel, task: TaskId, len: u64, flags: u64) -> SysResult {
 }
 
 fn mem_unmap(k: &mut Kernel, task: TaskId, range: UserSlice) -> SysResult {
-    let (t, frames) = k.task_and_frames(task).ok_or(Error::NoSuchTask)?;
+    let (t, frames, pins) = k.task_frames_pins(task).ok_or(Error::NoSuchTask)?;
     if range.addr() < crate::task::MAP_BASE || range.addr() + range.len() > t.next_map {
         return Err(Error::InvalidArgument);
     }
     let space = t.space.as_mut().ok_or(Error::NoSuchTask)?;
     let pages = range.len() / PAGE_SIZE;
+    // Every page must be mapped, and none may be device memory (mapped by
+    // `MmioMap`, released only when the task ends).
     for i in 0..pages {
-        if space.translate(range.addr() + i * PAGE_SIZE).is_none() {
-            return Err(Error::InvalidArgument);
+        match space.translate(range.addr() + i * PAGE_SIZE) {
+            Some((_, flags)) if !flags.contains(PageFlags::DEVICE) => {}
+            _ => return Err(Error::InvalidArgument),
         }
     }
     for i in 0..pages {
         let f = space.unmap(frames, range.addr() + i * PAGE_SIZE)?;
-        let _ = frames.free(f);
+        crate::task::release_frame(pins, frames, f);
     }
     t.pages = t.pages.saturating_sub(pages as usize);
     // Pages and the page tables pruned with them go back to the share.

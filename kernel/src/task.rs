@@ -58,6 +58,20 @@ fn segment_flags(writable: bool, executable: bool) -> PageFlags {
     f
 }
 
+/// Gives a frame its owner let go back to the allocator, unless a driver
+/// has pinned it for a device: then it is freed at the last unpin. If even
+/// the record of that cannot be made, the frame is leaked, never reused
+/// under a device.
+pub fn release_frame(
+    pins: &mut kernel::pins::Pins<TaskId>,
+    frames: &mut kernel::frame::FrameAllocator,
+    frame: u64,
+) {
+    if let Ok(false) = pins.defer(frame) {
+        let _ = frames.free(frame);
+    }
+}
+
 impl Kernel {
     /// Frees a task's address space and gives the frames charged for it
     /// back to its uid's share.
@@ -72,7 +86,13 @@ impl Kernel {
         self.forget_root(space.root());
         let (start, len) = self.boot_module;
         let first = start & !(PAGE_SIZE - 1);
-        space.destroy(&mut self.frames, |f| f >= first && f < start + len);
+        let pins = &mut self.pins;
+        space.destroy(&mut self.frames, |frames, f| {
+            if f >= first && f < start + len {
+                return; // the boot module: init's to read, not to free
+            }
+            release_frame(pins, frames, f);
+        });
     }
 
     fn load_image(
@@ -199,6 +219,7 @@ impl Kernel {
             next_map: MAP_BASE,
             pages: 0,
             charged: 0,
+            io_ports: None,
         }) {
             Ok(key) => key,
             Err(e) => {
@@ -285,6 +306,7 @@ impl Kernel {
             return Err(Error::LimitReached);
         }
         let (uid, privileged) = (t.uid, t.privileged);
+        let io = t.io_ports.is_some();
         // Every allocation that can fail happens before anything changes:
         // the task's thread list, the run queue's room, and the uid share.
         self.task_mut(task)
@@ -304,6 +326,7 @@ impl Kernel {
             deadline: None,
             from_syscall: false,
             root,
+            io,
         }) {
             Ok(key) => key,
             Err(e) => {
@@ -358,6 +381,9 @@ impl Kernel {
         let space = task.space.take();
         let (uid, privileged, charged) = (task.uid, task.privileged, task.charged);
         task.charged = 0;
+        // A driver's devices stop their DMA before anything of the driver
+        // is freed: a device must never write memory that is reused.
+        crate::devices::stop_devices(self, id);
         self.ipc.remove_task(id, matches!(end, TaskEnd::Killed | TaskEnd::Faulted(..)));
         crate::ipc_glue::deliver_wakeups(self);
         for t in threads {
@@ -366,6 +392,16 @@ impl Kernel {
         if let Some(space) = space {
             self.release_space(uid, privileged, charged, space);
         }
+        // Device access goes with the task, and so do its pins.
+        for f in self.pins.release_owner(id) {
+            let _ = self.frames.free(f);
+        }
+        self.ports.release_all(id);
+        self.mmio.release_all(id);
+        if let Some(t) = self.task_mut(id) {
+            t.io_ports = None;
+        }
+        self.forget_io(id);
         // Orphans: live children lose their parent; ended ones are reaped.
         let children: Vec<TaskId> =
             self.tasks.iter().filter(|(_, t)| t.parent == Some(id)).map(|(_, t)| t.id).collect();
