@@ -127,11 +127,15 @@ pub enum Sys {
     /// `(task, error)`: finish a pending spawn (`error` 0) or fail it with
     /// that error code.
     SpawnFinish = 87,
+    /// `(bus, device, function)`: this task drives that PCI function; when
+    /// the task ends, the kernel stops the device's DMA (clears Bus Master
+    /// Enable) before it frees the task's memory and pins. Privileged.
+    DeviceClaim = 69,
 }
 
 impl Sys {
     /// Every system call, for decoders and exhaustive tests.
-    pub const ALL: [Sys; 47] = [
+    pub const ALL: [Sys; 48] = [
         Sys::DebugPrint,
         Sys::ThreadCreate,
         Sys::ThreadExit,
@@ -179,6 +183,7 @@ impl Sys {
         Sys::FaultResolve,
         Sys::SpawnRead,
         Sys::SpawnFinish,
+        Sys::DeviceClaim,
     ];
 
     /// Decodes `rax` (a jump table, not a search: it is on every call).
@@ -231,6 +236,7 @@ impl Sys {
             85 => Sys::FaultResolve,
             86 => Sys::SpawnRead,
             87 => Sys::SpawnFinish,
+            69 => Sys::DeviceClaim,
             _ => return None,
         })
     }

@@ -110,6 +110,11 @@ impl<O: Copy + Eq> Claims<O> {
         before - self.granted.len()
     }
 
+    /// The ranges `owner` holds.
+    pub fn ranges_of(&self, owner: O) -> impl Iterator<Item = Range> + '_ {
+        self.granted.iter().filter(move |(_, o)| *o == owner).map(|(r, _)| *r)
+    }
+
     /// The owner of `unit`, if it is claimed.
     pub fn owner_of(&self, unit: u64) -> Option<O> {
         self.granted.iter().find(|(r, _)| r.start <= unit && unit < r.end).map(|(_, o)| *o)
@@ -182,6 +187,8 @@ mod tests {
         assert_eq!(c.len(), 1);
         assert_eq!(c.claim(Range::new(0xc000, 0xc040), 1), Ok(true));
         assert_eq!(c.owner_of(0xc03f), Some(1));
+        assert_eq!(c.ranges_of(1).count(), 2);
+        assert_eq!(c.ranges_of(2).count(), 0);
         assert_eq!(c.owner_of(0xc040), None);
         assert_eq!(c.release_all(1), 2);
         assert!(c.is_empty());

@@ -257,3 +257,23 @@ pub fn map_frames(
     let (base, cost) = charge(k, task, 0, pages)?;
     map_run(k, task, base, phys, pages, flags, (0, cost)).inspect_err(|_| uncharge(k, task, cost))
 }
+
+/// `DeviceClaim`: `task` drives PCI function `bdf`; one driver per function.
+pub fn device_claim(k: &mut Kernel, task: TaskId, bdf: u16) -> SysResult {
+    require_privileged(k, task)?;
+    let unit = bdf as u64;
+    k.devices.claim(Range::new(unit, unit + 1), task).map_err(claim_error)?;
+    Ok([0; 4])
+}
+
+/// `task` is ending: every PCI function it claimed stops bus mastering
+/// (its DMA) before the kernel frees its memory and its pins, and the
+/// claims go.
+pub fn stop_devices(k: &mut Kernel, task: TaskId) {
+    for r in k.devices.ranges_of(task) {
+        for bdf in r.start..r.end {
+            crate::arch::cpu::pci_stop_bus_master(bdf as u16);
+        }
+    }
+    k.devices.release_all(task);
+}

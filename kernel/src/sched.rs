@@ -174,6 +174,8 @@ pub struct Kernel {
     pub ports: kernel::claims::Claims<TaskId>,
     /// Device memory claims: which task has mapped which physical range.
     pub mmio: kernel::claims::Claims<TaskId>,
+    /// PCI functions claimed by their drivers (`bus << 8 | dev << 3 | fn`).
+    pub devices: kernel::claims::Claims<TaskId>,
     /// Frames drivers have handed to devices (DMA pins).
     pub pins: kernel::pins::Pins<TaskId>,
     /// The kernel's own PML4 (its upper half is in every address space).
@@ -284,6 +286,7 @@ impl Kernel {
             io_loaded: None,
             ports: kernel::claims::Claims::new(crate::devices::kernel_ports()),
             mmio: kernel::claims::Claims::new(device_memory_forbidden),
+            devices: kernel::claims::Claims::new(Vec::new()),
             pins: kernel::pins::Pins::new(),
             pager: None,
             pool_frames: crate::pager::default_pool_frames(frame_count),

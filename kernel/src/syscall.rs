@@ -139,6 +139,7 @@ pub enum Syscall {
     FaultResolve { fault: u64, verdict: u64 },
     SpawnRead { task: TaskId, offset: u64, dst: UserSlice },
     SpawnFinish { task: TaskId, error: u64 },
+    DeviceClaim { bdf: u16 },
     Ipc(IpcCall),
 }
 
@@ -313,6 +314,12 @@ pub fn decode(raw: &RawCall) -> Result<Syscall, Error> {
             }
         }
         Sys::SpawnFinish => Syscall::SpawnFinish { task: TaskId::from_raw(a0), error: a1 },
+        Sys::DeviceClaim => {
+            if a0 > 255 || a1 > 31 || a2 > 7 {
+                return Err(Error::InvalidArgument);
+            }
+            Syscall::DeviceClaim { bdf: (a0 << 8 | a1 << 3 | a2) as u16 }
+        }
         Sys::DmaPin | Sys::DmaUnpin => {
             if a1 == 0
                 || a1 > DMA_PIN_MAX as u64
@@ -533,6 +540,12 @@ mod tests {
         assert_eq!(call(d, [1, 0, 0, 0, 0, 0]), Ok(Syscall::DmaAlloc { len: 4096 }));
         assert_eq!(call(d, [0, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
         assert_eq!(call(d, [DMA_ALLOC_MAX as u64 + 1, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        let c = Sys::DeviceClaim as u64;
+        assert_eq!(call(c, [0, 3, 0, 0, 0, 0]), Ok(Syscall::DeviceClaim { bdf: 3 << 3 }));
+        assert_eq!(call(c, [1, 2, 3, 0, 0, 0]), Ok(Syscall::DeviceClaim { bdf: 0x113 }));
+        assert_eq!(call(c, [256, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(c, [0, 32, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(c, [0, 0, 8, 0, 0, 0]), Err(Error::InvalidArgument));
         let p = Sys::DmaPin as u64;
         assert_eq!(
             call(p, [0x1_0200, 0x1000, 0, 0, 0, 0]),

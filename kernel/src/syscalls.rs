@@ -252,6 +252,7 @@ fn handle_core(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
         Syscall::SpawnFinish { task: target, error } => {
             crate::pager::spawn_finish(k, task, target, error)
         }
+        Syscall::DeviceClaim { bdf } => crate::devices::device_claim(k, task, bdf),
         Syscall::MemUnmap { range } => mem_unmap(k, task, range),
         Syscall::SelfInfo => {
             let t = k.task(task).expect("caller's task is live");

@@ -447,6 +447,9 @@ impl Kernel {
             (task.uid, task.privileged, task.charged, task.paged);
         task.charged = 0;
         task.spawn = None;
+        // A driver's devices stop their DMA before anything of the driver
+        // is freed: a device must never write memory that is reused.
+        crate::devices::stop_devices(self, id);
         self.ipc.remove_task(id, matches!(end, TaskEnd::Killed | TaskEnd::Faulted(..)));
         crate::ipc_glue::deliver_wakeups(self);
         for t in threads {

@@ -87,9 +87,12 @@ fn allowed(sys: Sys) -> (&'static [Error], bool) {
         ),
         // Device calls: this task is unprivileged; a bad range may be
         // refused before privilege is checked.
-        Sys::IoPortGrant | Sys::MmioMap | Sys::DmaAlloc | Sys::DmaPin | Sys::DmaUnpin => {
-            (&[InvalidArgument, NotPrivileged], false)
-        }
+        Sys::IoPortGrant
+        | Sys::MmioMap
+        | Sys::DmaAlloc
+        | Sys::DmaPin
+        | Sys::DmaUnpin
+        | Sys::DeviceClaim => (&[InvalidArgument, NotPrivileged], false),
         // Pager calls: this task is not the pager.
         Sys::PagerAttach
         | Sys::PagerNext
