@@ -100,6 +100,11 @@ pub const SCENARIOS: &[Scenario] = &[
         timeout_secs: 120,
     },
     Scenario {
+        name: "memd-swap",
+        about: "memd pages to disk: 4x its pool, alone and 3 tasks at once; a killed task's slots come back",
+        timeout_secs: 600,
+    },
+    Scenario {
         name: "memd",
         about: "memd gives unprivileged tasks their memory: faults, threads, bad accesses, quota",
         timeout_secs: 180,
@@ -163,6 +168,7 @@ struct KernelCheck {
 
 const KERNEL_CHECKS: &[KernelCheck] = &[
     KernelCheck { scenario: "memd", options: "memd_pool=16", lines: &["memory daemon: task"] },
+    KernelCheck { scenario: "memd-swap", options: "memd_pool=8", lines: &["memory daemon: task"] },
     KernelCheck {
         scenario: "wx",
         options: "selftest=wx",

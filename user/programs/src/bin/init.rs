@@ -180,15 +180,25 @@ fn faults(init: &Init<'_>) -> Verdict {
     expect("bystander", task::wait(bystander, WAIT), TaskEnd::Exited(0))
 }
 
-/// Starts the name service and memd (privileged), and waits until memd is
+/// Starts the name service, the disk driver if `swap` (memd pages to the
+/// disk through it), and memd (all privileged), and waits until memd is
 /// the pager (it registers `memd` once attached): every unprivileged task
 /// spawned after this is paged by memd. Returns the name service.
-fn start_memd(init: &Init<'_>, args: &str) -> Result<TaskId, String> {
-    // A system service: privileged, so its ends and memory come from the
+fn start_memd(init: &Init<'_>, swap: bool, args: &str) -> Result<TaskId, String> {
+    // System services: privileged, so their ends and memory come from the
     // reserve, not from the unprivileged uids' shares the scenarios fill.
     let names = init.spawn_as("names", "", 0, true).map_err(|e| format!("spawn names: {}", e))?;
-    init.spawn_as("memd", &format!("ns={} {}", names.raw(), args), 0, true)
-        .map_err(|e| format!("spawn memd: {}", e))?;
+    if swap {
+        // Without a disk the driver ends at once and memd runs without
+        // swap; with one, memd finds it as `blk`.
+        blk_driver(init, names)?;
+    }
+    let args = if swap {
+        format!("ns={} {}", names.raw(), args)
+    } else {
+        format!("ns={} swap_mib=0 {}", names.raw(), args)
+    };
+    init.spawn_as("memd", &args, 0, true).map_err(|e| format!("spawn memd: {}", e))?;
     let ns = alux_rt::names::NameService::connect(names).map_err(|e| format!("names: {:?}", e))?;
     for _ in 0..5000 {
         if ns.lookup("memd").is_ok() {
@@ -200,7 +210,7 @@ fn start_memd(init: &Init<'_>, args: &str) -> Result<TaskId, String> {
 }
 
 fn memd_scenario(init: &Init<'_>) -> Verdict {
-    start_memd(init, "swap_mib=0")?;
+    start_memd(init, false, "")?;
     expect("8 MiB touched and checked", init.run("memtest", "touch 8 1"), TaskEnd::Exited(0))?;
     expect("16 threads faulting at once", init.run("memtest", "threads 16"), TaskEnd::Exited(0))?;
     for kind in ["null", "kernel", "unreserved", "rotext", "execdata"] {
@@ -220,6 +230,36 @@ fn memd_scenario(init: &Init<'_>) -> Verdict {
     // memd is still serving, and memory came back: the same again.
     expect("8 MiB again", init.run("memtest", "touch 8 2"), TaskEnd::Exited(0))?;
     expect("a demo task with threads", init.run("demo", "paged 3 2 1000"), TaskEnd::Exited(0))
+}
+
+/// memd pages to disk: tasks touch four times more memory than its pool
+/// (the scenario boots with `memd_pool=8`), alone and several at once, and
+/// every word reads back; a task killed with pages out on the disk gives
+/// back its frames and swap slots.
+fn memd_swap_scenario(init: &Init<'_>) -> Verdict {
+    let names = start_memd(init, true, "")?;
+    expect("32 MiB through an 8 MiB pool", init.run("memtest", "touch 32 3"), TaskEnd::Exited(0))?;
+    let several: alloc::vec::Vec<TaskId> = (0..3)
+        .map(|i| init.spawn("memtest", &format!("touch 12 {}", 10 + i)))
+        .collect::<Result<_, _>>()?;
+    for (i, t) in several.into_iter().enumerate() {
+        expect(&format!("memtest {} of 3 at once", i), task::wait(t, WAIT), TaskEnd::Exited(0))?;
+    }
+    // A task holding pages out on the disk, killed: everything comes back.
+    // It registers `holder` once its 24 MiB are written.
+    let holder = init.spawn("memtest", &format!("hold 24 5 ns={}", names.raw()))?;
+    let ns = alux_rt::names::NameService::connect(names).map_err(|e| format!("names: {:?}", e))?;
+    let mut tries = 0;
+    while ns.lookup("holder").is_err() {
+        tries += 1;
+        if tries > 60_000 {
+            return Err("the holder never said its pages are written".into());
+        }
+        alux_rt::time::sleep(Duration::from_millis(1));
+    }
+    task::kill(holder).map_err(|e| format!("kill holder: {}", e))?;
+    expect("holder", task::wait(holder, WAIT), TaskEnd::Killed)?;
+    expect("memd back to its baseline", init.run("memtest", "baseline"), TaskEnd::Exited(0))
 }
 
 fn cpu_state(init: &Init<'_>) -> Verdict {
@@ -893,8 +933,11 @@ fn main(start: &Start) -> u64 {
     // KVM probe), `memd` (which starts its own, with its options) and
     // `pools` (which checks the kernel's accounting of the memory it gives
     // tasks itself, with no memd in the way).
-    if !matches!(scenario, "boot" | "memd" | "pools") {
-        if let Err(why) = start_memd(&init, "swap_mib=0") {
+    // The block scenarios and the benchmarks drive the disk themselves:
+    // memd runs there without swap.
+    let swap = !(scenario.starts_with("blk-") || scenario == "bench");
+    if !matches!(scenario, "boot" | "memd" | "memd-swap" | "pools") {
+        if let Err(why) = start_memd(&init, swap, "") {
             println!("scenario {}: FAIL: {}", scenario, why);
             return 1;
         }
@@ -924,8 +967,8 @@ fn main(start: &Start) -> u64 {
         "ipc-names" => names_scenario(&init),
         "console" => console(&init),
         "ipc-wide" => wide(&init),
-        "bench" => bench(&init),
         "memd" => memd_scenario(&init),
+        "memd-swap" => memd_swap_scenario(&init),
         "bench" => bench(&init).and_then(|()| blk_bench(&init)),
         "blk-patterns" => blk_patterns(&init),
         "blk-persist" => blk_persist(&init, start.arg_value("boot").unwrap_or(0)),

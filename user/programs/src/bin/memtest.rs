@@ -11,6 +11,10 @@
 //! - `quota`: asks memd for more than its quota; exits 0 on `OutOfMemory`.
 //! - `syscall`: passes an unreserved pointer to a system call; exits 0 if
 //!   the call fails with `BadAddress` and the task lives on.
+//! - `hold MIB SEED ns=ID`: fills MIB MiB, registers `holder` with the name
+//!   service, and waits to be killed (its pages out on the disk).
+//! - `baseline`: exits 0 if memd holds no swap slot and no frame but this
+//!   task's own: what every task before it had is back.
 #![no_std]
 #![no_main]
 
@@ -126,6 +130,44 @@ fn main(start: &Start) -> u64 {
             (wrong != 0) as u64
         }
         "bad" => bad(w.next().unwrap_or("")),
+        "hold" => {
+            let mib = num(24) as usize;
+            let seed = num(5);
+            let words = (mib << 20) / 8;
+            let mut v: Vec<u64> = Vec::new();
+            if v.try_reserve_exact(words).is_err() {
+                return 1;
+            }
+            for i in 0..words {
+                v.push(pattern(i / 512, i % 512, seed));
+            }
+            let Some(ns) = start.name_service() else { return 2 };
+            let Ok(names) = alux_rt::names::NameService::connect(ns) else { return 3 };
+            if names.register("holder").is_err() {
+                return 4;
+            }
+            loop {
+                thread::sleep(core::time::Duration::from_secs(3600));
+            }
+        }
+        "baseline" => {
+            use alux_memd_proto::counter;
+            let value = |c: u8| alux_rt::mem::stats(c).map(|(a, _)| a);
+            let (Ok(total), Ok(free), Ok(slots), Ok(mine)) = (
+                value(counter::FRAMES_TOTAL),
+                value(counter::FRAMES_FREE),
+                value(counter::SLOTS_USED),
+                value(counter::MY_RESIDENT),
+            ) else {
+                println!("memtest: memd's counters cannot be read");
+                return 1;
+            };
+            println!(
+                "memtest: memd: {} of {} frames free, {} mine; {} swap slots used",
+                free, total, mine, slots
+            );
+            (free + mine != total || slots != 0) as u64
+        }
         "quota" => match alux_rt::mem::reserve(1 << 34, true) {
             Err(Error::OutOfMemory) => 0,
             other => {

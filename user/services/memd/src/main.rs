@@ -16,7 +16,7 @@
 
 extern crate alloc;
 
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
 use alux_abi::ipc::{Events, Handle};
 use alux_abi::pager::{access, page_bits, verdict, PagerEvent, Pool};
@@ -48,6 +48,9 @@ struct World {
     syscall_faults: BTreeSet<u64>,
     /// Disk connections and the request each carries.
     disk: Vec<(Connection, Option<IoRequest>)>,
+    /// Requests waiting for a free disk connection, oldest first. Bounded
+    /// by the pool: each request owns a frame of its own.
+    waiting_io: VecDeque<IoRequest>,
     /// First sector of the swap area.
     swap_start: u64,
 }
@@ -104,6 +107,24 @@ impl Host for World {
     }
 
     fn submit(&mut self, req: IoRequest) -> Result<(), IoRequest> {
+        if self.disk.is_empty() {
+            return Err(req);
+        }
+        if self.disk.iter().all(|(_, r)| r.is_some()) {
+            // Every connection carries a request: this one waits its turn.
+            if self.waiting_io.try_reserve(1).is_err() {
+                return Err(req);
+            }
+            self.waiting_io.push_back(req);
+            return Ok(());
+        }
+        self.send(req)
+    }
+}
+
+impl World {
+    /// Sends `req` on a free disk connection (there is one).
+    fn send(&mut self, req: IoRequest) -> Result<(), IoRequest> {
         let Some(link) = self.disk.iter_mut().find(|(_, r)| r.is_none()) else { return Err(req) };
         let sector = self.swap_start + req.slot.first_sector();
         let phys = self.pool.phys + req.frame.0 as u64 * PAGE;
@@ -197,7 +218,7 @@ fn populate(
 /// Waits for one disk completion and hands it to the policy; false if no
 /// request is in flight (nothing will ever free a frame).
 fn disk_progress(memd: &mut Memd, w: &mut World) -> bool {
-    if w.disk.iter().all(|(_, r)| r.is_none()) {
+    if w.disk.iter().all(|(_, r)| r.is_none()) && w.waiting_io.is_empty() {
         return false;
     }
     let handles: Vec<Handle> = w.disk.iter().map(|(c, _)| c.handle()).collect();
@@ -213,7 +234,22 @@ fn disk_completion(memd: &mut Memd, w: &mut World, h: Handle) {
     match w.disk[i].1 {
         Some(req) if req.tag.0 == c.tag => {
             w.disk[i].1 = None;
+            if c.status != blk::Status::Ok {
+                println!(
+                    "memd: disk {:?} of slot {} failed: {}",
+                    req.kind,
+                    req.slot.0,
+                    c.status.name()
+                );
+            }
             let _ = memd.io_done(w, Tag(c.tag), c.status == blk::Status::Ok);
+            // The connection is free: the oldest waiting request takes it.
+            while w.disk.iter().any(|(_, r)| r.is_none()) {
+                let Some(next) = w.waiting_io.pop_front() else { break };
+                if let Err(req) = w.send(next) {
+                    let _ = memd.io_done(w, req.tag, false);
+                }
+            }
         }
         // A late or foreign completion: not ours to act on.
         _ => {}
@@ -375,6 +411,7 @@ fn main(start: &Start) -> u64 {
         pool,
         syscall_faults: BTreeSet::new(),
         disk,
+        waiting_io: VecDeque::new(),
         swap_start: start.arg_value("swap_start").unwrap_or(0),
     };
     let mut ports: BTreeMap<Handle, Port> = BTreeMap::new();
