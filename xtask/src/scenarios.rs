@@ -100,6 +100,11 @@ pub const SCENARIOS: &[Scenario] = &[
         timeout_secs: 120,
     },
     Scenario {
+        name: "memd-death",
+        about: "memd killed: the kernel says so and stops with its failure status, no hang",
+        timeout_secs: 120,
+    },
+    Scenario {
         name: "memd-swap",
         about: "memd pages to disk: 4x its pool, alone and 3 tasks at once; a killed task's slots come back",
         timeout_secs: 600,
@@ -164,11 +169,24 @@ struct KernelCheck {
     scenario: &'static str,
     options: &'static str,
     lines: &'static [&'static str],
+    /// The scenario ends with the kernel stopping the machine with its
+    /// failure status (and these lines), not with init's PASS.
+    stops_with_failure: bool,
 }
 
 const KERNEL_CHECKS: &[KernelCheck] = &[
-    KernelCheck { scenario: "memd", options: "memd_pool=16", lines: &["memory daemon: task"] },
-    KernelCheck { scenario: "memd-swap", options: "memd_pool=8", lines: &["memory daemon: task"] },
+    KernelCheck {
+        scenario: "memd",
+        options: "memd_pool=16",
+        lines: &["memory daemon: task"],
+        stops_with_failure: false,
+    },
+    KernelCheck {
+        scenario: "memd-swap",
+        options: "memd_pool=8",
+        lines: &["memory daemon: task"],
+        stops_with_failure: false,
+    },
     KernelCheck {
         scenario: "wx",
         options: "selftest=wx",
@@ -184,6 +202,13 @@ const KERNEL_CHECKS: &[KernelCheck] = &[
             "W^X self-test: passed",
             "kernel half W^X:",
         ],
+        stops_with_failure: false,
+    },
+    KernelCheck {
+        scenario: "memd-death",
+        options: "",
+        lines: &["the memory daemon (task", "is gone: it ended; stopping"],
+        stops_with_failure: true,
     },
 ];
 
@@ -275,6 +300,17 @@ fn check_blk_log(name: &str, log: &str) -> Result<(), String> {
 fn check_boot(name: &str, outcome: &qemu::Outcome, release: bool) -> Result<(), String> {
     let marker = format!("scenario {name}: PASS");
     let missing = missing_kernel_lines(name, &outcome.log);
+    if KERNEL_CHECKS.iter().any(|c| c.scenario == name && c.stops_with_failure) {
+        // The kernel must stop the machine itself, with its failure status,
+        // saying why: not hang, not crash, not pass.
+        return if !matches!(outcome.ending, qemu::Ending::Exited(qemu::EXIT_FAILURE)) {
+            Err(format!("expected the kernel to stop with failure; {}", outcome.describe()))
+        } else if !missing.is_empty() {
+            Err(format!("the kernel did not print {missing:?}"))
+        } else {
+            Ok(())
+        };
+    }
     if !outcome.success() {
         Err(outcome.describe())
     } else if !qemu::init_said(&outcome.log, &marker) {

@@ -262,6 +262,18 @@ fn memd_swap_scenario(init: &Init<'_>) -> Verdict {
     expect("memd back to its baseline", init.run("memtest", "baseline"), TaskEnd::Exited(0))
 }
 
+fn memd_death(init: &Init<'_>) -> Verdict {
+    let names = start_memd(init, false, "")?;
+    let ns = alux_rt::names::NameService::connect(names).map_err(|e| format!("names: {:?}", e))?;
+    let memd = ns.lookup("memd").map_err(|e| format!("memd: {:?}", e))?;
+    let _paged = init.spawn("demo", "orphan 2 1000 100000")?;
+    task::kill(memd).map_err(|e| format!("kill memd: {}", e))?;
+    // The kernel stops the machine when memd ends; reaching here at all is
+    // the failure.
+    alux_rt::time::sleep(Duration::from_secs(5));
+    Err("the machine went on without memd".into())
+}
+
 fn cpu_state(init: &Init<'_>) -> Verdict {
     let mut untested = None;
     let run_fault = |kind: &str, fault: Fault| match init.run("fault", kind) {
@@ -936,7 +948,7 @@ fn main(start: &Start) -> u64 {
     // The block scenarios and the benchmarks drive the disk themselves:
     // memd runs there without swap.
     let swap = !(scenario.starts_with("blk-") || scenario == "bench");
-    if !matches!(scenario, "boot" | "memd" | "memd-swap" | "pools") {
+    if !matches!(scenario, "boot" | "memd" | "memd-swap" | "memd-death" | "pools") {
         if let Err(why) = start_memd(&init, swap, "") {
             println!("scenario {}: FAIL: {}", scenario, why);
             return 1;
@@ -969,6 +981,9 @@ fn main(start: &Start) -> u64 {
         "ipc-wide" => wide(&init),
         "memd" => memd_scenario(&init),
         "memd-swap" => memd_swap_scenario(&init),
+        // memd is killed while a paged task runs: the kernel must stop the
+        // machine (with its failure status; `cargo xtask test` checks it).
+        "memd-death" => memd_death(&init),
         "bench" => bench(&init).and_then(|()| blk_bench(&init)),
         "blk-patterns" => blk_patterns(&init),
         "blk-persist" => blk_persist(&init, start.arg_value("boot").unwrap_or(0)),
