@@ -516,8 +516,11 @@ impl Memd {
     /// Gives page `va` of `task` its initial content at spawn: takes a
     /// frame, fills it with `bytes` (zeros after them), and maps it with its
     /// range's permissions. The page must be in a range reserved with
-    /// `Init::Image` (`InvalidArgument` otherwise) and have no content yet. With no free frame, starts eviction and answers `NoFrame`: call
+    /// `Init::Image` (`InvalidArgument` otherwise) and have no content yet.
+    /// With no free frame, starts eviction and answers `NoFrame`: call
     /// again after the next `io_done`. Faults waiting for a frame go first.
+    /// `OutOfMemory` if no frame can come (nothing can leave memory and no
+    /// request is in flight): the spawn fails.
     pub fn populate<H: Host>(
         &mut self,
         host: &mut H,
@@ -543,7 +546,15 @@ impl Memd {
             false => None,
         };
         let Some(frame) = frame else {
+            // A spawn waits like a fault: evict now, even a page on its
+            // second chance.
+            if self.waiters.is_empty() && self.writes_in_flight == 0 {
+                self.evict_one(host, true);
+            }
             self.settle(host);
+            if self.free.is_empty() && self.io_in_flight == 0 {
+                return Err(Error::OutOfMemory);
+            }
             return Ok(Populate::NoFrame);
         };
         if (bytes.len() as u64) < PAGE_SIZE {
