@@ -37,9 +37,11 @@ pub(crate) enum Page {
         dirty: bool,
         /// Mapped in the task.
         mapped: bool,
-        /// Software reference bit: set when mapped, so a page mapped for a
-        /// fault survives one clock pass before its thread has run.
-        referenced: bool,
+        /// Mapped for a fault whose thread may not have run yet: the clock
+        /// passes over it until it sees its accessed bit set (the thread
+        /// touched it), so a page is never taken away before the access it
+        /// was brought in for (which would livelock under pressure).
+        fresh: bool,
         /// A swap write of it failed: the clock passes over it once.
         hold: bool,
     },
@@ -552,7 +554,7 @@ impl Memd {
                 self.evict_one(host, true);
             }
             self.settle(host);
-            if self.free.is_empty() && self.io_in_flight == 0 {
+            if self.free.is_empty() && self.io_in_flight == 0 && !self.any_fresh() {
                 return Err(Error::OutOfMemory);
             }
             return Ok(Populate::NoFrame);
@@ -562,7 +564,7 @@ impl Memd {
         }
         host.copy_in(frame, 0, bytes);
         self.attach(task, vpn, frame, None, true);
-        if !self.map_page(host, task, vpn) {
+        if !self.map_page(host, task, vpn, false) {
             self.drop_page(host, task, vpn, false);
             self.settle(host);
             return Err(Error::MapFailed);
@@ -605,8 +607,29 @@ impl Memd {
         }
     }
 
-    /// The fault decision, without rebalancing.
+    /// The fault decision, without rebalancing. When it gives the page a
+    /// frame, the other faults queued for the same page follow it (they
+    /// need no frame of their own any more).
     fn serve<H: Host>(&mut self, host: &mut H, w: Waiter) -> FaultOutcome {
+        let free = self.free.len();
+        let out = self.decide(host, w);
+        if self.free.len() < free {
+            let vpn = vpn_of(w.va);
+            let mut i = 0;
+            while i < self.waiters.len() {
+                let x = self.waiters[i];
+                if x.task == w.task && vpn_of(x.va) == vpn {
+                    self.waiters.remove(i);
+                    self.decide(host, x);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+
+    fn decide<H: Host>(&mut self, host: &mut H, w: Waiter) -> FaultOutcome {
         let Waiter { task, fault, va, access } = w;
         let Some(t) = self.tasks.get_mut(&task) else {
             return self.kill(host, task, fault, KillReason::UnknownTask);
@@ -639,7 +662,7 @@ impl Memd {
                 };
                 host.zero(frame);
                 self.attach(task, vpn, frame, None, false);
-                if !self.map_page(host, task, vpn) {
+                if !self.map_page(host, task, vpn, true) {
                     return self.kill(host, task, fault, KillReason::MapFailed);
                 }
                 self.c.faults_zero += 1;
@@ -655,7 +678,7 @@ impl Memd {
                 FaultOutcome::Resumed
             }
             Some(Page::Resident { .. }) => {
-                if !self.map_page(host, task, vpn) {
+                if !self.map_page(host, task, vpn, true) {
                     return self.kill(host, task, fault, KillReason::MapFailed);
                 }
                 self.c.faults_minor += 1;
@@ -739,7 +762,7 @@ impl Memd {
             slot,
             dirty,
             mapped: false,
-            referenced: false,
+            fresh: false,
             hold,
         };
         match (io.kind, ok) {
@@ -787,7 +810,7 @@ impl Memd {
         if waiters.is_empty() {
             return;
         }
-        if !self.map_page(host, task, vpn) {
+        if !self.map_page(host, task, vpn, true) {
             for w in waiters {
                 self.kill(host, task, w, KillReason::MapFailed);
             }
@@ -821,27 +844,27 @@ impl Memd {
         t.resident += 1;
         t.pages.insert(
             vpn,
-            Page::Resident { frame, slot, dirty, mapped: false, referenced: false, hold: false },
+            Page::Resident { frame, slot, dirty, mapped: false, fresh: false, hold: false },
         );
     }
 
     /// Maps a resident page with its range's permissions; false if the
     /// kernel refused.
-    fn map_page<H: Host>(&mut self, host: &mut H, task: TaskId, vpn: u64) -> bool {
+    fn map_page<H: Host>(&mut self, host: &mut H, task: TaskId, vpn: u64, for_fault: bool) -> bool {
         let Some(t) = self.tasks.get_mut(&task) else {
             return false;
         };
         let Some(r) = t.region(vpn) else {
             return false;
         };
-        let Some(Page::Resident { frame, mapped, referenced, .. }) = t.pages.get_mut(&vpn) else {
+        let Some(Page::Resident { frame, mapped, fresh, .. }) = t.pages.get_mut(&vpn) else {
             return false;
         };
         if host.map(task, va_of(vpn), *frame, r.perms).is_err() {
             return false;
         }
         *mapped = true;
-        *referenced = true;
+        *fresh = for_fault;
         true
     }
 
@@ -897,9 +920,10 @@ impl Memd {
 
     /// After every event: serve waiting faults while frames are free, and
     /// evict until the watermarks (and the waiting faults) are satisfied.
-    /// If the waiting faults can never get a frame (no request in flight
-    /// and nothing evictable, or swap writes keep failing), they are
-    /// killed with `OutOfMemory` rather than left waiting forever.
+    /// If the waiting faults can never get a frame (no request in flight,
+    /// no fresh page whose thread is about to touch it, and nothing
+    /// evictable; or swap writes keep failing), they are killed with
+    /// `OutOfMemory` rather than left waiting forever.
     fn settle<H: Host>(&mut self, host: &mut H) {
         loop {
             while !self.free.is_empty() {
@@ -918,7 +942,8 @@ impl Memd {
             break;
         }
         let stuck = self.free.is_empty()
-            && (self.io_in_flight == 0 || self.write_fail_streak >= self.cfg.pool_frames);
+            && ((self.io_in_flight == 0 && !self.any_fresh())
+                || self.write_fail_streak >= self.cfg.pool_frames);
         if stuck && !self.waiters.is_empty() {
             self.write_fail_streak = 0;
             while let Some(w) = self.waiters.pop_front() {
@@ -927,16 +952,37 @@ impl Memd {
         }
     }
 
+    /// Whether some resident page is still protected for a fault whose
+    /// thread has not touched it yet (`tick` will see it touched).
+    fn any_fresh(&self) -> bool {
+        self.tasks
+            .values()
+            .any(|t| t.pages.values().any(|p| matches!(p, Page::Resident { fresh: true, .. })))
+    }
+
+    /// Faults wait for a frame and no request is in flight: only pages
+    /// just mapped for other faults hold the pool, and their threads must
+    /// run before the clock may take them. The daemon then calls `tick`
+    /// after a short delay (its receive timeout), as it would on an event.
+    pub fn needs_tick(&self) -> bool {
+        !self.waiters.is_empty() && self.io_in_flight == 0
+    }
+
+    /// Runs the clock and serves waiting faults again (see `needs_tick`).
+    pub fn tick<H: Host>(&mut self, host: &mut H) {
+        self.settle(host);
+    }
+
     /// One step of the clock: finds a resident page not used lately and
     /// takes it out of memory (dropped if it has a valid copy or is an
     /// untouched zero page, else written to swap). False if none can go.
     ///
     /// Keeping the watermark (`urgent` false) sweeps the pool once at
-    /// most, so every page keeps its second chance (a page just mapped for
-    /// a fault survives until its thread has run). A fault waiting for a
+    /// most, so every page keeps its second chance. A fault waiting for a
     /// frame (`urgent`) sweeps up to three times: a page may need three
-    /// passes (its hold, its software reference, its accessed bit), so the
-    /// clock then finds a victim whenever any page can leave.
+    /// passes (fresh until touched, its hold, its accessed bit), so the
+    /// clock then finds a victim whenever any page can leave. Fresh pages
+    /// never leave before their thread touched them.
     fn evict_one<H: Host>(&mut self, host: &mut H, urgent: bool) -> bool {
         let n = self.cfg.pool_frames;
         let steps = if urgent { 3 * n } else { n };
@@ -949,17 +995,22 @@ impl Memd {
             let Some(t) = self.tasks.get_mut(&task) else {
                 continue;
             };
-            let Some(Page::Resident { hold, referenced, mapped, dirty, .. }) =
-                t.pages.get_mut(&vpn)
+            let Some(Page::Resident { hold, fresh, mapped, dirty, .. }) = t.pages.get_mut(&vpn)
             else {
                 continue;
             };
-            if *hold {
-                *hold = false;
+            if *fresh {
+                if *mapped {
+                    let b = host.bits(task, va_of(vpn), true);
+                    *dirty |= b.dirty;
+                    *fresh = !b.accessed;
+                } else {
+                    *fresh = false;
+                }
                 continue;
             }
-            if *referenced {
-                *referenced = false;
+            if *hold {
+                *hold = false;
                 continue;
             }
             if *mapped {

@@ -359,9 +359,17 @@ fn one_read_serves_every_fault_waiting_for_the_page() {
     let x = va(a, swapped);
     let faults: Vec<_> =
         (0..5).map(|_| w.try_access(t, x, Access::Read, None).unwrap_err()).collect();
+    assert!(faults.iter().all(|(_, o)| *o == FaultOutcome::Waiting));
+    // The pool is full: a write (or a tick) first, then the read.
+    while !w.h.pending.iter().any(|r| r.kind == IoKind::Read) {
+        if w.h.pending.is_empty() {
+            w.m.tick(&mut w.h);
+        } else {
+            w.h.complete(&mut w.m, 0, true);
+        }
+    }
     let reads: Vec<_> = w.h.pending.iter().filter(|r| r.kind == IoKind::Read).collect();
     assert_eq!(reads.len(), 1, "one read for five faults");
-    assert!(faults.iter().all(|(_, o)| *o == FaultOutcome::Waiting));
     assert!(matches!(w.m.page(t, x), Some(PageView::In { waiters: 5, .. })));
     w.drain();
     for (f, _) in &faults {
@@ -508,29 +516,59 @@ fn sixteen_threads_faulting_at_once_are_all_served() {
         w.write(t, va(a, p), 1000 + p).unwrap();
     }
     w.drain();
-    let mut waiting = Vec::new();
-    for p in 0..16 {
+    w.h.take_resumed();
+    // Thread p reads page p; all fault at the same moment.
+    let mut blocked = std::collections::BTreeMap::new();
+    let mut done = vec![false; 16];
+    let mut first_wave = 0;
+    for p in 0..16u64 {
         match w.try_access(t, va(a, p), Access::Read, None) {
-            Ok(_) => {}
-            Err((f, FaultOutcome::Waiting)) => waiting.push(f),
-            Err((_, FaultOutcome::Resumed)) => {}
+            Ok(r) => {
+                assert_eq!(r.unwrap(), pattern(1000 + p));
+                done[p as usize] = true;
+            }
+            Err((f, FaultOutcome::Waiting)) => {
+                blocked.insert(f, p);
+                first_wave += 1;
+            }
+            Err((f, FaultOutcome::Resumed)) => {
+                blocked.insert(f, p);
+            }
             Err(e) => panic!("{e:?}"),
         }
         w.m.audit().unwrap();
     }
-    assert!(waiting.len() >= 10, "most faults wait: {}", waiting.len());
-    // Completions in reverse order.
-    while let Some(i) = w.h.pending.len().checked_sub(1) {
-        w.h.complete(&mut w.m, i, true);
+    assert!(first_wave >= 10, "most faults wait: {first_wave}");
+    // Completions in reverse order; resumed threads run (retry) at once.
+    let mut steps = 0;
+    while done.iter().any(|d| !d) {
+        for f in w.h.take_resumed() {
+            let p = blocked.remove(&f).expect("a resume answers a fault of ours");
+            match w.try_access(t, va(a, p), Access::Read, None) {
+                Ok(r) => {
+                    assert_eq!(r.unwrap(), pattern(1000 + p));
+                    done[p as usize] = true;
+                }
+                Err((g, _)) => {
+                    blocked.insert(g, p);
+                }
+            }
+        }
+        assert!(w.h.killed.is_empty());
+        if done.iter().all(|d| *d) {
+            break;
+        }
+        if let Some(i) = w.h.pending.len().checked_sub(1) {
+            w.h.complete(&mut w.m, i, true);
+        } else if w.h.resumed.is_empty() {
+            assert!(w.m.needs_tick(), "faults {blocked:?} lost, done {done:?}");
+            w.m.tick(&mut w.h);
+        }
         w.m.audit().unwrap();
+        steps += 1;
+        assert!(steps < 10_000, "livelock");
     }
-    for f in &waiting {
-        assert!(w.h.resumed.contains(f), "fault {f:?} lost");
-    }
-    assert!(w.h.killed.is_empty());
-    for p in 0..16 {
-        assert_eq!(w.read(t, va(a, p)).unwrap(), pattern(1000 + p));
-    }
+    assert!(blocked.is_empty());
 }
 
 #[test]
@@ -626,6 +664,10 @@ fn a_refused_submission_fails_at_once_and_hands_the_frame_back() {
     w.drain();
     let p =
         (0..3).find(|&p| matches!(w.m.page(t, va(a, p)), Some(PageView::Swapped { .. }))).unwrap();
+    // Free a frame so the read can start at once.
+    let q =
+        (0..3).find(|&q| matches!(w.m.page(t, va(a, q)), Some(PageView::Resident { .. }))).unwrap();
+    w.m.release(&mut w.h, t, va(a, q), PAGE_SIZE).unwrap();
     w.h.refuse_submit = true;
     let (_, out) = w.try_access(t, va(a, p), Access::Read, None).unwrap_err();
     assert_eq!(out, FaultOutcome::Killed(KillReason::SwapReadFailed));
