@@ -151,8 +151,8 @@ impl Memd {
     /// `InvalidArgument` for an empty pool, watermarks out of order or
     /// larger than the pool, or a bad window.
     pub fn new(cfg: Config) -> Result<Memd, Error> {
-        let window_ok = cfg.window_start % PAGE_SIZE == 0
-            && cfg.window_end % PAGE_SIZE == 0
+        let window_ok = cfg.window_start.is_multiple_of(PAGE_SIZE)
+            && cfg.window_end.is_multiple_of(PAGE_SIZE)
             && cfg.window_start >= PAGE_SIZE
             && cfg.window_start < cfg.window_end
             && cfg.window_end <= USER_END;
@@ -319,7 +319,7 @@ impl Memd {
         // First fit with a guard page before and after.
         let mut cand = ws + 1;
         for (&start, r) in t.regions.range(..we) {
-            if r.end + 1 <= cand {
+            if r.end < cand {
                 continue;
             }
             if cand + pages < start {
@@ -347,10 +347,9 @@ impl Memd {
         perms: Perms,
         init: Init,
     ) -> Result<(), Error> {
-        if addr % PAGE_SIZE != 0
+        if !addr.is_multiple_of(PAGE_SIZE)
             || len == 0
-            || addr < PAGE_SIZE
-            || addr >= USER_END
+            || !(PAGE_SIZE..USER_END).contains(&addr)
             || len > USER_END - addr
         {
             return Err(Error::InvalidArgument);
@@ -385,7 +384,8 @@ impl Memd {
         addr: u64,
         len: u64,
     ) -> Result<(), Error> {
-        if addr % PAGE_SIZE != 0 || len == 0 || addr >= USER_END || len > USER_END - addr {
+        if !addr.is_multiple_of(PAGE_SIZE) || len == 0 || addr >= USER_END || len > USER_END - addr
+        {
             return Err(Error::InvalidArgument);
         }
         let (s, e) = (vpn_of(addr), vpn_of(addr) + len.div_ceil(PAGE_SIZE));
@@ -530,7 +530,7 @@ impl Memd {
         va: u64,
         bytes: &[u8],
     ) -> Result<Populate, Error> {
-        if va % PAGE_SIZE != 0 || va >= USER_END || bytes.len() as u64 > PAGE_SIZE {
+        if !va.is_multiple_of(PAGE_SIZE) || va >= USER_END || bytes.len() as u64 > PAGE_SIZE {
             return Err(Error::InvalidArgument);
         }
         let vpn = vpn_of(va);

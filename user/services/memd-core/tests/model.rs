@@ -387,7 +387,8 @@ impl Harness {
                     return;
                 }
                 let r = &t.regions[region % t.regions.len()];
-                let va = r.addr + (page % r.values.len()) as u64 * PAGE_SIZE + (value % 4096 & !7);
+                let va =
+                    r.addr + (page % r.values.len()) as u64 * PAGE_SIZE + ((value % 4096) & !7);
                 let (access, v) = match kind {
                     0 if r.writable => (Access::Write, Some(value)),
                     2 if r.image => (Access::Exec, None),
