@@ -554,7 +554,7 @@ impl Memd {
                 self.evict_one(host, true);
             }
             self.settle(host);
-            if self.free.is_empty() && self.io_in_flight == 0 && !self.any_fresh() {
+            if self.free.is_empty() && self.io_in_flight == 0 && !self.frames_will_return() {
                 return Err(Error::OutOfMemory);
             }
             return Ok(Populate::NoFrame);
@@ -921,9 +921,9 @@ impl Memd {
     /// After every event: serve waiting faults while frames are free, and
     /// evict until the watermarks (and the waiting faults) are satisfied.
     /// If the waiting faults can never get a frame (no request in flight,
-    /// no fresh page whose thread is about to touch it, and nothing
-    /// evictable; or swap writes keep failing), they are killed with
-    /// `OutOfMemory` rather than left waiting forever.
+    /// no fresh page whose thread is about to touch it, no dying task
+    /// holding frames, and nothing evictable; or swap writes keep failing),
+    /// they are killed with `OutOfMemory` rather than left waiting forever.
     fn settle<H: Host>(&mut self, host: &mut H) {
         loop {
             while !self.free.is_empty() {
@@ -942,7 +942,7 @@ impl Memd {
             break;
         }
         let stuck = self.free.is_empty()
-            && ((self.io_in_flight == 0 && !self.any_fresh())
+            && ((self.io_in_flight == 0 && !self.frames_will_return())
                 || self.write_fail_streak >= self.cfg.pool_frames);
         if stuck && !self.waiters.is_empty() {
             self.write_fail_streak = 0;
@@ -952,18 +952,22 @@ impl Memd {
         }
     }
 
-    /// Whether some resident page is still protected for a fault whose
-    /// thread has not touched it yet (`tick` will see it touched).
-    fn any_fresh(&self) -> bool {
-        self.tasks
-            .values()
-            .any(|t| t.pages.values().any(|p| matches!(p, Page::Resident { fresh: true, .. })))
+    /// Whether frames will come back without I/O: a page is still fresh
+    /// for a live task's thread (a tick will see it touched), or a dying
+    /// task holds frames (its `TaskGone` frees them).
+    fn frames_will_return(&self) -> bool {
+        self.tasks.values().any(|t| {
+            (t.dying && t.resident > 0)
+                || (!t.dying
+                    && t.pages.values().any(|p| matches!(p, Page::Resident { fresh: true, .. })))
+        })
     }
 
     /// Faults wait for a frame and no request is in flight: only pages
     /// just mapped for other faults hold the pool, and their threads must
-    /// run before the clock may take them. The daemon then calls `tick`
-    /// after a short delay (its receive timeout), as it would on an event.
+    /// run before the clock may take them (or dying tasks hold frames until
+    /// their `TaskGone`). The daemon then calls `tick` after a short delay
+    /// (its receive timeout), as it would on an event.
     pub fn needs_tick(&self) -> bool {
         !self.waiters.is_empty() && self.io_in_flight == 0
     }
@@ -995,6 +999,10 @@ impl Memd {
             let Some(t) = self.tasks.get_mut(&task) else {
                 continue;
             };
+            if t.dying {
+                // Its end frees the frame without I/O.
+                continue;
+            }
             let Some(Page::Resident { hold, fresh, mapped, dirty, .. }) = t.pages.get_mut(&vpn)
             else {
                 continue;

@@ -128,6 +128,11 @@ impl Harness {
         self.tasks.iter().position(|t| t.as_ref().is_some_and(|t| t.id == id))
     }
 
+    fn swap_full(&self) -> bool {
+        let c = self.w.m.counters();
+        c.slots_used == c.slots_total
+    }
+
     /// What a read of `va` in task slot `i` must return.
     fn expected(&self, i: usize, va: u64) -> Option<Vec<u8>> {
         let t = self.tasks[i].as_ref()?;
@@ -176,7 +181,13 @@ impl Harness {
                 self.open.insert(f);
                 self.tasks[i].as_mut().unwrap().threads[th] =
                     Some(Blocked { fault: f, va, access, value });
-                self.w.m.fault(&mut self.w.h, id, f, va, access);
+                let o = self.w.m.fault(&mut self.w.h, id, f, va, access);
+                if std::env::var_os("MEMD_DEBUG").is_some() {
+                    eprintln!(
+                        "fault {f:?} {id} {va:#x} {access:?} -> {o:?} {:?}",
+                        self.w.m.counters()
+                    );
+                }
             }
         }
     }
@@ -194,10 +205,21 @@ impl Harness {
                     self.ticks += 1;
                     assert!(self.ticks < 100_000, "ticks never end");
                     self.w.m.tick(&mut self.w.h);
-                    if !self.w.h.killed.is_empty() || !self.w.h.resumed.is_empty() {
+                    let answered = !self.w.h.killed.is_empty() || !self.w.h.resumed.is_empty();
+                    if answered || !self.w.m.needs_tick() {
+                        // Served, or a request started for them.
                         continue;
                     }
-                    panic!("a tick served nothing: faults wait forever");
+                    // Only killed tasks' frames can come back: the kernel
+                    // reports their ends.
+                    let dead: Vec<usize> = (0..MAX_TASKS)
+                        .filter(|&i| self.tasks[i].as_ref().is_some_and(|t| t.killed))
+                        .collect();
+                    assert!(!dead.is_empty(), "a tick served nothing: faults wait forever");
+                    for i in dead {
+                        self.end(i);
+                    }
+                    continue;
                 }
                 return;
             }
@@ -215,7 +237,7 @@ impl Harness {
                 let ok = match reason {
                     KillReason::TaskDying => t.killed,
                     KillReason::SwapReadFailed => self.read_failed.contains(&id),
-                    KillReason::OutOfMemory => self.write_streak >= self.pool,
+                    KillReason::OutOfMemory => self.write_streak >= self.pool || self.swap_full(),
                     KillReason::Unreserved => {
                         t.expect == Some(reason) || self.expected(i, b.va).is_none()
                     }
@@ -312,13 +334,27 @@ impl Harness {
             loop {
                 let r = self.w.m.populate(&mut self.w.h, id, IMAGE_BASE + p * PAGE_SIZE, &bytes);
                 self.pump();
-                match r.unwrap() {
-                    Populate::Done => break,
-                    Populate::NoFrame if self.w.h.pending.is_empty() => {
+                match r {
+                    Err(Error::OutOfMemory) => {
+                        assert!(self.swap_full(), "spawn refused with swap not full");
+                        self.end(i);
+                        return;
+                    }
+                    Err(e) => panic!("populate: {e:?}"),
+                    Ok(Populate::Done) => break,
+                    Ok(Populate::NoFrame) if self.w.h.pending.is_empty() => {
+                        // Time passes: threads run, the kernel reports the
+                        // ends of killed tasks (never this one: it has not
+                        // started).
+                        for k in 0..MAX_TASKS {
+                            if k != i && self.tasks[k].as_ref().is_some_and(|t| t.killed) {
+                                self.end(k);
+                            }
+                        }
                         self.w.m.tick(&mut self.w.h);
                         self.pump();
                     }
-                    Populate::NoFrame => self.complete(0, true),
+                    Ok(Populate::NoFrame) => self.complete(0, true),
                 }
                 self.check();
                 tries += 1;
@@ -499,6 +535,30 @@ proptest! {
         ops in proptest::collection::vec(op(), 1..240),
     ) {
         let mut h = Harness::new(pool, 256);
+        for op in &ops {
+            h.step(op);
+        }
+        h.finish();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 500,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
+
+    /// The same with a swap area too small for every page: faults and
+    /// spawns that can get no frame die `OutOfMemory` (only then), and
+    /// everything else still reads back right.
+    #[test]
+    fn memd_with_a_full_swap_kills_only_who_needs_a_frame(
+        pool in 4u32..=6,
+        slots in 0u32..12,
+        ops in proptest::collection::vec(op(), 1..240),
+    ) {
+        let mut h = Harness::new(pool, slots);
         for op in &ops {
             h.step(op);
         }
