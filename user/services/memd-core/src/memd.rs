@@ -521,8 +521,10 @@ impl Memd {
     /// `Init::Image` (`InvalidArgument` otherwise) and have no content yet.
     /// With no free frame, starts eviction and answers `NoFrame`: call
     /// again after the next `io_done`. Faults waiting for a frame go first.
-    /// `OutOfMemory` if no frame can come (nothing can leave memory and no
-    /// request is in flight): the spawn fails.
+    /// `OutOfMemory` if no frame can come (nothing can leave memory, no
+    /// request is in flight, no fresh page or dying task's frame will come
+    /// back): the spawn fails. With `NoFrame` and no request in flight,
+    /// call again after a tick.
     pub fn populate<H: Host>(
         &mut self,
         host: &mut H,

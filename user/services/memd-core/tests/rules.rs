@@ -756,3 +756,56 @@ fn release_kills_faults_waiting_on_released_pages() {
     w.drain();
     assert!(w.m.is_idle(), "{:?}", w.m.counters());
 }
+
+#[test]
+fn kill_reason_codes_are_stable() {
+    use KillReason::*;
+    let all = [
+        NullPage,
+        KernelAddress,
+        Unreserved,
+        WriteReadOnly,
+        ExecNonExec,
+        SwapReadFailed,
+        OutOfMemory,
+        MapFailed,
+        UnknownTask,
+        TaskDying,
+    ];
+    let codes: Vec<u8> = all.iter().map(|&r| r as u8).collect();
+    assert_eq!(codes, (1..=10).collect::<Vec<_>>());
+}
+
+#[test]
+fn perms_refuse_write_with_execute_and_undefined_bits() {
+    assert_eq!(Perms::from_bits(0), Some(Perms::R));
+    assert_eq!(Perms::from_bits(1), Some(Perms::RW));
+    assert_eq!(Perms::from_bits(2), Some(Perms::RX));
+    assert_eq!(Perms::from_bits(3), None, "W^X");
+    assert_eq!(Perms::from_bits(4), None);
+    assert!(Perms::R.allows(Access::Read) && !Perms::R.allows(Access::Write));
+    assert!(Perms::RX.allows(Access::Exec) && !Perms::RX.allows(Access::Write));
+    assert!(Perms::RW.allows(Access::Write) && !Perms::RW.allows(Access::Exec));
+}
+
+#[test]
+fn a_dying_task_keeps_its_frames_until_its_end_and_others_wait_for_them() {
+    let mut w = World::small(2, 0);
+    let t = w.task(1, 0);
+    let u = w.task(2, 0);
+    let a = w.m.reserve(t, 2 * PAGE_SIZE, RW).unwrap();
+    let b = w.m.reserve(u, PAGE_SIZE, RW).unwrap();
+    w.write(t, va(a, 0), 1).unwrap();
+    w.write(t, va(a, 1), 2).unwrap();
+    // t dies by a bad access; its frames are not evicted (no swap anyway).
+    assert_eq!(w.access(t, 0, Access::Read, None), Err(KillReason::NullPage));
+    let (f, out) = w.try_access(u, b, Access::Write, Some(3)).unwrap_err();
+    assert_eq!(out, FaultOutcome::Waiting, "not out of memory: t's end frees frames");
+    assert!(w.m.needs_tick());
+    w.h.drop_task(t);
+    w.m.task_gone(&mut w.h, t).unwrap();
+    assert!(w.h.resumed.contains(&f));
+    w.write(u, b, 3).unwrap();
+    assert_eq!(w.read(u, b).unwrap(), pattern(3));
+    w.m.audit().unwrap();
+}
