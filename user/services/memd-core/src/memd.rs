@@ -746,18 +746,30 @@ impl Memd {
             IoKind::Read if ok => self.c.pages_in += 1,
             IoKind::Read => self.c.read_errors += 1,
         }
-        let Use::Page { task, vpn, .. } = u else {
-            // Orphan: the page is gone.
+        // The page the request belongs to (none: an orphan, its page died).
+        let page = match u {
+            Use::Page { task, vpn, .. } => self
+                .tasks
+                .get_mut(&task)
+                .and_then(|t| t.pages.get_mut(&vpn))
+                .filter(|p| matches!(p, Page::Out { .. } | Page::In { .. }))
+                .map(|_| (task, vpn)),
+            _ => None,
+        };
+        let Some((task, vpn)) = page else {
+            // (A page in flight always points back to its frame, which
+            // `audit` checks; treating a broken link as an orphan keeps the
+            // frame and slot from leaking rather than panicking.)
             self.slots.free(io.slot);
             self.free_frame(f);
             return Ok(());
         };
         self.frames[f.0 as usize] = Use::Page { task, vpn, io: None };
-        let t = self.tasks.get_mut(&task).expect("a page's frame names a live task");
-        let page = t.pages.get_mut(&vpn).expect("a frame's page exists");
+        let Some(t) = self.tasks.get_mut(&task) else { return Ok(()) };
+        let Some(page) = t.pages.get_mut(&vpn) else { return Ok(()) };
         let waiters = match page {
             Page::Out { waiters, .. } | Page::In { waiters, .. } => core::mem::take(waiters),
-            _ => unreachable!("a frame under I/O belongs to a page in flight"),
+            _ => Vec::new(),
         };
         let resident = |slot, dirty, hold| Page::Resident {
             frame: f,
