@@ -133,7 +133,12 @@ pub struct Memd {
     /// Swap writes failed in a row (reset by a successful one).
     pub(crate) write_fail_streak: u32,
     pub(crate) writes_in_flight: u32,
+    /// Requests memd owns (at the disk or queued).
     pub(crate) io_in_flight: u32,
+    /// Requests handed to the disk and not completed.
+    pub(crate) submitted: u32,
+    /// Requests waiting for room at the disk (`max_io`), oldest first.
+    pub(crate) queued: VecDeque<IoRequest>,
     pub(crate) c: Counters,
     /// The fault `fault` is answering, and how it was answered so far.
     pub(crate) watch: Option<(FaultId, FaultOutcome)>,
@@ -157,6 +162,7 @@ impl Memd {
             && cfg.window_start < cfg.window_end
             && cfg.window_end <= USER_END;
         if cfg.pool_frames == 0
+            || cfg.max_io == 0
             || cfg.low_water == 0
             || cfg.low_water > cfg.high_water
             || cfg.high_water > cfg.pool_frames
@@ -178,6 +184,8 @@ impl Memd {
             write_fail_streak: 0,
             writes_in_flight: 0,
             io_in_flight: 0,
+            submitted: 0,
+            queued: VecDeque::new(),
             c: Counters {
                 frames_total: n as u64,
                 frames_free: n as u64,
@@ -252,7 +260,8 @@ impl Memd {
             && self.waiters.is_empty()
     }
 
-    /// The requests in flight (for a daemon that must report or cancel them).
+    /// The requests memd owns, at the disk or queued for it (for a daemon
+    /// that must report them).
     pub fn in_flight(&self) -> impl Iterator<Item = IoRequest> + '_ {
         self.frames.iter().enumerate().filter_map(|(f, u)| {
             let io = match *u {
@@ -718,8 +727,27 @@ impl Memd {
     /// the faults waiting for it. A request whose page died frees its frame
     /// and slot now. `UnknownTag` (and no change) for a tag not in flight.
     pub fn io_done<H: Host>(&mut self, host: &mut H, tag: Tag, ok: bool) -> Result<(), Error> {
+        if !self.at_disk(tag) {
+            return Err(Error::UnknownTag);
+        }
+        self.submitted -= 1;
         self.complete(host, tag, ok)?;
         self.settle(host);
+        Ok(())
+    }
+
+    /// The disk could not take request `tag` now (the driver answered
+    /// `Busy`): it goes back to the queue, still owning its frame, and is
+    /// handed over again after the next completion or tick. Nothing else
+    /// happens (no rebalancing: that would resubmit it at once).
+    /// `UnknownTag` for a tag not at the disk.
+    pub fn io_retry(&mut self, tag: Tag) -> Result<(), Error> {
+        if !self.at_disk(tag) {
+            return Err(Error::UnknownTag);
+        }
+        let req = self.request(tag).ok_or(Error::UnknownTag)?;
+        self.submitted -= 1;
+        self.queued.push_back(req);
         Ok(())
     }
 
@@ -903,15 +931,69 @@ impl Memd {
 
     /// Hands a request to the host; a refused one fails at once. Returns
     /// whether it was accepted.
+    /// Past `max_io` requests at the disk, it waits in `queued` (its frame
+    /// already pinned) until a completion makes room.
     fn submit<H: Host>(&mut self, host: &mut H, req: IoRequest) -> bool {
+        if self.submitted >= self.cfg.max_io {
+            self.queued.push_back(req);
+            return true;
+        }
+        self.hand_over(host, req)
+    }
+
+    fn hand_over<H: Host>(&mut self, host: &mut H, req: IoRequest) -> bool {
         match host.submit(req) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.submitted += 1;
+                true
+            }
             Err(back) => {
                 let done = self.complete(host, back.tag, false);
                 debug_assert!(done.is_ok(), "a refused request is in flight");
                 false
             }
         }
+    }
+
+    /// Hands queued requests to the disk while it has room. A queued
+    /// request whose page died is cancelled without I/O.
+    fn pump_io<H: Host>(&mut self, host: &mut H) {
+        let mut i = 0;
+        while i < self.queued.len() {
+            let req = self.queued[i];
+            match self.frames[req.frame.0 as usize] {
+                Use::Orphan { io } if io.tag == req.tag => {
+                    self.queued.remove(i);
+                    self.io_in_flight -= 1;
+                    if io.kind == IoKind::Write {
+                        self.writes_in_flight -= 1;
+                    }
+                    self.slots.free(io.slot);
+                    self.free_frame(req.frame);
+                }
+                _ => i += 1,
+            }
+        }
+        while self.submitted < self.cfg.max_io {
+            let Some(req) = self.queued.pop_front() else {
+                break;
+            };
+            self.hand_over(host, req);
+        }
+    }
+
+    /// The request `tag` as recorded on its frame, if memd owns it.
+    pub(crate) fn request(&self, tag: Tag) -> Option<IoRequest> {
+        let io = match *self.frames.get(tag.frame().0 as usize)? {
+            Use::Page { io: Some(io), .. } | Use::Orphan { io } if io.tag == tag => io,
+            _ => return None,
+        };
+        Some(IoRequest { tag, kind: io.kind, slot: io.slot, frame: tag.frame() })
+    }
+
+    /// Whether `tag` is a request at the disk (submitted, not queued).
+    fn at_disk(&self, tag: Tag) -> bool {
+        self.request(tag).is_some() && !self.queued.iter().any(|r| r.tag == tag)
     }
 
     fn kill<H: Host>(
@@ -939,6 +1021,7 @@ impl Memd {
     /// holding frames, and nothing evictable; or swap writes keep failing),
     /// they are killed with `OutOfMemory` rather than left waiting forever.
     fn settle<H: Host>(&mut self, host: &mut H) {
+        self.pump_io(host);
         loop {
             while !self.free.is_empty() {
                 let Some(w) = self.waiters.pop_front() else {
@@ -981,9 +1064,12 @@ impl Memd {
     /// just mapped for other faults hold the pool, and their threads must
     /// run before the clock may take them (or dying tasks hold frames until
     /// their `TaskGone`). The daemon then calls `tick` after a short delay
-    /// (its receive timeout), as it would on an event.
+    /// (its receive timeout), as it would on an event. Also true when
+    /// requests wait for the disk and none is at the disk (after
+    /// `io_retry`).
     pub fn needs_tick(&self) -> bool {
-        !self.waiters.is_empty() && self.io_in_flight == 0
+        (!self.waiters.is_empty() && self.io_in_flight == 0)
+            || (self.submitted == 0 && !self.queued.is_empty())
     }
 
     /// Runs the clock and serves waiting faults again (see `needs_tick`).

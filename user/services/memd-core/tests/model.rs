@@ -32,6 +32,7 @@ enum Op {
     Release { task: usize, region: usize, part: u8 },
     Touch { task: usize, thread: usize, region: usize, page: usize, kind: u8, value: u64 },
     Disk { pick: usize, ok: bool },
+    Busy { pick: usize },
     Bad { task: usize, kind: u8 },
     Exit { task: usize },
     Reap,
@@ -51,6 +52,7 @@ fn op() -> impl Strategy<Value = Op> {
             }
         ),
         10 => (any::<usize>(), prop::bool::weighted(0.85)).prop_map(|(pick, ok)| Op::Disk { pick, ok }),
+        1 => any::<usize>().prop_map(|pick| Op::Busy { pick }),
         1 => (t.clone(), 0..4u8).prop_map(|(task, kind)| Op::Bad { task, kind }),
         1 => t.prop_map(|task| Op::Exit { task }),
         1 => Just(Op::Reap),
@@ -106,9 +108,9 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(pool: u32, slots: u32) -> Harness {
+    fn new(pool: u32, slots: u32, max_io: u32) -> Harness {
         Harness {
-            w: World::small(pool, slots),
+            w: World::small_io(pool, slots, max_io),
             tasks: (0..MAX_TASKS).map(|_| None).collect(),
             next_task: 1,
             open: BTreeSet::new(),
@@ -434,6 +436,13 @@ impl Harness {
                 self.pump();
             }
             Op::Disk { pick, ok } => self.complete(pick, ok),
+            Op::Busy { pick } => {
+                if !self.w.h.pending.is_empty() {
+                    let i = pick % self.w.h.pending.len();
+                    self.w.busy(i);
+                    self.pump();
+                }
+            }
             Op::Bad { task, kind } => {
                 let Some(t) = self.tasks[task].as_mut() else { return };
                 if t.killed || t.threads[0].is_some() {
@@ -532,9 +541,10 @@ proptest! {
     #[test]
     fn memd_never_loses_data_or_faults(
         pool in 4u32..=8,
+        max_io in 1u32..=4,
         ops in proptest::collection::vec(op(), 1..240),
     ) {
-        let mut h = Harness::new(pool, 256);
+        let mut h = Harness::new(pool, 256, max_io);
         for op in &ops {
             h.step(op);
         }
@@ -558,7 +568,7 @@ proptest! {
         slots in 0u32..12,
         ops in proptest::collection::vec(op(), 1..240),
     ) {
-        let mut h = Harness::new(pool, slots);
+        let mut h = Harness::new(pool, slots, 2);
         for op in &ops {
             h.step(op);
         }
@@ -570,7 +580,7 @@ proptest! {
 /// and a final tally that the counters make sense.
 #[test]
 fn counters_add_up_after_a_heavy_run() {
-    let mut h = Harness::new(4, 256);
+    let mut h = Harness::new(4, 256, 16);
     for _ in 0..3 {
         h.spawn(24, 2);
     }
@@ -615,7 +625,7 @@ fn counters_add_up_after_a_heavy_run() {
 /// maps the page again (on its clock hold) and resumes the fault.
 #[test]
 fn failed_write_with_a_waiting_fault() {
-    let mut h = Harness::new(4, 256);
+    let mut h = Harness::new(4, 256, 16);
     let ops = [
         Op::Spawn { quota: 4, image: 2 },
         Op::Spawn { quota: 4, image: 3 },

@@ -809,3 +809,67 @@ fn a_dying_task_keeps_its_frames_until_its_end_and_others_wait_for_them() {
     assert_eq!(w.read(u, b).unwrap(), pattern(3));
     w.m.audit().unwrap();
 }
+
+#[test]
+fn requests_past_max_io_wait_in_memd_with_their_frames_pinned() {
+    let mut w = World::small_io(8, 32, 2);
+    let t = w.task(1, 0);
+    let a = w.m.reserve(t, 16 * PAGE_SIZE, RW).unwrap();
+    for p in 0..8 {
+        w.write(t, va(a, p), p).unwrap();
+    }
+    // Pushing 8 new pages in needs many write-outs; at most 2 at the disk.
+    let mut faults = Vec::new();
+    for p in 8..12 {
+        if let Err((f, FaultOutcome::Waiting)) = w.try_access(t, va(a, p), Access::Write, Some(p)) {
+            faults.push(f);
+        }
+        assert!(w.h.pending.len() <= 2);
+        w.m.audit().unwrap();
+    }
+    let c = w.m.counters();
+    assert!(c.frames_io > w.h.pending.len() as u64, "some requests queued in memd: {c:?}");
+    // `Busy` from the driver: the request goes back to memd's queue.
+    let r = w.h.pending[0];
+    w.busy(0);
+    assert_eq!(w.m.io_retry(r.tag), Err(Error::UnknownTag), "not at the disk any more");
+    assert_eq!(w.m.io_done(&mut w.h, r.tag, true), Err(Error::UnknownTag));
+    w.m.audit().unwrap();
+    while !w.h.pending.is_empty() || w.m.needs_tick() {
+        if w.h.pending.is_empty() {
+            w.m.tick(&mut w.h);
+        } else {
+            w.h.complete(&mut w.m, 0, true);
+        }
+        assert!(w.h.pending.len() <= 2);
+        w.m.audit().unwrap();
+    }
+    assert!(w.m.counters().frames_io == 0);
+    for p in 0..8 {
+        assert_eq!(w.read(t, va(a, p)).unwrap(), pattern(p), "page {p}");
+    }
+}
+
+#[test]
+fn queued_requests_of_a_dead_task_are_cancelled_without_io() {
+    let mut w = World::small_io(6, 32, 1);
+    let t = w.task(1, 0);
+    let a = w.m.reserve(t, 12 * PAGE_SIZE, RW).unwrap();
+    for p in 0..6 {
+        w.write(t, va(a, p), p).unwrap();
+    }
+    for p in 6..9 {
+        let _ = w.try_access(t, va(a, p), Access::Write, Some(p));
+    }
+    let owned = w.m.counters().frames_io;
+    assert!(owned >= 2 && w.h.pending.len() == 1, "one at the disk, others queued");
+    let submits = w.count(|e| matches!(e, Effect::Submit(_)));
+    w.h.drop_task(t);
+    w.m.task_gone(&mut w.h, t).unwrap();
+    w.m.audit().unwrap();
+    // Only the request at the disk still owns its frame.
+    assert_eq!(w.m.counters().frames_io, 1);
+    assert_eq!(w.count(|e| matches!(e, Effect::Submit(_))), submits, "queued ones never submitted");
+    w.h.complete(&mut w.m, 0, true);
+    assert!(w.m.is_idle(), "{:?}", w.m.counters());
+}
