@@ -60,11 +60,14 @@ pub enum Error {
     Busy = 24,
     /// No such connection ID exists.
     NoSuchConnection = 25,
+    /// The resource (an I/O port range, device memory) belongs to the
+    /// kernel or to another task.
+    InUse = 26,
 }
 
 impl Error {
     /// Every variant, in code order (used by tests and by decoders).
-    pub const ALL: [Error; 25] = [
+    pub const ALL: [Error; 26] = [
         Error::UnknownSyscall,
         Error::BadAddress,
         Error::InvalidArgument,
@@ -90,6 +93,7 @@ impl Error {
         Error::SelfConnect,
         Error::Busy,
         Error::NoSuchConnection,
+        Error::InUse,
     ];
 
     /// The value placed in `rax`.
@@ -131,6 +135,7 @@ impl Error {
             Error::SelfConnect => "connect to own task",
             Error::Busy => "busy",
             Error::NoSuchConnection => "no such connection",
+            Error::InUse => "in use by the kernel or another task",
         }
     }
 }

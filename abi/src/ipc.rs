@@ -11,8 +11,9 @@ use crate::ids::{TaskId, ThreadId, Uid};
 /// Bytes in each end's outgoing buffer: the most one `Write` carries.
 pub const MESSAGE_MAX: usize = 32;
 
-/// The task ID a kernel end reports as its peer (no real task has it: its
-/// index and generation are both `u32::MAX`).
+/// The task ID a kernel end reports as its peer. No real task has it: its
+/// index is [`crate::ids::MAX_INDEX`] (65,535), which no table reaches (the
+/// largest holds 16,384 slots).
 pub const KERNEL_TASK: TaskId = TaskId::from_raw(u64::MAX);
 /// The thread ID `ConnectionQuery` reports for the kernel side of a kernel
 /// end.
@@ -29,17 +30,22 @@ pub mod limits {
     pub const ENDS_PER_TASK: usize = 4096;
     /// Ports one task's listen queue holds.
     pub const LISTEN_QUEUE_LEN: usize = 64;
-    /// Live ends kernel-wide (including the kernel's side of kernel ends).
+    /// Live ends kernel-wide (including the kernel's side of kernel ends
+    /// and retired end slots).
     pub const TOTAL_ENDS: usize = 1 << 14;
+    /// Of `TOTAL_ENDS`, the ends only privileged tasks may create.
+    pub const ENDS_RESERVED: usize = TOTAL_ENDS / 4;
+    /// Ends the unprivileged tasks of one uid may own together.
+    pub const ENDS_PER_UID: usize = ENDS_PER_TASK;
     /// Handles one explicit `Poll` may name.
     pub const POLL_SET_MAX: usize = 64;
 }
 
 crate::ids::generational_id!(
     /// Names one end of a connection (or a port) for the one thread that
-    /// owns it. Packs a slot index (low 32 bits) and a generation (high 32
-    /// bits); generations start at 1, so the raw value 0 is never a valid
-    /// handle.
+    /// owns it. Packs a slot index (low 16 bits) and a generation (high 48
+    /// bits, see [`crate::ids`]); generations start at 1, so the raw value
+    /// 0 is never a valid handle.
     Handle,
     "h"
 );
@@ -164,6 +170,9 @@ pub mod info_flags {
     pub const SERVER: u32 = 1;
     /// The far side is the kernel (a kernel end).
     pub const KERNEL: u32 = 2;
+    /// The peer is the kernel or a live privileged task: it may, for
+    /// example, pass physical addresses to a driver.
+    pub const PEER_PRIVILEGED: u32 = 4;
 }
 
 /// The identity of a connection, as `ConnectionInfo` fills it in for one

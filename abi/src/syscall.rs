@@ -85,11 +85,32 @@ pub enum Sys {
     /// `Send`, then `Receive` without a time limit, in one call: the
     /// request/reply step of an RPC client or server.
     SendReceive = 49,
+
+    // --- device access for drivers (privileged; see `docs/drivers.md`) ---
+    /// `(first_port, count)`: let this task use I/O ports
+    /// `first_port..first_port + count` with `in`/`out`. Privileged.
+    IoPortGrant = 64,
+    /// `(phys, len) -> addr`: map device memory (not RAM) into this task,
+    /// uncached, read-write, never executable. Privileged.
+    MmioMap = 65,
+    /// `(len) -> (addr, phys)`: map physically contiguous zeroed RAM for
+    /// device DMA into this task, with its physical address. Privileged.
+    DmaAlloc = 66,
+    /// `(phys, len)`: keep the frames of `[phys, phys + len)` from being
+    /// reused while a device may access them, even if their owner lets
+    /// them go; the driver's pin on a client's buffer. Privileged.
+    DmaPin = 67,
+    /// `(phys, len)`: end a pin made with the same range. Privileged.
+    DmaUnpin = 68,
+    /// `(bus, device, function)`: this task drives that PCI function; when
+    /// the task ends, the kernel stops the device's DMA (clears Bus Master
+    /// Enable) before it frees the task's memory and pins. Privileged.
+    DeviceClaim = 69,
 }
 
 impl Sys {
     /// Every system call, for decoders and exhaustive tests.
-    pub const ALL: [Sys; 34] = [
+    pub const ALL: [Sys; 40] = [
         Sys::DebugPrint,
         Sys::ThreadCreate,
         Sys::ThreadExit,
@@ -124,6 +145,12 @@ impl Sys {
         Sys::Send,
         Sys::Receive,
         Sys::SendReceive,
+        Sys::IoPortGrant,
+        Sys::MmioMap,
+        Sys::DmaAlloc,
+        Sys::DmaPin,
+        Sys::DmaUnpin,
+        Sys::DeviceClaim,
     ];
 
     /// Decodes `rax` (a jump table, not a search: it is on every call).
@@ -163,6 +190,12 @@ impl Sys {
             47 => Sys::Send,
             48 => Sys::Receive,
             49 => Sys::SendReceive,
+            64 => Sys::IoPortGrant,
+            65 => Sys::MmioMap,
+            66 => Sys::DmaAlloc,
+            67 => Sys::DmaPin,
+            68 => Sys::DmaUnpin,
+            69 => Sys::DeviceClaim,
             _ => return None,
         })
     }
@@ -183,6 +216,12 @@ pub const SPAWN_ARGS_MAX: usize = 2048;
 pub const MEM_MAP_MAX: usize = 64 << 20;
 /// Page size of user mappings.
 pub const PAGE_SIZE: usize = 4096;
+/// Largest single `MmioMap` request.
+pub const MMIO_MAP_MAX: usize = 256 << 20;
+/// Largest single `DmaAlloc` request (physically contiguous).
+pub const DMA_ALLOC_MAX: usize = 2 << 20;
+/// Largest single `DmaPin` range.
+pub const DMA_PIN_MAX: usize = 16 << 20;
 
 /// Task flags: in `SpawnArgs::flags` and in `SelfInfo`.
 pub mod task_flags {
@@ -263,6 +302,8 @@ pub struct KernelStats {
     /// Frames the calling task holds: its pages and page tables (part of
     /// `frames_used`).
     pub caller_frames: u64,
+    /// Hardware interrupts delivered to drivers' kernel ends so far.
+    pub interrupts: u64,
 }
 
 /// How a task ended: `TaskWait` returns `(kind, detail)`.

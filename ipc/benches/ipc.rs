@@ -30,6 +30,8 @@ fn world(n: usize) -> (Ipc, Vec<Handle>, Vec<Handle>) {
         ends_per_thread: n + 8,
         ends_per_task: n + 8,
         total_ends: 2 * n + 16,
+        ends_reserved: 0,
+        ends_per_uid: 2 * n + 16,
         ..Limits::default()
     });
     ipc.add_task(SERVER_TASK, 1, false).unwrap();

@@ -9,6 +9,8 @@ use crate::objects::{End, EndState, Wait, F_IN_WAIT_SET, F_KERNEL};
 use crate::slab::tight;
 use crate::Ipc;
 
+const MAX_GENERATION: u64 = alux_abi::ids::MAX_GENERATION;
+
 fn walk(
     list: &List,
     ends: &[End],
@@ -55,7 +57,7 @@ pub(crate) fn audit(ipc: &Ipc) -> Result<(), &'static str> {
             Some(seen) if !*seen => {
                 *seen = true;
                 let e = &p.ends[i as usize];
-                bad |= e.live() || e.gen == u32::MAX;
+                bad |= e.live() || e.gen >= MAX_GENERATION;
             }
             _ => bad = true,
         },
@@ -63,15 +65,32 @@ pub(crate) fn audit(ipc: &Ipc) -> Result<(), &'static str> {
     if bad {
         return Err("live, retired, repeated or cut-off slot on the free list");
     }
-    let free = p.ends.iter().filter(|e| !e.live() && e.gen != u32::MAX).count();
+    let free = p.ends.iter().filter(|e| !e.live() && e.gen < MAX_GENERATION).count();
     if free != p.free.len as usize {
         return Err("free slot missing from the free list");
     }
-    if p.ends.last().is_some_and(|e| !e.live() && e.gen != u32::MAX) {
+    if p.ends.last().is_some_and(|e| !e.live() && e.gen < MAX_GENERATION) {
         return Err("free slot at the slab's tail");
     }
-    if p.gen_floor == u32::MAX || (p.ends.len() as u64) > u64::from(p.high_water) {
-        return Err("generation floor or high-water mark wrong");
+    let retired = p.ends.iter().filter(|e| !e.live() && e.gen >= MAX_GENERATION).count();
+    if retired != p.retired {
+        return Err("retired count wrong");
+    }
+    if p.pool.used() != p.live_ends + p.retired {
+        return Err("pool charges differ from live and retired ends");
+    }
+    p.pool.audit()?;
+    if p.threads.iter().filter(|t| t.live).count() != p.live_threads {
+        return Err("live thread count wrong");
+    }
+    if p.wakeups.len() > p.live_threads {
+        return Err("more wakeups than live threads (their room is not reserved)");
+    }
+    if !(p.issued.is_empty() && p.ends.is_empty()) && p.issued.len() != p.limits.total_ends {
+        return Err("generation array missing or of the wrong size");
+    }
+    if p.ends.iter().enumerate().any(|(i, e)| p.issued[i] != e.gen) {
+        return Err("generation array disagrees with the slab");
     }
     if !tight(p.ends.len(), p.capacities[0])
         || !tight(p.threads.len(), p.capacities[1])

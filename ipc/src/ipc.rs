@@ -21,11 +21,16 @@ use crate::objects::{
     owned_links, queue_links, ready_links, waiter_links, End, EndState, Task, Thread, Wait,
     BITMAP_WORDS, F_IN_WAIT_SET, F_KERNEL, F_SERVER,
 };
+use crate::quota::{Pool, Shares};
 use crate::types::{Completion, Deadline, KernelEndId, Limits, Outcome, SendReceive};
 
-/// The largest task or thread slot index accepted (IDs are expected to be
-/// the kernel's dense slab indices; the records are indexed by them).
-pub const MAX_ID_INDEX: u32 = 1 << 20;
+/// One past the largest task or thread slot index accepted (IDs are
+/// expected to be the kernel's dense slab indices; the records are indexed
+/// by them). Every index an ID can carry (`alux_abi::ids::INDEX_BITS`).
+pub const MAX_ID_INDEX: u32 = alux_abi::ids::MAX_INDEX + 1;
+
+/// Generations of end slots: a slot whose end had the last one is retired.
+const MAX_GENERATION: u64 = alux_abi::ids::MAX_GENERATION;
 
 /// The whole IPC object model of one kernel. The kernel keeps exactly one,
 /// behind its lock, and calls it on every IPC system call and every task or
@@ -40,42 +45,67 @@ pub struct Ipc {
     /// Free end slots, linked through their `owned` links: slots in the
     /// lower half of the slab go to the front (reused first, last-freed
     /// first), the others to the back, so that the tail tends to empty and
-    /// can be cut off. Retired slots (generation `u32::MAX`) are not on it.
+    /// can be cut off. Retired slots (generation `MAX_GENERATION`) are not
+    /// on it.
     free: List,
-    /// The highest generation any cut-off slot had: a slot pushed at a
-    /// cut-off index starts above it, so an old handle stays stale.
-    gen_floor: u32,
-    /// One past the highest slot index ever issued: an index at or beyond
-    /// the slab's length but below this was cut off (its handles are
-    /// stale, not bad).
-    high_water: u32,
+    /// The last generation issued at each slot index (0: never), one entry
+    /// per possible slot (`limits.total_ends`), allocated with the first
+    /// end and never freed. A slot pushed at a cut-off index continues its
+    /// own sequence, so an old handle stays stale; an index whose entry is
+    /// 0 was never issued.
+    issued: Vec<u64>,
     live_ends: usize,
+    /// Slots retired for good (generation exhausted). They stay charged to
+    /// `ends`, so they count against the limits of their last owner's uid
+    /// (or the privileged reserve).
+    retired: usize,
+    /// Every live or retired end, charged to its task's uid (kernel sides
+    /// to their task's, as privileged).
+    pool: Pool,
     threads: Vec<Thread>,
+    /// Live thread records.
+    live_threads: usize,
     tasks: Vec<Task>,
+    /// Completions for parked threads, at most one per live thread: its
+    /// room for every live thread is reserved when a thread is added, so
+    /// queueing a wakeup never allocates.
     wakeups: VecDeque<(ThreadId, Completion)>,
     /// Kernel sides with pending events (signals from their task).
     kernel_ready: List,
     /// Open kernel ends: `(kind, kernel side slot)`.
     kernel_kinds: Vec<(u32, u32)>,
+    /// Kernel sides freed because their task's end closed (by `close`,
+    /// thread exit or task end), so far: the kernel compares it with the
+    /// count it last saw to learn that one of its ends is gone.
+    kernel_sides_closed: u64,
     /// Ready-list arrival counter.
     stamp: u64,
 }
 
 impl Ipc {
-    /// An empty object model with these limits.
-    pub fn new(limits: Limits) -> Self {
+    /// An empty object model with these limits (`total_ends` is clamped to
+    /// the `2^16` slot indices a handle can carry).
+    pub fn new(mut limits: Limits) -> Self {
+        limits.total_ends = limits.total_ends.min(MAX_ID_INDEX as usize);
         Ipc {
             limits,
             ends: Vec::new(),
             free: List::EMPTY,
-            gen_floor: 0,
-            high_water: 0,
+            issued: Vec::new(),
             live_ends: 0,
+            retired: 0,
+            pool: Pool::new(Shares {
+                total: limits.total_ends,
+                reserve: limits.ends_reserved,
+                per_uid: limits.ends_per_uid,
+            }),
             threads: Vec::new(),
+            live_threads: 0,
             tasks: Vec::new(),
             wakeups: VecDeque::new(),
             kernel_ready: List::EMPTY,
             kernel_kinds: Vec::new(),
+            kernel_sides_closed: 0,
             stamp: 0,
         }
     }
@@ -89,15 +119,15 @@ impl Ipc {
     // Tasks and threads
     // ------------------------------------------------------------------
 
-    /// Registers a task. Errors: `LimitReached` if its index is at least
-    /// [`MAX_ID_INDEX`], `InvalidArgument` if its slot holds a live task.
+    /// Registers a task. Errors: `InvalidArgument` if its slot holds a live
+    /// task, `OutOfMemory`.
     pub fn add_task(&mut self, task: TaskId, uid: Uid, privileged: bool) -> Result<(), Error> {
         let i = task.index();
-        if i >= MAX_ID_INDEX {
-            return Err(Error::LimitReached);
-        }
-        while self.tasks.len() <= i as usize {
-            self.tasks.push(Task::vacant());
+        if self.tasks.len() <= i as usize {
+            self.tasks
+                .try_reserve(i as usize + 1 - self.tasks.len())
+                .map_err(|_| Error::OutOfMemory)?;
+            self.tasks.resize_with(i as usize + 1, Task::vacant);
         }
         let slot = &mut self.tasks[i as usize];
         if slot.live {
@@ -112,21 +142,23 @@ impl Ipc {
     }
 
     /// Registers a thread of a registered task. Errors: `NoSuchTask`,
-    /// `LimitReached` (index at least [`MAX_ID_INDEX`]), `InvalidArgument`
-    /// (its slot holds a live thread).
+    /// `InvalidArgument` (its slot holds a live thread), `OutOfMemory`.
     pub fn add_thread(&mut self, thread: ThreadId, task: TaskId) -> Result<(), Error> {
         let k = self.task_slot(task)?;
         let i = thread.index();
-        if i >= MAX_ID_INDEX {
-            return Err(Error::LimitReached);
-        }
-        while self.threads.len() <= i as usize {
-            self.threads.push(Thread::vacant());
-        }
-        let slot = &mut self.threads[i as usize];
-        if slot.live {
+        if self.threads.get(i as usize).is_some_and(|t| t.live) {
             return Err(Error::InvalidArgument);
         }
+        self.tasks[k as usize].threads.try_reserve(1).map_err(|_| Error::OutOfMemory)?;
+        let room = (self.live_threads + 1).saturating_sub(self.wakeups.len());
+        self.wakeups.try_reserve(room).map_err(|_| Error::OutOfMemory)?;
+        if self.threads.len() <= i as usize {
+            self.threads
+                .try_reserve(i as usize + 1 - self.threads.len())
+                .map_err(|_| Error::OutOfMemory)?;
+            self.threads.resize_with(i as usize + 1, Thread::vacant);
+        }
+        let slot = &mut self.threads[i as usize];
         slot.id = thread;
         slot.live = true;
         slot.task = k;
@@ -136,6 +168,7 @@ impl Ipc {
         slot.wait_set.clear();
         slot.waiter = crate::list::Links::UNLINKED;
         self.tasks[k as usize].threads.push(i);
+        self.live_threads += 1;
         Ok(())
     }
 
@@ -186,6 +219,8 @@ impl Ipc {
         th.live = false;
         th.wait_set = Vec::new();
         let k = th.task as usize;
+        self.live_threads -= 1;
+        self.trim_wakeups();
         let threads = &mut self.tasks[k].threads;
         if let Some(pos) = threads.iter().position(|&x| x == t) {
             threads.swap_remove(pos);
@@ -198,12 +233,13 @@ impl Ipc {
     // Ports and the listen queue
     // ------------------------------------------------------------------
 
-    /// Creates a port: an unconnected end of the caller. Errors:
-    /// `NoSuchThread`, `LimitReached`.
+    /// Creates a port: an unconnected end of the caller, charged to its
+    /// thread, its task and its task's uid. Errors: `NoSuchThread`,
+    /// `LimitReached`, `OutOfMemory`.
     pub fn port_create(&mut self, caller: ThreadId) -> Result<Handle, Error> {
         let t = self.thread_slot(caller)?;
         self.check_room(t, 1)?;
-        let i = self.new_owned_end(t, EndState::Port);
+        let i = self.new_owned_end(t, EndState::Port)?;
         Ok(self.handle_of(i))
     }
 
@@ -226,9 +262,9 @@ impl Ipc {
         {
             self.threads[w as usize].wait = Wait::None;
             let wid = self.threads[w as usize].id;
-            let completion = match self.connect_checks(w, k) {
+            let completion = match self.connect_checks(w, k).and_then(|()| self.pair(w, i)) {
                 Err(e) => Completion::Failed(e),
-                Ok(()) => Completion::Connected(self.pair(w, i)),
+                Ok(h) => Completion::Connected(h),
             };
             self.wakeups.push_back((wid, completion));
             if let Completion::Connected(_) = completion {
@@ -290,9 +326,10 @@ impl Ipc {
         }
         let k = self.task_slot(target)?;
         self.connect_checks(t, k)?;
-        if let Some(p) = self.tasks[k as usize].queue.pop_front(&mut self.ends, queue_links) {
-            self.ends[p as usize].state = EndState::Port;
-            return Ok(Outcome::Done(self.pair(t, p)));
+        if let Some(p) = self.tasks[k as usize].queue.head_opt() {
+            // The port leaves the queue only once the client end exists.
+            let h = self.pair(t, p)?;
+            return Ok(Outcome::Done(h));
         }
         if deadline == Deadline::Now {
             return Err(Error::NoPortAvailable);
@@ -313,10 +350,16 @@ impl Ipc {
         self.check_room(t, 1)
     }
 
-    /// Makes a client end for thread `t` connected to port `p` (on no
-    /// queue), and tells `p`'s owner with `OPENED`.
-    fn pair(&mut self, t: u32, p: u32) -> Handle {
-        let c = self.new_owned_end(t, EndState::Connected);
+    /// Makes a client end for thread `t`, charged to `t` (the server's
+    /// end is the port it created and pushed), connected to port `p`, which
+    /// leaves its listen queue if it is in one, and tells `p`'s owner with
+    /// `OPENED`. Errors: `OutOfMemory` (nothing changes).
+    fn pair(&mut self, t: u32, p: u32) -> Result<Handle, Error> {
+        let c = self.new_owned_end(t, EndState::Connected)?;
+        if self.ends[p as usize].state == EndState::Queued {
+            let k = self.ends[p as usize].task;
+            self.tasks[k as usize].queue.unlink(&mut self.ends, queue_links, p);
+        }
         let h = self.handle_of(c);
         let ct = self.threads[t as usize].task as usize;
         let st = self.ends[p as usize].task as usize;
@@ -336,7 +379,7 @@ impl Ipc {
         pe.peer_uid = client_uid;
         pe.conn_id = conn_id;
         self.deliver(p, Events::OPENED);
-        h
+        Ok(h)
     }
 
     // ------------------------------------------------------------------
@@ -446,8 +489,10 @@ impl Ipc {
         if deadline == Deadline::Now {
             return Err(Error::TimedOut);
         }
-        let mut ws = core::mem::take(&mut self.threads[t as usize].wait_set);
+        let ws = &mut self.threads[t as usize].wait_set;
         ws.clear();
+        ws.try_reserve(set.len()).map_err(|_| Error::OutOfMemory)?;
+        let mut ws = core::mem::take(ws);
         for &h in set {
             let i = h.index();
             self.ends[i as usize].flags |= F_IN_WAIT_SET;
@@ -572,11 +617,20 @@ impl Ipc {
     /// oldest first. The kernel drains this after every call.
     pub fn take_wakeup(&mut self) -> Option<(ThreadId, Completion)> {
         let w = self.wakeups.pop_front();
-        if w.is_none() && self.wakeups.capacity() > crate::slab::MIN_KEPT {
-            // Drained after a burst: back to the queue's first capacity.
-            self.wakeups.shrink_to(crate::slab::MIN_KEPT);
+        if w.is_none() {
+            self.trim_wakeups();
         }
         w
+    }
+
+    /// Once drained, the wakeup queue goes back to room for the live
+    /// threads, as a power of two (its first capacity, 4, once few are
+    /// left): it shrinks only when the thread count halves.
+    fn trim_wakeups(&mut self) {
+        let kept = crate::slab::MIN_KEPT.max(self.live_threads).next_power_of_two();
+        if self.wakeups.is_empty() && self.wakeups.capacity() > kept {
+            self.wakeups.shrink_to(kept);
+        }
     }
 
     /// Whether `thread` is parked in this model (a poll or a blocking
@@ -706,6 +760,7 @@ impl Ipc {
             EndState::Connected => {
                 let p = e.peer;
                 if self.ends[p as usize].state == EndState::KernelSide {
+                    self.kernel_sides_closed += 1;
                     self.free_kernel_side(p);
                 } else {
                     self.orphan(p, i, reason);
@@ -741,62 +796,92 @@ impl Ipc {
         self.free_end(k);
     }
 
-    /// Allocates an end slot (the caller checked the limits).
-    fn alloc_end(&mut self) -> u32 {
-        self.live_ends += 1;
-        if let Some(i) = self.free.pop_front(&mut self.ends, owned_links) {
-            let e = &mut self.ends[i as usize];
-            // Free slots are never retired, so this does not wrap.
-            *e = End::free(e.gen + 1);
-            i
-        } else {
-            // A fresh slot, maybe at an index that was cut off: it starts
-            // above every generation a cut-off slot had (`gen_floor` is
-            // below `u32::MAX`: retired slots are never cut off).
-            let i = self.ends.len() as u32;
-            self.ends.push(End::free(self.gen_floor + 1));
-            self.high_water = self.high_water.max(i + 1);
-            i
+    /// Allocates an end slot and charges it to `uid` (the caller checked
+    /// the limits with [`Ipc::check_room`]). `OutOfMemory` if the slab or
+    /// the generation array cannot grow or the uid's counter cannot be
+    /// made; nothing changes then.
+    fn alloc_end(&mut self, uid: Uid, privileged: bool) -> Result<u32, Error> {
+        if self.issued.is_empty() {
+            let n = self.limits.total_ends;
+            self.issued.try_reserve_exact(n).map_err(|_| Error::OutOfMemory)?;
+            self.issued.resize(n, 0);
         }
+        let reuse = self.free.head_opt();
+        if reuse.is_none() {
+            self.ends.try_reserve(1).map_err(|_| Error::OutOfMemory)?;
+        }
+        self.pool.charge(uid, privileged, 1)?;
+        self.live_ends += 1;
+        let i = match reuse {
+            Some(i) => {
+                self.free.unlink(&mut self.ends, owned_links, i);
+                let e = &mut self.ends[i as usize];
+                // Free slots are never retired, so this stays in range.
+                *e = End::free(e.gen + 1);
+                i
+            }
+            None => {
+                // Every slot below is live or retired (free slots are
+                // listed), and those are charged to the pool, so the index
+                // is below `total_ends`. A cut-off index continues its own
+                // sequence (it was below the last generation, or it would
+                // have been retired, not cut off).
+                let i = self.ends.len() as u32;
+                self.ends.push(End::free(self.issued[i as usize] + 1));
+                i
+            }
+        };
+        self.issued[i as usize] = self.ends[i as usize].gen;
+        Ok(i)
     }
 
-    /// Allocates an end owned by thread `t`.
-    fn new_owned_end(&mut self, t: u32, state: EndState) -> u32 {
-        let i = self.alloc_end();
+    /// Allocates an end owned by thread `t`, charged to its task's uid.
+    fn new_owned_end(&mut self, t: u32, state: EndState) -> Result<u32, Error> {
         let k = self.threads[t as usize].task;
+        let (uid, privileged) = (self.tasks[k as usize].uid, self.tasks[k as usize].privileged);
+        let i = self.alloc_end(uid, privileged)?;
         let e = &mut self.ends[i as usize];
         e.state = state;
         e.owner = t;
         e.task = k;
         self.threads[t as usize].owned.push_back(&mut self.ends, owned_links, i);
         self.tasks[k as usize].ends += 1;
-        i
+        Ok(i)
     }
 
     /// Frees slot `i`: off every list, counts down, generation kept so old
-    /// handles are stale. A slot whose generation is exhausted is retired.
-    /// Free slots at the slab's tail are cut off and the slab shrinks.
+    /// handles are stale. A slot whose generation is exhausted is retired:
+    /// it stays in the slab and charged to the pool. Free slots at the
+    /// slab's tail are cut off and the slab shrinks.
     fn free_end(&mut self, i: u32) {
         let e = &self.ends[i as usize];
         let (owner, task, pending) = (e.owner, e.task, e.pending);
-        if owner == NIL {
+        // Who the slot is charged to: its task's uid, or for a kernel side
+        // (no owner) its task's, as privileged (only privileged tasks open
+        // kernel ends).
+        let charge = if owner == NIL {
             if pending != 0 {
                 self.kernel_ready.unlink(&mut self.ends, ready_links, i);
             }
+            (self.ends[i as usize].peer_uid, true)
         } else {
             let th = &mut self.threads[owner as usize];
             if pending != 0 {
                 th.ready.unlink(&mut self.ends, ready_links, i);
             }
             th.owned.unlink(&mut self.ends, owned_links, i);
-            self.tasks[task as usize].ends -= 1;
-        }
+            let k = &mut self.tasks[task as usize];
+            k.ends -= 1;
+            (k.uid, k.privileged)
+        };
         self.live_ends -= 1;
         let e = &mut self.ends[i as usize];
         *e = End::free(e.gen);
-        if e.gen == u32::MAX {
+        if e.gen >= MAX_GENERATION {
+            self.retired += 1;
             return;
         }
+        self.pool.release(charge.0, charge.1, 1);
         let len = self.ends.len();
         if i as usize + 1 == len {
             self.trim_ends(i);
@@ -808,47 +893,42 @@ impl Ipc {
     }
 
     /// Cuts off the slab's tail: `last` (just freed, on no list) and the
-    /// free slots below it, raising `gen_floor` to their generations, then
-    /// shrinks the slab. Amortised O(1): each slot is cut off once per time
-    /// it was pushed. Stops at a live or retired slot (a retired slot stays
-    /// for good, so `gen_floor` never reaches `u32::MAX`).
+    /// free slots below it, then shrinks the slab. Their generations stay
+    /// in `issued`. Amortised O(1): each slot is cut off once per time it
+    /// was pushed. Stops at a live or retired slot.
     fn trim_ends(&mut self, last: u32) {
-        let e = self.ends.pop().expect("the slot to cut off");
+        self.ends.pop().expect("the slot to cut off");
         debug_assert_eq!(self.ends.len(), last as usize);
-        self.gen_floor = self.gen_floor.max(e.gen);
         while let Some(e) = self.ends.last() {
-            if e.live() || e.gen == u32::MAX {
+            if e.live() || e.gen >= MAX_GENERATION {
                 break;
             }
-            let gen = e.gen;
             let i = (self.ends.len() - 1) as u32;
             self.free.unlink(&mut self.ends, owned_links, i);
-            self.gen_floor = self.gen_floor.max(gen);
             self.ends.pop();
         }
         crate::slab::shrink(&mut self.ends);
     }
 
     /// Whether handle `h`, whose index is beyond the slab, names a slot that
-    /// was cut off: its index was issued and its generation is one a cut-off
-    /// slot may have had (otherwise it was never issued).
+    /// was cut off: its generation is one that index has issued.
     fn cut_off(&self, h: Handle) -> bool {
         let g = h.generation();
-        h.index() < self.high_water && g != 0 && g <= self.gen_floor
+        g != 0 && self.issued.get(h.index() as usize).is_some_and(|&last| g <= last)
     }
 
     /// Fails with `LimitReached` unless thread `t` may own one more end and
-    /// `total` more ends fit kernel-wide.
+    /// `total` more ends fit its task's uid share (or, for a privileged
+    /// task, the whole table including the reserve).
     fn check_room(&self, t: u32, total: usize) -> Result<(), Error> {
         let th = &self.threads[t as usize];
         let task = &self.tasks[th.task as usize];
         if th.owned.len as usize >= self.limits.ends_per_thread
             || task.ends as usize >= self.limits.ends_per_task
-            || self.live_ends + total > self.limits.total_ends
         {
             return Err(Error::LimitReached);
         }
-        Ok(())
+        self.pool.check(task.uid, task.privileged, total)
     }
 
     // ------------------------------------------------------------------
@@ -871,7 +951,13 @@ impl Ipc {
             flags |= info_flags::SERVER;
         }
         if e.flags & F_KERNEL != 0 {
-            flags |= info_flags::KERNEL;
+            flags |= info_flags::KERNEL | info_flags::PEER_PRIVILEGED;
+        } else if self
+            .tasks
+            .get(e.peer_task.index() as usize)
+            .is_some_and(|p| p.live && p.id == e.peer_task && p.privileged)
+        {
+            flags |= info_flags::PEER_PRIVILEGED;
         }
         Ok(ConnectionInfo {
             conn_id: e.conn_id,
@@ -978,8 +1064,16 @@ impl Ipc {
             return Err(Error::Busy);
         }
         self.check_room(t, 2)?;
-        let u = self.new_owned_end(t, EndState::Connected);
-        let s = self.alloc_end();
+        self.kernel_kinds.try_reserve(1).map_err(|_| Error::OutOfMemory)?;
+        let u = self.new_owned_end(t, EndState::Connected)?;
+        let uid = self.tasks[k as usize].uid;
+        let s = match self.alloc_end(uid, true) {
+            Ok(s) => s,
+            Err(e) => {
+                self.free_end(u);
+                return Err(e);
+            }
+        };
         let h = self.handle_of(u);
         let ue = &mut self.ends[u as usize];
         ue.peer = s;
@@ -989,7 +1083,6 @@ impl Ipc {
         ue.kernel_kind = kind;
         ue.conn_id = h.raw();
         let task_id = self.tasks[k as usize].id;
-        let uid = self.tasks[k as usize].uid;
         let se = &mut self.ends[s as usize];
         se.state = EndState::KernelSide;
         se.peer = u;
@@ -1052,6 +1145,25 @@ impl Ipc {
         self.orphan(u, s, CloseReason::Closed);
         self.free_kernel_side(s);
         Ok(())
+    }
+
+    /// Whether any kernel side was signaled and not yet taken with
+    /// [`Ipc::kernel_take_signal`].
+    pub fn kernel_signals_pending(&self) -> bool {
+        !self.kernel_ready.is_empty()
+    }
+
+    /// How many kernel sides have been freed because their task's end
+    /// closed (the task closed it, or its thread or task ended). It only
+    /// grows: a change tells the kernel to check its ends with
+    /// [`Ipc::kernel_end_is_open`].
+    pub fn kernel_sides_closed(&self) -> u64 {
+        self.kernel_sides_closed
+    }
+
+    /// Whether the kernel side `end` is still open.
+    pub fn kernel_end_is_open(&self, end: KernelEndId) -> bool {
+        self.kernel_slot(end).is_ok()
     }
 
     fn kernel_slot(&self, end: KernelEndId) -> Result<u32, Error> {
@@ -1170,8 +1282,27 @@ impl Ipc {
             + self.threads.capacity() * size_of::<Thread>()
             + self.wakeups.capacity() * size_of::<(ThreadId, Completion)>()
             + self.kernel_kinds.capacity() * size_of::<(u32, u32)>()
+            + self.issued.capacity() * size_of::<u64>()
+            + self.pool.heap_bytes()
             + tasks
             + threads
+    }
+
+    /// Bytes of the generation array, allocated with the first end and
+    /// kept for good (`8 × total_ends`; 0 before any end existed).
+    pub fn fixed_heap_bytes(&self) -> usize {
+        self.issued.capacity() * core::mem::size_of::<u64>()
+    }
+
+    /// End slots retired for good (their generation is exhausted); each
+    /// stays charged to its last owner's uid, or to the privileged reserve.
+    pub fn retired_ends(&self) -> usize {
+        self.retired
+    }
+
+    /// Ends (live or retired) charged to the unprivileged tasks of `uid`.
+    pub fn uid_end_count(&self, uid: Uid) -> usize {
+        self.pool.uid_used(uid)
     }
 
     /// Live tasks and threads registered (for leak checks).
@@ -1193,8 +1324,10 @@ impl Ipc {
         Parts {
             ends: &self.ends,
             free: &self.free,
-            gen_floor: self.gen_floor,
-            high_water: self.high_water,
+            issued: &self.issued,
+            retired: self.retired,
+            pool: &self.pool,
+            live_threads: self.live_threads,
             capacities: [self.ends.capacity(), self.threads.capacity(), self.tasks.capacity()],
             live_ends: self.live_ends,
             threads: &self.threads,
@@ -1211,8 +1344,10 @@ impl Ipc {
 pub(crate) struct Parts<'a> {
     pub(crate) ends: &'a [End],
     pub(crate) free: &'a List,
-    pub(crate) gen_floor: u32,
-    pub(crate) high_water: u32,
+    pub(crate) issued: &'a [u64],
+    pub(crate) retired: usize,
+    pub(crate) pool: &'a Pool,
+    pub(crate) live_threads: usize,
     /// Capacities of `ends`, `threads` and `tasks`.
     pub(crate) capacities: [usize; 3],
     pub(crate) live_ends: usize,
@@ -1251,30 +1386,80 @@ mod tests {
     }
 
     #[test]
-    fn a_retired_slot_is_never_cut_off_nor_reused() {
+    fn a_retired_slot_is_never_cut_off_nor_reused_and_stays_charged() {
         let (mut ipc, t) = world();
         let p = ipc.port_create(t).unwrap();
-        // As if the slot had been reused 2^32 - 2 times.
-        ipc.ends[p.index() as usize].gen = u32::MAX;
-        let p = Handle::new(p.index(), u32::MAX);
+        // As if the slot had been reused 2^48 - 2 times.
+        ipc.ends[p.index() as usize].gen = MAX_GENERATION;
+        ipc.issued[p.index() as usize] = MAX_GENERATION;
+        let p = Handle::new(p.index(), MAX_GENERATION);
         let q = ipc.port_create(t).unwrap();
         ipc.close(t, p).unwrap();
         ipc.close(t, q).unwrap();
         ipc.audit().unwrap();
         assert_eq!(ipc.ends.len(), 1, "the retired slot stays, above it goes");
-        assert!(ipc.gen_floor < u32::MAX);
+        assert_eq!((ipc.retired_ends(), ipc.end_count()), (1, 0));
+        assert_eq!(ipc.uid_end_count(1), 1, "charged to its last owner's uid");
         assert_eq!(ipc.close(t, p), Err(Error::StaleHandle));
         assert_eq!(ipc.close(t, q), Err(Error::StaleHandle));
         let r = ipc.port_create(t).unwrap();
         assert_eq!(r.index(), 1);
-        assert!(r.generation() > q.generation());
+        assert_eq!(r.generation(), q.generation() + 1, "index 1 continues its sequence");
         assert_eq!(ipc.close(t, q), Err(Error::StaleHandle));
         ipc.close(t, r).unwrap();
         assert_eq!(ipc.slab_capacity(), crate::slab::MIN_KEPT);
+        ipc.audit().unwrap();
+    }
+
+    /// Every slot starts three generations before the last: a tail
+    /// create/close loop retires each slot after three uses and the
+    /// retired slots fill the uid's share, never the heap.
+    #[test]
+    fn exhausted_generations_cost_the_uid_its_share_not_memory() {
+        let limits =
+            Limits { total_ends: 8, ends_reserved: 2, ends_per_uid: 4, ..Limits::default() };
+        let mut ipc = Ipc::new(limits);
+        let (k, t) = (TaskId::new(0, 1), ThreadId::new(0, 1));
+        ipc.add_task(k, 1, false).unwrap();
+        ipc.add_thread(t, k).unwrap();
+        let (pk, pt) = (TaskId::new(1, 1), ThreadId::new(1, 1));
+        ipc.add_task(pk, 0, true).unwrap();
+        ipc.add_thread(pt, pk).unwrap();
+        ipc.issued.resize(8, 0);
+        for g in ipc.issued.iter_mut() {
+            *g = MAX_GENERATION - 3;
+        }
+        let mut seen = Vec::new();
+        let err = loop {
+            match ipc.port_create(t) {
+                Ok(h) => {
+                    assert!(!seen.contains(&h), "{h} issued twice");
+                    assert!(h.generation() > MAX_GENERATION - 3);
+                    seen.push(h);
+                    ipc.close(t, h).unwrap();
+                    ipc.audit().unwrap();
+                }
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err, Error::LimitReached);
+        assert_eq!(seen.len(), 12, "4 slots × 3 generations, then the share is full");
+        assert_eq!((ipc.retired_ends(), ipc.uid_end_count(1), ipc.end_count()), (4, 4, 0));
+        assert_eq!(ipc.ends.len(), 4);
+        for h in &seen {
+            assert_eq!(ipc.close(t, *h), Err(Error::StaleHandle));
+        }
+        // The privileged task still gets the remaining slots.
+        let mine: Vec<Handle> = (0..4).map(|_| ipc.port_create(pt).unwrap()).collect();
+        assert_eq!(ipc.port_create(pt), Err(Error::LimitReached), "the table is full");
+        for h in mine {
+            ipc.close(pt, h).unwrap();
+        }
+        ipc.audit().unwrap();
     }
 
     #[test]
-    fn fresh_slots_start_above_every_cut_off_generation() {
+    fn a_cut_off_index_continues_its_own_sequence() {
         let (mut ipc, t) = world();
         let first = ipc.port_create(t).unwrap();
         let mut last = first;
@@ -1283,22 +1468,22 @@ mod tests {
             assert_eq!(ipc.slab_capacity(), 0);
             let h = ipc.port_create(t).unwrap();
             assert_eq!(h.index(), 0);
-            assert!(h.generation() > last.generation());
+            assert_eq!(h.generation(), last.generation() + 1);
             last = h;
         }
         assert_eq!(last.generation(), 1001);
         ipc.close(t, last).unwrap();
-        // Two fresh slots: both start above the floor.
+        // No global floor: index 1, never used, starts at 1.
         let a = ipc.port_create(t).unwrap();
         let b = ipc.port_create(t).unwrap();
         assert_eq!((a.index(), b.index()), (0, 1));
-        assert!(a.generation() > 1001 && b.generation() > 1001);
+        assert_eq!((a.generation(), b.generation()), (1002, 1));
         assert_eq!(ipc.close(t, first), Err(Error::StaleHandle));
         assert_eq!(ipc.close(t, Handle::new(0, 500)), Err(Error::StaleHandle));
         ipc.close(t, b).unwrap();
-        // Index 1 was issued (at a generation above 1001), index 2 never.
+        // Index 1 was issued at generation 1, index 2 never.
         assert_eq!(ipc.close(t, b), Err(Error::StaleHandle));
-        assert_eq!(ipc.close(t, Handle::new(1, 2000)), Err(Error::BadHandle));
+        assert_eq!(ipc.close(t, Handle::new(1, 2)), Err(Error::BadHandle));
         assert_eq!(ipc.close(t, Handle::new(2, 1)), Err(Error::BadHandle));
         ipc.audit().unwrap();
     }

@@ -23,6 +23,7 @@ mod audit;
 mod ipc;
 mod list;
 mod objects;
+pub mod quota;
 mod slab;
 mod types;
 

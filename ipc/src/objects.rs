@@ -41,7 +41,7 @@ pub(crate) const F_IN_WAIT_SET: u8 = 4;
 #[derive(Clone, Debug)]
 pub(crate) struct End {
     /// Generation of the current (or last) occupant; 0 = never used.
-    pub(crate) gen: u32,
+    pub(crate) gen: u64,
     pub(crate) state: EndState,
     /// Pending `Events` bits; non-zero exactly when the end is on its
     /// owner's ready list (or the kernel ready list for a kernel side).
@@ -79,7 +79,7 @@ pub(crate) struct End {
 
 impl End {
     /// A free slot with generation `gen`.
-    pub(crate) const fn free(gen: u32) -> End {
+    pub(crate) const fn free(gen: u64) -> End {
         End {
             gen,
             state: EndState::Free,

@@ -16,8 +16,15 @@ pub struct Limits {
     pub ends_per_task: usize,
     /// Ports one task's listen queue holds.
     pub listen_queue_len: usize,
-    /// Live ends kernel-wide, including the kernel's side of kernel ends.
+    /// Live ends kernel-wide, including the kernel's side of kernel ends
+    /// and retired slots. At most `2^16` (handle indices are 16 bits).
     pub total_ends: usize,
+    /// Of `total_ends`, the ends only privileged tasks may create. A count,
+    /// not a fraction: a smaller `total_ends` needs a smaller reserve, or
+    /// unprivileged tasks get nothing.
+    pub ends_reserved: usize,
+    /// Ends the unprivileged tasks of one uid may own together.
+    pub ends_per_uid: usize,
     /// Handles one explicit poll may name.
     pub poll_set_max: usize,
 }
@@ -30,6 +37,8 @@ impl Default for Limits {
             ends_per_task: limits::ENDS_PER_TASK,
             listen_queue_len: limits::LISTEN_QUEUE_LEN,
             total_ends: limits::TOTAL_ENDS,
+            ends_reserved: limits::ENDS_RESERVED,
+            ends_per_uid: limits::ENDS_PER_UID,
             poll_set_max: limits::POLL_SET_MAX,
         }
     }

@@ -17,14 +17,14 @@ fn add_task_and_thread_errors() {
     let mut w = World::new();
     let (k, _) = w.task(1, false);
     assert_eq!(w.ipc.add_task(k, 1, false), Err(Error::InvalidArgument));
-    assert_eq!(w.ipc.add_task(TaskId::new(MAX_ID_INDEX, 1), 1, false), Err(Error::LimitReached));
+    // An ID cannot carry an index of MAX_ID_INDEX or more: it wraps to 0.
+    assert_eq!(TaskId::new(MAX_ID_INDEX, 1).index(), 0);
     assert_eq!(w.ipc.add_thread(ThreadId::new(50, 1), TaskId::new(9, 1)), Err(Error::NoSuchTask));
     assert_eq!(
         w.ipc.add_thread(ThreadId::new(50, 1), TaskId::new(k.index(), 2)),
         Err(Error::NoSuchTask)
     );
     assert_eq!(w.ipc.add_thread(ThreadId::new(0, 1), k), Err(Error::InvalidArgument));
-    assert_eq!(w.ipc.add_thread(ThreadId::new(MAX_ID_INDEX, 1), k), Err(Error::LimitReached));
     assert_eq!(w.ipc.object_counts(), (1, 1));
 }
 
@@ -730,6 +730,55 @@ fn any_thread_sets_its_own_tasks_bitmap_only() {
 // ---------------------------------------------------------------- kernel ends
 
 #[test]
+fn connection_info_says_whether_the_peer_is_privileged() {
+    let mut w = World::new();
+    let (pk, p) = w.task(0, true);
+    let (uk, u) = w.task(7, false);
+    let (server_end, client_end) = w.connect_pair(p, pk, u);
+    let at_server = w.ipc.connection_info(p, server_end).unwrap();
+    assert_eq!(at_server.flags, info_flags::SERVER, "the client is unprivileged");
+    let at_client = w.ipc.connection_info(u, client_end).unwrap();
+    assert_eq!(at_client.flags, info_flags::PEER_PRIVILEGED);
+    // The other way round: an unprivileged server, a privileged client.
+    let (a, b) = w.connect_pair(u, uk, p);
+    assert_eq!(
+        w.ipc.connection_info(u, a).unwrap().flags,
+        info_flags::SERVER | info_flags::PEER_PRIVILEGED
+    );
+    assert_eq!(w.ipc.connection_info(p, b).unwrap().flags, 0);
+    // A peer that is gone is no longer vouched for.
+    w.ipc.remove_task(pk, true);
+    assert_eq!(w.ipc.connection_info(u, client_end).unwrap().flags, 0);
+}
+
+#[test]
+fn the_kernel_learns_when_a_task_closes_its_kernel_end() {
+    let mut w = World::new();
+    let (k, t) = w.task(0, true);
+    let (h, kid) = w.ipc.kernel_end_open(t, kernel_end_kind::interrupt(11)).unwrap();
+    let (_, kid2) = w.ipc.kernel_end_open(t, kernel_end_kind::interrupt(12)).unwrap();
+    assert_eq!(w.ipc.kernel_sides_closed(), 0);
+    assert!(!w.ipc.kernel_signals_pending());
+    w.ipc.signal(t, h).unwrap();
+    assert!(w.ipc.kernel_signals_pending());
+    assert_eq!(w.ipc.kernel_take_signal(), Some((kid, Events::SIGNAL)));
+    assert!(!w.ipc.kernel_signals_pending());
+    w.ipc.close(t, h).unwrap();
+    assert_eq!(w.ipc.kernel_sides_closed(), 1);
+    assert!(!w.ipc.kernel_end_is_open(kid));
+    assert!(w.ipc.kernel_end_is_open(kid2));
+    // The task ends: its other kernel end goes too, and is counted.
+    w.ipc.remove_task(k, false);
+    assert_eq!(w.ipc.kernel_sides_closed(), 2);
+    assert!(!w.ipc.kernel_end_is_open(kid2));
+    // The kernel closing its own side is not counted: it knows already.
+    let (_, t2) = w.task(0, true);
+    let (_, kid3) = w.ipc.kernel_end_open(t2, kernel_end_kind::PAGE_FAULTS).unwrap();
+    w.ipc.kernel_end_close(kid3).unwrap();
+    assert_eq!(w.ipc.kernel_sides_closed(), 2);
+}
+
+#[test]
 fn kernel_end_delivers_like_a_peer() {
     let mut w = World::new();
     let (pk, t) = w.task(0, true);
@@ -745,7 +794,7 @@ fn kernel_end_delivers_like_a_peer() {
     assert_eq!((r.handle, r.events, r.peer_task), (h, Events::SIGNAL, KERNEL_TASK));
     assert_eq!(w.ipc.read(t, h).unwrap().bytes(), b"fault@0x1000");
     let info = w.ipc.connection_info(t, h).unwrap();
-    assert_eq!(info.flags, info_flags::KERNEL);
+    assert_eq!(info.flags, info_flags::KERNEL | info_flags::PEER_PRIVILEGED);
     assert_eq!(info.kernel_kind, kernel_end_kind::PAGE_FAULTS);
     assert_eq!(info.peer_task_id(), KERNEL_TASK);
     // The task answers; the kernel sees the signal and the data.
@@ -930,7 +979,12 @@ fn per_thread_limit_harms_no_one_else() {
 
 #[test]
 fn per_task_and_total_limits() {
-    let mut w = World::with(Limits { ends_per_task: 3, total_ends: 5, ..Limits::default() });
+    let mut w = World::with(Limits {
+        ends_per_task: 3,
+        total_ends: 5,
+        ends_reserved: 0,
+        ..Limits::default()
+    });
     let (k, t1) = w.task(1, false);
     let t2 = w.thread(k);
     w.ipc.port_create(t1).unwrap();
@@ -949,6 +1003,60 @@ fn per_task_and_total_limits() {
     let (_, p) = w.task(0, true);
     assert_eq!(w.ipc.end_count(), 5);
     assert_eq!(w.ipc.kernel_end_open(p, kernel_end_kind::PAGE_FAULTS), Err(Error::LimitReached));
+}
+
+#[test]
+fn uid_shares_and_the_privileged_reserve() {
+    let mut w = World::with(Limits {
+        ends_per_thread: 8,
+        ends_per_task: 8,
+        total_ends: 16,
+        ends_reserved: 4,
+        ends_per_uid: 5,
+        ..Limits::default()
+    });
+    // Two tasks of uid 1 share its 5 ends.
+    let (_, a) = w.task(1, false);
+    let (_, b) = w.task(1, false);
+    for _ in 0..3 {
+        w.ipc.port_create(a).unwrap();
+    }
+    w.ipc.port_create(b).unwrap();
+    w.ipc.port_create(b).unwrap();
+    assert_eq!(w.ipc.port_create(b), Err(Error::LimitReached));
+    assert_eq!(w.ipc.uid_end_count(1), 5);
+    // uid 2 fills its share; uid 3 gets the 2 left of the unprivileged 12.
+    let (_, c) = w.task(2, false);
+    for _ in 0..5 {
+        w.ipc.port_create(c).unwrap();
+    }
+    let (_, d) = w.task(3, false);
+    w.ipc.port_create(d).unwrap();
+    let last = w.ipc.port_create(d).unwrap();
+    assert_eq!(w.ipc.port_create(d), Err(Error::LimitReached), "the unprivileged part is full");
+    // A connect by an unprivileged client fails for the client only...
+    let (sk, s) = w.task(0, true);
+    let port = w.ipc.port_create(s).unwrap();
+    w.ipc.listen_push(s, port).unwrap();
+    assert_eq!(w.ipc.connect(d, sk, Deadline::Now), Err(Error::LimitReached));
+    assert_eq!(w.ipc.listen_queue_len(sk), Some(1), "the server keeps its port");
+    // ...while a privileged task, whatever its uid, gets the reserve.
+    let (_, p) = w.task(1, true);
+    let mine: Vec<Handle> = (0..3).map(|_| w.ipc.port_create(p).unwrap()).collect();
+    assert_eq!(w.ipc.port_create(p), Err(Error::LimitReached), "the table is full");
+    assert_eq!(w.ipc.end_count(), 16);
+    // A connect charges the connecting side: freeing one of uid 3's ends
+    // lets it connect, and the server's count does not change.
+    w.ipc.close(d, last).unwrap();
+    let before = w.ipc.thread_end_count(s);
+    let h = done(w.ipc.connect(d, sk, Deadline::Now));
+    assert_eq!(w.ipc.thread_end_count(s), before);
+    assert_eq!(w.ipc.uid_end_count(3), 2);
+    w.ipc.close(d, h).unwrap();
+    for h in mine {
+        w.ipc.close(p, h).unwrap();
+    }
+    w.ipc.audit().unwrap();
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Reads the PVH `hvm_start_info` block QEMU hands the kernel: the memory
-//! map, the command line and the boot module (the initrd).
+//! map, the command line, the boot module (the initrd) and where the ACPI
+//! tables start (the RSDP).
 
 use crate::arch::phys_to_virt;
 use alloc::vec::Vec;
@@ -48,6 +49,15 @@ pub struct BootInfo {
     pub cmdline: Vec<u8>,
     /// Physical address and size of the boot module, if any.
     pub module: Option<(u64, u64)>,
+    /// Physical address of the ACPI RSDP, if one was found.
+    pub rsdp: Option<u64>,
+}
+
+/// Looks for the RSDP where firmware without PVH's `rsdp_paddr` leaves it:
+/// on a 16-byte boundary in the BIOS area `0xe0000..0x100000`. Only the
+/// signature is matched here; the ACPI parser checks the rest.
+fn find_rsdp() -> Option<u64> {
+    (0xe_0000u64..0x10_0000).step_by(16).find(|&a| read_phys::<[u8; 8]>(a) == *b"RSD PTR ")
 }
 
 fn read_phys<T: Copy>(phys: u64) -> T {
@@ -91,5 +101,6 @@ pub fn parse(phys: u64) -> Option<BootInfo> {
         let m: ModlistEntry = read_phys(info.modlist_paddr);
         (m.paddr, m.size)
     });
-    Some(BootInfo { memory, cmdline: c_string(info.cmdline_paddr, 1024), module })
+    let rsdp = if info.rsdp_paddr != 0 { Some(info.rsdp_paddr) } else { find_rsdp() };
+    Some(BootInfo { memory, cmdline: c_string(info.cmdline_paddr, 1024), module, rsdp })
 }

@@ -26,7 +26,8 @@ pub enum Source {
     Task(TaskId),
 }
 
-/// The longest task prefix: `[task 4294967295.4294967295] `.
+/// The longest task prefix: `[task 65535.281474976710655] ` (16 index bits,
+/// 48 generation bits).
 pub const PREFIX_MAX: usize = 29;
 
 /// What [`ConsoleBuffer::push_task`] did.
@@ -58,8 +59,8 @@ pub struct ConsoleBuffer<const N: usize> {
 
 /// Writes the prefix of `task` into `out`; returns its length.
 fn prefix(task: TaskId, out: &mut [u8; PREFIX_MAX]) -> usize {
-    fn digits(mut v: u32, out: &mut [u8], at: &mut usize) {
-        let mut tmp = [0u8; 10];
+    fn digits(mut v: u64, out: &mut [u8], at: &mut usize) {
+        let mut tmp = [0u8; 20];
         let mut n = 0;
         loop {
             tmp[n] = b'0' + (v % 10) as u8;
@@ -79,7 +80,7 @@ fn prefix(task: TaskId, out: &mut [u8; PREFIX_MAX]) -> usize {
         out[at] = b;
         at += 1;
     }
-    digits(task.index(), out, &mut at);
+    digits(task.index() as u64, out, &mut at);
     out[at] = b'.';
     at += 1;
     digits(task.generation(), out, &mut at);
@@ -328,7 +329,10 @@ mod tests {
     #[test]
     fn longest_prefix_fits() {
         let mut p = [0u8; PREFIX_MAX];
-        assert_eq!(prefix(TaskId::new(u32::MAX, u32::MAX), &mut p), PREFIX_MAX);
-        assert_eq!(&p[..], b"[task 4294967295.4294967295] ");
+        assert_eq!(
+            prefix(TaskId::new(alux_abi::ids::MAX_INDEX, alux_abi::ids::MAX_GENERATION), &mut p),
+            PREFIX_MAX
+        );
+        assert_eq!(&p[..], b"[task 65535.281474976710655] ");
     }
 }

@@ -243,6 +243,32 @@ impl FrameAllocator {
         None
     }
 
+    /// Allocates `count` physically contiguous frames (for device DMA) and
+    /// returns the first one's address, or `None` if no such run is free.
+    /// The search is first fit from the lowest free frame, linear in the
+    /// frames scanned: DMA buffers are allocated rarely, by drivers. Each
+    /// frame is freed on its own with [`free`](Self::free).
+    pub fn alloc_contiguous(&mut self, count: usize) -> Option<u64> {
+        if count == 0 || count > self.free_count() {
+            return None;
+        }
+        let mut run_start = self.hint * BITS;
+        let mut frame = run_start;
+        while frame < self.frames {
+            if bit(&self.used, frame) {
+                run_start = frame + 1;
+            } else if frame + 1 - run_start == count {
+                for f in run_start..=frame {
+                    set_bit(&mut self.used, f, true);
+                }
+                self.allocated += count;
+                return Some(run_start as u64 * FRAME_SIZE);
+            }
+            frame += 1;
+        }
+        None
+    }
+
     /// Returns the frame at `addr` to the pool.
     pub fn free(&mut self, addr: u64) -> Result<(), FrameError> {
         if !addr.is_multiple_of(FRAME_SIZE) {
@@ -549,6 +575,29 @@ mod tests {
             set.retain(|&f| f + FRAME_SIZE <= r.base || f >= r.end());
         }
         set
+    }
+
+    #[test]
+    fn contiguous_runs_skip_used_frames_and_free_one_by_one() {
+        let mut a =
+            FrameAllocator::new(&[MemoryRegion::new(0, 64 * FRAME_SIZE, RegionKind::Usable)]);
+        let singles: Vec<u64> = (0..3).map(|_| a.alloc().unwrap()).collect();
+        // Free the middle one: a hole of one frame that a run of 4 skips.
+        a.free(singles[1]).unwrap();
+        let run = a.alloc_contiguous(4).unwrap();
+        assert_eq!(run, 3 * FRAME_SIZE);
+        assert_eq!(a.used(), 2 + 4);
+        for i in 0..4 {
+            assert!(a.is_allocated(run + i * FRAME_SIZE));
+        }
+        assert_eq!(a.alloc_contiguous(1), Some(FRAME_SIZE), "the hole fits one");
+        assert_eq!(a.alloc_contiguous(0), None);
+        assert_eq!(a.alloc_contiguous(64), None, "more than is free");
+        for i in 0..4 {
+            a.free(run + i * FRAME_SIZE).unwrap();
+        }
+        assert_eq!(a.alloc_contiguous(61), Some(3 * FRAME_SIZE), "everything above the singles");
+        assert_eq!(a.free_count(), 0);
     }
 
     proptest! {

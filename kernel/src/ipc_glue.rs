@@ -61,6 +61,9 @@ fn complete(k: &mut Kernel, thread: ThreadId, completion: Completion) {
 
 /// Makes runnable every thread the IPC core has completed.
 pub fn deliver_wakeups(k: &mut Kernel) {
+    if crate::irq_glue::has_work(k) {
+        crate::irq_glue::settle(k);
+    }
     while let Some((thread, completion)) = k.ipc.take_wakeup() {
         complete(k, thread, completion);
     }
@@ -192,7 +195,13 @@ pub fn handle(k: &mut Kernel, caller: ThreadId, call: IpcCall) -> Result<IpcOutc
         }
         IpcCall::KernelEndOpen { kind } => {
             let kind = u32::try_from(kind).map_err(|_| Error::InvalidArgument)?;
-            let (h, _) = k.ipc.kernel_end_open(caller, kind)?;
+            let h = if kind & 0xff == alux_abi::ipc::kernel_end_kind::INTERRUPT
+                && alux_abi::ipc::kernel_end_kind::is_valid(kind)
+            {
+                crate::irq_glue::open(k, caller, kind)?
+            } else {
+                k.ipc.kernel_end_open(caller, kind)?.0
+            };
             IpcOutcome::Done(Ok([h.raw(), 0, 0, 0]))
         }
         IpcCall::Send { handle, len, words } => {

@@ -14,7 +14,9 @@ extern crate alux_freestanding;
 mod arch;
 mod boot_info;
 mod console;
+mod devices;
 mod ipc_glue;
+mod irq_glue;
 mod kmap;
 mod mm;
 mod sched;
@@ -48,7 +50,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
 /// Prints what the kernel holds, for the end-of-run summary.
 pub fn print_summary(k: &sched::Kernel) {
     kprintln!(
-        "[kernel] summary: {} tasks, {} threads, {} IPC ends, frames {}/{}, heap {} bytes, {} ticks, {} switches, uptime {} ms",
+        "[kernel] summary: {} tasks, {} threads, {} IPC ends, frames {}/{}, heap {} bytes, {} ticks, {} switches, {} device interrupts, uptime {} ms",
         k.tasks.len(),
         k.threads.len(),
         k.ipc.end_count(),
@@ -57,6 +59,7 @@ pub fn print_summary(k: &sched::Kernel) {
         mm::heap_used(),
         k.ticks + traps::IDLE_TICKS.load(core::sync::atomic::Ordering::Relaxed),
         k.switches,
+        k.irq.delivered(),
         time::now_ns() / 1_000_000
     );
 }
@@ -99,6 +102,57 @@ pub fn shutdown_after_init(k: &sched::Kernel, end: TaskEnd) -> ! {
 pub fn stop(code: u64) -> ! {
     console::flush();
     cpu::exit_qemu(code)
+}
+
+/// The ACPI parser's view of physical memory: the direct map, refusing
+/// anything beyond it.
+struct DirectMapRead;
+
+impl kernel::acpi::PhysRead for DirectMapRead {
+    fn read(&self, phys: u64, buf: &mut [u8]) -> bool {
+        match phys.checked_add(buf.len() as u64) {
+            Some(end) if end <= arch::DIRECT_MAP_SIZE => {
+                // SAFETY: `[phys, end)` lies inside the direct map, which
+                // maps all of it; ACPI tables are plain bytes the firmware
+                // wrote before boot and nothing writes them now.
+                let src = unsafe {
+                    core::slice::from_raw_parts(arch::phys_to_virt(phys) as *const u8, buf.len())
+                };
+                buf.copy_from_slice(src);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Reads the MADT and prints what it lists: the CPUs and I/O APICs that
+/// SMP and user-space drivers will use. A machine without usable tables
+/// still boots (one CPU, no routed device interrupts).
+fn describe_acpi(rsdp: Option<u64>) -> Option<kernel::acpi::Madt> {
+    let Some(rsdp) = rsdp else {
+        kprintln!("[kernel] ACPI: no RSDP found");
+        return None;
+    };
+    match kernel::acpi::madt(&DirectMapRead, rsdp) {
+        Ok(madt) => {
+            let enabled = madt.cpus.iter().filter(|c| c.enabled).count();
+            kprint!("[kernel] ACPI: {} CPUs ({} enabled; APIC IDs", madt.cpus.len(), enabled);
+            for c in &madt.cpus {
+                kprint!(" {}", c.apic_id);
+            }
+            kprint!(")");
+            for a in &madt.io_apics {
+                kprint!(", I/O APIC {} at {:#x} from GSI {}", a.id, a.address, a.gsi_base);
+            }
+            kprintln!(", {} ISA overrides", madt.overrides.len());
+            Some(madt)
+        }
+        Err(e) => {
+            kprintln!("[kernel] ACPI: {}", e);
+            None
+        }
+    }
 }
 
 /// Finds a file in the boot module (a tar archive).
@@ -157,8 +211,22 @@ extern "C" fn kernel_entry(start_info: u64) -> ! {
         cpu::ldt_selector() == 0
     );
 
-    let mut k =
-        sched::Kernel::new(frames, alux_ipc::Ipc::new(Default::default()), kernel_root, module);
+    let madt = describe_acpi(info.rsdp);
+    let mut kernel_mmio = alloc::vec![lapic::base_phys()];
+    if let Some(m) = &madt {
+        kernel_mmio.extend(m.io_apics.iter().map(|a| a.address as u64));
+    }
+    let device_memory_forbidden = devices::device_memory_forbidden(&info.memory, &kernel_mmio);
+    let irq = irq_glue::Irqs::new(madt);
+
+    let mut k = sched::Kernel::new(
+        frames,
+        alux_ipc::Ipc::new(Default::default()),
+        irq,
+        device_memory_forbidden,
+        kernel_root,
+        module,
+    );
     // SAFETY: the module's physical range is RAM reserved above, inside the
     // direct map, and nothing writes it.
     let module_bytes = unsafe {

@@ -188,6 +188,12 @@ impl AddressSpace {
         Ok(frame)
     }
 
+    /// How many page tables mapping `pages` pages from `va` would create
+    /// (see `paging::tables_needed`).
+    pub fn tables_needed(&self, va: u64, pages: u64) -> usize {
+        paging::tables_needed(&PhysTablesRead, self.root, va, pages)
+    }
+
     /// The frame and flags mapped at `va`.
     pub fn translate(&self, va: u64) -> Option<(u64, PageFlags)> {
         paging::translate(&PhysTablesRead, self.root, va)
@@ -256,21 +262,22 @@ impl AddressSpace {
         })
     }
 
-    /// Frees every user page (except those `borrowed` says the task does not
-    /// own), every table, and the root.
-    pub fn destroy(mut self, frames: &mut FrameAllocator, borrowed: impl Fn(u64) -> bool) {
+    /// Frees every table and the root, and hands every frame mapped in the
+    /// user half to `release`, which decides its fate (freed, kept because
+    /// the task only borrowed it, or deferred while a device holds it).
+    pub fn destroy(
+        mut self,
+        frames: &mut FrameAllocator,
+        mut release: impl FnMut(&mut FrameAllocator, u64),
+    ) {
         let mut to_free = alloc::vec::Vec::new();
         {
             let root = self.root;
             let mut tables = self.tables(frames);
-            paging::destroy_user_half(&mut tables, root, &mut |f| {
-                if !borrowed(f) {
-                    to_free.push(f)
-                }
-            });
+            paging::destroy_user_half(&mut tables, root, &mut |f| to_free.push(f));
         }
         for f in to_free {
-            let _ = frames.free(f);
+            release(frames, f);
         }
         let _ = frames.free(self.root);
     }

@@ -68,6 +68,14 @@ impl PageFlags {
     pub const WRITABLE: PageFlags = PageFlags(1 << 1);
     /// User mode may access the page (if set at every level of the walk).
     pub const USER: PageFlags = PageFlags(1 << 2);
+    /// Writes go through the cache (with [`CACHE_DISABLE`](Self::CACHE_DISABLE):
+    /// uncached, for device memory).
+    pub const WRITE_THROUGH: PageFlags = PageFlags(1 << 3);
+    /// The page is not cached.
+    pub const CACHE_DISABLE: PageFlags = PageFlags(1 << 4);
+    /// Software bit: the page maps device memory, which the task does not
+    /// own as RAM (its frame is never freed or counted as the task's).
+    pub const DEVICE: PageFlags = PageFlags(1 << 9);
     /// In a PDPT or PD entry: the entry maps a 1 GiB or 2 MiB page. (In a
     /// 4 KiB leaf this bit is PAT, which [`map`] refuses.)
     pub const HUGE: PageFlags = PageFlags(1 << 7);
@@ -315,6 +323,52 @@ pub fn map<M: TableMemory + ?Sized>(
     let leaf = pa | flags.0 | PageFlags::PRESENT.0 | PageFlags::USER.0;
     mem.write(table, idx[3], leaf);
     Ok(())
+}
+
+/// How many page tables mapping the `pages` 4 KiB pages from `va` would
+/// create in the address space rooted at `root`: the PDPTs, PDs and PTs
+/// the range needs and the space lacks. A read-only walk, so callers can
+/// charge every frame a mapping takes before making it. `va` must be
+/// page-aligned; the range must stay in the user half.
+pub fn tables_needed<M: TableMemory + ?Sized>(mem: &M, root: u64, va: u64, pages: u64) -> usize {
+    if pages == 0 {
+        return 0;
+    }
+    let last = va + (pages - 1) * PAGE_SIZE;
+    let mut n = 0;
+    // One step per 2 MiB region (one PT); the PDPT and PD of a region are
+    // counted once, when the first region under them is seen.
+    let mut region = va & !(SIZE_2M - 1);
+    let mut counted_pdpt = u64::MAX;
+    let mut counted_pd = u64::MAX;
+    while region <= last {
+        let idx = indices(region);
+        let mut table = root;
+        let mut depth = 0;
+        while depth < 3 {
+            let entry = mem.read(table, idx[depth]);
+            if !present(entry) {
+                break;
+            }
+            table = entry & ADDR_MASK;
+            depth += 1;
+        }
+        // Tables missing from `depth` down: a PDPT (depth 0), a PD (depth
+        // <= 1) and a PT (depth <= 2).
+        if depth == 0 && region >> 39 != counted_pdpt {
+            counted_pdpt = region >> 39;
+            n += 1;
+        }
+        if depth <= 1 && region >> 30 != counted_pd {
+            counted_pd = region >> 30;
+            n += 1;
+        }
+        if depth <= 2 {
+            n += 1;
+        }
+        region += SIZE_2M;
+    }
+    n
 }
 
 /// Unmaps the 4 KiB user page at `va` and returns the physical address of
@@ -909,6 +963,35 @@ mod tests {
         assert!(is_canonical(u64::MAX));
         assert!(is_user_address(LAST_USER_PAGE + 0xfff));
         assert!(!is_user_address(USER_END));
+    }
+
+    /// `tables_needed` is exactly what mapping the range then creates.
+    #[test]
+    fn tables_needed_is_exact() {
+        let cases: [(u64, u64); 6] = [
+            (0x40_1000, 1),
+            (0x40_0000, 512),
+            (0x5f_f000, 2),                // crosses a 2 MiB boundary
+            (0x3fff_f000, 2),              // crosses a 1 GiB boundary
+            (0x7f_ffff_f000, 2),           // crosses a 512 GiB boundary
+            (0x1000_0000_0000, 16 * 1024), // MemMap's base, 64 MiB
+        ];
+        for (va, pages) in cases {
+            let mut m = Mem::new();
+            let root = m.root();
+            // Something already mapped nearby, so some tables exist.
+            map(&mut m, root, 0x40_0000, FRAME, RW).unwrap();
+            let need = tables_needed(&m, root, va, pages);
+            let before = m.live();
+            for i in 0..pages {
+                let page = va + i * PAGE_SIZE;
+                if translate(&m, root, page).is_none() {
+                    map(&mut m, root, page, FRAME, RW).unwrap();
+                }
+            }
+            assert_eq!(m.live() - before, need, "{va:#x} × {pages}");
+            assert_eq!(tables_needed(&m, root, va, pages), 0);
+        }
     }
 
     #[test]

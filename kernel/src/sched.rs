@@ -10,14 +10,16 @@ use crate::arch::context::{Context, Regs};
 use crate::arch::{cpu, entry, lapic, time};
 use crate::mm::AddressSpace;
 use alloc::boxed::Box;
-use alloc::collections::{BTreeSet, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use alux_abi::syscall::TaskEnd;
 use alux_abi::{TaskId, ThreadId, Uid};
+use alux_ipc::quota::{Pool, Shares};
 use alux_ipc::Ipc;
 use kernel::frame::FrameAllocator;
 use kernel::syscall::SysResult;
 use kernel::table::{GenTable, Key};
+use kernel::timers::TimerSet;
 use spin::{Mutex, MutexGuard, Once};
 
 /// Time slice of a thread, in nanoseconds.
@@ -77,6 +79,8 @@ pub struct Thread {
     pub from_syscall: bool,
     /// Its task's page-table root (for CR3), copied here for the switch path.
     pub root: u64,
+    /// Its task has I/O ports granted (copied here for the switch path).
+    pub io: bool,
 }
 
 impl Thread {
@@ -108,6 +112,11 @@ pub struct Task {
     pub next_map: u64,
     /// User pages it has mapped.
     pub pages: usize,
+    /// Its I/O permission bitmap, once it was granted ports.
+    pub io_ports: Option<kernel::claims::IoBitmap>,
+    /// Frames charged to the page pool for it: its pages and its page
+    /// tables, root included (`Kernel::pages`).
+    pub charged: usize,
 }
 
 /// Everything the kernel knows, guarded by the kernel lock.
@@ -120,12 +129,22 @@ pub struct Kernel {
     pub threads: GenTable<Thread>,
     /// The IPC object model.
     pub ipc: Ipc,
+    /// Interrupt lines handed to drivers.
+    pub irq: crate::irq_glue::Irqs,
+    /// Task records (zombies and retired slots included) per uid, with the
+    /// privileged reserve (`docs/decisions.md`, "Shares of the global
+    /// tables").
+    pub task_pool: Pool,
+    /// Threads (and retired thread slots) per uid.
+    pub thread_pool: Pool,
+    /// Frames of task memory (pages and page tables) per uid.
+    pub page_pool: Pool,
     /// The thread on the CPU (its state is `Running`), if any.
     pub current: Option<ThreadId>,
     run_queue: VecDeque<ThreadId>,
     /// A thread handed a message directly: it runs next (see `hand_off`).
     handoff: Option<ThreadId>,
-    timers: BTreeSet<(u64, ThreadId)>,
+    timers: TimerSet<u64, ThreadId>,
     resched: bool,
     slice_end: u64,
     slice_ticks: u64,
@@ -133,6 +152,18 @@ pub struct Kernel {
     /// The run queue or the timers changed since the timer was last armed.
     timer_dirty: bool,
     loaded_root: u64,
+    /// The task whose I/O bitmap is switched on in the TSS, if any.
+    io_active: Option<TaskId>,
+    /// The task whose I/O bitmap the TSS holds (on or off), if any.
+    io_loaded: Option<TaskId>,
+    /// I/O port claims: which task may use which ports.
+    pub ports: kernel::claims::Claims<TaskId>,
+    /// Device memory claims: which task has mapped which physical range.
+    pub mmio: kernel::claims::Claims<TaskId>,
+    /// PCI functions claimed by their drivers (`bus << 8 | dev << 3 | fn`).
+    pub devices: kernel::claims::Claims<TaskId>,
+    /// Frames drivers have handed to devices (DMA pins).
+    pub pins: kernel::pins::Pins<TaskId>,
     /// The kernel's own PML4 (its upper half is in every address space).
     pub kernel_root: u64,
     /// The boot module's physical range, mapped (not owned) into init.
@@ -172,14 +203,11 @@ pub fn write_wide_result(r: &mut Regs, result: kernel::syscall::WideResult) {
     (r.rax, r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) = (rax, rdi, rsi, rdx, r10, r8, r9);
 }
 
-/// Removes a timer. An emptied set is replaced by a new one, so that the
-/// tree's last node is freed too and kernel memory returns to its baseline
-/// when no thread waits with a deadline.
-fn remove_timer(timers: &mut BTreeSet<(u64, ThreadId)>, deadline: u64, id: ThreadId) {
-    timers.remove(&(deadline, id));
-    if timers.is_empty() {
-        *timers = BTreeSet::new();
-    }
+/// Removes a timer. The set's room (one entry per live thread, reserved
+/// when a thread is created) is kept; `Kernel::trim_run_queue` gives it
+/// back with the threads.
+fn remove_timer(timers: &mut TimerSet<u64, ThreadId>, deadline: u64, id: ThreadId) {
+    timers.remove(deadline, id);
 }
 
 fn key_of_thread(id: ThreadId) -> Key {
@@ -188,6 +216,15 @@ fn key_of_thread(id: ThreadId) -> Key {
 
 fn key_of_task(id: TaskId) -> Key {
     Key { index: id.index(), generation: id.generation() }
+}
+
+/// The page pool's bounds for `frames` frames of RAM: a quarter reserved
+/// for privileged tasks, and a quarter per uid (at least one task's cap,
+/// when the machine has room for it).
+pub fn page_shares(frames: usize) -> Shares {
+    let reserve = frames / 4;
+    let per_uid = (frames / 4).max(MAX_PAGES_PER_TASK.min(frames - reserve));
+    Shares { total: frames, reserve, per_uid }
 }
 
 /// Converts a relative timeout in nanoseconds to an absolute TSC deadline.
@@ -202,24 +239,37 @@ impl Kernel {
     pub fn new(
         frames: FrameAllocator,
         ipc: Ipc,
+        irq: crate::irq_glue::Irqs,
+        device_memory_forbidden: Vec<kernel::claims::Range>,
         kernel_root: u64,
         boot_module: (u64, u64),
     ) -> Self {
+        let frame_count = frames.free_count();
         Kernel {
             frames,
             tasks: GenTable::new(MAX_TASKS),
             threads: GenTable::new(MAX_THREADS),
             ipc,
+            irq,
+            task_pool: Pool::new(Shares::split(MAX_TASKS)),
+            thread_pool: Pool::new(Shares::split(MAX_THREADS)),
+            page_pool: Pool::new(page_shares(frame_count)),
             current: None,
             run_queue: VecDeque::new(),
             handoff: None,
-            timers: BTreeSet::new(),
+            timers: TimerSet::new(),
             resched: false,
             slice_end: 0,
             slice_ticks: (TIME_SLICE_NS as u128 * time::tsc_hz() as u128 / 1_000_000_000) as u64,
             armed: None,
             timer_dirty: false,
             loaded_root: kernel_root,
+            io_active: None,
+            io_loaded: None,
+            ports: kernel::claims::Claims::new(crate::devices::kernel_ports()),
+            mmio: kernel::claims::Claims::new(device_memory_forbidden),
+            devices: kernel::claims::Claims::new(Vec::new()),
+            pins: kernel::pins::Pins::new(),
             kernel_root,
             boot_module,
             init: None,
@@ -255,15 +305,75 @@ impl Kernel {
         Some((task, &mut self.frames))
     }
 
-    /// Removes a task record.
-    pub fn remove_task_record(&mut self, id: TaskId) -> Option<Task> {
-        self.tasks.remove(key_of_task(id))
+    /// A task, the frame allocator and the pins, borrowed together (to
+    /// unmap the task's pages).
+    pub fn task_frames_pins(
+        &mut self,
+        id: TaskId,
+    ) -> Option<(&mut Task, &mut FrameAllocator, &mut kernel::pins::Pins<TaskId>)> {
+        let task = self.tasks.get_mut(key_of_task(id))?;
+        Some((task, &mut self.frames, &mut self.pins))
     }
 
-    /// Removes a thread record (the caller has unlinked it everywhere).
+    /// Removes a task record and gives its slot back to its uid's share,
+    /// unless the slot retires (then it stays charged for good).
+    pub fn remove_task_record(&mut self, id: TaskId) -> Option<Task> {
+        let key = key_of_task(id);
+        let task = self.tasks.remove(key)?;
+        if !GenTable::<Task>::retires(key) {
+            self.task_pool.release(task.uid, task.privileged, 1);
+        }
+        Some(task)
+    }
+
+    /// Removes a thread record (the caller has unlinked it everywhere) and
+    /// gives its slot back to its task's uid share, unless the slot retires.
+    /// The task record must still exist (live or zombie).
     pub fn remove_thread_record(&mut self, id: ThreadId) -> Option<Thread> {
         self.unschedule(id);
-        self.threads.remove(key_of_thread(id))
+        let key = key_of_thread(id);
+        let thread = self.threads.remove(key)?;
+        self.trim_run_queue();
+        let owner = self.task(thread.task).map(|t| (t.uid, t.privileged));
+        debug_assert!(owner.is_some(), "thread outlived its task record");
+        if let (Some((uid, privileged)), false) = (owner, GenTable::<Thread>::retires(key)) {
+            self.thread_pool.release(uid, privileged, 1);
+        }
+        Some(thread)
+    }
+
+    /// The run queue's capacity kept: room for every live thread, as a
+    /// power of two (at least `RUN_QUEUE_KEPT`), so it depends only on the
+    /// number of threads and comes back with it.
+    fn run_queue_kept(&self) -> usize {
+        RUN_QUEUE_KEPT.max(self.threads.len()).next_power_of_two()
+    }
+
+    /// Gives back run-queue and timer capacity beyond
+    /// [`Kernel::run_queue_kept`] (it shrinks only when the thread count
+    /// halves, so amortised O(1)); the timers' room goes entirely with the
+    /// last thread.
+    fn trim_run_queue(&mut self) {
+        let kept = self.run_queue_kept();
+        if self.run_queue.capacity() > kept {
+            self.run_queue.shrink_to(kept);
+        }
+        let timers = if self.threads.is_empty() { 0 } else { kept };
+        if self.timers.capacity() > timers {
+            self.timers.trim(timers);
+        }
+    }
+
+    /// Makes sure the run queue and the timers can hold every live thread
+    /// plus one, so that queueing a thread or arming its deadline never
+    /// allocates (called before a thread is created; `OutOfMemory` if the
+    /// heap cannot grow them).
+    pub fn reserve_run_queue(&mut self) -> Result<(), alux_abi::Error> {
+        let want = self.threads.len() + 1;
+        self.run_queue
+            .try_reserve(want.saturating_sub(self.run_queue.len()))
+            .map_err(|_| alux_abi::Error::OutOfMemory)?;
+        self.timers.reserve(want).map_err(|_| alux_abi::Error::OutOfMemory)
     }
 
     /// Puts a thread at the back of the run queue.
@@ -284,7 +394,7 @@ impl Kernel {
             t.deadline = deadline;
         }
         if let Some(d) = deadline {
-            self.timers.insert((d, id));
+            self.timers.insert(d, id);
             self.timer_dirty = true;
         }
     }
@@ -354,7 +464,7 @@ impl Kernel {
 
     /// Ends the waits whose deadline has passed.
     pub fn expire_timers(&mut self, now: u64) {
-        while let Some(&(deadline, id)) = self.timers.first() {
+        while let Some((deadline, id)) = self.timers.first() {
             if deadline > now {
                 break;
             }
@@ -452,9 +562,10 @@ impl Kernel {
         self.current = None;
         self.resched = false;
         while let Some(next) = self.run_queue.pop_front() {
-            if self.run_queue.is_empty() && self.run_queue.capacity() > RUN_QUEUE_KEPT {
-                // After a burst of runnable threads: give the memory back.
-                self.run_queue.shrink_to(RUN_QUEUE_KEPT);
+            if self.run_queue.is_empty() {
+                // After a burst of runnable threads: give the memory back,
+                // keeping room for every live thread (`reserve_run_queue`).
+                self.trim_run_queue();
             }
             if let Some(may_sysret) = self.load(next) {
                 self.switches += 1;
@@ -476,7 +587,11 @@ impl Kernel {
         entry::set_current_context(&mut t.ctx);
         let may_sysret = t.may_sysret();
         let root = t.root;
+        let io = if t.io { Some(t.task) } else { None };
         self.current = Some(id);
+        if io != self.io_active {
+            self.switch_io(io);
+        }
         if root != self.loaded_root {
             // SAFETY: `root` is the PML4 of the thread's live task, whose
             // upper half is the kernel's (built by `AddressSpace::new`).
@@ -515,6 +630,34 @@ impl Kernel {
         }
     }
 
+    /// Makes `io`'s I/O bitmap the one the CPU checks (`None`: every port
+    /// denied). The bitmap is copied only if the TSS holds another task's.
+    pub fn switch_io(&mut self, io: Option<TaskId>) {
+        match io {
+            Some(task) if self.io_loaded == Some(task) => {
+                crate::arch::gdt::set_io_bitmap_enabled(true)
+            }
+            Some(task) => {
+                let map = self.task(task).and_then(|t| t.io_ports.as_ref());
+                crate::arch::gdt::load_io_bitmap(map);
+                self.io_loaded = map.map(|_| task);
+            }
+            None => crate::arch::gdt::set_io_bitmap_enabled(false),
+        }
+        self.io_active = io;
+    }
+
+    /// Forgets `task`'s I/O bitmap (changed, or the task ended): the next
+    /// load copies it again, and the CPU stops using it now.
+    pub fn forget_io(&mut self, task: TaskId) {
+        if self.io_loaded == Some(task) {
+            self.io_loaded = None;
+        }
+        if self.io_active == Some(task) {
+            self.switch_io(None);
+        }
+    }
+
     /// Stops using `root` before it is freed.
     pub fn forget_root(&mut self, root: u64) {
         if self.loaded_root == root {
@@ -526,7 +669,7 @@ impl Kernel {
 
     fn arm_timer(&mut self) {
         self.timer_dirty = false;
-        let mut next = self.timers.first().map(|&(d, _)| d);
+        let mut next = self.timers.first().map(|(d, _)| d);
         if self.current.is_some() && !self.run_queue.is_empty() {
             // Others wait for the CPU: end this slice on time.
             next = Some(next.map_or(self.slice_end, |d| d.min(self.slice_end)));
@@ -577,5 +720,7 @@ pub fn dispatch(mut k: MutexGuard<'static, Kernel>) -> u64 {
         let now = cpu::rdtsc();
         k.armed = None;
         k.expire_timers(now);
+        // A device may have interrupted the idle loop.
+        crate::ipc_glue::deliver_wakeups(&mut k);
     }
 }

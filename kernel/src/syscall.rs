@@ -9,7 +9,9 @@
 //! when the kernel copies (see [`UserSlice`]). Nothing here dereferences
 //! anything.
 
-use alux_abi::syscall::{map_flags, DEBUG_PRINT_MAX, MEM_MAP_MAX, PAGE_SIZE};
+use alux_abi::syscall::{
+    map_flags, DEBUG_PRINT_MAX, DMA_ALLOC_MAX, DMA_PIN_MAX, MEM_MAP_MAX, MMIO_MAP_MAX, PAGE_SIZE,
+};
 use alux_abi::{Error, Sys, TaskId, ThreadId};
 
 /// One past the highest address a user pointer may reach. The last page
@@ -122,6 +124,12 @@ pub enum Syscall {
     MemMap { len: u64, flags: u64 },
     MemUnmap { range: UserSlice },
     SelfInfo,
+    IoPortGrant { first: u16, count: u32 },
+    MmioMap { phys: u64, len: u64 },
+    DmaAlloc { len: u64 },
+    DmaPin { first_frame: u64, frames: u64 },
+    DmaUnpin { first_frame: u64, frames: u64 },
+    DeviceClaim { bdf: u16 },
     Ipc(IpcCall),
 }
 
@@ -149,6 +157,10 @@ pub enum IpcCall {
     Receive { timeout: Timeout },
     SendReceive { handle: u64, len: u64, words: [u64; 4] },
 }
+
+/// One past the highest physical address x86_64 page tables can name
+/// (52 bits).
+pub const PHYS_ADDRESS_END: u64 = 1 << 52;
 
 /// Most bytes one connection buffer holds.
 pub const MESSAGE_MAX: u64 = alux_abi::ipc::MESSAGE_MAX as u64;
@@ -223,6 +235,52 @@ pub fn decode(raw: &RawCall) -> Result<Syscall, Error> {
             Syscall::MemUnmap { range: UserSlice::new(a0, a1)? }
         }
         Sys::SelfInfo => Syscall::SelfInfo,
+        Sys::IoPortGrant => {
+            if a0 > u16::MAX as u64 || a1 == 0 || a0 + a1 > 1 << 16 {
+                return Err(Error::InvalidArgument);
+            }
+            Syscall::IoPortGrant { first: a0 as u16, count: a1 as u32 }
+        }
+        Sys::MmioMap => {
+            if !a0.is_multiple_of(PAGE_SIZE as u64)
+                || a1 == 0
+                || a1 > MMIO_MAP_MAX as u64
+                || a0 >= PHYS_ADDRESS_END
+                || a0 + a1 > PHYS_ADDRESS_END
+            {
+                return Err(Error::InvalidArgument);
+            }
+            Syscall::MmioMap { phys: a0, len: a1.next_multiple_of(PAGE_SIZE as u64) }
+        }
+        Sys::DmaAlloc => {
+            if a0 == 0 || a0 > DMA_ALLOC_MAX as u64 {
+                return Err(Error::InvalidArgument);
+            }
+            Syscall::DmaAlloc { len: a0.next_multiple_of(PAGE_SIZE as u64) }
+        }
+        Sys::DeviceClaim => {
+            if a0 > 255 || a1 > 31 || a2 > 7 {
+                return Err(Error::InvalidArgument);
+            }
+            Syscall::DeviceClaim { bdf: (a0 << 8 | a1 << 3 | a2) as u16 }
+        }
+        Sys::DmaPin | Sys::DmaUnpin => {
+            if a1 == 0
+                || a1 > DMA_PIN_MAX as u64
+                || a0 >= PHYS_ADDRESS_END
+                || a1 > PHYS_ADDRESS_END - a0
+            {
+                return Err(Error::InvalidArgument);
+            }
+            // Every frame the range touches.
+            let first_frame = a0 & !(PAGE_SIZE as u64 - 1);
+            let frames = (a0 + a1 - first_frame).div_ceil(PAGE_SIZE as u64);
+            if sys == Sys::DmaPin {
+                Syscall::DmaPin { first_frame, frames }
+            } else {
+                Syscall::DmaUnpin { first_frame, frames }
+            }
+        }
         Sys::PortCreate => Syscall::Ipc(IpcCall::PortCreate),
         Sys::ListenPush => Syscall::Ipc(IpcCall::ListenPush { port: a0 }),
         Sys::ListenWithdraw => Syscall::Ipc(IpcCall::ListenWithdraw { port: a0 }),
@@ -397,6 +455,55 @@ mod tests {
         let u = Sys::MemUnmap as u64;
         assert_eq!(call(u, [0x1001, 4096, 0, 0, 0, 0]), Err(Error::InvalidArgument));
         assert_eq!(call(u, [0x1000, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+    }
+
+    #[test]
+    fn device_calls_check_ranges() {
+        let g = Sys::IoPortGrant as u64;
+        assert_eq!(
+            call(g, [0xcf8, 8, 0, 0, 0, 0]),
+            Ok(Syscall::IoPortGrant { first: 0xcf8, count: 8 })
+        );
+        assert_eq!(call(g, [0xcf8, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument), "empty");
+        assert_eq!(call(g, [0x1_0000, 1, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(g, [0xffff, 2, 0, 0, 0, 0]), Err(Error::InvalidArgument), "wraps");
+        assert!(call(g, [0, 1 << 16, 0, 0, 0, 0]).is_ok(), "every port");
+        let m = Sys::MmioMap as u64;
+        assert_eq!(
+            call(m, [0xfebf_0000, 100, 0, 0, 0, 0]),
+            Ok(Syscall::MmioMap { phys: 0xfebf_0000, len: 4096 })
+        );
+        assert_eq!(call(m, [0xfebf_0010, 100, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(m, [0xfebf_0000, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(m, [0, MMIO_MAP_MAX as u64 + 1, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(m, [PHYS_ADDRESS_END, 4096, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(m, [!4095u64, 4096, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        let d = Sys::DmaAlloc as u64;
+        assert_eq!(call(d, [1, 0, 0, 0, 0, 0]), Ok(Syscall::DmaAlloc { len: 4096 }));
+        assert_eq!(call(d, [0, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(d, [DMA_ALLOC_MAX as u64 + 1, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        let c = Sys::DeviceClaim as u64;
+        assert_eq!(call(c, [0, 3, 0, 0, 0, 0]), Ok(Syscall::DeviceClaim { bdf: 3 << 3 }));
+        assert_eq!(call(c, [1, 2, 3, 0, 0, 0]), Ok(Syscall::DeviceClaim { bdf: 0x113 }));
+        assert_eq!(call(c, [256, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(c, [0, 32, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(c, [0, 0, 8, 0, 0, 0]), Err(Error::InvalidArgument));
+        let p = Sys::DmaPin as u64;
+        assert_eq!(
+            call(p, [0x1_0200, 0x1000, 0, 0, 0, 0]),
+            Ok(Syscall::DmaPin { first_frame: 0x1_0000, frames: 2 }),
+            "every frame the range touches"
+        );
+        assert_eq!(call(p, [0x1_0000, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(p, [0, DMA_PIN_MAX as u64 + 1, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(
+            call(p, [PHYS_ADDRESS_END - 4096, 8192, 0, 0, 0, 0]),
+            Err(Error::InvalidArgument)
+        );
+        assert_eq!(
+            call(Sys::DmaUnpin as u64, [0x2000, 1, 0, 0, 0, 0]),
+            Ok(Syscall::DmaUnpin { first_frame: 0x2000, frames: 1 })
+        );
     }
 
     #[test]

@@ -189,6 +189,7 @@ fn handle_core(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
                 ticks: k.ticks
                     + crate::traps::IDLE_TICKS.load(core::sync::atomic::Ordering::Relaxed),
                 switches: k.switches,
+                interrupts: k.irq.delivered(),
                 caller_frames: k.task(task).map_or(0, |t| {
                     (t.pages + t.space.as_ref().map_or(0, |s| s.table_frames())) as u64
                 }),
@@ -209,6 +210,18 @@ fn handle_core(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
             }
         },
         Syscall::MemMap { len, flags } => mem_map(k, task, len, flags),
+        Syscall::IoPortGrant { first, count } => {
+            crate::devices::io_port_grant(k, task, first, count)
+        }
+        Syscall::MmioMap { phys, len } => crate::devices::mmio_map(k, task, phys, len),
+        Syscall::DmaAlloc { len } => crate::devices::dma_alloc(k, task, len),
+        Syscall::DmaPin { first_frame, frames } => {
+            crate::devices::dma_pin(k, task, first_frame, frames)
+        }
+        Syscall::DmaUnpin { first_frame, frames } => {
+            crate::devices::dma_unpin(k, task, first_frame, frames)
+        }
+        Syscall::DeviceClaim { bdf } => crate::devices::device_claim(k, task, bdf),
         Syscall::MemUnmap { range } => mem_unmap(k, task, range),
         Syscall::SelfInfo => {
             let t = k.task(task).expect("caller's task is live");
@@ -298,18 +311,25 @@ fn spawn(
 fn mem_map(k: &mut Kernel, task: TaskId, len: u64, flags: u64) -> SysResult {
     let pages = len.div_ceil(PAGE_SIZE) as usize;
     let t = k.task(task).ok_or(Error::NoSuchTask)?;
-    // The limit covers the task's page tables too, so that nothing a task
-    // maps escapes it.
-    let tables = t.space.as_ref().map_or(0, |s| s.table_frames());
-    if t.pages + tables + pages > MAX_PAGES_PER_TASK {
-        return Err(Error::OutOfMemory);
-    }
+    let space = t.space.as_ref().ok_or(Error::NoSuchTask)?;
     let base = t.next_map;
     // Addresses are never reused; past the end of the mapping area (which
     // no plausible program reaches) mapping fails like running out.
     if base + (pages as u64 + 1) * PAGE_SIZE > crate::task::MAP_END {
         return Err(Error::OutOfMemory);
     }
+    // The cap and the uid's share cover the task's page tables too, the
+    // ones this mapping creates included, so nothing a task maps escapes
+    // them: everything is counted before anything is mapped.
+    let cost = pages + space.tables_needed(base, pages as u64);
+    if t.charged + cost > MAX_PAGES_PER_TASK {
+        return Err(Error::OutOfMemory);
+    }
+    let (uid, privileged) = (t.uid, t.privileged);
+    k.page_pool.charge(uid, privileged, cost).map_err(|e| match e {
+        Error::LimitReached => Error::OutOfMemory,
+        e => e,
+    })?;
     let mut pf = PageFlags::PRESENT | PageFlags::USER;
     if flags & map_flags::WRITE != 0 {
         pf |= PageFlags::WRITABLE;
@@ -317,8 +337,8 @@ fn mem_map(k: &mut Kernel, task: TaskId, len: u64, flags: u64) -> SysResult {
     if flags & map_flags::EXEC == 0 {
         pf |= PageFlags::NO_EXECUTE;
     }
-    let (t, frames) = k.task_and_frames(task).ok_or(Error::NoSuchTask)?;
-    let space = t.space.as_mut().ok_or(Error::NoSuchTask)?;
+    let (t, frames) = k.task_and_frames(task).expect("looked up above");
+    let space = t.space.as_mut().expect("looked up above");
     for i in 0..pages as u64 {
         if let Err(e) = space.map_new(frames, base + i * PAGE_SIZE, pf) {
             for j in 0..i {
@@ -326,31 +346,43 @@ fn mem_map(k: &mut Kernel, task: TaskId, len: u64, flags: u64) -> SysResult {
                     let _ = frames.free(f);
                 }
             }
+            k.page_pool.release(uid, privileged, cost);
             return Err(e);
         }
     }
     t.pages += pages;
+    t.charged += cost;
+    debug_assert_eq!(t.charged, t.pages + space.table_frames(), "tables_needed was exact");
     // Leave an unmapped guard page between mappings.
     t.next_map = base + (pages as u64 + 1) * PAGE_SIZE;
     Ok([base, 0, 0, 0])
 }
 
 fn mem_unmap(k: &mut Kernel, task: TaskId, range: UserSlice) -> SysResult {
-    let (t, frames) = k.task_and_frames(task).ok_or(Error::NoSuchTask)?;
+    let (t, frames, pins) = k.task_frames_pins(task).ok_or(Error::NoSuchTask)?;
     if range.addr() < crate::task::MAP_BASE || range.addr() + range.len() > t.next_map {
         return Err(Error::InvalidArgument);
     }
     let space = t.space.as_mut().ok_or(Error::NoSuchTask)?;
     let pages = range.len() / PAGE_SIZE;
+    // Every page must be mapped, and none may be device memory (mapped by
+    // `MmioMap`, released only when the task ends).
     for i in 0..pages {
-        if space.translate(range.addr() + i * PAGE_SIZE).is_none() {
-            return Err(Error::InvalidArgument);
+        match space.translate(range.addr() + i * PAGE_SIZE) {
+            Some((_, flags)) if !flags.contains(PageFlags::DEVICE) => {}
+            _ => return Err(Error::InvalidArgument),
         }
     }
     for i in 0..pages {
         let f = space.unmap(frames, range.addr() + i * PAGE_SIZE)?;
-        let _ = frames.free(f);
+        crate::task::release_frame(pins, frames, f);
     }
     t.pages = t.pages.saturating_sub(pages as usize);
+    // Pages and the page tables pruned with them go back to the share.
+    let now = t.pages + space.table_frames();
+    let freed = t.charged.saturating_sub(now);
+    t.charged = now;
+    let (uid, privileged) = (t.uid, t.privileged);
+    k.page_pool.release(uid, privileged, freed);
     Ok([0; 4])
 }

@@ -5,11 +5,21 @@
 //!
 //! The table gives memory back: free slots at its tail are cut off at once
 //! and the slot `Vec` shrinks (to 0 when the table is empty), so a burst of
-//! tasks or threads leaves no high-water mark behind. A slot pushed again at
-//! a cut-off index starts above every generation a cut-off slot had, so
-//! keys issued before the cut stay stale.
+//! tasks or threads leaves no high-water mark behind. Each index's last
+//! generation is kept in a fixed array of `capacity` entries (allocated at
+//! the first insert, never freed), so a slot pushed again at a cut-off index
+//! continues its own sequence: keys issued before the cut stay stale, and
+//! no global floor ratchets up.
+//!
+//! Generations are 48 bits wide (the ABI's ID layout, `alux_abi::ids`). A
+//! slot whose occupant had the last generation is retired when it is
+//! removed: never reused, never cut off, and counted against `capacity`
+//! like a live value, so exhaustion costs one slot of a bounded table,
+//! never heap. `docs/decisions.md` shows that this takes centuries.
 
 use alloc::vec::Vec;
+
+pub use alux_abi::ids::MAX_GENERATION;
 
 /// "No slot": the end of the free list.
 const NIL: u32 = u32::MAX;
@@ -37,7 +47,7 @@ enum Entry<T> {
 struct Slot<T> {
     /// The live value's generation; for a free slot, the generation its
     /// next occupant gets.
-    generation: u32,
+    generation: u64,
     entry: Entry<T>,
 }
 
@@ -47,58 +57,112 @@ pub struct Key {
     /// The slot.
     pub index: u32,
     /// The slot's generation when the key was issued.
-    pub generation: u32,
+    pub generation: u64,
 }
 
-/// A table of at most `capacity` live values.
+/// Why an insert failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InsertError {
+    /// `capacity` values (live or retired slots) are already held.
+    Full,
+    /// The heap could not grow the table.
+    OutOfMemory,
+}
+
+impl From<InsertError> for alux_abi::Error {
+    fn from(e: InsertError) -> Self {
+        match e {
+            InsertError::Full => alux_abi::Error::LimitReached,
+            InsertError::OutOfMemory => alux_abi::Error::OutOfMemory,
+        }
+    }
+}
+
+/// A table of at most `capacity` live values (retired slots included).
 pub struct GenTable<T> {
     /// Never ends with a free slot.
     slots: Vec<Slot<T>>,
+    /// The last generation issued at each index (0: never), `capacity`
+    /// entries once anything was inserted. Only read for a slot pushed at
+    /// an index that was cut off.
+    issued: Vec<u64>,
     /// First and last free slot (`NIL` when none), and how many there are.
     /// Slots in the lower half of the table are linked at the front
     /// (reused first), the others at the back, so the tail tends to empty.
     free_head: u32,
     free_tail: u32,
     free_len: usize,
-    /// The generation a slot pushed at the end starts with: above every
-    /// generation a cut-off slot issued.
-    fresh_generation: u32,
+    /// The generation an index gets the first time it is used.
+    first_generation: u64,
     len: usize,
+    retired: usize,
     capacity: usize,
 }
 
 impl<T> GenTable<T> {
-    /// An empty table that holds at most `capacity` values.
+    /// An empty table that holds at most `capacity` values (at most
+    /// `alux_abi::ids::MAX_INDEX + 1`, the indices an ID can carry).
     pub const fn new(capacity: usize) -> Self {
+        Self::starting_at(capacity, 1)
+    }
+
+    /// An empty table whose indices start at generation `first` (clamped
+    /// to `1..=MAX_GENERATION`) instead of 1. For tests of generation
+    /// exhaustion: a table started near [`MAX_GENERATION`] retires slots
+    /// after a few reuses.
+    pub const fn starting_at(capacity: usize, first: u64) -> Self {
+        let max_slots = alux_abi::ids::MAX_INDEX as usize + 1;
         GenTable {
             slots: Vec::new(),
+            issued: Vec::new(),
             free_head: NIL,
             free_tail: NIL,
             free_len: 0,
-            fresh_generation: 1,
+            first_generation: if first == 0 {
+                1
+            } else if first > MAX_GENERATION {
+                MAX_GENERATION
+            } else {
+                first
+            },
             len: 0,
-            capacity,
+            retired: 0,
+            capacity: if capacity > max_slots { max_slots } else { capacity },
         }
     }
 
-    /// Stores the value built by `make` from its future key; `None` (and
-    /// `make` is not called) when the table is full or memory runs out.
-    pub fn insert_with(&mut self, make: impl FnOnce(Key) -> T) -> Option<Key> {
-        if self.len >= self.capacity {
-            return None;
+    /// Stores the value built by `make` from its future key. Fails (and
+    /// `make` is not called) when the table is full, counting retired
+    /// slots, or the heap cannot grow it.
+    pub fn insert_with(&mut self, make: impl FnOnce(Key) -> T) -> Result<Key, InsertError> {
+        if self.len + self.retired >= self.capacity {
+            return Err(InsertError::Full);
+        }
+        if self.issued.is_empty() {
+            self.issued.try_reserve_exact(self.capacity).map_err(|_| InsertError::OutOfMemory)?;
+            self.issued.resize(self.capacity, 0);
         }
         let key = if self.free_head != NIL {
             let index = self.free_head;
             self.unlink(index);
             Key { index, generation: self.slots[index as usize].generation }
         } else {
-            self.slots.try_reserve(1).ok()?;
-            self.slots.push(Slot { generation: self.fresh_generation, entry: Entry::Retired });
-            Key { index: (self.slots.len() - 1) as u32, generation: self.fresh_generation }
+            // Free slots are all on the list and none is at the tail, so
+            // every slot below is live or retired: the index is below
+            // `capacity`.
+            self.slots.try_reserve(1).map_err(|_| InsertError::OutOfMemory)?;
+            let index = self.slots.len();
+            // An index never used starts at `first_generation`; a cut-off
+            // one continues its own sequence (its last generation was below
+            // the maximum, or the slot would have been retired, not cut).
+            let generation = (self.issued[index] + 1).max(self.first_generation);
+            self.slots.push(Slot { generation, entry: Entry::Retired });
+            Key { index: index as u32, generation }
         };
+        self.issued[key.index as usize] = key.generation;
         self.slots[key.index as usize].entry = Entry::Occupied(make(key));
         self.len += 1;
-        Some(key)
+        Ok(key)
     }
 
     /// The value for a key, if the key is current.
@@ -128,15 +192,16 @@ impl<T> GenTable<T> {
             return None;
         }
         self.len -= 1;
-        // A generation that would wrap retires the slot for good, so a key
-        // can never come back to life.
-        let Some(next) = slot.generation.checked_add(1) else {
+        // An exhausted generation retires the slot for good (still counted
+        // against `capacity`), so a key can never come back to life.
+        if slot.generation >= MAX_GENERATION {
             let Entry::Occupied(v) = core::mem::replace(&mut slot.entry, Entry::Retired) else {
                 unreachable!()
             };
+            self.retired += 1;
             return Some(v);
-        };
-        slot.generation = next;
+        }
+        slot.generation += 1;
         let Entry::Occupied(v) =
             core::mem::replace(&mut slot.entry, Entry::Free { prev: NIL, next: NIL })
         else {
@@ -163,16 +228,29 @@ impl<T> GenTable<T> {
         self.len == 0
     }
 
+    /// Slots retired for good (generation exhausted); they count against
+    /// the capacity.
+    pub fn retired(&self) -> usize {
+        self.retired
+    }
+
+    /// Whether removing the value of `key` retires its slot (its
+    /// generation is the last one).
+    pub fn retires(key: Key) -> bool {
+        key.generation >= MAX_GENERATION
+    }
+
     /// Slots the table has room for without growing (for statistics and
     /// tests): 0 when empty, at most `max(4, 4 × slots in use)` otherwise.
     pub fn slab_capacity(&self) -> usize {
         self.slots.capacity()
     }
 
-    /// Heap bytes the table's slots take (its values' own heap memory not
-    /// included).
+    /// Heap bytes the table's slots and its generation array take (its
+    /// values' own heap memory not included).
     pub fn heap_bytes(&self) -> usize {
         self.slots.capacity() * core::mem::size_of::<Slot<T>>()
+            + self.issued.capacity() * core::mem::size_of::<u64>()
     }
 
     /// Every live key and value.
@@ -197,15 +275,12 @@ impl<T> GenTable<T> {
     /// capacity `Vec` growth gives) once at most a quarter of
     /// it is in use (so growth and shrinking are both amortised O(1)).
     fn trim(&mut self) {
-        let last = self.slots.pop().expect("a slot to cut off");
-        self.fresh_generation = self.fresh_generation.max(last.generation);
+        self.slots.pop().expect("a slot to cut off");
         while let Some(s) = self.slots.last() {
             if !matches!(s.entry, Entry::Free { .. }) {
                 break;
             }
-            let g = s.generation;
             self.unlink((self.slots.len() - 1) as u32);
-            self.fresh_generation = self.fresh_generation.max(g);
             self.slots.pop();
         }
         let (len, cap) = (self.slots.len(), self.slots.capacity());
@@ -278,7 +353,10 @@ mod tests {
     fn check<T>(t: &GenTable<T>) {
         let occupied = t.slots.iter().filter(|s| matches!(s.entry, Entry::Occupied(_))).count();
         assert_eq!(occupied, t.len);
-        assert!(t.len <= t.capacity);
+        let retired = t.slots.iter().filter(|s| matches!(s.entry, Entry::Retired)).count();
+        assert_eq!(retired, t.retired);
+        assert!(t.len + t.retired <= t.capacity);
+        assert!(t.issued.is_empty() || t.issued.len() == t.capacity);
         let free = t.slots.iter().filter(|s| matches!(s.entry, Entry::Free { .. })).count();
         assert_eq!(free, t.free_len);
         // Walk the free list both ways.
@@ -303,8 +381,12 @@ mod tests {
         } else {
             assert!(len > cap / 4 || cap <= len.next_power_of_two().max(min_kept::<Slot<T>>()));
         }
-        for s in &t.slots {
-            assert!(s.generation >= 1);
+        for (i, s) in t.slots.iter().enumerate() {
+            assert!(s.generation >= 1 && s.generation <= MAX_GENERATION);
+            match s.entry {
+                Entry::Free { .. } => assert_eq!(s.generation, t.issued[i] + 1),
+                _ => assert_eq!(s.generation, t.issued[i]),
+            }
         }
     }
 
@@ -326,9 +408,9 @@ mod tests {
         let mut t = GenTable::new(2);
         let a = t.insert_with(|k| k).unwrap();
         t.insert_with(|k| k).unwrap();
-        assert!(t.insert_with(|k| k).is_none());
+        assert_eq!(t.insert_with(|k| k), Err(InsertError::Full));
         t.remove(a);
-        assert!(t.insert_with(|k| k).is_some());
+        assert!(t.insert_with(|k| k).is_ok());
         assert_eq!(t.len(), 2);
     }
 
@@ -358,12 +440,13 @@ mod tests {
             t.remove(*k).unwrap();
             check(&t);
         }
+        let fixed = 4096 * core::mem::size_of::<u64>();
         assert_eq!(t.slab_capacity(), cap);
-        assert_eq!(t.heap_bytes(), cap * core::mem::size_of::<Slot<usize>>());
+        assert_eq!(t.heap_bytes(), cap * core::mem::size_of::<Slot<usize>>() + fixed);
         assert_eq!(t.get(base), Some(&0));
         t.remove(base).unwrap();
         assert_eq!(t.slab_capacity(), 0);
-        assert_eq!(t.heap_bytes(), 0);
+        assert_eq!(t.heap_bytes(), fixed, "only the generation array stays");
         // Regrown over the cut-off slots: every old key stays stale.
         let new: Vec<Key> = (0..3001).map(|i| t.insert_with(|_| i).unwrap()).collect();
         check(&t);
@@ -395,20 +478,78 @@ mod tests {
     fn a_retired_slot_stays_and_its_keys_stay_stale() {
         let mut t = GenTable::new(8);
         let a = t.insert_with(|_| 'a').unwrap();
-        // As if slot 0 had been reused 2^32 - 2 times.
-        t.slots[0].generation = u32::MAX;
-        let a = Key { generation: u32::MAX, ..a };
+        // As if slot 0 had been reused 2^48 - 2 times.
+        t.slots[0].generation = MAX_GENERATION;
+        t.issued[0] = MAX_GENERATION;
+        let a = Key { generation: MAX_GENERATION, ..a };
+        assert!(GenTable::<char>::retires(a));
         let b = t.insert_with(|_| 'b').unwrap();
         assert_eq!(t.remove(a), Some('a'));
         assert_eq!(t.remove(b), Some('b'));
         check(&t);
         assert_eq!(t.slots.len(), 1, "the retired slot is not cut off");
+        assert_eq!(t.retired(), 1);
         assert_eq!(t.get(a), None);
         let c = t.insert_with(|_| 'c').unwrap();
         assert_eq!(c.index, 1);
-        assert!(c.generation > b.generation);
+        assert_eq!(c.generation, b.generation + 1, "index 1 continues its own sequence");
         assert_eq!(t.get(b), None);
         assert_eq!(t.get(a), None);
+        check(&t);
+    }
+
+    #[test]
+    fn generations_near_the_end_retire_slots_that_count_against_the_capacity() {
+        // Every index starts three generations before the last.
+        let mut t = GenTable::starting_at(3, MAX_GENERATION - 2);
+        let mut seen = Vec::new();
+        let mut cycles = 0;
+        // Create/remove at the tail until no slot is left: each index gives
+        // exactly three keys, then is retired and counts as held.
+        loop {
+            match t.insert_with(|k| k) {
+                Ok(k) => {
+                    assert!(!seen.contains(&k), "key {k:?} issued twice");
+                    assert!(k.generation >= MAX_GENERATION - 2);
+                    seen.push(k);
+                    assert_eq!(t.remove(k), Some(k));
+                    check(&t);
+                    cycles += 1;
+                }
+                Err(e) => {
+                    assert_eq!(e, InsertError::Full);
+                    break;
+                }
+            }
+        }
+        assert_eq!(cycles, 9, "3 indices × 3 generations");
+        assert_eq!(t.retired(), 3);
+        assert_eq!(t.len(), 0);
+        for k in &seen {
+            assert_eq!(t.get(*k), None);
+            assert_eq!(t.remove(*k), None);
+        }
+        // Memory stays bounded: three retired slots and the fixed array.
+        assert_eq!(t.slots.len(), 3);
+        check(&t);
+    }
+
+    #[test]
+    fn a_cut_off_index_continues_its_own_sequence() {
+        let mut t = GenTable::new(4);
+        let mut last = Key { index: 0, generation: 0 };
+        for _ in 0..1000 {
+            let k = t.insert_with(|_| ()).unwrap();
+            assert_eq!(k.index, 0);
+            assert_eq!(k.generation, last.generation + 1);
+            t.remove(k).unwrap();
+            assert_eq!(t.slab_capacity(), 0);
+            last = k;
+        }
+        // Index 1 has never been used: it starts at 1, not above index 0.
+        let a = t.insert_with(|_| ()).unwrap();
+        let b = t.insert_with(|_| ()).unwrap();
+        assert_eq!((a.generation, b.generation), (1001, 1));
         check(&t);
     }
 
@@ -421,11 +562,14 @@ mod tests {
             for (i, (op, pick)) in ops.into_iter().enumerate() {
                 match op {
                     0 => match t.insert_with(|_| i) {
-                        Some(k) => {
+                        Ok(k) => {
                             proptest::prop_assert!(!dead.contains(&k), "key reissued");
                             live.push((k, i));
                         }
-                        None => proptest::prop_assert_eq!(live.len(), 8),
+                        Err(e) => {
+                            proptest::prop_assert_eq!(e, InsertError::Full);
+                            proptest::prop_assert_eq!(live.len(), 8);
+                        }
                     },
                     1 if !live.is_empty() => {
                         let (k, v) = live.remove(pick % live.len());

@@ -58,14 +58,41 @@ fn segment_flags(writable: bool, executable: bool) -> PageFlags {
     f
 }
 
+/// Gives a frame its owner let go back to the allocator, unless a driver
+/// has pinned it for a device: then it is freed at the last unpin. If even
+/// the record of that cannot be made, the frame is leaked, never reused
+/// under a device.
+pub fn release_frame(
+    pins: &mut kernel::pins::Pins<TaskId>,
+    frames: &mut kernel::frame::FrameAllocator,
+    frame: u64,
+) {
+    if let Ok(false) = pins.defer(frame) {
+        let _ = frames.free(frame);
+    }
+}
+
 impl Kernel {
+    /// Frees a task's address space and gives the frames charged for it
+    /// back to its uid's share.
+    fn release_space(&mut self, uid: Uid, privileged: bool, charged: usize, space: AddressSpace) {
+        self.destroy_space(space);
+        self.page_pool.release(uid, privileged, charged);
+    }
+
     /// Frees an address space, except the boot module's frames (mapped into
     /// init, never owned by it).
     fn destroy_space(&mut self, space: AddressSpace) {
         self.forget_root(space.root());
         let (start, len) = self.boot_module;
         let first = start & !(PAGE_SIZE - 1);
-        space.destroy(&mut self.frames, |f| f >= first && f < start + len);
+        let pins = &mut self.pins;
+        space.destroy(&mut self.frames, |frames, f| {
+            if f >= first && f < start + len {
+                return; // the boot module: init's to read, not to free
+            }
+            release_frame(pins, frames, f);
+        });
     }
 
     fn load_image(
@@ -179,26 +206,51 @@ impl Kernel {
         if req.args.len() > alux_abi::syscall::SPAWN_ARGS_MAX {
             return Err(Error::InvalidArgument);
         }
-        let key = self
-            .tasks
-            .insert_with(|k| Task {
-                id: TaskId::new(k.index, k.generation),
-                uid: req.uid,
-                privileged: req.privileged,
-                parent: req.parent,
-                space: None,
-                threads: Vec::new(),
-                end: None,
-                next_map: MAP_BASE,
-                pages: 0,
-            })
-            .ok_or(Error::LimitReached)?;
+        // The new task's record is charged to its own uid's share.
+        self.task_pool.charge(req.uid, req.privileged, 1)?;
+        let key = match self.tasks.insert_with(|k| Task {
+            id: TaskId::new(k.index, k.generation),
+            uid: req.uid,
+            privileged: req.privileged,
+            parent: req.parent,
+            space: None,
+            threads: Vec::new(),
+            end: None,
+            next_map: MAP_BASE,
+            pages: 0,
+            charged: 0,
+            io_ports: None,
+        }) {
+            Ok(key) => key,
+            Err(e) => {
+                self.task_pool.release(req.uid, req.privileged, 1);
+                return Err(e.into());
+            }
+        };
         let id = TaskId::new(key.index, key.generation);
         let entry = match self.build_space(&req, id) {
             Ok((space, entry, pages)) => {
+                // Everything the image took, page tables included, is
+                // counted against the task's cap and its uid's share
+                // before the task can run.
+                let charged = pages + space.table_frames();
+                let fits = if charged > MAX_PAGES_PER_TASK {
+                    Err(Error::OutOfMemory)
+                } else {
+                    self.page_pool.charge(req.uid, req.privileged, charged).map_err(|e| match e {
+                        Error::LimitReached => Error::OutOfMemory,
+                        e => e,
+                    })
+                };
+                if let Err(e) = fits {
+                    self.destroy_space(space);
+                    self.remove_task_record(id);
+                    return Err(e);
+                }
                 let task = self.task_mut(id).expect("just inserted");
                 task.space = Some(space);
                 task.pages = pages;
+                task.charged = charged;
                 entry
             }
             Err(e) => {
@@ -231,7 +283,7 @@ impl Kernel {
     fn discard_new_task(&mut self, id: TaskId) {
         if let Some(mut task) = self.remove_task_record(id) {
             if let Some(space) = task.space.take() {
-                self.destroy_space(space);
+                self.release_space(task.uid, task.privileged, task.charged, space);
             }
         }
     }
@@ -253,20 +305,35 @@ impl Kernel {
         if t.threads.len() >= MAX_THREADS_PER_TASK {
             return Err(Error::LimitReached);
         }
+        let (uid, privileged) = (t.uid, t.privileged);
+        let io = t.io_ports.is_some();
+        // Every allocation that can fail happens before anything changes:
+        // the task's thread list, the run queue's room, and the uid share.
+        self.task_mut(task)
+            .expect("checked above")
+            .threads
+            .try_reserve(1)
+            .map_err(|_| Error::OutOfMemory)?;
+        self.reserve_run_queue()?;
+        self.thread_pool.charge(uid, privileged, 1)?;
         let mut ctx = Box::new(Context::new_user(entry, stack_top));
         ctx.regs.rdi = arg;
-        let key = self
-            .threads
-            .insert_with(|k| Thread {
-                id: ThreadId::new(k.index, k.generation),
-                task,
-                ctx,
-                state: ThreadState::Ready,
-                deadline: None,
-                from_syscall: false,
-                root,
-            })
-            .ok_or(Error::LimitReached)?;
+        let key = match self.threads.insert_with(|k| Thread {
+            id: ThreadId::new(k.index, k.generation),
+            task,
+            ctx,
+            state: ThreadState::Ready,
+            deadline: None,
+            from_syscall: false,
+            root,
+            io,
+        }) {
+            Ok(key) => key,
+            Err(e) => {
+                self.thread_pool.release(uid, privileged, 1);
+                return Err(e.into());
+            }
+        };
         let id = ThreadId::new(key.index, key.generation);
         if let Err(e) = self.ipc.add_thread(id, task) {
             self.remove_thread_record(id);
@@ -312,14 +379,29 @@ impl Kernel {
         task.end = Some(end);
         let threads = core::mem::take(&mut task.threads);
         let space = task.space.take();
+        let (uid, privileged, charged) = (task.uid, task.privileged, task.charged);
+        task.charged = 0;
+        // A driver's devices stop their DMA before anything of the driver
+        // is freed: a device must never write memory that is reused.
+        crate::devices::stop_devices(self, id);
         self.ipc.remove_task(id, matches!(end, TaskEnd::Killed | TaskEnd::Faulted(..)));
         crate::ipc_glue::deliver_wakeups(self);
         for t in threads {
             self.remove_thread_record(t);
         }
         if let Some(space) = space {
-            self.destroy_space(space);
+            self.release_space(uid, privileged, charged, space);
         }
+        // Device access goes with the task, and so do its pins.
+        for f in self.pins.release_owner(id) {
+            let _ = self.frames.free(f);
+        }
+        self.ports.release_all(id);
+        self.mmio.release_all(id);
+        if let Some(t) = self.task_mut(id) {
+            t.io_ports = None;
+        }
+        self.forget_io(id);
         // Orphans: live children lose their parent; ended ones are reaped.
         let children: Vec<TaskId> =
             self.tasks.iter().filter(|(_, t)| t.parent == Some(id)).map(|(_, t)| t.id).collect();

@@ -57,6 +57,7 @@ extern "C" fn trap_from_user(frame: &TrapFrame) -> u64 {
             k.on_timer_tick();
         }
         lapic::SPURIOUS_VECTOR => {}
+        v if crate::irq_glue::on_vector(v) => crate::ipc_glue::deliver_wakeups(&mut k),
         _ => lapic::end_of_interrupt(),
     }
     sched::dispatch(k)
@@ -73,6 +74,8 @@ extern "C" fn trap_from_kernel(frame: &mut TrapFrame) {
             IDLE_TICKS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         }
         lapic::SPURIOUS_VECTOR | 2 => {}
+        // A device line: noted, settled by the idle loop.
+        v if crate::irq_glue::on_vector(v) => {}
         v if v >= 32 => lapic::end_of_interrupt(),
         14 if probe::recover(frame, cpu::read_cr2()) => {}
         v => {

@@ -30,6 +30,8 @@ Options (run):
   --gdb                 wait for a debugger on localhost:1234 before booting
   --kvm                 use KVM if it works (falls back to TCG otherwise)
   -- ARGS...            extra arguments passed to QEMU
+  (run attaches target/disk.img, a sparse 256 MiB raw image created on
+  first use and kept, as a virtio-blk disk)
 
 Options (bench):
   --debug               benchmark the debug kernel
@@ -88,8 +90,12 @@ fn run_checked(cmd: &mut Command) -> Result<(), String> {
 /// The user programs packed into the boot module.
 pub const PROGRAMS: &[&str] = &[
     "init", "demo", "spinner", "fpu", "fault", "hostile", "churn", "nop", "ipc", "bench", "names",
-    "console", "wide", "cpustate",
+    "console", "wide", "cpustate", "pools", "blk",
 ];
+
+/// The drivers packed into the boot module: each is its own package under
+/// `user/drivers/`, built like the programs; `(package, binary)`.
+pub const DRIVERS: &[(&str, &str)] = &[("alux-virtio-blk", "virtio-blk")];
 
 /// Builds everything; the kernel in release mode if asked, the user
 /// programs always optimised (they run under full emulation).
@@ -122,6 +128,9 @@ pub fn build(release: bool) -> Result<Artifacts, String> {
         "--target",
         TARGET,
     ]);
+    for (package, _) in DRIVERS {
+        cmd.args(["--package", package]);
+    }
     run_checked(&mut cmd)?;
 
     let out = target_dir().join(TARGET);
@@ -160,7 +169,7 @@ fn pack_initrd(programs: &Path, initrd: &Path) -> Result<(), String> {
         header.set_cksum();
         tar.append_data(&mut header, name, data).map_err(|e| format!("initrd: {}", e))
     };
-    for p in PROGRAMS {
+    for p in PROGRAMS.iter().chain(DRIVERS.iter().map(|(_, bin)| bin)) {
         let path = programs.join(p);
         let data = std::fs::read(&path).map_err(|e| format!("{}: {}", path.display(), e))?;
         add(p, &data)?;
@@ -227,6 +236,16 @@ fn cmd_lint(args: pico_args::Arguments) -> Result<bool, String> {
         "alux-rt",
         "--package",
         "alux-programs",
+        "--package",
+        "alux-pci",
+        "--package",
+        "alux-blk-proto",
+        "--package",
+        "alux-virtq",
+        "--package",
+        "alux-virtio-pci",
+        "--package",
+        "alux-virtio-blk",
         "--target",
         TARGET,
         "--",
@@ -264,6 +283,9 @@ fn cmd_run(mut args: pico_args::Arguments) -> Result<bool, String> {
     let mut opts = qemu::Options::new(&a, &scenarios::cmdline(&scenario));
     opts.gdb = gdb;
     opts.kvm = kvm;
+    let disk = target_dir().join("disk.img");
+    qemu::ensure_disk(&disk)?;
+    opts.disk = Some(disk);
     opts.extra = extra;
     opts.timeout = Duration::from_secs(timeout);
     opts.echo = true;

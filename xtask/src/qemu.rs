@@ -66,6 +66,11 @@ pub struct Options {
     pub icount: bool,
     /// Print the serial console as it comes.
     pub echo: bool,
+    /// The raw image attached as a virtio-blk disk (with `-nic none`, so
+    /// the disk's interrupt line is not shared with the default NIC).
+    pub disk: Option<PathBuf>,
+    /// Extra `-drive` options for the disk (e.g. a throttle).
+    pub disk_options: String,
     /// Extra QEMU arguments.
     pub extra: Vec<String>,
 }
@@ -82,9 +87,32 @@ impl Options {
             kvm: false,
             icount: false,
             echo: false,
+            disk: None,
+            disk_options: String::new(),
             extra: Vec::new(),
         }
     }
+}
+
+/// Default size of a disk image: room for a file system and swap later.
+pub const DISK_SIZE: u64 = 256 << 20;
+
+/// Makes sure `path` is a raw image: created sparse (`DISK_SIZE`) if it is
+/// missing, kept as it is otherwise.
+pub fn ensure_disk(path: &std::path::Path) -> Result<(), String> {
+    if path.exists() {
+        return Ok(());
+    }
+    fresh_disk(path)
+}
+
+/// Creates (or replaces) `path` with an empty sparse image.
+pub fn fresh_disk(path: &std::path::Path) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let f = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    f.set_len(DISK_SIZE).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// How a run ended.
@@ -153,6 +181,8 @@ pub fn kvm_works(opts: &Options) -> bool {
         kvm: true,
         icount: false,
         echo: false,
+        disk: None,
+        disk_options: String::new(),
         extra: Vec::new(),
     };
     matches!(launch(&probe, true), Ok(o) if o.success() && init_said(&o.log, "scenario boot: PASS"))
@@ -203,6 +233,14 @@ fn launch(opts: &Options, used_kvm: bool) -> Result<Outcome, String> {
         if opts.icount {
             cmd.args(["-icount", "shift=0"]);
         }
+    }
+    if let Some(disk) = &opts.disk {
+        let mut drive = format!("file={},if=none,format=raw,id=d0", disk.display());
+        if !opts.disk_options.is_empty() {
+            drive.push(',');
+            drive.push_str(&opts.disk_options);
+        }
+        cmd.args(["-drive", &drive, "-device", "virtio-blk-pci,drive=d0", "-nic", "none"]);
     }
     if opts.gdb {
         eprintln!("xtask: waiting for gdb: target remote localhost:1234");

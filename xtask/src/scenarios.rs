@@ -80,8 +80,14 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "ipc-flood",
-        about: "a flooder hits its limits, others go on, memory returns",
+        about:
+            "three uids fill their end shares, a fourth gets none, services go on, memory returns",
         timeout_secs: 300,
+    },
+    Scenario {
+        name: "pools",
+        about: "uids fill their thread and memory shares, services still spawn and map",
+        timeout_secs: 600,
     },
     Scenario {
         name: "ipc-names",
@@ -98,7 +104,48 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "a sleeper wakes on time while a task prints 4 KiB at a time; task lines prefixed",
         timeout_secs: 180,
     },
+    Scenario {
+        name: "blk-patterns",
+        about: "virtio-blk: patterns scattered and in one run, 3 clients x 4 requests in flight",
+        timeout_secs: 300,
+    },
+    Scenario {
+        name: "blk-persist",
+        about: "virtio-blk: what one boot writes, a second boot of the same image reads",
+        timeout_secs: 240,
+    },
+    Scenario {
+        name: "blk-bad",
+        about: "virtio-blk: every bad request gets its status; unprivileged refused; others served",
+        timeout_secs: 240,
+    },
+    Scenario {
+        name: "blk-readonly",
+        about: "virtio-blk on a read-only disk: RO negotiated, writes and flushes refused",
+        timeout_secs: 120,
+    },
+    Scenario {
+        name: "blk-kill",
+        about:
+            "client, then driver killed mid-request: TaskKilled, closed line silent, memory back",
+        timeout_secs: 300,
+    },
+    Scenario {
+        name: "blk-irq",
+        about: "interrupts delivered match completions; bad device calls refused with their errors",
+        timeout_secs: 240,
+    },
 ];
+
+/// Scenarios that boot twice on the same disk image (`boot=1`, `boot=2` on
+/// the command line); every boot must pass.
+const TWO_BOOTS: &[&str] = &["blk-persist"];
+
+/// Extra `-drive` options of a scenario's disk: the kill scenario throttles
+/// the disk (in host time) so that requests are surely in flight when the
+/// driver dies; the read-only one attaches the image read-only.
+const DISK_OPTIONS: &[(&str, &str)] =
+    &[("blk-kill", "throttling.iops-total=200"), ("blk-readonly", "readonly=on")];
 
 /// What a scenario needs besides init's verdict: words added to the kernel
 /// command line, and lines the kernel itself must print (a kernel self-test
@@ -159,6 +206,9 @@ fn tail(log: &str, lines: usize) -> String {
 /// kernel's, which must appear with its task prefix and nowhere as the
 /// kernel's own, and a line in two prints, which must read as one.
 fn check_log(name: &str, log: &str) -> Result<(), String> {
+    if name.starts_with("blk-") {
+        return check_blk_log(name, log);
+    }
     if name != "console" {
         return Ok(());
     }
@@ -182,6 +232,51 @@ fn check_log(name: &str, log: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The block scenarios: the driver named the disk it found (size and
+/// features) in the boot log, and the pattern scenario really had several
+/// requests on the device at once.
+fn check_blk_log(name: &str, log: &str) -> Result<(), String> {
+    let texts: Vec<&str> =
+        log.lines().filter_map(|l| qemu::task_line(l.trim_end())).map(|(_, t)| t).collect();
+    let found = texts.iter().any(|t| {
+        t.starts_with("virtio-blk ")
+            && t.contains("524288 sectors (256 MiB)")
+            && t.contains("features VERSION_1")
+    });
+    if !found {
+        return Err("the driver did not name the disk (size, features) in the log".into());
+    }
+    if name == "blk-readonly"
+        && !texts.iter().any(|t| t.starts_with("virtio-blk ") && t.contains(" RO"))
+    {
+        return Err("the driver did not negotiate RO on a read-only disk".into());
+    }
+    if name == "blk-patterns" && !texts.contains(&"virtio-blk: 8 requests in flight") {
+        return Err("never 8 requests on the device at once".into());
+    }
+    Ok(())
+}
+
+/// Checks one boot of scenario `name`.
+fn check_boot(name: &str, outcome: &qemu::Outcome, release: bool) -> Result<(), String> {
+    let marker = format!("scenario {name}: PASS");
+    let missing = missing_kernel_lines(name, &outcome.log);
+    if !outcome.success() {
+        Err(outcome.describe())
+    } else if !qemu::init_said(&outcome.log, &marker) {
+        Err(format!("init never printed `{marker}`"))
+    } else if !missing.is_empty() {
+        Err(format!("the kernel did not print {missing:?}"))
+    } else if !release && !outcome.log.lines().any(|l| l.trim() == AUDIT_OK) {
+        // A debug kernel audits its IPC state at the end of every run;
+        // the line proves the audit ran (a failed audit also fails the
+        // exit status).
+        Err(format!("the kernel did not print `{AUDIT_OK}`"))
+    } else {
+        check_log(name, &outcome.log)
+    }
+}
+
 /// Runs the test suite; `Ok(true)` if everything passed.
 pub fn cmd_test(mut args: pico_args::Arguments) -> Result<bool, String> {
     let release = args.contains("--release");
@@ -203,6 +298,8 @@ pub fn cmd_test(mut args: pico_args::Arguments) -> Result<bool, String> {
             "alux-programs",
             "--exclude",
             "alux-freestanding",
+            "--exclude",
+            "alux-virtio-blk",
         ]);
         match crate::run_checked(&mut cmd) {
             Ok(()) => passed += 1,
@@ -215,26 +312,36 @@ pub fn cmd_test(mut args: pico_args::Arguments) -> Result<bool, String> {
 
     qemu::ensure_installed()?;
     let artifacts = crate::build(release)?;
+    let images = crate::target_dir().join("scenarios");
     for s in SCENARIOS.iter().filter(|s| only.as_deref().is_none_or(|o| o == s.name)) {
-        let mut opts = Options::new(&artifacts, &cmdline(s.name));
-        opts.timeout = Duration::from_secs(s.timeout_secs);
-        let outcome = qemu::run(&opts)?;
-        let marker = format!("scenario {}: PASS", s.name);
-        let missing = missing_kernel_lines(s.name, &outcome.log);
-        let checked = if !outcome.success() {
-            Err(outcome.describe())
-        } else if !qemu::init_said(&outcome.log, &marker) {
-            Err(format!("init never printed `{marker}`"))
-        } else if !missing.is_empty() {
-            Err(format!("the kernel did not print {missing:?}"))
-        } else if !release && !outcome.log.lines().any(|l| l.trim() == AUDIT_OK) {
-            // A debug kernel audits its IPC state at the end of every run;
-            // the line proves the audit ran (a failed audit also fails the
-            // exit status).
-            Err(format!("the kernel did not print `{AUDIT_OK}`"))
-        } else {
-            check_log(s.name, &outcome.log)
-        };
+        // Every scenario gets a fresh disk image.
+        let disk = images.join(format!("{}.img", s.name));
+        qemu::fresh_disk(&disk)?;
+        let boots = if TWO_BOOTS.contains(&s.name) { 2 } else { 1 };
+        let mut checked = Ok(());
+        let mut outcome = None;
+        for boot in 1..=boots {
+            let mut line = cmdline(s.name);
+            if boots > 1 {
+                line.push_str(&format!(" boot={boot}"));
+            }
+            let mut opts = Options::new(&artifacts, &line);
+            opts.timeout = Duration::from_secs(s.timeout_secs);
+            opts.disk = Some(disk.clone());
+            if let Some((_, o)) = DISK_OPTIONS.iter().find(|(n, _)| *n == s.name) {
+                opts.disk_options = o.to_string();
+            }
+            let o = qemu::run(&opts)?;
+            checked = check_boot(s.name, &o, release);
+            outcome = Some(o);
+            if checked.is_err() {
+                if boots > 1 {
+                    checked = checked.map_err(|e| format!("boot {boot}: {e}"));
+                }
+                break;
+            }
+        }
+        let outcome = outcome.expect("at least one boot");
         if checked.is_ok() {
             passed += 1;
             println!(

@@ -10,6 +10,7 @@
 extern crate alloc;
 extern crate alux_freestanding;
 
+pub mod dev;
 pub mod heap;
 pub mod io;
 pub mod ipc;

@@ -33,6 +33,33 @@ pub fn outl(port: u16, value: u32) {
     }
 }
 
+/// Reads a 32-bit value from an I/O port.
+#[inline]
+pub fn inl(port: u16) -> u32 {
+    let value: u32;
+    // SAFETY: as for `outb`.
+    unsafe {
+        asm!("in eax, dx", out("eax") value, in("dx") port, options(nomem, nostack, preserves_flags))
+    }
+    value
+}
+
+/// Clears the Bus Master Enable bit of PCI function `bdf` (bus << 8 |
+/// device << 3 | function) through configuration mechanism #1, so the
+/// device stops reading and writing memory. The address register is saved
+/// and restored: a driver may have been between its two accesses.
+pub fn pci_stop_bus_master(bdf: u16) {
+    const ADDRESS: u16 = 0xcf8;
+    const DATA: u16 = 0xcfc;
+    let saved = inl(ADDRESS);
+    // The command register is the low half of dword 1 (offset 4); the
+    // status register above it clears bits written as 1, so write 0 there.
+    outl(ADDRESS, 0x8000_0000 | (bdf as u32) << 8 | 4);
+    let command = inl(DATA) & 0xffff;
+    outl(DATA, command & !(1 << 2));
+    outl(ADDRESS, saved);
+}
+
 /// Reads a model-specific register.
 #[inline]
 pub fn rdmsr(msr: u32) -> u64 {

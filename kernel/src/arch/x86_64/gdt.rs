@@ -1,8 +1,16 @@
 //! The GDT with user and kernel segments and the TSS with its interrupt
-//! stacks (IST). Segment order is fixed by `syscall`/`sysret` (see STAR in
-//! `entry.rs`): kernel code, kernel data, user data, user code, TSS. There
-//! is no LDT: LDTR is loaded with the null selector.
+//! stacks (IST) and I/O permission bitmap. Segment order is fixed by
+//! `syscall`/`sysret` (see STAR in `entry.rs`): kernel code, kernel data,
+//! user data, user code, TSS. There is no LDT: LDTR is loaded with the null
+//! selector.
+//!
+//! The TSS's I/O bitmap is the running task's: a task with granted ports
+//! has its bitmap copied in when one of its threads is loaded (only when
+//! another task's bitmap was there), and every other task runs with the
+//! bitmap switched off (its offset past the TSS limit: every port denied).
 
+use core::cell::UnsafeCell;
+use kernel::claims::{IoBitmap, IO_BITMAP_BYTES};
 use spin::Once;
 use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
 use x86_64::instructions::tables::load_tss;
@@ -30,8 +38,58 @@ unsafe impl Sync for Stack {}
 static CRITICAL_STACK: Stack = Stack(core::cell::UnsafeCell::new([0; IST_STACK_SIZE]));
 static GENERAL_STACK: Stack = Stack(core::cell::UnsafeCell::new([0; IST_STACK_SIZE]));
 
-static TSS: Once<TaskStateSegment> = Once::new();
+/// The TSS followed by its I/O bitmap, as the CPU reads them: the bitmap
+/// starts at `iomap_base` and ends with a byte of all ones.
+#[repr(C)]
+struct TssWithIoMap {
+    tss: TaskStateSegment,
+    io_map: [u8; IO_BITMAP_BYTES + 1],
+}
+
+/// The TSS, written only under the kernel lock (and read by the CPU).
+struct TssCell(UnsafeCell<TssWithIoMap>);
+
+// SAFETY: the TSS is changed only at boot and, afterwards, under the kernel
+// lock (`load_io_bitmap`); the CPU reads it on privilege changes and I/O
+// instructions.
+unsafe impl Sync for TssCell {}
+
+static TSS: TssCell = TssCell(UnsafeCell::new(TssWithIoMap {
+    tss: TaskStateSegment::new(),
+    io_map: [0xff; IO_BITMAP_BYTES + 1],
+}));
+/// `iomap_base` when the bitmap is on: right after the TSS proper.
+const IO_MAP_ON: u16 = core::mem::size_of::<TaskStateSegment>() as u16;
+/// `iomap_base` when the bitmap is off: past the TSS limit, so the CPU
+/// denies every port.
+const IO_MAP_OFF: u16 = u16::MAX;
 static GDT: Once<GlobalDescriptorTable> = Once::new();
+
+/// Turns the I/O bitmap already in the TSS on or off.
+pub fn set_io_bitmap_enabled(on: bool) {
+    let t = TSS.0.get();
+    // SAFETY: as in `load_io_bitmap`.
+    unsafe { (*t).tss.iomap_base = if on { IO_MAP_ON } else { IO_MAP_OFF } }
+}
+
+/// Switches the I/O bitmap: `Some(map)` copies `map` in and turns it on,
+/// `None` turns it off (every port denied). Called under the kernel lock
+/// when a thread of another task is loaded.
+pub fn load_io_bitmap(map: Option<&IoBitmap>) {
+    let t = TSS.0.get();
+    // SAFETY: the kernel lock serialises every writer of the TSS, and no
+    // reference to it is alive (only raw pointers are used after boot);
+    // the CPU reads the new bitmap at the next I/O instruction.
+    unsafe {
+        match map {
+            Some(m) => {
+                (&mut (*t).io_map)[..IO_BITMAP_BYTES].copy_from_slice(m.bytes());
+                (*t).tss.iomap_base = IO_MAP_ON;
+            }
+            None => (*t).tss.iomap_base = IO_MAP_OFF,
+        }
+    }
+}
 
 fn stack_top(s: &'static Stack) -> VirtAddr {
     VirtAddr::new(s.0.get() as u64 + IST_STACK_SIZE as u64)
@@ -40,13 +98,22 @@ fn stack_top(s: &'static Stack) -> VirtAddr {
 /// Builds and loads the GDT and TSS. `kernel_stack_top` is the stack the
 /// CPU would use for ring 3 -> 0 transitions without IST (none today).
 pub fn init(kernel_stack_top: u64) {
-    let tss = TSS.call_once(|| {
-        let mut tss = TaskStateSegment::new();
-        tss.interrupt_stack_table[IST_CRITICAL as usize - 1] = stack_top(&CRITICAL_STACK);
-        tss.interrupt_stack_table[IST_GENERAL as usize - 1] = stack_top(&GENERAL_STACK);
-        tss.privilege_stack_table[0] = VirtAddr::new(kernel_stack_top);
-        tss
-    });
+    let t = TSS.0.get();
+    // SAFETY: called once at boot, before anything else uses the TSS; the
+    // references made here end before `init` returns (the descriptor keeps
+    // only the address and limit).
+    let (tss, io_map): (&'static TaskStateSegment, &'static [u8]) = unsafe {
+        let w = &mut *t;
+        w.tss.interrupt_stack_table[IST_CRITICAL as usize - 1] = stack_top(&CRITICAL_STACK);
+        w.tss.interrupt_stack_table[IST_GENERAL as usize - 1] = stack_top(&GENERAL_STACK);
+        w.tss.privilege_stack_table[0] = VirtAddr::new(kernel_stack_top);
+        w.tss.iomap_base = IO_MAP_ON;
+        (&(*t).tss, &(*t).io_map)
+    };
+    let tss_descriptor = match Descriptor::tss_segment_with_iomap(tss, io_map) {
+        Ok(d) => d,
+        Err(e) => crate::fatal(format_args!("TSS I/O map layout: {:?}", e)),
+    };
     let mut selectors = [None; 5];
     let gdt = GDT.call_once(|| {
         let mut gdt = GlobalDescriptorTable::new();
@@ -54,7 +121,7 @@ pub fn init(kernel_stack_top: u64) {
         selectors[1] = Some(gdt.append(Descriptor::kernel_data_segment()));
         selectors[2] = Some(gdt.append(Descriptor::user_data_segment()));
         selectors[3] = Some(gdt.append(Descriptor::user_code_segment()));
-        selectors[4] = Some(gdt.append(Descriptor::tss_segment(tss)));
+        selectors[4] = Some(gdt.append(tss_descriptor));
         gdt
     });
     gdt.load();
@@ -72,6 +139,7 @@ pub fn init(kernel_stack_top: u64) {
         SS::set_reg(kdata);
         load_tss(tss_sel);
     }
+    load_io_bitmap(None);
     // No LDT: a selector with the table-indicator bit set faults.
     super::cpu::load_null_ldt();
 }

@@ -20,6 +20,8 @@ const REG_TIMER_DIVIDE: u64 = 0x3e0;
 const LVT_MASKED: u32 = 1 << 16;
 
 static BASE: AtomicU64 = AtomicU64::new(0);
+/// The registers' physical address.
+static BASE_PHYS: AtomicU64 = AtomicU64::new(0);
 /// Timer ticks (after the divide-by-16) per second.
 static TIMER_HZ: AtomicU64 = AtomicU64::new(0);
 /// Timer ticks per TSC tick, as a 32.32 fixed-point number.
@@ -63,6 +65,7 @@ pub fn init() {
     const IA32_APIC_BASE: u32 = 0x1b;
     let phys = rdmsr(IA32_APIC_BASE) & 0x000f_ffff_ffff_f000;
     BASE.store(phys_to_virt(phys), Ordering::Relaxed);
+    BASE_PHYS.store(phys, Ordering::Relaxed);
     write(REG_TPR, 0);
     write(REG_SVR, 0x100 | SPURIOUS_VECTOR as u32);
     write(REG_TIMER_DIVIDE, 0b0011); // divide by 16
@@ -98,4 +101,15 @@ pub fn arm_timer_tsc(tsc_ticks: u64) {
 /// Signals the end of the interrupt being handled.
 pub fn end_of_interrupt() {
     write(REG_EOI, 0);
+}
+
+/// This CPU's local APIC ID (the destination of routed interrupts).
+pub fn id() -> u8 {
+    const REG_ID: u64 = 0x20;
+    (read(REG_ID) >> 24) as u8
+}
+
+/// The physical address of the local APIC's registers.
+pub fn base_phys() -> u64 {
+    BASE_PHYS.load(Ordering::Relaxed)
 }

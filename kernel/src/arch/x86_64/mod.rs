@@ -9,6 +9,7 @@ pub mod context;
 pub mod cpu;
 pub mod entry;
 pub mod gdt;
+pub mod ioapic;
 pub mod lapic;
 pub mod probe;
 pub mod serial;

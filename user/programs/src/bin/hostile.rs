@@ -84,6 +84,14 @@ fn allowed(sys: Sys) -> (&'static [Error], bool) {
             &[MessageTooLong, BadHandle, StaleHandle, WrongThread, NotConnected, PeerClosed, Busy],
             false,
         ),
+        // Device calls: this task is unprivileged; a bad range may be
+        // refused before privilege is checked.
+        Sys::IoPortGrant
+        | Sys::MmioMap
+        | Sys::DmaAlloc
+        | Sys::DmaPin
+        | Sys::DmaUnpin
+        | Sys::DeviceClaim => (&[InvalidArgument, NotPrivileged], false),
     }
 }
 
@@ -94,7 +102,7 @@ fn counts() -> Option<[u64; 5]> {
 }
 const COUNT_NAMES: [&str; 5] = ["tasks", "threads", "IPC ends", "frames", "this task's frames"];
 
-/// Calls every number below 64 and some random ones with garbage, checking
+/// Calls every number below 80 and some random ones with garbage, checking
 /// each answer: an unknown number gives exactly `UnknownSyscall`; a known
 /// call gives an error it documents, or succeeds only where it may. What a
 /// success creates (a port, a connection, a mapping) is freed at once, so
@@ -109,11 +117,11 @@ fn garbage_loop(rounds: u64, me: u64) -> u64 {
         return 1;
     };
     for _ in 0..rounds {
-        // Every number below 64, then eight random ones (no heap here: the
+        // Every number below 80, then eight random ones (no heap here: the
         // first allocation would map the heap and grow the task).
-        let mut numbers = [0u64; 72];
+        let mut numbers = [0u64; 88];
         for (i, n) in numbers.iter_mut().enumerate() {
-            *n = if i < 64 { i as u64 } else { garbage(&mut rng) };
+            *n = if i < 80 { i as u64 } else { garbage(&mut rng) };
         }
         for nr in numbers {
             let mut a = [0u64; 6];

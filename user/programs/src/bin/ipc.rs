@@ -863,11 +863,20 @@ fn main(start: &Start) -> u64 {
             let Some(ns) = start.name_service() else { return 2 };
             let name = w.next().unwrap_or("anon");
             let rounds = num(w.next(), 3);
-            let echo = match NameService::connect(ns).and_then(|n| n.lookup("echo")) {
-                Ok(t) => t,
-                Err(e) => {
-                    println!("client {}: cannot find echo: {:?}", name, e);
-                    return 1;
+            // The echo service starts alongside its clients: it may not
+            // have registered yet. Ask again for up to five seconds.
+            let mut tries = 0;
+            let echo = loop {
+                match NameService::connect(ns).and_then(|n| n.lookup("echo")) {
+                    Ok(t) => break t,
+                    Err(NameError::NotFound) if tries < 5000 => {
+                        tries += 1;
+                        alux_rt::time::sleep(core::time::Duration::from_millis(1));
+                    }
+                    Err(e) => {
+                        println!("client {}: cannot find echo: {:?}", name, e);
+                        return 1;
+                    }
                 }
             };
             println!("client {}: name service says echo is task {}", name, echo);

@@ -96,7 +96,7 @@ fn image_value(task: TaskId, page: usize) -> u64 {
 struct Harness {
     w: World,
     tasks: Vec<Option<MTask>>,
-    next_task: u32,
+    next_task: u64,
     /// Faults sent to memd and not answered yet.
     open: BTreeSet<FaultId>,
     /// Consecutive failed write completions.
