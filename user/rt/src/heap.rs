@@ -15,8 +15,6 @@ const FIRST_REGION: usize = 256 * 1024;
 struct Regions {
     /// Live regions; a freed one leaves a hole that the next growth fills.
     heaps: [Option<Heap>; MAX_REGIONS],
-    /// Regions reserved so far (sizes grow with it).
-    grown: usize,
 }
 
 /// The global allocator of every alux program.
@@ -24,19 +22,21 @@ pub struct RtAllocator(Mutex<Regions>);
 
 #[global_allocator]
 static ALLOCATOR: RtAllocator =
-    RtAllocator(Mutex::new(Regions { heaps: [const { None }; MAX_REGIONS], grown: 0 }));
+    RtAllocator(Mutex::new(Regions { heaps: [const { None }; MAX_REGIONS] }));
 
 impl Regions {
     fn grow(&mut self, layout: Layout) -> Option<()> {
         let slot = self.heaps.iter().position(|h| h.is_none())?;
-        let want = (FIRST_REGION << self.grown.min(8)).max(layout.size() + layout.align() + 4096);
+        // Each region doubles the last live one's size, so a heap that
+        // grows and shrinks again (regions given back) starts small again.
+        let live = self.heaps.iter().filter(|h| h.is_some()).count();
+        let want = (FIRST_REGION << live.min(8)).max(layout.size() + layout.align() + 4096);
         let size = want.next_multiple_of(4096);
         let base = crate::mem::reserve(size, true).ok()?;
         // SAFETY: `size` fresh writable bytes at `base` were just reserved
         // for this task; only this heap will use them.
         let heap = unsafe { Heap::new(base, size) };
         self.heaps[slot] = Some(heap);
-        self.grown += 1;
         Some(())
     }
 }

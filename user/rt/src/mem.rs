@@ -9,7 +9,9 @@
 
 use alux_abi::syscall::map_flags;
 use alux_abi::{Error, TaskId};
-use alux_memd_proto::{flags, Reply, Request, Status};
+use alux_memd_proto::{
+    decode_reply, encode_request, Reply, Request, ReserveFlags, Stats, StatsGroup, Status,
+};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// memd's task, or 0 when the kernel gives this task its memory.
@@ -68,16 +70,22 @@ pub fn connections() -> usize {
 }
 
 /// Sends `req` on the calling thread's connection and waits for its reply
-/// (the one with its tag: a late reply to an earlier request is skipped).
-fn ask(req: Request) -> Result<Reply, Error> {
+/// (the one with its sequence number: a late reply to an earlier request is
+/// skipped).
+fn ask(req: Request) -> Result<Result<Reply, Status>, Error> {
     let pager = pager().ok_or(Error::InvalidArgument)?;
     let h = connection(pager)?;
-    let m = req.encode();
+    let seq = TAG.fetch_add(1, Ordering::Relaxed) as u32;
+    let m = encode_request(seq, &req);
     let [a, b, c, d] = alux_abi::syscall::pack_message(&m);
-    crate::sys::call(alux_abi::syscall::Sys::Send, [h, m.len() as u64, a, b, c, d])?;
+    if let Err(e) = crate::sys::call(alux_abi::syscall::Sys::Send, [h, m.len() as u64, a, b, c, d])
+    {
+        forget(h);
+        return Err(e);
+    }
     loop {
         let handles = [h];
-        crate::sys::call(
+        let [_, info, ..] = crate::sys::call(
             alux_abi::syscall::Sys::Poll,
             [handles.as_ptr() as u64, 1, alux_abi::syscall::WAIT_FOREVER, 0, 0, 0],
         )?;
@@ -86,22 +94,34 @@ fn ask(req: Request) -> Result<Reply, Error> {
             alux_abi::syscall::Sys::Read,
             [h, data.as_mut_ptr() as u64, 0, 0, 0, 0],
         )?;
-        if let Some(r) = Reply::decode(&data[..len as usize]) {
-            if r.tag == req.tag() {
-                return Ok(r);
+        if let Ok(r) = decode_reply(&data[..len as usize]) {
+            if r.seq == seq {
+                return Ok(r.result);
             }
+        }
+        if info & alux_abi::ipc::Events::PEER_CLOSED.bits() as u64 != 0 {
+            // memd closed this connection: the next request opens another.
+            forget(h);
+            let _ = crate::sys::call(alux_abi::syscall::Sys::Close, [h, 0, 0, 0, 0, 0]);
+            return Err(Error::PeerClosed);
+        }
+    }
+}
+
+/// Drops the table's record of connection `h`.
+fn forget(h: u64) {
+    for (t, hh) in THREADS.iter().zip(HANDLES.iter()) {
+        if hh.load(Ordering::Acquire) == h {
+            t.store(0, Ordering::Release);
         }
     }
 }
 
 fn status_error(s: Status) -> Error {
     match s {
-        Status::Ok => Error::InvalidArgument,
         Status::OutOfMemory | Status::NoSpace => Error::OutOfMemory,
-        Status::UnknownTask => Error::NotPrivileged,
-        Status::BadRequest | Status::InvalidArgument | Status::NotReserved => {
-            Error::InvalidArgument
-        }
+        Status::NoSuchTask | Status::Dying => Error::NotPrivileged,
+        _ => Error::InvalidArgument,
     }
 }
 
@@ -113,12 +133,11 @@ pub fn reserve(len: usize, write: bool) -> Result<*mut u8, Error> {
         let f = if write { map_flags::WRITE } else { 0 };
         return crate::sys::mem_map(len, f);
     };
-    let tag = TAG.fetch_add(1, Ordering::Relaxed);
-    let f = if write { flags::WRITE } else { 0 };
-    let r = ask(Request::Reserve { tag, len: len as u64, flags: f })?;
-    match r.status {
-        Status::Ok => Ok(r.a as *mut u8),
-        s => Err(status_error(s)),
+    let flags = if write { ReserveFlags::WRITE } else { ReserveFlags::READ };
+    match ask(Request::Reserve { len: len as u64, flags })? {
+        Ok(Reply::Reserved { addr }) => Ok(addr as *mut u8),
+        Ok(_) => Err(Error::InvalidArgument),
+        Err(s) => Err(status_error(s)),
     }
 }
 
@@ -131,21 +150,22 @@ pub unsafe fn release(addr: *mut u8, len: usize) -> Result<(), Error> {
         // SAFETY: the caller's promise, passed on.
         return unsafe { crate::sys::mem_unmap(addr, len) };
     }
-    let tag = TAG.fetch_add(1, Ordering::Relaxed);
-    let len = (len as u64).next_multiple_of(alux_memd_proto::PAGE_SIZE);
-    let r = ask(Request::Release { tag, addr: addr as u64, len })?;
-    match r.status {
-        Status::Ok => Ok(()),
-        s => Err(status_error(s)),
+    match ask(Request::Release { addr: addr as u64, len: len as u64 })? {
+        Ok(Reply::Released) => Ok(()),
+        Ok(_) => Err(Error::InvalidArgument),
+        Err(s) => Err(status_error(s)),
     }
 }
 
-/// memd's counters `first` and `first + 1` (`alux_memd_proto::counter`).
-pub fn stats(first: u8) -> Result<(u64, u64), Error> {
-    let tag = TAG.fetch_add(1, Ordering::Relaxed);
-    let r = ask(Request::Stats { tag, first })?;
-    match r.status {
-        Status::Ok => Ok((r.a, r.b)),
-        s => Err(status_error(s)),
+/// memd's counters (the caller's own in `quota`, `reserved`, `resident`).
+pub fn stats() -> Result<Stats, Error> {
+    let mut all = Stats::default();
+    for group in StatsGroup::ALL {
+        match ask(Request::Stats { group })? {
+            Ok(Reply::Stats { group: g, values }) if g == group => all.set_group(group, values),
+            Ok(_) => return Err(Error::InvalidArgument),
+            Err(s) => return Err(status_error(s)),
+        }
     }
+    Ok(all)
 }

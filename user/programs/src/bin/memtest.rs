@@ -95,12 +95,10 @@ fn main(start: &Start) -> u64 {
             let mib = num(4) as usize;
             let seed = num(1);
             let wrong = touch(mib << 20, seed);
-            if let (Ok((total, free)), Ok((zero, swap))) =
-                (alux_rt::mem::stats(0), alux_rt::mem::stats(2))
-            {
+            if let Ok(st) = alux_rt::mem::stats() {
                 println!(
-                    "memtest: {} MiB checked; memd pool {} frames, {} free; faults: {} zero-filled, {} from swap",
-                    mib, total, free, zero, swap
+                    "memtest: {} MiB checked; memd pool {} frames, {} free; faults: {} zero-filled, {} from swap; {} pages out",
+                    mib, st.frames_total, st.frames_free, st.faults_zero, st.faults_swap, st.pages_out
                 );
             }
             (wrong != 0) as u64
@@ -113,7 +111,7 @@ fn main(start: &Start) -> u64 {
                 let go = go.clone();
                 match thread::spawn(move || {
                     while !go.load(core::sync::atomic::Ordering::Acquire) {
-                        core::hint::spin_loop();
+                        alux_rt::time::yield_now();
                     }
                     touch(256 << 10, t as u64 + 7)
                 }) {
@@ -151,22 +149,15 @@ fn main(start: &Start) -> u64 {
             }
         }
         "baseline" => {
-            use alux_memd_proto::counter;
-            let value = |c: u8| alux_rt::mem::stats(c).map(|(a, _)| a);
-            let (Ok(total), Ok(free), Ok(slots), Ok(mine)) = (
-                value(counter::FRAMES_TOTAL),
-                value(counter::FRAMES_FREE),
-                value(counter::SLOTS_USED),
-                value(counter::MY_RESIDENT),
-            ) else {
+            let Ok(st) = alux_rt::mem::stats() else {
                 println!("memtest: memd's counters cannot be read");
                 return 1;
             };
             println!(
                 "memtest: memd: {} of {} frames free, {} mine; {} swap slots used",
-                free, total, mine, slots
+                st.frames_free, st.frames_total, st.resident, st.slots_used
             );
-            (free + mine != total || slots != 0) as u64
+            (st.frames_free + st.resident != st.frames_total || st.slots_used != 0) as u64
         }
         "quota" => match alux_rt::mem::reserve(1 << 34, true) {
             Err(Error::OutOfMemory) => 0,

@@ -73,6 +73,12 @@ pub(crate) fn audit(m: &Memd) -> Result<(), &'static str> {
         }
     }
     check(io == m.io_in_flight, "requests in flight miscounted")?;
+    check(m.submitted <= m.cfg.max_io, "more requests at the disk than max_io")?;
+    check(m.submitted as usize + m.queued.len() == io as usize, "requests at the disk miscounted")?;
+    for (i, r) in m.queued.iter().enumerate() {
+        check(m.request(r.tag) == Some(*r), "queued request not owned")?;
+        check(!m.queued.iter().skip(i + 1).any(|x| x.tag == r.tag), "request queued twice")?;
+    }
     check(writes == m.writes_in_flight, "writes in flight miscounted")?;
     // Tasks: ranges, pages and per-task accounting.
     for (id, t) in &m.tasks {
@@ -99,9 +105,6 @@ pub(crate) fn audit(m: &Memd) -> Result<(), &'static str> {
             if let Some(s) = p.slot() {
                 swapped += 1;
                 check(slots.insert(s), "slot referenced twice")?;
-            }
-            if let Page::Resident { mapped: true, hold, .. } = p {
-                check(!hold, "held page is mapped")?;
             }
         }
         check(resident == t.resident, "resident pages miscounted")?;

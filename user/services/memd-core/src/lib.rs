@@ -6,13 +6,16 @@
 //!
 //! The daemon feeds it events ([`Memd::task_new`], [`Memd::reserve`],
 //! [`Memd::release`], [`Memd::populate`], [`Memd::fault`],
-//! [`Memd::io_done`], [`Memd::task_gone`]) and implements [`Host`], through
+//! [`Memd::io_done`], [`Memd::io_retry`], [`Memd::task_gone`],
+//! [`Memd::tick`]) and implements [`Host`], through
 //! which the crate maps and unmaps frames, reads accessed/dirty bits,
 //! resumes or kills faulting threads, fills frames, and submits disk
 //! requests. The crate never blocks, never touches memory or hardware, and
 //! never uses `unsafe`; a request owns its frame until its completion
 //! comes back, so no error path can free a frame the disk still writes.
-//! [`Memd::audit`] checks every invariant.
+//! At most [`Config::max_io`] requests are at the disk at once; the rest
+//! wait in memd with their frames pinned. [`Memd::audit`] checks every
+//! invariant.
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -37,9 +37,11 @@ pub(crate) enum Page {
         dirty: bool,
         /// Mapped in the task.
         mapped: bool,
-        /// Software reference bit: set when mapped, so a page mapped for a
-        /// fault survives one clock pass before its thread has run.
-        referenced: bool,
+        /// Mapped for a fault whose thread may not have run yet: the clock
+        /// passes over it until it sees its accessed bit set (the thread
+        /// touched it), so a page is never taken away before the access it
+        /// was brought in for (which would livelock under pressure).
+        fresh: bool,
         /// A swap write of it failed: the clock passes over it once.
         hold: bool,
     },
@@ -131,8 +133,15 @@ pub struct Memd {
     /// Swap writes failed in a row (reset by a successful one).
     pub(crate) write_fail_streak: u32,
     pub(crate) writes_in_flight: u32,
+    /// Requests memd owns (at the disk or queued).
     pub(crate) io_in_flight: u32,
+    /// Requests handed to the disk and not completed.
+    pub(crate) submitted: u32,
+    /// Requests waiting for room at the disk (`max_io`), oldest first.
+    pub(crate) queued: VecDeque<IoRequest>,
     pub(crate) c: Counters,
+    /// The fault `fault` is answering, and how it was answered so far.
+    pub(crate) watch: Option<(FaultId, FaultOutcome)>,
 }
 
 const fn vpn_of(va: u64) -> u64 {
@@ -147,12 +156,13 @@ impl Memd {
     /// `InvalidArgument` for an empty pool, watermarks out of order or
     /// larger than the pool, or a bad window.
     pub fn new(cfg: Config) -> Result<Memd, Error> {
-        let window_ok = cfg.window_start % PAGE_SIZE == 0
-            && cfg.window_end % PAGE_SIZE == 0
+        let window_ok = cfg.window_start.is_multiple_of(PAGE_SIZE)
+            && cfg.window_end.is_multiple_of(PAGE_SIZE)
             && cfg.window_start >= PAGE_SIZE
             && cfg.window_start < cfg.window_end
             && cfg.window_end <= USER_END;
         if cfg.pool_frames == 0
+            || cfg.max_io == 0
             || cfg.low_water == 0
             || cfg.low_water > cfg.high_water
             || cfg.high_water > cfg.pool_frames
@@ -174,12 +184,15 @@ impl Memd {
             write_fail_streak: 0,
             writes_in_flight: 0,
             io_in_flight: 0,
+            submitted: 0,
+            queued: VecDeque::new(),
             c: Counters {
                 frames_total: n as u64,
                 frames_free: n as u64,
                 slots_total: cfg.swap_slots as u64,
                 ..Counters::default()
             },
+            watch: None,
         })
     }
 
@@ -247,7 +260,8 @@ impl Memd {
             && self.waiters.is_empty()
     }
 
-    /// The requests in flight (for a daemon that must report or cancel them).
+    /// The requests memd owns, at the disk or queued for it (for a daemon
+    /// that must report them).
     pub fn in_flight(&self) -> impl Iterator<Item = IoRequest> + '_ {
         self.frames.iter().enumerate().filter_map(|(f, u)| {
             let io = match *u {
@@ -325,7 +339,7 @@ impl Memd {
         // First fit with a guard page before and after.
         let mut cand = ws + 1;
         for (&start, r) in t.regions.range(..we) {
-            if r.end + 1 <= cand {
+            if r.end < cand {
                 continue;
             }
             if cand + pages < start {
@@ -353,10 +367,9 @@ impl Memd {
         perms: Perms,
         init: Init,
     ) -> Result<(), Error> {
-        if addr % PAGE_SIZE != 0
+        if !addr.is_multiple_of(PAGE_SIZE)
             || len == 0
-            || addr < PAGE_SIZE
-            || addr >= USER_END
+            || !(PAGE_SIZE..USER_END).contains(&addr)
             || len > USER_END - addr
         {
             return Err(Error::InvalidArgument);
@@ -391,7 +404,8 @@ impl Memd {
         addr: u64,
         len: u64,
     ) -> Result<(), Error> {
-        if addr % PAGE_SIZE != 0 || len == 0 || addr >= USER_END || len > USER_END - addr {
+        if !addr.is_multiple_of(PAGE_SIZE) || len == 0 || addr >= USER_END || len > USER_END - addr
+        {
             return Err(Error::InvalidArgument);
         }
         let (s, e) = (vpn_of(addr), vpn_of(addr) + len.div_ceil(PAGE_SIZE));
@@ -524,8 +538,13 @@ impl Memd {
     /// Gives page `va` of `task` its initial content at spawn: takes a
     /// frame, fills it with `bytes` (zeros after them), and maps it with its
     /// range's permissions. The page must be in a range reserved with
-    /// `Init::Image` (`InvalidArgument` otherwise) and have no content yet. With no free frame, starts eviction and answers `NoFrame`: call
+    /// `Init::Image` (`InvalidArgument` otherwise) and have no content yet.
+    /// With no free frame, starts eviction and answers `NoFrame`: call
     /// again after the next `io_done`. Faults waiting for a frame go first.
+    /// `OutOfMemory` if no frame can come (nothing can leave memory, no
+    /// request is in flight, no fresh page or dying task's frame will come
+    /// back): the spawn fails. With `NoFrame` and no request in flight,
+    /// call again after a tick.
     pub fn populate<H: Host>(
         &mut self,
         host: &mut H,
@@ -533,7 +552,7 @@ impl Memd {
         va: u64,
         bytes: &[u8],
     ) -> Result<Populate, Error> {
-        if va % PAGE_SIZE != 0 || va >= USER_END || bytes.len() as u64 > PAGE_SIZE {
+        if !va.is_multiple_of(PAGE_SIZE) || va >= USER_END || bytes.len() as u64 > PAGE_SIZE {
             return Err(Error::InvalidArgument);
         }
         let vpn = vpn_of(va);
@@ -551,7 +570,15 @@ impl Memd {
             false => None,
         };
         let Some(frame) = frame else {
+            // A spawn waits like a fault: evict now, even a page on its
+            // second chance.
+            if self.waiters.is_empty() && self.writes_in_flight == 0 {
+                self.evict_one(host, true);
+            }
             self.settle(host);
+            if self.free.is_empty() && self.io_in_flight == 0 && !self.frames_will_return() {
+                return Err(Error::OutOfMemory);
+            }
             return Ok(Populate::NoFrame);
         };
         if (bytes.len() as u64) < PAGE_SIZE {
@@ -559,7 +586,7 @@ impl Memd {
         }
         host.copy_in(frame, 0, bytes);
         self.attach(task, vpn, frame, None, true);
-        if !self.map_page(host, task, vpn) {
+        if !self.map_page(host, task, vpn, false) {
             self.drop_page(host, task, vpn, false);
             self.settle(host);
             return Err(Error::MapFailed);
@@ -582,12 +609,49 @@ impl Memd {
         access: Access,
     ) -> FaultOutcome {
         let out = self.serve(host, Waiter { task, fault, va, access });
+        if out != FaultOutcome::Waiting {
+            self.settle(host);
+            return out;
+        }
+        // Rebalancing may answer it at once (a clean page dropped, or no
+        // frame can ever come): report that.
+        self.watch = Some((fault, FaultOutcome::Waiting));
         self.settle(host);
+        self.watch.take().map_or(out, |(_, o)| o)
+    }
+
+    /// Notes how a fault was answered, for `fault`'s result.
+    fn answered(&mut self, fault: FaultId, out: FaultOutcome) {
+        if let Some((f, o)) = &mut self.watch {
+            if *f == fault {
+                *o = out;
+            }
+        }
+    }
+
+    /// The fault decision, without rebalancing. When it gives the page a
+    /// frame, the other faults queued for the same page follow it (they
+    /// need no frame of their own any more).
+    fn serve<H: Host>(&mut self, host: &mut H, w: Waiter) -> FaultOutcome {
+        let free = self.free.len();
+        let out = self.decide(host, w);
+        if self.free.len() < free {
+            let vpn = vpn_of(w.va);
+            let mut i = 0;
+            while i < self.waiters.len() {
+                let x = self.waiters[i];
+                if x.task == w.task && vpn_of(x.va) == vpn {
+                    self.waiters.remove(i);
+                    self.decide(host, x);
+                } else {
+                    i += 1;
+                }
+            }
+        }
         out
     }
 
-    /// The fault decision, without rebalancing.
-    fn serve<H: Host>(&mut self, host: &mut H, w: Waiter) -> FaultOutcome {
+    fn decide<H: Host>(&mut self, host: &mut H, w: Waiter) -> FaultOutcome {
         let Waiter { task, fault, va, access } = w;
         let Some(t) = self.tasks.get_mut(&task) else {
             return self.kill(host, task, fault, KillReason::UnknownTask);
@@ -620,25 +684,28 @@ impl Memd {
                 };
                 host.zero(frame);
                 self.attach(task, vpn, frame, None, false);
-                if !self.map_page(host, task, vpn) {
+                if !self.map_page(host, task, vpn, true) {
                     return self.kill(host, task, fault, KillReason::MapFailed);
                 }
                 self.c.faults_zero += 1;
                 host.resume(fault);
+                self.answered(fault, FaultOutcome::Resumed);
                 FaultOutcome::Resumed
             }
             Some(Page::Resident { mapped: true, .. }) => {
                 // Another thread's fault mapped it first.
                 self.c.faults_minor += 1;
                 host.resume(fault);
+                self.answered(fault, FaultOutcome::Resumed);
                 FaultOutcome::Resumed
             }
             Some(Page::Resident { .. }) => {
-                if !self.map_page(host, task, vpn) {
+                if !self.map_page(host, task, vpn, true) {
                     return self.kill(host, task, fault, KillReason::MapFailed);
                 }
                 self.c.faults_minor += 1;
                 host.resume(fault);
+                self.answered(fault, FaultOutcome::Resumed);
                 FaultOutcome::Resumed
             }
             Some(Page::Out { waiters, .. }) | Some(Page::In { waiters, .. }) => {
@@ -671,8 +738,27 @@ impl Memd {
     /// the faults waiting for it. A request whose page died frees its frame
     /// and slot now. `UnknownTag` (and no change) for a tag not in flight.
     pub fn io_done<H: Host>(&mut self, host: &mut H, tag: Tag, ok: bool) -> Result<(), Error> {
+        if !self.at_disk(tag) {
+            return Err(Error::UnknownTag);
+        }
+        self.submitted -= 1;
         self.complete(host, tag, ok)?;
         self.settle(host);
+        Ok(())
+    }
+
+    /// The disk could not take request `tag` now (the driver answered
+    /// `Busy`): it goes back to the queue, still owning its frame, and is
+    /// handed over again after the next completion or tick. Nothing else
+    /// happens (no rebalancing: that would resubmit it at once).
+    /// `UnknownTag` for a tag not at the disk.
+    pub fn io_retry(&mut self, tag: Tag) -> Result<(), Error> {
+        if !self.at_disk(tag) {
+            return Err(Error::UnknownTag);
+        }
+        let req = self.request(tag).ok_or(Error::UnknownTag)?;
+        self.submitted -= 1;
+        self.queued.push_back(req);
         Ok(())
     }
 
@@ -699,25 +785,37 @@ impl Memd {
             IoKind::Read if ok => self.c.pages_in += 1,
             IoKind::Read => self.c.read_errors += 1,
         }
-        let Use::Page { task, vpn, .. } = u else {
-            // Orphan: the page is gone.
+        // The page the request belongs to (none: an orphan, its page died).
+        let page = match u {
+            Use::Page { task, vpn, .. } => self
+                .tasks
+                .get_mut(&task)
+                .and_then(|t| t.pages.get_mut(&vpn))
+                .filter(|p| matches!(p, Page::Out { .. } | Page::In { .. }))
+                .map(|_| (task, vpn)),
+            _ => None,
+        };
+        let Some((task, vpn)) = page else {
+            // (A page in flight always points back to its frame, which
+            // `audit` checks; treating a broken link as an orphan keeps the
+            // frame and slot from leaking rather than panicking.)
             self.slots.free(io.slot);
             self.free_frame(f);
             return Ok(());
         };
         self.frames[f.0 as usize] = Use::Page { task, vpn, io: None };
-        let t = self.tasks.get_mut(&task).expect("a page's frame names a live task");
-        let page = t.pages.get_mut(&vpn).expect("a frame's page exists");
+        let Some(t) = self.tasks.get_mut(&task) else { return Ok(()) };
+        let Some(page) = t.pages.get_mut(&vpn) else { return Ok(()) };
         let waiters = match page {
             Page::Out { waiters, .. } | Page::In { waiters, .. } => core::mem::take(waiters),
-            _ => unreachable!("a frame under I/O belongs to a page in flight"),
+            _ => Vec::new(),
         };
         let resident = |slot, dirty, hold| Page::Resident {
             frame: f,
             slot,
             dirty,
             mapped: false,
-            referenced: false,
+            fresh: false,
             hold,
         };
         match (io.kind, ok) {
@@ -765,7 +863,7 @@ impl Memd {
         if waiters.is_empty() {
             return;
         }
-        if !self.map_page(host, task, vpn) {
+        if !self.map_page(host, task, vpn, true) {
             for w in waiters {
                 self.kill(host, task, w, KillReason::MapFailed);
             }
@@ -777,6 +875,7 @@ impl Memd {
                 false => self.c.faults_minor += 1,
             }
             host.resume(w);
+            self.answered(w, FaultOutcome::Resumed);
         }
     }
 
@@ -798,27 +897,27 @@ impl Memd {
         t.resident += 1;
         t.pages.insert(
             vpn,
-            Page::Resident { frame, slot, dirty, mapped: false, referenced: false, hold: false },
+            Page::Resident { frame, slot, dirty, mapped: false, fresh: false, hold: false },
         );
     }
 
     /// Maps a resident page with its range's permissions; false if the
     /// kernel refused.
-    fn map_page<H: Host>(&mut self, host: &mut H, task: TaskId, vpn: u64) -> bool {
+    fn map_page<H: Host>(&mut self, host: &mut H, task: TaskId, vpn: u64, for_fault: bool) -> bool {
         let Some(t) = self.tasks.get_mut(&task) else {
             return false;
         };
         let Some(r) = t.region(vpn) else {
             return false;
         };
-        let Some(Page::Resident { frame, mapped, referenced, .. }) = t.pages.get_mut(&vpn) else {
+        let Some(Page::Resident { frame, mapped, fresh, .. }) = t.pages.get_mut(&vpn) else {
             return false;
         };
         if host.map(task, va_of(vpn), *frame, r.perms).is_err() {
             return false;
         }
         *mapped = true;
-        *referenced = true;
+        *fresh = for_fault;
         true
     }
 
@@ -843,15 +942,69 @@ impl Memd {
 
     /// Hands a request to the host; a refused one fails at once. Returns
     /// whether it was accepted.
+    /// Past `max_io` requests at the disk, it waits in `queued` (its frame
+    /// already pinned) until a completion makes room.
     fn submit<H: Host>(&mut self, host: &mut H, req: IoRequest) -> bool {
+        if self.submitted >= self.cfg.max_io {
+            self.queued.push_back(req);
+            return true;
+        }
+        self.hand_over(host, req)
+    }
+
+    fn hand_over<H: Host>(&mut self, host: &mut H, req: IoRequest) -> bool {
         match host.submit(req) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.submitted += 1;
+                true
+            }
             Err(back) => {
                 let done = self.complete(host, back.tag, false);
                 debug_assert!(done.is_ok(), "a refused request is in flight");
                 false
             }
         }
+    }
+
+    /// Hands queued requests to the disk while it has room. A queued
+    /// request whose page died is cancelled without I/O.
+    fn pump_io<H: Host>(&mut self, host: &mut H) {
+        let mut i = 0;
+        while i < self.queued.len() {
+            let req = self.queued[i];
+            match self.frames[req.frame.0 as usize] {
+                Use::Orphan { io } if io.tag == req.tag => {
+                    self.queued.remove(i);
+                    self.io_in_flight -= 1;
+                    if io.kind == IoKind::Write {
+                        self.writes_in_flight -= 1;
+                    }
+                    self.slots.free(io.slot);
+                    self.free_frame(req.frame);
+                }
+                _ => i += 1,
+            }
+        }
+        while self.submitted < self.cfg.max_io {
+            let Some(req) = self.queued.pop_front() else {
+                break;
+            };
+            self.hand_over(host, req);
+        }
+    }
+
+    /// The request `tag` as recorded on its frame, if memd owns it.
+    pub(crate) fn request(&self, tag: Tag) -> Option<IoRequest> {
+        let io = match *self.frames.get(tag.frame().0 as usize)? {
+            Use::Page { io: Some(io), .. } | Use::Orphan { io } if io.tag == tag => io,
+            _ => return None,
+        };
+        Some(IoRequest { tag, kind: io.kind, slot: io.slot, frame: tag.frame() })
+    }
+
+    /// Whether `tag` is a request at the disk (submitted, not queued).
+    fn at_disk(&self, tag: Tag) -> bool {
+        self.request(tag).is_some() && !self.queued.iter().any(|r| r.tag == tag)
     }
 
     fn kill<H: Host>(
@@ -862,6 +1015,7 @@ impl Memd {
         reason: KillReason,
     ) -> FaultOutcome {
         host.kill(task, fault, reason);
+        self.answered(fault, FaultOutcome::Killed(reason));
         self.c.faults_killed += 1;
         if let Some(t) = self.tasks.get_mut(&task) {
             t.dying = true;
@@ -873,10 +1027,12 @@ impl Memd {
 
     /// After every event: serve waiting faults while frames are free, and
     /// evict until the watermarks (and the waiting faults) are satisfied.
-    /// If the waiting faults can never get a frame (no request in flight
-    /// and nothing evictable, or swap writes keep failing), they are
-    /// killed with `OutOfMemory` rather than left waiting forever.
+    /// If the waiting faults can never get a frame (no request in flight,
+    /// no fresh page whose thread is about to touch it, no dying task
+    /// holding frames, and nothing evictable; or swap writes keep failing),
+    /// they are killed with `OutOfMemory` rather than left waiting forever.
     fn settle<H: Host>(&mut self, host: &mut H) {
+        self.pump_io(host);
         loop {
             while !self.free.is_empty() {
                 let Some(w) = self.waiters.pop_front() else {
@@ -894,7 +1050,8 @@ impl Memd {
             break;
         }
         let stuck = self.free.is_empty()
-            && (self.io_in_flight == 0 || self.write_fail_streak >= self.cfg.pool_frames);
+            && ((self.io_in_flight == 0 && !self.frames_will_return())
+                || self.write_fail_streak >= self.cfg.pool_frames);
         if stuck && !self.waiters.is_empty() {
             self.write_fail_streak = 0;
             while let Some(w) = self.waiters.pop_front() {
@@ -903,16 +1060,44 @@ impl Memd {
         }
     }
 
+    /// Whether frames will come back without I/O: a page is still fresh
+    /// for a live task's thread (a tick will see it touched), or a dying
+    /// task holds frames (its `TaskGone` frees them).
+    fn frames_will_return(&self) -> bool {
+        self.tasks.values().any(|t| {
+            (t.dying && t.resident > 0)
+                || (!t.dying
+                    && t.pages.values().any(|p| matches!(p, Page::Resident { fresh: true, .. })))
+        })
+    }
+
+    /// Faults wait for a frame and no request is in flight: only pages
+    /// just mapped for other faults hold the pool, and their threads must
+    /// run before the clock may take them (or dying tasks hold frames until
+    /// their `TaskGone`). The daemon then calls `tick` after a short delay
+    /// (its receive timeout), as it would on an event. Also true when
+    /// requests wait for the disk and none is at the disk (after
+    /// `io_retry`).
+    pub fn needs_tick(&self) -> bool {
+        (!self.waiters.is_empty() && self.io_in_flight == 0)
+            || (self.submitted == 0 && !self.queued.is_empty())
+    }
+
+    /// Runs the clock and serves waiting faults again (see `needs_tick`).
+    pub fn tick<H: Host>(&mut self, host: &mut H) {
+        self.settle(host);
+    }
+
     /// One step of the clock: finds a resident page not used lately and
     /// takes it out of memory (dropped if it has a valid copy or is an
     /// untouched zero page, else written to swap). False if none can go.
     ///
     /// Keeping the watermark (`urgent` false) sweeps the pool once at
-    /// most, so every page keeps its second chance (a page just mapped for
-    /// a fault survives until its thread has run). A fault waiting for a
+    /// most, so every page keeps its second chance. A fault waiting for a
     /// frame (`urgent`) sweeps up to three times: a page may need three
-    /// passes (its hold, its software reference, its accessed bit), so the
-    /// clock then finds a victim whenever any page can leave.
+    /// passes (fresh until touched, its hold, its accessed bit), so the
+    /// clock then finds a victim whenever any page can leave. Fresh pages
+    /// never leave before their thread touched them.
     fn evict_one<H: Host>(&mut self, host: &mut H, urgent: bool) -> bool {
         let n = self.cfg.pool_frames;
         let steps = if urgent { 3 * n } else { n };
@@ -925,17 +1110,26 @@ impl Memd {
             let Some(t) = self.tasks.get_mut(&task) else {
                 continue;
             };
-            let Some(Page::Resident { hold, referenced, mapped, dirty, .. }) =
-                t.pages.get_mut(&vpn)
+            if t.dying {
+                // Its end frees the frame without I/O.
+                continue;
+            }
+            let Some(Page::Resident { hold, fresh, mapped, dirty, .. }) = t.pages.get_mut(&vpn)
             else {
                 continue;
             };
-            if *hold {
-                *hold = false;
+            if *fresh {
+                if *mapped {
+                    let b = host.bits(task, va_of(vpn), true);
+                    *dirty |= b.dirty;
+                    *fresh = !b.accessed;
+                } else {
+                    *fresh = false;
+                }
                 continue;
             }
-            if *referenced {
-                *referenced = false;
+            if *hold {
+                *hold = false;
                 continue;
             }
             if *mapped {

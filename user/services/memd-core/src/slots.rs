@@ -49,7 +49,7 @@ impl Slots {
                 // Bits below the hint are searched last (k == words).
                 free &= u64::MAX << (self.hint % 64);
             }
-            if w == words - 1 && self.total % 64 != 0 {
+            if w == words - 1 && !self.total.is_multiple_of(64) {
                 free &= (1u64 << (self.total % 64)) - 1;
             }
             if free != 0 {

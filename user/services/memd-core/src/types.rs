@@ -260,6 +260,10 @@ pub struct Config {
     /// Eviction goes on until this many frames are free or on their way
     /// (writes in flight).
     pub high_water: u32,
+    /// Requests handed to the disk at once (the connections the daemon
+    /// holds to the driver: one request in flight per connection); more
+    /// wait in memd's queue, their frames pinned already.
+    pub max_io: u32,
     /// Quota of a task whose spawner gave none (pages).
     pub default_quota: u64,
     /// Where [`crate::Memd::reserve`] places ranges: `[window_start,
@@ -271,7 +275,8 @@ pub struct Config {
 
 impl Config {
     /// A configuration with the default watermarks (1/32 and 1/16 of the
-    /// pool, at least 1 and 2), quota (64 MiB) and window
+    /// pool, at least 1 and 2), 16 requests at the disk, quota (64 MiB) and
+    /// window
     /// (`0x1000_0000_0000..0x7000_0000_0000`).
     pub const fn new(pool_frames: u32, swap_slots: u32) -> Config {
         let low = if pool_frames / 32 > 1 { pool_frames / 32 } else { 1 };
@@ -281,6 +286,7 @@ impl Config {
             swap_slots,
             low_water: low,
             high_water: high,
+            max_io: 16,
             default_quota: (64 << 20) / PAGE_SIZE,
             window_start: 0x0000_1000_0000_0000,
             window_end: 0x0000_7000_0000_0000,

@@ -16,7 +16,7 @@
 
 extern crate alloc;
 
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 use alux_abi::ipc::{Events, Handle};
 use alux_abi::pager::{access, page_bits, verdict, PagerEvent, Pool};
@@ -26,7 +26,6 @@ use alux_memd_core::{
     Access, Config, FaultId, FaultOutcome, Frame, Host, Init, IoKind, IoRequest, KillReason,
     MapRefused, Memd, PageBits, Perms, Populate, Tag,
 };
-use alux_memd_proto::{counter, Reply, Request, Status};
 use alux_rt::ipc::{self, Connection, Port};
 use alux_rt::{pager, println, Start};
 
@@ -39,6 +38,9 @@ const DISK_LINKS: usize = 8;
 const STACK_TOP: u64 = 0x0000_7fff_fff0_0000;
 const MAIN_STACK: u64 = 128 * 1024;
 const PAGE: u64 = 4096;
+/// How soon the policy's clock runs again when it asks to (`needs_tick`):
+/// pages just mapped for faults must be touched by their threads first.
+const TICK: core::time::Duration = core::time::Duration::from_millis(1);
 
 /// The kernel and the disk, as the policy sees them.
 struct World {
@@ -48,9 +50,6 @@ struct World {
     syscall_faults: BTreeSet<u64>,
     /// Disk connections and the request each carries.
     disk: Vec<(Connection, Option<IoRequest>)>,
-    /// Requests waiting for a free disk connection, oldest first. Bounded
-    /// by the pool: each request owns a frame of its own.
-    waiting_io: VecDeque<IoRequest>,
     /// First sector of the swap area.
     swap_start: u64,
 }
@@ -107,17 +106,8 @@ impl Host for World {
     }
 
     fn submit(&mut self, req: IoRequest) -> Result<(), IoRequest> {
-        if self.disk.is_empty() {
-            return Err(req);
-        }
-        if self.disk.iter().all(|(_, r)| r.is_some()) {
-            // Every connection carries a request: this one waits its turn.
-            if self.waiting_io.try_reserve(1).is_err() {
-                return Err(req);
-            }
-            self.waiting_io.push_back(req);
-            return Ok(());
-        }
+        // The policy hands over at most `max_io` (the connections) at once,
+        // so a connection is free.
         self.send(req)
     }
 }
@@ -149,7 +139,10 @@ impl World {
 /// to write the start information into.
 fn fill(memd: &mut Memd, w: &mut World, task: TaskId, image_len: u64) -> Result<(), Error> {
     let mut image = Vec::new();
-    image.try_reserve_exact(image_len as usize).map_err(|_| Error::OutOfMemory)?;
+    image.try_reserve_exact(image_len as usize).map_err(|_| {
+        println!("memd: no room for an image of {} bytes", image_len);
+        Error::OutOfMemory
+    })?;
     image.resize(image_len as usize, 0);
     let mut off = 0;
     while off < image_len {
@@ -158,7 +151,10 @@ fn fill(memd: &mut Memd, w: &mut World, task: TaskId, image_len: u64) -> Result<
         off += n;
     }
     let plan = alux_elf::plan(&image).map_err(|_| Error::BadImage)?;
-    let policy = |_| Error::OutOfMemory;
+    let policy = |e| {
+        println!("memd: filling task {}: {:?}", task, e);
+        Error::OutOfMemory
+    };
     for seg in &plan.segments {
         let perms = match (seg.writable, seg.executable) {
             (true, _) => Perms::RW,
@@ -205,12 +201,21 @@ fn populate(
         match memd.populate(w, task, va, bytes) {
             Ok(Populate::Done) => return Ok(()),
             Ok(Populate::NoFrame) => {
-                // Only the disk can free a frame now: wait for a completion.
+                // A frame frees when the disk completes a write, or when
+                // the clock finds one at its next tick.
                 if !disk_progress(memd, w) {
-                    return Err(Error::OutOfMemory);
+                    if !memd.needs_tick() {
+                        println!("memd: no frame for task {} and nothing will free one", task);
+                        return Err(Error::OutOfMemory);
+                    }
+                    alux_rt::time::sleep(TICK);
+                    memd.tick(w);
                 }
             }
-            Err(_) => return Err(Error::OutOfMemory),
+            Err(e) => {
+                println!("memd: populating task {} at {:#x}: {:?}", task, va, e);
+                return Err(Error::OutOfMemory);
+            }
         }
     }
 }
@@ -218,7 +223,7 @@ fn populate(
 /// Waits for one disk completion and hands it to the policy; false if no
 /// request is in flight (nothing will ever free a frame).
 fn disk_progress(memd: &mut Memd, w: &mut World) -> bool {
-    if w.disk.iter().all(|(_, r)| r.is_none()) && w.waiting_io.is_empty() {
+    if w.disk.iter().all(|(_, r)| r.is_none()) {
         return false;
     }
     let handles: Vec<Handle> = w.disk.iter().map(|(c, _)| c.handle()).collect();
@@ -242,13 +247,12 @@ fn disk_completion(memd: &mut Memd, w: &mut World, h: Handle) {
                     c.status.name()
                 );
             }
-            let _ = memd.io_done(w, Tag(c.tag), c.status == blk::Status::Ok);
-            // The connection is free: the oldest waiting request takes it.
-            while w.disk.iter().any(|(_, r)| r.is_none()) {
-                let Some(next) = w.waiting_io.pop_front() else { break };
-                if let Err(req) = w.send(next) {
-                    let _ = memd.io_done(w, req.tag, false);
-                }
+            if c.status == blk::Status::Busy {
+                // The driver had no room: the request goes back to the
+                // policy's queue, still owning its frame.
+                let _ = memd.io_retry(Tag(c.tag));
+            } else {
+                let _ = memd.io_done(w, Tag(c.tag), c.status == blk::Status::Ok);
             }
         }
         // A late or foreign completion: not ours to act on.
@@ -285,10 +289,18 @@ fn pager_event(memd: &mut Memd, w: &mut World, e: PagerEvent) {
             }
         }
         PagerEvent::TaskNew { task, quota_pages, image_len, .. } => {
-            let result = memd
-                .task_new(task, quota_pages)
-                .map_err(|_| Error::OutOfMemory)
-                .and_then(|()| fill(memd, w, task, image_len));
+            let result = match memd.task_new(task, quota_pages) {
+                Ok(()) => fill(memd, w, task, image_len),
+                Err(e) => {
+                    println!("memd: task {} cannot be served: {:?}", task, e);
+                    Err(Error::OutOfMemory)
+                }
+            };
+            if let Err(e) = result {
+                println!("memd: task {} not started: {}", task, e);
+                // Whatever it was given goes back.
+                let _ = memd.task_gone(w, task);
+            }
             let _ = pager::spawn_finish(task, result.err());
         }
         PagerEvent::TaskGone { task } => {
@@ -297,61 +309,64 @@ fn pager_event(memd: &mut Memd, w: &mut World, e: PagerEvent) {
     }
 }
 
-fn counter_value(memd: &Memd, task: TaskId, i: u8) -> u64 {
-    let c = memd.counters();
-    let t = memd.task(task).unwrap_or_default();
-    match i {
-        counter::FRAMES_TOTAL => c.frames_total,
-        counter::FRAMES_FREE => c.frames_free,
-        counter::FAULTS_ZERO => c.faults_zero,
-        counter::FAULTS_SWAP => c.faults_swap,
-        counter::PAGES_OUT => c.pages_out,
-        counter::PAGES_IN => c.pages_in,
-        counter::SLOTS_USED => c.slots_used,
-        counter::SLOTS_TOTAL => c.slots_total,
-        counter::MY_RESERVED => t.reserved,
-        counter::MY_RESIDENT => t.resident,
-        counter::MY_QUOTA => t.quota,
-        counter::FAULTS_KILLED => c.faults_killed,
-        _ => 0,
-    }
-}
-
-fn client_request(memd: &mut Memd, w: &mut World, task: TaskId, bytes: &[u8]) -> Reply {
-    let req = match Request::decode(bytes) {
-        Ok(r) => r,
-        Err((tag, status)) => return Reply { tag, status, a: 0, b: 0 },
-    };
-    let tag = req.tag();
-    let answer = |status, a, b| Reply { tag, status, a, b };
-    if memd.task(task).is_none() {
-        return answer(Status::UnknownTask, 0, 0);
-    }
+fn client_request(memd: &mut Memd, w: &mut World, task: TaskId, bytes: &[u8]) -> [u8; 32] {
     use alux_memd_core::Error as E;
+    use alux_memd_proto::{self as proto, Reply, Request, Stats, StatsGroup, Status};
+    let (seq, req) = match proto::decode_request(bytes) {
+        Ok(r) => r,
+        Err(e) => return proto::error_reply(bytes, e),
+    };
     let status_of = |e: E| match e {
         E::OutOfMemory => Status::OutOfMemory,
         E::NoSpace => Status::NoSpace,
         E::NotReserved | E::Overlap => Status::NotReserved,
-        E::NoSuchTask | E::Dying => Status::UnknownTask,
+        E::NoSuchTask => Status::NoSuchTask,
+        E::Dying => Status::Dying,
         _ => Status::InvalidArgument,
     };
-    match req {
-        Request::Reserve { len, flags, .. } => {
-            let perms = Perms::from_bits(flags as u64).unwrap_or(Perms::R);
-            match memd.reserve(task, len, perms) {
-                Ok(addr) => answer(Status::Ok, addr, 0),
-                Err(e) => answer(status_of(e), 0, 0),
-            }
-        }
-        Request::Release { addr, len, .. } => match memd.release(w, task, addr, len) {
-            Ok(()) => answer(Status::Ok, 0, 0),
-            Err(e) => answer(status_of(e), 0, 0),
+    let result = match req {
+        Request::Reserve { len, flags } => match Perms::from_bits(flags.bits()) {
+            None => Err(Status::InvalidArgument),
+            Some(perms) => memd
+                .reserve(task, len, perms)
+                .map(|addr| Reply::Reserved { addr })
+                .map_err(status_of),
         },
-        Request::Stats { first, .. } => answer(
-            Status::Ok,
-            counter_value(memd, task, first),
-            counter_value(memd, task, first + 1),
-        ),
+        Request::Release { addr, len } => {
+            memd.release(w, task, addr, len).map(|()| Reply::Released).map_err(status_of)
+        }
+        Request::Stats { group } => {
+            // Anyone may read memd's counters; the caller's own are zero for
+            // a task memd does not serve.
+            let c = memd.counters();
+            let t = memd.task(task).unwrap_or_default();
+            let all = Stats {
+                frames_total: c.frames_total,
+                frames_free: c.frames_free,
+                frames_io: c.frames_io,
+                slots_total: c.slots_total,
+                slots_used: c.slots_used,
+                evictions: c.evictions,
+                faults_zero: c.faults_zero,
+                faults_swap: c.faults_swap,
+                faults_minor: c.faults_minor,
+                pages_out: c.pages_out,
+                pages_in: c.pages_in,
+                faults_killed: c.faults_killed,
+                write_errors: c.write_errors,
+                read_errors: c.read_errors,
+                tasks: c.tasks,
+                quota: t.quota,
+                reserved: t.reserved,
+                resident: t.resident,
+            };
+            let _: StatsGroup = group;
+            Ok(Reply::Stats { group, values: all.group(group) })
+        }
+    };
+    match result {
+        Ok(reply) => proto::encode_reply(seq, &reply),
+        Err(status) => proto::encode_error(seq, req.opcode(), status),
     }
 }
 
@@ -392,7 +407,9 @@ fn main(start: &Start) -> u64 {
     let disk = if start.arg_value("swap_mib") == Some(0) { Vec::new() } else { disk_links(start) };
     let swap_mib = start.arg_value("swap_mib").unwrap_or(256);
     let swap_slots = if disk.is_empty() { 0 } else { (swap_mib << 20) / PAGE };
-    let cfg = Config::new(pool.frames as u32, swap_slots as u32);
+    let mut cfg = Config::new(pool.frames as u32, swap_slots as u32);
+    // One request per disk connection: the policy queues the rest.
+    cfg.max_io = disk.len().max(1) as u32;
     let Ok(mut memd) = Memd::new(cfg) else {
         println!("memd: cannot set up the policy");
         return 1;
@@ -411,7 +428,6 @@ fn main(start: &Start) -> u64 {
         pool,
         syscall_faults: BTreeSet::new(),
         disk,
-        waiting_io: VecDeque::new(),
         swap_start: start.arg_value("swap_start").unwrap_or(0),
     };
     let mut ports: BTreeMap<Handle, Port> = BTreeMap::new();
@@ -425,7 +441,15 @@ fn main(start: &Start) -> u64 {
             }
             ports.insert(p.handle(), p);
         }
-        let Ok(r) = ipc::receive(None) else { continue };
+        let timeout = if memd.needs_tick() { Some(TICK) } else { None };
+        let r = match ipc::receive(timeout) {
+            Ok(r) => r,
+            Err(Error::TimedOut) => {
+                memd.tick(&mut w);
+                continue;
+            }
+            Err(_) => continue,
+        };
         if r.handle == end {
             // The doorbell: take every event the kernel queued.
             while let Ok(Some(e)) = pager::next() {
@@ -447,14 +471,16 @@ fn main(start: &Start) -> u64 {
         if r.events.contains(Events::SIGNAL) {
             if let Some((conn, task)) = clients.get(&r.handle) {
                 let reply = client_request(&mut memd, &mut w, *task, r.message.bytes());
-                let _ = conn.send(&reply.encode());
+                let _ = conn.send(&reply);
             }
         }
         if r.events.contains(Events::PEER_CLOSED) && clients.remove(&r.handle).is_some() {
             // Renew the queued ports: ones made while many ends were live
             // sit high in the kernel's end table and would keep it from
-            // shrinking back; new ones take the lowest free slots.
-            ports.clear();
+            // shrinking back; new ones take the lowest free slots. A port a
+            // client has just taken (its `OPENED` not yet seen here) cannot
+            // be withdrawn, and stays.
+            ports.retain(|_, p| p.withdraw().is_err());
         }
     }
 }

@@ -58,6 +58,8 @@ pub struct Fake {
     pub refuse_map: bool,
     /// `submit` hands requests back.
     pub refuse_submit: bool,
+    /// The driver's limit of requests at once (memd's `max_io`).
+    pub max_pending: usize,
 }
 
 impl Fake {
@@ -73,6 +75,7 @@ impl Fake {
             killed: Vec::new(),
             refuse_map: false,
             refuse_submit: false,
+            max_pending: usize::MAX,
         }
     }
 
@@ -227,6 +230,7 @@ impl Host for Fake {
         if self.refuse_submit {
             return Err(req);
         }
+        assert!(self.pending.len() < self.max_pending, "more requests than the driver takes");
         assert!(!self.under_io(req.frame), "frame under two requests");
         assert!(!self.mapped(req.frame), "I/O on a mapped frame");
         assert!(!self.pending.iter().any(|r| r.slot == req.slot), "slot under two requests");
@@ -247,11 +251,25 @@ pub struct World {
 
 impl World {
     pub fn new(cfg: Config) -> World {
-        World {
-            m: Memd::new(cfg).expect("valid config"),
-            h: Fake::new(cfg.pool_frames),
-            next_fault: 1,
-        }
+        let mut h = Fake::new(cfg.pool_frames);
+        h.max_pending = cfg.max_io as usize;
+        World { m: Memd::new(cfg).expect("valid config"), h, next_fault: 1 }
+    }
+
+    /// Like `small`, with at most `max_io` requests at the disk.
+    pub fn small_io(frames: u32, slots: u32, max_io: u32) -> World {
+        let mut cfg = Config::new(frames, slots);
+        cfg.low_water = 1;
+        cfg.high_water = if frames > 2 { 2 } else { 1 };
+        cfg.max_io = max_io;
+        World::new(cfg)
+    }
+
+    /// The driver answers `Busy` to pending request `i`: memd queues it
+    /// again.
+    pub fn busy(&mut self, i: usize) {
+        let r = self.h.pending.remove(i);
+        self.m.io_retry(r.tag).expect("retry of a request at the disk");
     }
 
     /// A small world: `frames` frames, `slots` slots, watermarks 1 and 2
@@ -318,8 +336,12 @@ impl World {
                     if let Some(k) = self.h.killed.iter().find(|k| k.1 == f) {
                         return Err(k.2);
                     }
-                    assert!(!self.h.pending.is_empty(), "fault {f:?} waits with no I/O in flight");
-                    self.h.complete(&mut self.m, 0, true);
+                    if self.h.pending.is_empty() {
+                        assert!(self.m.needs_tick(), "fault {f:?} waits with no I/O in flight");
+                        self.m.tick(&mut self.h);
+                    } else {
+                        self.h.complete(&mut self.m, 0, true);
+                    }
                     self.m.audit().unwrap();
                 },
             }
