@@ -30,8 +30,8 @@ Options (run):
   --gdb                 wait for a debugger on localhost:1234 before booting
   --kvm                 use KVM if it works (falls back to TCG otherwise)
   -- ARGS...            extra arguments passed to QEMU
-  (run attaches target/disk.img, a sparse 256 MiB raw image created on
-  first use and kept, as a virtio-blk disk)
+  (run attaches target/disk.img, a sparse 1 GiB raw image created on
+  first use and kept, as a virtio-blk disk: memd swaps to it)
 
 Options (bench):
   --debug               benchmark the debug kernel
@@ -243,6 +243,7 @@ fn cmd_lint(args: pico_args::Arguments) -> Result<bool, String> {
         "alux-blk-proto",
         "--package",
         "alux-memd",
+        "--package",
         "alux-virtq",
         "--package",
         "alux-virtio-pci",

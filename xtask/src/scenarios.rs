@@ -175,6 +175,13 @@ struct KernelCheck {
 }
 
 const KERNEL_CHECKS: &[KernelCheck] = &[
+    // The demo shows memd paging a task of four times its pool.
+    KernelCheck {
+        scenario: "demo",
+        options: "memd_pool=16",
+        lines: &["memory daemon: task"],
+        stops_with_failure: false,
+    },
     KernelCheck {
         scenario: "memd",
         options: "memd_pool=16",

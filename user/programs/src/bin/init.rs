@@ -115,6 +115,10 @@ fn names_scenario(init: &Init<'_>) -> Verdict {
 fn demo(init: &Init<'_>) -> Verdict {
     threads_demo(init)?;
     ipc_demo(init)?;
+    println!(
+        "init: --- memd: a task uses four times memd's pool; the rest goes to swap on the disk ---"
+    );
+    expect("64 MiB through a 16 MiB pool", init.run("memtest", "touch 64 7"), TaskEnd::Exited(0))?;
     let s = stats()?;
     println!(
         "init: summary: all demo tasks finished; kernel holds {} tasks, {} threads, {} IPC ends, {} frames, {} switches so far",

@@ -124,7 +124,7 @@ fn bad(kind: &str) -> u64 {
     // expected to die of them, which is what the scenario checks.
     unsafe {
         match kind {
-            "null" => core::ptr::read_volatile(8 as *const u64),
+            "null" => core::ptr::read_volatile(core::ptr::without_provenance::<u64>(8)),
             "kernel" => core::ptr::read_volatile(0xffff_8000_0000_1000 as *const u64),
             "unreserved" => core::ptr::read_volatile(0x3000_0000_0000 as *const u64),
             "rotext" => {
@@ -133,8 +133,7 @@ fn bad(kind: &str) -> u64 {
                 0
             }
             "execdata" => {
-                let mut v: Vec<u8> = Vec::new();
-                v.push(0xc3);
+                let v: Vec<u8> = alloc::vec![0xc3];
                 let f: extern "C" fn() = core::mem::transmute(v.as_ptr());
                 f();
                 0

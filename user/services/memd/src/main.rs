@@ -405,11 +405,16 @@ fn main(start: &Start) -> u64 {
         Some(n)
     });
     let disk = if start.arg_value("swap_mib") == Some(0) { Vec::new() } else { disk_links(start) };
-    let swap_mib = start.arg_value("swap_mib").unwrap_or(256);
+    // The whole default disk of `cargo xtask run` (1 GiB); requests past a
+    // smaller disk's end fail, and their pages stay in memory.
+    let swap_mib = start.arg_value("swap_mib").unwrap_or(1024);
     let swap_slots = if disk.is_empty() { 0 } else { (swap_mib << 20) / PAGE };
     let mut cfg = Config::new(pool.frames as u32, swap_slots as u32);
     // One request per disk connection: the policy queues the rest.
     cfg.max_io = disk.len().max(1) as u32;
+    // A task may reserve 1 GiB unless its spawner says less: with swap,
+    // more than the guest's RAM.
+    cfg.default_quota = (1 << 30) / PAGE;
     let Ok(mut memd) = Memd::new(cfg) else {
         println!("memd: cannot set up the policy");
         return 1;
