@@ -226,6 +226,23 @@ fn memd_scenario(init: &Init<'_>) -> Verdict {
         }
     }
     expect("quota gives OutOfMemory", init.run("memtest", "quota"), TaskEnd::Exited(0))?;
+    expect("garbage on memd's protocol", init.run("memtest", "garbage"), TaskEnd::Exited(0))?;
+    // The pager's calls are memd's alone, even for a privileged task.
+    use alux_abi::syscall::Sys;
+    let me = alux_rt::sys::self_info().map_err(|e| format!("{}", e))?.0.raw();
+    for (sys, args, want) in [
+        (Sys::PagerAttach, [0; 6], Error::Busy),
+        (Sys::PagerNext, [0; 6], Error::NotPrivileged),
+        (Sys::PageMap, [me, 0x4000_0000, 0, 1, 0, 0], Error::NotPrivileged),
+        (Sys::FaultResolve, [me, 0, 0, 0, 0, 0], Error::NotPrivileged),
+        (Sys::SpawnFinish, [me, 0, 0, 0, 0, 0], Error::NotPrivileged),
+    ] {
+        let got = alux_rt::sys::call(sys, args).map(|_| ());
+        if got != Err(want) {
+            return Err(format!("{:?} by init gave {:?}, not {:?}", sys, got, want));
+        }
+    }
+    println!("init: the pager's calls refuse every task but memd");
     expect(
         "a system call on an unreserved address fails",
         init.run("memtest", "syscall"),

@@ -119,6 +119,57 @@ fn bench() -> u64 {
     0
 }
 
+/// Sends memd 300 malformed messages of every length on a connection of
+/// its own: each must get a reply memd's protocol decodes (an error status
+/// for what is not a request), and memd must serve a real request after.
+fn garbage() -> u64 {
+    let Some(pager) = alux_rt::mem::pager() else { return 2 };
+    let Ok(conn) = alux_rt::ipc::connect(pager, None) else { return 3 };
+    let mut rng = programs::Rng::new(0x6d656d64);
+    let (mut refused, mut served) = (0, 0);
+    for i in 0..300 {
+        let mut m = [0u8; 32];
+        for b in m.iter_mut() {
+            *b = rng.next_u64() as u8;
+        }
+        if i % 3 == 0 {
+            // A plausible opcode with garbage around it.
+            m[0] = (i % 8) as u8;
+        }
+        let len = (rng.next_u64() % 33) as usize;
+        let reply = match conn.call(&m[..len], Some(core::time::Duration::from_secs(5))) {
+            Ok(r) => r,
+            Err(e) => {
+                println!("memtest: garbage #{}: no reply: {}", i, e);
+                return 1;
+            }
+        };
+        match alux_memd_proto::decode_reply(reply.bytes()) {
+            Ok(r) if r.result.is_err() => refused += 1,
+            Ok(_) => served += 1,
+            Err(e) => {
+                println!("memtest: garbage #{}: memd's reply does not decode: {:?}", i, e);
+                return 1;
+            }
+        }
+    }
+    let after = alux_rt::mem::reserve(4096, true);
+    println!(
+        "memtest: 300 malformed messages: {} refused, {} happened to be requests; memd then serves: {}",
+        refused,
+        served,
+        after.is_ok()
+    );
+    match after {
+        Ok(p) => {
+            // SAFETY: the page was just reserved for this task.
+            unsafe { p.write_volatile(1) };
+            0
+        }
+        Err(_) => 1,
+    }
+}
+
 fn bad(kind: &str) -> u64 {
     // SAFETY (for each arm): deliberately invalid accesses; the task is
     // expected to die of them, which is what the scenario checks.
@@ -187,6 +238,7 @@ fn main(start: &Start) -> u64 {
             (wrong != 0) as u64
         }
         "bad" => bad(w.next().unwrap_or("")),
+        "garbage" => garbage(),
         "bench" => bench(),
         "hold" => {
             let mib = num(24) as usize;
