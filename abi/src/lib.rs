@@ -20,6 +20,7 @@
 pub mod error;
 pub mod ids;
 pub mod ipc;
+pub mod pager;
 pub mod syscall;
 
 pub use error::Error;

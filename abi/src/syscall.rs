@@ -102,6 +102,31 @@ pub enum Sys {
     DmaPin = 67,
     /// `(phys, len)`: end a pin made with the same range. Privileged.
     DmaUnpin = 68,
+
+    // --- the pager (the memory daemon only; see `crate::pager`) ---
+    /// `() -> (window, frames, phys)`: become the pager; the pool is mapped
+    /// at `window`. Privileged, and the caller must hold the `PAGE_FAULTS`
+    /// kernel end.
+    PagerAttach = 80,
+    /// `() -> (w0..w5)`: the next pager event (`PagerEvent::encode`), in
+    /// `rdi, rsi, rdx, r10, r8, r9`; `TimedOut` when there is none.
+    PagerNext = 81,
+    /// `(task, va, frame, flags)`: map pool frame `frame` at `va` in a paged
+    /// task.
+    PageMap = 82,
+    /// `(task, va) -> (frame, bits)`: unmap a pool page of a paged task.
+    PageUnmap = 83,
+    /// `(task, va, clear) -> (frame, bits)`: read a pool page's accessed and
+    /// dirty bits, clearing accessed if `clear` is 1.
+    PageBits = 84,
+    /// `(fault, verdict)`: settle a fault (`pager::verdict`).
+    FaultResolve = 85,
+    /// `(task, offset, dst, len)`: copy bytes of a pending spawn's image
+    /// into the pager's memory.
+    SpawnRead = 86,
+    /// `(task, error)`: finish a pending spawn (`error` 0) or fail it with
+    /// that error code.
+    SpawnFinish = 87,
     /// `(bus, device, function)`: this task drives that PCI function; when
     /// the task ends, the kernel stops the device's DMA (clears Bus Master
     /// Enable) before it frees the task's memory and pins. Privileged.
@@ -110,7 +135,7 @@ pub enum Sys {
 
 impl Sys {
     /// Every system call, for decoders and exhaustive tests.
-    pub const ALL: [Sys; 40] = [
+    pub const ALL: [Sys; 48] = [
         Sys::DebugPrint,
         Sys::ThreadCreate,
         Sys::ThreadExit,
@@ -150,6 +175,14 @@ impl Sys {
         Sys::DmaAlloc,
         Sys::DmaPin,
         Sys::DmaUnpin,
+        Sys::PagerAttach,
+        Sys::PagerNext,
+        Sys::PageMap,
+        Sys::PageUnmap,
+        Sys::PageBits,
+        Sys::FaultResolve,
+        Sys::SpawnRead,
+        Sys::SpawnFinish,
         Sys::DeviceClaim,
     ];
 
@@ -195,6 +228,14 @@ impl Sys {
             66 => Sys::DmaAlloc,
             67 => Sys::DmaPin,
             68 => Sys::DmaUnpin,
+            80 => Sys::PagerAttach,
+            81 => Sys::PagerNext,
+            82 => Sys::PageMap,
+            83 => Sys::PageUnmap,
+            84 => Sys::PageBits,
+            85 => Sys::FaultResolve,
+            86 => Sys::SpawnRead,
+            87 => Sys::SpawnFinish,
             69 => Sys::DeviceClaim,
             _ => return None,
         })
@@ -220,6 +261,8 @@ pub const PAGE_SIZE: usize = 4096;
 pub const MMIO_MAP_MAX: usize = 256 << 20;
 /// Largest single `DmaAlloc` request (physically contiguous).
 pub const DMA_ALLOC_MAX: usize = 2 << 20;
+/// Most bytes one `SpawnRead` copies.
+pub const SPAWN_READ_MAX: usize = 64 * 1024;
 /// Largest single `DmaPin` range.
 pub const DMA_PIN_MAX: usize = 16 << 20;
 
@@ -255,6 +298,10 @@ pub struct SpawnArgs {
     pub uid: u32,
     /// `task_flags`.
     pub flags: u32,
+    /// Pages the new task may have from the memory daemon (0: its
+    /// default); ignored for privileged tasks, whose memory is the
+    /// kernel's.
+    pub quota_pages: u64,
 }
 
 /// What a new task's first thread finds at the address in its `rdi`.
@@ -277,6 +324,9 @@ pub struct StartInfo {
     pub boot_module_ptr: u64,
     /// Its length.
     pub boot_module_len: u64,
+    /// The memory daemon's task (raw `TaskId`) if this task's memory is
+    /// paged by it, else 0: where its runtime asks for memory.
+    pub pager_task: u64,
 }
 
 /// Kernel resource usage, answered by `KernelStats`.

@@ -45,29 +45,17 @@ pub(crate) fn audit(ipc: &Ipc) -> Result<(), &'static str> {
     if live > p.limits.total_ends {
         return Err("total limit exceeded");
     }
-    // The free list holds exactly the free, unretired slots, and the slab
-    // has no free tail (it is cut off at once).
-    let mut on_free = alloc::vec![false; p.ends.len()];
-    let mut bad = false;
-    walk(
-        p.free,
-        p.ends,
-        |e| e.owned.next,
-        |i| match on_free.get_mut(i as usize) {
-            Some(seen) if !*seen => {
-                *seen = true;
-                let e = &p.ends[i as usize];
-                bad |= e.live() || e.gen >= MAX_GENERATION;
-            }
-            _ => bad = true,
-        },
-    )?;
-    if bad {
-        return Err("live, retired, repeated or cut-off slot on the free list");
+    // The free set holds exactly the free, unretired slots below the
+    // slab's length, and the slab has no free tail (it is cut off at once).
+    for (i, e) in p.ends.iter().enumerate() {
+        let free = !e.live() && e.gen < MAX_GENERATION;
+        if free != p.free.contains(i as u32) {
+            return Err("free set differs from the free, unretired slots");
+        }
     }
     let free = p.ends.iter().filter(|e| !e.live() && e.gen < MAX_GENERATION).count();
-    if free != p.free.len as usize {
-        return Err("free slot missing from the free list");
+    if free != p.free.len() {
+        return Err("free set counts a cut-off slot");
     }
     if p.ends.last().is_some_and(|e| !e.live() && e.gen < MAX_GENERATION) {
         return Err("free slot at the slab's tail");

@@ -42,12 +42,12 @@ pub struct Ipc {
     /// off at once, see `trim_ends`), and its capacity follows
     /// `slab::shrink`.
     ends: Vec<End>,
-    /// Free end slots, linked through their `owned` links: slots in the
-    /// lower half of the slab go to the front (reused first, last-freed
-    /// first), the others to the back, so that the tail tends to empty and
-    /// can be cut off. Retired slots (generation `MAX_GENERATION`) are not
-    /// on it.
-    free: List,
+    /// Free end slots below the slab's length. The lowest is reused first,
+    /// so live ends pack at the bottom and the tail empties and is cut off
+    /// whatever order ends close in (memory returns after a burst even if
+    /// a long-lived end was made during it). Retired slots (generation
+    /// `MAX_GENERATION`) are not in it. Sized with `issued`, once.
+    free: crate::slab::FreeSlots,
     /// The last generation issued at each slot index (0: never), one entry
     /// per possible slot (`limits.total_ends`), allocated with the first
     /// end and never freed. A slot pushed at a cut-off index continues its
@@ -90,7 +90,7 @@ impl Ipc {
         Ipc {
             limits,
             ends: Vec::new(),
-            free: List::EMPTY,
+            free: crate::slab::FreeSlots::default(),
             issued: Vec::new(),
             live_ends: 0,
             retired: 0,
@@ -801,12 +801,14 @@ impl Ipc {
     /// the generation array cannot grow or the uid's counter cannot be
     /// made; nothing changes then.
     fn alloc_end(&mut self, uid: Uid, privileged: bool) -> Result<u32, Error> {
+        // Both fixed arrays are made with the first end (a no-op after).
+        self.free.reserve(self.limits.total_ends).map_err(|_| Error::OutOfMemory)?;
         if self.issued.is_empty() {
             let n = self.limits.total_ends;
             self.issued.try_reserve_exact(n).map_err(|_| Error::OutOfMemory)?;
             self.issued.resize(n, 0);
         }
-        let reuse = self.free.head_opt();
+        let reuse = self.free.lowest();
         if reuse.is_none() {
             self.ends.try_reserve(1).map_err(|_| Error::OutOfMemory)?;
         }
@@ -814,7 +816,7 @@ impl Ipc {
         self.live_ends += 1;
         let i = match reuse {
             Some(i) => {
-                self.free.unlink(&mut self.ends, owned_links, i);
+                self.free.remove(i);
                 let e = &mut self.ends[i as usize];
                 // Free slots are never retired, so this stays in range.
                 *e = End::free(e.gen + 1);
@@ -882,13 +884,10 @@ impl Ipc {
             return;
         }
         self.pool.release(charge.0, charge.1, 1);
-        let len = self.ends.len();
-        if i as usize + 1 == len {
+        if i as usize + 1 == self.ends.len() {
             self.trim_ends(i);
-        } else if (i as usize) < len / 2 {
-            self.free.push_front(&mut self.ends, owned_links, i);
         } else {
-            self.free.push_back(&mut self.ends, owned_links, i);
+            self.free.insert(i);
         }
     }
 
@@ -904,7 +903,7 @@ impl Ipc {
                 break;
             }
             let i = (self.ends.len() - 1) as u32;
-            self.free.unlink(&mut self.ends, owned_links, i);
+            self.free.remove(i);
             self.ends.pop();
         }
         crate::slab::shrink(&mut self.ends);
@@ -1283,15 +1282,17 @@ impl Ipc {
             + self.wakeups.capacity() * size_of::<(ThreadId, Completion)>()
             + self.kernel_kinds.capacity() * size_of::<(u32, u32)>()
             + self.issued.capacity() * size_of::<u64>()
+            + self.free.heap_bytes()
             + self.pool.heap_bytes()
             + tasks
             + threads
     }
 
-    /// Bytes of the generation array, allocated with the first end and
-    /// kept for good (`8 × total_ends`; 0 before any end existed).
+    /// Bytes of the generation array and the free-slot bitmap, allocated
+    /// with the first end and kept for good (about `8 × total_ends + total_ends
+    /// / 8`; 0 before any end existed).
     pub fn fixed_heap_bytes(&self) -> usize {
-        self.issued.capacity() * core::mem::size_of::<u64>()
+        self.issued.capacity() * core::mem::size_of::<u64>() + self.free.heap_bytes()
     }
 
     /// End slots retired for good (their generation is exhausted); each
@@ -1343,7 +1344,7 @@ impl Ipc {
 /// A borrowed view of every field, for the audit.
 pub(crate) struct Parts<'a> {
     pub(crate) ends: &'a [End],
-    pub(crate) free: &'a List,
+    pub(crate) free: &'a crate::slab::FreeSlots,
     pub(crate) issued: &'a [u64],
     pub(crate) retired: usize,
     pub(crate) pool: &'a Pool,

@@ -62,6 +62,7 @@ impl List {
     }
 
     /// Prepends node `i`, which must be on no list of this kind.
+    #[cfg(test)]
     pub(crate) fn push_front<T>(&mut self, nodes: &mut [T], sel: fn(&mut T) -> &mut Links, i: u32) {
         *sel(&mut nodes[i as usize]) = Links { prev: NIL, next: self.head };
         if self.head == NIL {

@@ -80,3 +80,107 @@ mod tests {
         assert!(tight(v.len(), v.capacity()));
     }
 }
+
+/// The free slots of a slab below its length, as a bitmap sized once for
+/// the slab's largest length: allocation takes the *lowest* free slot, so
+/// live objects pack at the bottom and the tail empties and can be cut
+/// off, whatever order objects die in. (A list reused last-freed-first let
+/// one long-lived object made during a burst sit high and pin the slab.)
+#[derive(Debug, Default)]
+pub(crate) struct FreeSlots {
+    words: Vec<u64>,
+    /// Set bits.
+    len: usize,
+    /// No word below this has a set bit.
+    hint: usize,
+}
+
+impl FreeSlots {
+    /// Makes room for slots `0..slots` (once; fallible).
+    pub(crate) fn reserve(&mut self, slots: usize) -> Result<(), ()> {
+        let n = slots.div_ceil(64);
+        if self.words.len() < n {
+            self.words.try_reserve_exact(n - self.words.len()).map_err(|_| ())?;
+            self.words.resize(n, 0);
+        }
+        Ok(())
+    }
+
+    /// Marks slot `i` free.
+    pub(crate) fn insert(&mut self, i: u32) {
+        let (w, b) = (i as usize / 64, i % 64);
+        debug_assert!(self.words[w] & (1 << b) == 0, "slot freed twice");
+        self.words[w] |= 1 << b;
+        self.len += 1;
+        self.hint = self.hint.min(w);
+    }
+
+    /// Marks slot `i` used (or cut off).
+    pub(crate) fn remove(&mut self, i: u32) {
+        let (w, b) = (i as usize / 64, i % 64);
+        debug_assert!(self.words[w] & (1 << b) != 0, "slot not free");
+        self.words[w] &= !(1 << b);
+        self.len -= 1;
+    }
+
+    /// Whether slot `i` is marked free.
+    pub(crate) fn contains(&self, i: u32) -> bool {
+        self.words.get(i as usize / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    /// The lowest free slot. Amortised O(1): the hint only moves up past
+    /// words found empty, and down when a slot below it is freed.
+    pub(crate) fn lowest(&mut self) -> Option<u32> {
+        if self.len == 0 {
+            return None;
+        }
+        while self.hint < self.words.len() {
+            let w = self.words[self.hint];
+            if w != 0 {
+                return Some((self.hint * 64) as u32 + w.trailing_zeros());
+            }
+            self.hint += 1;
+        }
+        None
+    }
+
+    /// How many slots are free.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Heap bytes held (fixed once reserved).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.words.capacity() * core::mem::size_of::<u64>()
+    }
+}
+
+#[cfg(test)]
+mod free_slot_tests {
+    use super::*;
+
+    #[test]
+    fn the_lowest_free_slot_comes_first_whatever_the_order_freed() {
+        let mut f = FreeSlots::default();
+        f.reserve(200).unwrap();
+        assert_eq!(f.lowest(), None);
+        for i in [150, 3, 70, 64, 199] {
+            f.insert(i);
+        }
+        assert_eq!(f.len(), 5);
+        assert_eq!(f.lowest(), Some(3));
+        f.remove(3);
+        assert_eq!(f.lowest(), Some(64));
+        f.remove(64);
+        f.insert(1);
+        assert_eq!(f.lowest(), Some(1), "a lower slot freed later comes first");
+        f.remove(1);
+        assert_eq!(f.lowest(), Some(70));
+        assert!(f.contains(150) && !f.contains(151));
+        for i in [70, 150, 199] {
+            f.remove(i);
+        }
+        assert_eq!((f.len(), f.lowest()), (0, None));
+        assert_eq!(f.heap_bytes(), 4 * 8);
+    }
+}

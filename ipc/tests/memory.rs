@@ -231,3 +231,38 @@ fn a_parked_poll_set_survives_truncation_of_nothing_it_names() {
     ));
     w.ipc.audit().unwrap();
 }
+
+/// An end made in the middle of a burst sits high in the slab; once the
+/// burst is gone, an end made to replace it takes the lowest free slot
+/// (whatever order the burst closed in), so the slab shrinks back: a
+/// service that renews its long-lived ends after a burst gives the memory
+/// back.
+#[test]
+fn renewed_ends_pack_low_and_the_slab_shrinks_back() {
+    let mut w = World::new();
+    let (_, s) = w.task(1, true);
+    let (fk, f) = w.task(2, false);
+    let f2 = w.thread(fk);
+    let keep = w.ipc.port_create(s).unwrap();
+    let before = (w.ipc.heap_bytes(), w.ipc.slab_capacity());
+    let burst: Vec<(ThreadId, Handle)> = (0..2000)
+        .map(|i| if i % 2 == 0 { f } else { f2 })
+        .map(|t| (t, w.ipc.port_create(t).unwrap()))
+        .collect();
+    let long_lived = w.ipc.port_create(s).unwrap();
+    assert!(long_lived.index() >= 2000, "made during the burst, it sits high");
+    // The burst closes from the bottom up, the worst order for a list
+    // reused last-freed first.
+    for (t, h) in burst {
+        w.ipc.close(t, h).unwrap();
+    }
+    assert!(w.ipc.slab_capacity() > 2000, "the long-lived end pins the slab");
+    // The service renews it: the new end takes the lowest free slot.
+    w.ipc.close(s, long_lived).unwrap();
+    let renewed = w.ipc.port_create(s).unwrap();
+    assert_eq!(renewed.index(), 1, "the lowest free slot, right above `keep`");
+    w.ipc.audit().unwrap();
+    assert_eq!((w.ipc.heap_bytes(), w.ipc.slab_capacity()), before);
+    w.ipc.close(s, renewed).unwrap();
+    w.ipc.close(s, keep).unwrap();
+}

@@ -244,6 +244,20 @@ pub fn dma_unpin(k: &mut Kernel, task: TaskId, first: u64, frames: u64) -> SysRe
     Ok([0; 4])
 }
 
+/// Maps `pages` contiguous frames from `phys` (not the task's RAM: device
+/// memory, or the pager's pool) at a fresh address of `task`, charging only
+/// the page tables; returns the address.
+pub fn map_frames(
+    k: &mut Kernel,
+    task: TaskId,
+    phys: u64,
+    pages: u64,
+    flags: PageFlags,
+) -> Result<u64, Error> {
+    let (base, cost) = charge(k, task, 0, pages)?;
+    map_run(k, task, base, phys, pages, flags, (0, cost)).inspect_err(|_| uncharge(k, task, cost))
+}
+
 /// `DeviceClaim`: `task` drives PCI function `bdf`; one driver per function.
 pub fn device_claim(k: &mut Kernel, task: TaskId, bdf: u16) -> SysResult {
     require_privileged(k, task)?;

@@ -13,7 +13,8 @@ extern crate alloc;
 pub mod acpi;
 pub mod claims;
 pub mod console_buffer;
-pub mod elf_loader;
+/// ELF validation lives in its own crate, shared with the memory daemon.
+pub use alux_elf as elf_loader;
 pub mod frame;
 pub mod irq;
 pub mod paging;

@@ -19,6 +19,7 @@ mod ipc_glue;
 mod irq_glue;
 mod kmap;
 mod mm;
+mod pager;
 mod sched;
 mod syscalls;
 mod task;
@@ -227,6 +228,7 @@ extern "C" fn kernel_entry(start_info: u64) -> ! {
         kernel_root,
         module,
     );
+    k.pool_frames = pager::pool_frames_from_cmdline(&info.cmdline, k.frames.free_count());
     // SAFETY: the module's physical range is RAM reserved above, inside the
     // direct map, and nothing writes it.
     let module_bytes = unsafe {

@@ -101,6 +101,26 @@ impl TableMemory for PhysTables<'_> {
     }
 }
 
+/// Writes to existing page tables, never allocating (for changing the
+/// bits of an entry in place).
+struct PhysTablesInPlace;
+
+impl TableMemory for PhysTablesInPlace {
+    fn read(&self, table: u64, index: usize) -> u64 {
+        read_entry(table, index)
+    }
+    fn write(&mut self, table: u64, index: usize, entry: u64) {
+        assert!(index < 512);
+        // SAFETY: as for `PhysTables::write`: a page table in the direct
+        // map, written under the kernel lock.
+        unsafe { entry_ptr(table, index).write_volatile(entry) }
+    }
+    fn alloc_table(&mut self) -> Option<u64> {
+        None
+    }
+    fn free_table(&mut self, _: u64) {}
+}
+
 impl TableMemory for PhysTablesRead {
     fn read(&self, table: u64, index: usize) -> u64 {
         read_entry(table, index)
@@ -194,6 +214,18 @@ impl AddressSpace {
         paging::tables_needed(&PhysTablesRead, self.root, va, pages)
     }
 
+    /// Clears the accessed and/or dirty bits of the page at `va` and
+    /// returns the flags it had; the TLB entry is flushed so the CPU sets
+    /// them again.
+    pub fn clear_leaf_flags(&mut self, va: u64, clear: PageFlags) -> Result<PageFlags, Error> {
+        let old = paging::clear_leaf_flags(&mut PhysTablesInPlace, self.root, va, clear)
+            .map_err(|_| Error::InvalidArgument)?;
+        // SAFETY: as in `unmap`: invalidating a TLB entry has no memory
+        // effects.
+        unsafe { core::arch::asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) };
+        Ok(old)
+    }
+
     /// The frame and flags mapped at `va`.
     pub fn translate(&self, va: u64) -> Option<(u64, PageFlags)> {
         paging::translate(&PhysTablesRead, self.root, va)
@@ -221,10 +253,16 @@ impl AddressSpace {
                     f(phys_to_virt(pa) as *mut u8, 0, range.len() as usize);
                     Ok(())
                 }
-                _ => Err(Error::BadAddress),
+                other => {
+                    note_denied(range.addr() & !(PAGE_SIZE - 1), other.is_some(), write);
+                    Err(Error::BadAddress)
+                }
             };
         }
-        if !paging::user_range_ok(&PhysTablesRead, self.root, range.addr(), range.len(), write) {
+        if let Some((page, present)) =
+            paging::first_denied_page(&PhysTablesRead, self.root, range.addr(), range.len(), write)
+        {
+            note_denied(page, present, write);
             return Err(Error::BadAddress);
         }
         let mut done = 0u64;
@@ -281,6 +319,30 @@ impl AddressSpace {
         }
         let _ = frames.free(self.root);
     }
+}
+
+/// The last user page a copy was refused, while a system call runs:
+/// `page | 1` (valid) `| present << 1 | write << 2`, or 0. A paged task's
+/// missing page becomes a fault for the pager and the call runs again
+/// (`pager::syscall_fault`). One CPU: one slot (per-CPU with SMP).
+static DENIED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+fn note_denied(page: u64, present: bool, write: bool) {
+    let v = page | 1 | (present as u64) << 1 | (write as u64) << 2;
+    DENIED.store(v, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Forgets the last refused page (at the start of a system call).
+#[inline]
+pub fn clear_denied() {
+    DENIED.store(0, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// The last user page a copy was refused since [`clear_denied`], and
+/// whether it was present and the copy wrote.
+pub fn take_denied() -> Option<(u64, bool, bool)> {
+    let v = DENIED.swap(0, core::sync::atomic::Ordering::Relaxed);
+    (v & 1 != 0).then_some((v & !(PAGE_SIZE - 1), v & 2 != 0, v & 4 != 0))
 }
 
 /// Copies a plain-old-data ABI record from user memory.

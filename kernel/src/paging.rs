@@ -73,6 +73,10 @@ impl PageFlags {
     pub const WRITE_THROUGH: PageFlags = PageFlags(1 << 3);
     /// The page is not cached.
     pub const CACHE_DISABLE: PageFlags = PageFlags(1 << 4);
+    /// The CPU set it: the page was read or written (cleared by software).
+    pub const ACCESSED: PageFlags = PageFlags(1 << 5);
+    /// The CPU set it: the page was written.
+    pub const DIRTY: PageFlags = PageFlags(1 << 6);
     /// Software bit: the page maps device memory, which the task does not
     /// own as RAM (its frame is never freed or counted as the task's).
     pub const DEVICE: PageFlags = PageFlags(1 << 9);
@@ -399,6 +403,43 @@ pub fn unmap<M: TableMemory + ?Sized>(mem: &mut M, root: u64, va: u64) -> Result
     Ok(leaf & ADDR_MASK)
 }
 
+/// Clears `clear` in the leaf entry mapping the user page `va` and returns
+/// the flags it had (so a pager can read and reset the accessed bit). Only
+/// [`PageFlags::ACCESSED`] and [`PageFlags::DIRTY`] may be cleared: the
+/// rest of the entry is the kernel's. The caller must flush the TLB entry
+/// for `va`, or the CPU may not set the bit again.
+pub fn clear_leaf_flags<M: TableMemory + ?Sized>(
+    mem: &mut M,
+    root: u64,
+    va: u64,
+    clear: PageFlags,
+) -> Result<PageFlags, MapError> {
+    check_user_page(va)?;
+    if !PageFlags::ACCESSED.union(PageFlags::DIRTY).contains(clear) {
+        return Err(MapError::InvalidFlags(clear));
+    }
+    let idx = indices(va);
+    let mut table = root;
+    for (depth, &index) in idx[..3].iter().enumerate() {
+        let entry = mem.read(table, index);
+        if !present(entry) {
+            return Err(MapError::NotMapped(va));
+        }
+        if depth > 0 && huge(entry) {
+            return Err(MapError::HugePage(va));
+        }
+        table = entry & ADDR_MASK;
+    }
+    let leaf = mem.read(table, idx[3]);
+    if !present(leaf) {
+        return Err(MapError::NotMapped(va));
+    }
+    if leaf & clear.0 != 0 {
+        mem.write(table, idx[3], leaf & !clear.0);
+    }
+    Ok(PageFlags::from_entry(leaf))
+}
+
 /// Frees the page tables on the path to `va` that no longer map anything,
 /// bottom up (page table, then page directory, then PDPT; never the root),
 /// clearing the entries that pointed to them. Call it after [`unmap`] so a
@@ -468,6 +509,43 @@ pub fn translate<M: TableMemory + ?Sized>(mem: &M, root: u64, va: u64) -> Option
         return Some((base | (va & (page_size - 1)), PageFlags(flags)));
     }
     None
+}
+
+/// The first page of `[va, va + len)` that user mode may not access as
+/// asked (read, or write if `write`), and whether it was present at all;
+/// `None` if every page allows the access. Like [`user_range_ok`], which
+/// only says yes or no, but naming the page, so that a paged task's missing
+/// page can be brought in and the access tried again. A range outside the
+/// user half answers its first byte's page, not present.
+pub fn first_denied_page<M: TableMemory + ?Sized>(
+    mem: &M,
+    root: u64,
+    va: u64,
+    len: u64,
+    write: bool,
+) -> Option<(u64, bool)> {
+    let first = va & !(PAGE_SIZE - 1);
+    let Some(end) = va.checked_add(len.max(1)) else { return Some((first, false)) };
+    if end > USER_END || !is_user_address(va) {
+        return Some((first, false));
+    }
+    let mut need = PageFlags::PRESENT | PageFlags::USER;
+    if write {
+        need |= PageFlags::WRITABLE;
+    }
+    let last = (end - 1) & !(PAGE_SIZE - 1);
+    let mut page = first;
+    loop {
+        match translate(mem, root, page) {
+            Some((_, flags)) if flags.contains(need) => {}
+            Some(_) => return Some((page, true)),
+            None => return Some((page, false)),
+        }
+        if page == last {
+            return None;
+        }
+        page += PAGE_SIZE;
+    }
 }
 
 /// Whether user code may access `[va, va + len)` — with writes if `write` —
@@ -1354,6 +1432,58 @@ mod tests {
             2 => (page(), 0u64..0x9000, 0u64..3 * PAGE_SIZE, any::<bool>())
                 .prop_map(|(p, off, len, w)| Op::Check(p + off, len, w)),
         ]
+    }
+
+    #[test]
+    fn clear_leaf_flags_resets_accessed_and_dirty_only() {
+        let mut m = Mem::new();
+        let root = m.root();
+        map(&mut m, root, 0x40_0000, 0x5000, PageFlags::WRITABLE).unwrap();
+        // The CPU sets the bits: mimic it on the leaf.
+        let (_, f) = translate(&m, root, 0x40_0000).unwrap();
+        assert!(!f.contains(PageFlags::ACCESSED));
+        let pt = {
+            let l1 = m.read(root, 0) & ADDR_MASK;
+            let l2 = m.read(l1, 0) & ADDR_MASK;
+            m.read(l2, 2) & ADDR_MASK
+        };
+        let leaf = m.read(pt, 0);
+        m.write(pt, 0, leaf | PageFlags::ACCESSED.0 | PageFlags::DIRTY.0);
+        let old = clear_leaf_flags(&mut m, root, 0x40_0000, PageFlags::ACCESSED).unwrap();
+        assert!(old.contains(PageFlags::ACCESSED) && old.contains(PageFlags::DIRTY));
+        let (pa, now) = translate(&m, root, 0x40_0000).unwrap();
+        assert_eq!(pa, 0x5000);
+        assert!(!now.contains(PageFlags::ACCESSED) && now.contains(PageFlags::DIRTY));
+        assert!(now.contains(PageFlags::WRITABLE));
+        assert_eq!(
+            clear_leaf_flags(&mut m, root, 0x40_0000, PageFlags::WRITABLE),
+            Err(MapError::InvalidFlags(PageFlags::WRITABLE))
+        );
+        assert_eq!(
+            clear_leaf_flags(&mut m, root, 0x40_1000, PageFlags::ACCESSED),
+            Err(MapError::NotMapped(0x40_1000))
+        );
+    }
+
+    #[test]
+    fn first_denied_page_names_the_page_and_whether_it_was_present() {
+        let mut m = Mem::new();
+        let root = m.root();
+        let ro = PageFlags::empty();
+        map(&mut m, root, 0x40_0000, 0x1000, ro).unwrap();
+        map(&mut m, root, 0x40_1000, 0x2000, PageFlags::WRITABLE).unwrap();
+        assert_eq!(first_denied_page(&m, root, 0x40_0010, 0x1ff0, false), None);
+        assert_eq!(first_denied_page(&m, root, 0x40_0010, 10, true), Some((0x40_0000, true)));
+        assert_eq!(first_denied_page(&m, root, 0x40_1ff0, 0x20, false), Some((0x40_2000, false)));
+        assert_eq!(first_denied_page(&m, root, 0x40_1000, 0x1000, true), None);
+        assert_eq!(
+            first_denied_page(&m, root, USER_END - 8, 16, false),
+            Some((USER_END - 4096, false))
+        );
+        assert_eq!(
+            first_denied_page(&m, root, 0xffff_8000_0000_0000, 1, false),
+            Some((0xffff_8000_0000_0000, false))
+        );
     }
 
     proptest! {

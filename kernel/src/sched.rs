@@ -50,6 +50,16 @@ pub enum Wait {
     IpcReceive,
     /// Room in the console buffer, to run its `DebugPrint` again.
     Console,
+    /// The pager, to settle a fault at `addr` (met by the CPU, or by the
+    /// kernel during a system call, which then runs again).
+    PageFault {
+        /// The page or address touched.
+        addr: u64,
+        /// Met by a system call, not the CPU.
+        syscall: bool,
+    },
+    /// The pager, to fill a task this thread's `Spawn` created.
+    Spawn(TaskId),
 }
 
 /// A thread's scheduling state.
@@ -117,6 +127,10 @@ pub struct Task {
     /// Frames charged to the page pool for it: its pages and its page
     /// tables, root included (`Kernel::pages`).
     pub charged: usize,
+    /// Its memory comes from the pager (memd), not the kernel.
+    pub paged: bool,
+    /// The spawn the pager is filling it for, until it starts.
+    pub spawn: Option<crate::pager::PendingSpawn>,
 }
 
 /// Everything the kernel knows, guarded by the kernel lock.
@@ -168,6 +182,10 @@ pub struct Kernel {
     pub kernel_root: u64,
     /// The boot module's physical range, mapped (not owned) into init.
     pub boot_module: (u64, u64),
+    /// The memory daemon, once it attached.
+    pub pager: Option<crate::pager::Pager>,
+    /// Frames its pool gets when it attaches.
+    pub pool_frames: u64,
     /// The first task: when it ends, the machine stops.
     pub init: Option<TaskId>,
     /// Timer interrupts so far.
@@ -270,6 +288,8 @@ impl Kernel {
             mmio: kernel::claims::Claims::new(device_memory_forbidden),
             devices: kernel::claims::Claims::new(Vec::new()),
             pins: kernel::pins::Pins::new(),
+            pager: None,
+            pool_frames: crate::pager::default_pool_frames(frame_count),
             kernel_root,
             boot_module,
             init: None,

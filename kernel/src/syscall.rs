@@ -9,8 +9,10 @@
 //! when the kernel copies (see [`UserSlice`]). Nothing here dereferences
 //! anything.
 
+use alux_abi::pager::{page_flags, verdict};
 use alux_abi::syscall::{
     map_flags, DEBUG_PRINT_MAX, DMA_ALLOC_MAX, DMA_PIN_MAX, MEM_MAP_MAX, MMIO_MAP_MAX, PAGE_SIZE,
+    SPAWN_READ_MAX,
 };
 use alux_abi::{Error, Sys, TaskId, ThreadId};
 
@@ -129,6 +131,14 @@ pub enum Syscall {
     DmaAlloc { len: u64 },
     DmaPin { first_frame: u64, frames: u64 },
     DmaUnpin { first_frame: u64, frames: u64 },
+    PagerAttach,
+    PagerNext,
+    PageMap { task: TaskId, va: u64, frame: u64, flags: u64 },
+    PageUnmap { task: TaskId, va: u64 },
+    PageBits { task: TaskId, va: u64, clear: bool },
+    FaultResolve { fault: u64, verdict: u64 },
+    SpawnRead { task: TaskId, offset: u64, dst: UserSlice },
+    SpawnFinish { task: TaskId, error: u64 },
     DeviceClaim { bdf: u16 },
     Ipc(IpcCall),
 }
@@ -176,6 +186,15 @@ pub struct RawCall {
     pub args: [u64; 6],
 }
 
+/// A page-aligned address in the user half (a page another task's pages
+/// are mapped at).
+fn user_page(va: u64) -> Result<u64, Error> {
+    if !va.is_multiple_of(PAGE_SIZE as u64) || va == 0 || va >= crate::paging::USER_END {
+        return Err(Error::InvalidArgument);
+    }
+    Ok(va)
+}
+
 fn bool_arg(v: u64) -> Result<bool, Error> {
     match v {
         0 => Ok(false),
@@ -186,7 +205,7 @@ fn bool_arg(v: u64) -> Result<bool, Error> {
 
 /// Turns registers into a typed call, rejecting every malformed argument.
 pub fn decode(raw: &RawCall) -> Result<Syscall, Error> {
-    let [a0, a1, a2, _a3, _a4, _a5] = raw.args;
+    let [a0, a1, a2, a3, _a4, _a5] = raw.args;
     let sys = Sys::from_number(raw.number).ok_or(Error::UnknownSyscall)?;
     let call = match sys {
         Sys::DebugPrint => {
@@ -258,6 +277,43 @@ pub fn decode(raw: &RawCall) -> Result<Syscall, Error> {
             }
             Syscall::DmaAlloc { len: a0.next_multiple_of(PAGE_SIZE as u64) }
         }
+        Sys::PagerAttach => Syscall::PagerAttach,
+        Sys::PagerNext => Syscall::PagerNext,
+        Sys::PageMap => {
+            let wx = page_flags::WRITE | page_flags::EXEC;
+            if a3 & !wx != 0 || a3 & wx == wx {
+                return Err(Error::InvalidArgument);
+            }
+            Syscall::PageMap {
+                task: TaskId::from_raw(a0),
+                va: user_page(a1)?,
+                frame: a2,
+                flags: a3,
+            }
+        }
+        Sys::PageUnmap => Syscall::PageUnmap { task: TaskId::from_raw(a0), va: user_page(a1)? },
+        Sys::PageBits => Syscall::PageBits {
+            task: TaskId::from_raw(a0),
+            va: user_page(a1)?,
+            clear: bool_arg(a2)?,
+        },
+        Sys::FaultResolve => {
+            if a1 > verdict::ERROR {
+                return Err(Error::InvalidArgument);
+            }
+            Syscall::FaultResolve { fault: a0, verdict: a1 }
+        }
+        Sys::SpawnRead => {
+            if a3 > SPAWN_READ_MAX as u64 {
+                return Err(Error::InvalidArgument);
+            }
+            Syscall::SpawnRead {
+                task: TaskId::from_raw(a0),
+                offset: a1,
+                dst: UserSlice::new(a2, a3)?,
+            }
+        }
+        Sys::SpawnFinish => Syscall::SpawnFinish { task: TaskId::from_raw(a0), error: a1 },
         Sys::DeviceClaim => {
             if a0 > 255 || a1 > 31 || a2 > 7 {
                 return Err(Error::InvalidArgument);
@@ -364,11 +420,13 @@ pub type SysResult = Result<[u64; 4], Error>;
 pub type WideResult = Result<[u64; 6], Error>;
 
 /// Whether call `number` returns six result registers (`Receive`,
-/// `SendReceive`): then `r8` and `r9` are results too, and every error,
+/// `SendReceive`, `PagerNext`): then `r8` and `r9` are results too, and every error,
 /// from decoding on, must zero them like the other four.
 pub fn returns_wide(number: u64) -> bool {
     // Two compares: this runs on every system call's return.
-    number == Sys::Receive as u64 || number == Sys::SendReceive as u64
+    number == Sys::Receive as u64
+        || number == Sys::SendReceive as u64
+        || number == Sys::PagerNext as u64
 }
 
 /// The registers `Receive` returns with: `rax` then `rdi, rsi, rdx, r10,

@@ -34,6 +34,7 @@ extern "C" fn syscall_from_user() -> u64 {
     let Some(caller) = k.current else {
         crate::fatal(format_args!("system call with no current thread"))
     };
+    crate::mm::clear_denied();
     let raw = {
         let t = k.thread_mut(caller).expect("current thread is live");
         t.from_syscall = true;
@@ -45,6 +46,9 @@ extern "C" fn syscall_from_user() -> u64 {
         Err(e) => Outcome::Done(Err(e)),
     };
     match outcome {
+        // A paged task's memory lacked a page the call needed: the pager
+        // brings it in and the call runs again.
+        Outcome::Done(Err(Error::BadAddress)) if crate::pager::syscall_fault(&mut k, caller) => {}
         // `Receive` and `SendReceive` return in six registers: an error
         // (from decoding or the handler) zeroes `r8` and `r9` too, which
         // still hold the caller's message words.
@@ -137,7 +141,12 @@ fn handle_core(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
             }
         }
         Syscall::Clock => Ok([time::now_ns(), 0, 0, 0]),
-        Syscall::Spawn { args } => spawn(k, task, args),
+        Syscall::Spawn { args } => match spawn(k, caller, task, args) {
+            Ok(Some(id)) => Ok([id.raw(), 0, 0, 0]),
+            // Paged: the pager fills the task, then the caller wakes.
+            Ok(None) => return Outcome::Blocked,
+            Err(e) => Err(e),
+        },
         Syscall::TaskWait { task: target, timeout } => {
             // A task cannot wait for itself; else the parent or a
             // privileged task may.
@@ -221,6 +230,28 @@ fn handle_core(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
         Syscall::DmaUnpin { first_frame, frames } => {
             crate::devices::dma_unpin(k, task, first_frame, frames)
         }
+        Syscall::PagerAttach => crate::pager::attach(k, caller, task),
+        Syscall::PagerNext => match crate::pager::next(k, task) {
+            Ok(words) => {
+                k.set_wide_result(caller, Ok(words));
+                return Outcome::Written;
+            }
+            Err(e) => Err(e),
+        },
+        Syscall::PageMap { task: target, va, frame, flags } => {
+            crate::pager::page_map(k, task, target, va, frame, flags)
+        }
+        Syscall::PageUnmap { task: target, va } => crate::pager::page_unmap(k, task, target, va),
+        Syscall::PageBits { task: target, va, clear } => {
+            crate::pager::page_bits(k, task, target, va, clear)
+        }
+        Syscall::FaultResolve { fault, verdict } => crate::pager::resolve(k, task, fault, verdict),
+        Syscall::SpawnRead { task: target, offset, dst } => {
+            crate::pager::spawn_read(k, task, target, offset, dst)
+        }
+        Syscall::SpawnFinish { task: target, error } => {
+            crate::pager::spawn_finish(k, task, target, error)
+        }
         Syscall::DeviceClaim { bdf } => crate::devices::device_claim(k, task, bdf),
         Syscall::MemUnmap { range } => mem_unmap(k, task, range),
         Syscall::SelfInfo => {
@@ -273,11 +304,14 @@ fn debug_print(k: &mut Kernel, caller: ThreadId, task: TaskId, text: UserSlice) 
     }
 }
 
+/// `Spawn`: the new task's ID, or `None` when a paged task's spawn waits
+/// for the pager (the caller is blocked until it is filled).
 fn spawn(
     k: &mut Kernel,
+    caller: ThreadId,
     task: TaskId,
     at: kernel::syscall::UserRef<alux_abi::syscall::SpawnArgs>,
-) -> SysResult {
+) -> Result<Option<TaskId>, Error> {
     require_privileged(k, task)?;
     let space = space_of(k, task)?;
     let args = mm::read_record(space, at)?;
@@ -297,20 +331,29 @@ fn spawn(
     let mut arg_bytes = [0u8; alux_abi::syscall::SPAWN_ARGS_MAX];
     let arg_bytes = &mut arg_bytes[..args.arg_len as usize];
     space.copy_in(arg_range, arg_bytes)?;
-    let id = k.spawn(SpawnRequest {
+    let req = SpawnRequest {
         image: &image,
         args: arg_bytes,
         uid: args.uid as alux_abi::Uid,
         privileged: args.flags & task_flags::PRIVILEGED != 0,
         parent: Some(task),
         with_boot_module: false,
-    })?;
-    Ok([id.raw(), 0, 0, 0])
+    };
+    if k.pager.is_some() && !req.privileged {
+        // Every page of an unprivileged task comes from the pager.
+        crate::pager::spawn(k, caller, task, req, image_range, args.quota_pages)?;
+        return Ok(None);
+    }
+    k.spawn(req).map(Some)
 }
 
 fn mem_map(k: &mut Kernel, task: TaskId, len: u64, flags: u64) -> SysResult {
     let pages = len.div_ceil(PAGE_SIZE) as usize;
     let t = k.task(task).ok_or(Error::NoSuchTask)?;
+    if t.paged {
+        // Its memory is memd's to give (`alux_rt::mem`), never the kernel's.
+        return Err(Error::NotPrivileged);
+    }
     let space = t.space.as_ref().ok_or(Error::NoSuchTask)?;
     let base = t.next_map;
     // Addresses are never reused; past the end of the mapping area (which

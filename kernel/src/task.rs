@@ -87,9 +87,13 @@ impl Kernel {
         let (start, len) = self.boot_module;
         let first = start & !(PAGE_SIZE - 1);
         let pins = &mut self.pins;
+        let pool = self.pager.as_ref();
         space.destroy(&mut self.frames, |frames, f| {
             if f >= first && f < start + len {
                 return; // the boot module: init's to read, not to free
+            }
+            if pool.is_some_and(|p| p.owns_frame(f)) {
+                return; // the pager's pool: memd's to reuse
             }
             release_frame(pins, frames, f);
         });
@@ -165,6 +169,7 @@ impl Kernel {
                 arg_len: req.args.len() as u64,
                 boot_module_ptr: 0,
                 boot_module_len: 0,
+                pager_task: 0,
             };
             if req.with_boot_module && self.boot_module.1 > 0 {
                 let (start, len) = self.boot_module;
@@ -220,6 +225,8 @@ impl Kernel {
             pages: 0,
             charged: 0,
             io_ports: None,
+            paged: false,
+            spawn: None,
         }) {
             Ok(key) => key,
             Err(e) => {
@@ -278,6 +285,63 @@ impl Kernel {
                 Err(e)
             }
         }
+    }
+
+    /// Creates a paged task for a spawn the pager will fill: its record,
+    /// an empty address space (the root table charged to its uid) and its
+    /// IPC registration; no thread yet.
+    pub fn create_paged_task(
+        &mut self,
+        req: SpawnRequest<'_>,
+        pending: crate::pager::PendingSpawn,
+    ) -> Result<TaskId, Error> {
+        self.task_pool.charge(req.uid, req.privileged, 1)?;
+        let key = match self.tasks.insert_with(|k| Task {
+            id: TaskId::new(k.index, k.generation),
+            uid: req.uid,
+            privileged: req.privileged,
+            parent: req.parent,
+            space: None,
+            threads: Vec::new(),
+            end: None,
+            next_map: MAP_BASE,
+            pages: 0,
+            charged: 0,
+            io_ports: None,
+            paged: true,
+            spawn: Some(pending),
+        }) {
+            Ok(key) => key,
+            Err(e) => {
+                self.task_pool.release(req.uid, req.privileged, 1);
+                return Err(e.into());
+            }
+        };
+        let id = TaskId::new(key.index, key.generation);
+        let space = match AddressSpace::new(&mut self.frames, self.kernel_root) {
+            Ok(s) => s,
+            Err(e) => {
+                self.remove_task_record(id);
+                return Err(e);
+            }
+        };
+        let charged = space.table_frames();
+        if let Err(e) = self.page_pool.charge(req.uid, req.privileged, charged) {
+            self.destroy_space(space);
+            self.remove_task_record(id);
+            return Err(match e {
+                Error::LimitReached => Error::OutOfMemory,
+                e => e,
+            });
+        }
+        let task = self.task_mut(id).expect("just inserted");
+        task.space = Some(space);
+        task.charged = charged;
+        if let Err(e) = self.ipc.add_task(id, req.uid, req.privileged) {
+            self.discard_new_task(id);
+            return Err(e);
+        }
+        Ok(id)
     }
 
     fn discard_new_task(&mut self, id: TaskId) {
@@ -379,8 +443,10 @@ impl Kernel {
         task.end = Some(end);
         let threads = core::mem::take(&mut task.threads);
         let space = task.space.take();
-        let (uid, privileged, charged) = (task.uid, task.privileged, task.charged);
+        let (uid, privileged, charged, paged) =
+            (task.uid, task.privileged, task.charged, task.paged);
         task.charged = 0;
+        task.spawn = None;
         // A driver's devices stop their DMA before anything of the driver
         // is freed: a device must never write memory that is reused.
         crate::devices::stop_devices(self, id);
@@ -402,6 +468,7 @@ impl Kernel {
             t.io_ports = None;
         }
         self.forget_io(id);
+        crate::pager::task_ended(self, id, paged);
         // Orphans: live children lose their parent; ended ones are reaped.
         let children: Vec<TaskId> =
             self.tasks.iter().filter(|(_, t)| t.parent == Some(id)).map(|(_, t)| t.id).collect();

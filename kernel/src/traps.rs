@@ -36,7 +36,14 @@ extern "C" fn trap_from_user(frame: &TrapFrame) -> u64 {
         0..=31 => {
             let fault = Fault::from_vector(vector);
             let detail = if fault == Fault::PageFault { cpu::read_cr2() } else { frame.rip };
-            if let Some(cur) = k.current {
+            let paged = match k.current {
+                // A paged task's page fault goes to the memory daemon.
+                Some(cur) if fault == Fault::PageFault => {
+                    crate::pager::cpu_fault(&mut k, cur, detail, frame.error)
+                }
+                _ => false,
+            };
+            if let (false, Some(cur)) = (paged, k.current) {
                 let task = k.thread(cur).map(|t| t.task);
                 if let Some(task) = task {
                     crate::kprintln!(

@@ -49,6 +49,15 @@ const BENCHMARKS: &[(&str, &str)] = &[
     ("blk_read_4k", "client to virtio-blk driver to disk and back: 4 KiB read, idle excluded"),
     ("blk_write_4k", "the same, 4 KiB write"),
     ("blk_read_64k_seq", "the same, 64 KiB sequential read (one request)"),
+    ("memd_fault_zero", "first touch of a page until the thread runs again: memd maps a zero page"),
+    (
+        "memd_fault_evict",
+        "the same when the pool is full: a dirty page goes to swap first, idle excluded",
+    ),
+    (
+        "memd_fault_swap_in",
+        "touch of a page out on swap until the thread runs again, idle excluded",
+    ),
 ];
 
 fn describe(name: &str) -> &'static str {
@@ -80,7 +89,8 @@ pub fn cmd_bench(mut args: pico_args::Arguments) -> Result<bool, String> {
     crate::reject_unused(args)?;
     qemu::ensure_installed()?;
     let artifacts = crate::build(!debug)?;
-    let mut opts = Options::new(&artifacts, "scenario=bench");
+    // memd's pool is small, so the paging benchmarks reach the disk soon.
+    let mut opts = Options::new(&artifacts, "scenario=bench memd_pool=16");
     opts.timeout = Duration::from_secs(600);
     // Under TCG, always count instructions: also when KVM was asked for and
     // failed its probe, so the figures keep one meaning.

@@ -30,8 +30,8 @@ Options (run):
   --gdb                 wait for a debugger on localhost:1234 before booting
   --kvm                 use KVM if it works (falls back to TCG otherwise)
   -- ARGS...            extra arguments passed to QEMU
-  (run attaches target/disk.img, a sparse 256 MiB raw image created on
-  first use and kept, as a virtio-blk disk)
+  (run attaches target/disk.img, a sparse 1 GiB raw image created on
+  first use and kept, as a virtio-blk disk: memd swaps to it)
 
 Options (bench):
   --debug               benchmark the debug kernel
@@ -90,12 +90,13 @@ fn run_checked(cmd: &mut Command) -> Result<(), String> {
 /// The user programs packed into the boot module.
 pub const PROGRAMS: &[&str] = &[
     "init", "demo", "spinner", "fpu", "fault", "hostile", "churn", "nop", "ipc", "bench", "names",
-    "console", "wide", "cpustate", "pools", "blk",
+    "console", "wide", "cpustate", "pools", "memtest", "blk",
 ];
 
-/// The drivers packed into the boot module: each is its own package under
-/// `user/drivers/`, built like the programs; `(package, binary)`.
-pub const DRIVERS: &[(&str, &str)] = &[("alux-virtio-blk", "virtio-blk")];
+/// The drivers and services packed into the boot module: each is its own
+/// package under `user/drivers/` or `user/services/`, built like the
+/// programs; `(package, binary)`.
+pub const DRIVERS: &[(&str, &str)] = &[("alux-virtio-blk", "virtio-blk"), ("alux-memd", "memd")];
 
 /// Builds everything; the kernel in release mode if asked, the user
 /// programs always optimised (they run under full emulation).
@@ -240,6 +241,8 @@ fn cmd_lint(args: pico_args::Arguments) -> Result<bool, String> {
         "alux-pci",
         "--package",
         "alux-blk-proto",
+        "--package",
+        "alux-memd",
         "--package",
         "alux-virtq",
         "--package",

@@ -94,16 +94,30 @@ impl Options {
     }
 }
 
-/// Default size of a disk image: room for a file system and swap later.
+/// Size of a scenario's fresh disk image (sparse).
 pub const DISK_SIZE: u64 = 256 << 20;
 
-/// Makes sure `path` is a raw image: created sparse (`DISK_SIZE`) if it is
-/// missing, kept as it is otherwise.
+/// Size of `cargo xtask run`'s disk (sparse, so it costs only what is
+/// written): twice the guest's RAM, so memd's swap on it lets a program use
+/// more memory than the guest has.
+pub const RUN_DISK_SIZE: u64 = 1 << 30;
+
+/// Makes sure `path` is a raw image of at least `RUN_DISK_SIZE` bytes:
+/// created sparse if it is missing, grown (sparse) if it is smaller, its
+/// data kept.
 pub fn ensure_disk(path: &std::path::Path) -> Result<(), String> {
-    if path.exists() {
-        return Ok(());
+    if !path.exists() {
+        fresh_disk(path)?;
     }
-    fresh_disk(path)
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let len = f.metadata().map_err(|e| format!("{}: {e}", path.display()))?.len();
+    if len < RUN_DISK_SIZE {
+        f.set_len(RUN_DISK_SIZE).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Creates (or replaces) `path` with an empty sparse image.

@@ -100,6 +100,21 @@ pub const SCENARIOS: &[Scenario] = &[
         timeout_secs: 120,
     },
     Scenario {
+        name: "memd-death",
+        about: "memd killed: the kernel says so and stops with its failure status, no hang",
+        timeout_secs: 120,
+    },
+    Scenario {
+        name: "memd-swap",
+        about: "memd pages to disk: 4x its pool, alone and 3 tasks at once; a killed task's slots come back",
+        timeout_secs: 600,
+    },
+    Scenario {
+        name: "memd",
+        about: "memd gives unprivileged tasks their memory: faults, threads, bad accesses, quota",
+        timeout_secs: 180,
+    },
+    Scenario {
         name: "console",
         about: "a sleeper wakes on time while a task prints 4 KiB at a time; task lines prefixed",
         timeout_secs: 180,
@@ -154,24 +169,55 @@ struct KernelCheck {
     scenario: &'static str,
     options: &'static str,
     lines: &'static [&'static str],
+    /// The scenario ends with the kernel stopping the machine with its
+    /// failure status (and these lines), not with init's PASS.
+    stops_with_failure: bool,
 }
 
-const KERNEL_CHECKS: &[KernelCheck] = &[KernelCheck {
-    scenario: "wx",
-    options: "selftest=wx",
-    lines: &[
-        "W^X self-test: text write faulted",
-        "W^X self-test: text write through the direct map faulted",
-        "W^X self-test: rodata write faulted",
-        "W^X self-test: rodata execute faulted",
-        "W^X self-test: data execute faulted",
-        "W^X self-test: stack execute faulted",
-        "W^X self-test: heap execute faulted",
-        "W^X self-test: direct map execute faulted",
-        "W^X self-test: passed",
-        "kernel half W^X:",
-    ],
-}];
+const KERNEL_CHECKS: &[KernelCheck] = &[
+    // The demo shows memd paging a task of four times its pool.
+    KernelCheck {
+        scenario: "demo",
+        options: "memd_pool=16",
+        lines: &["memory daemon: task"],
+        stops_with_failure: false,
+    },
+    KernelCheck {
+        scenario: "memd",
+        options: "memd_pool=16",
+        lines: &["memory daemon: task"],
+        stops_with_failure: false,
+    },
+    KernelCheck {
+        scenario: "memd-swap",
+        options: "memd_pool=8",
+        lines: &["memory daemon: task"],
+        stops_with_failure: false,
+    },
+    KernelCheck {
+        scenario: "wx",
+        options: "selftest=wx",
+        lines: &[
+            "W^X self-test: text write faulted",
+            "W^X self-test: text write through the direct map faulted",
+            "W^X self-test: rodata write faulted",
+            "W^X self-test: rodata execute faulted",
+            "W^X self-test: data execute faulted",
+            "W^X self-test: stack execute faulted",
+            "W^X self-test: heap execute faulted",
+            "W^X self-test: direct map execute faulted",
+            "W^X self-test: passed",
+            "kernel half W^X:",
+        ],
+        stops_with_failure: false,
+    },
+    KernelCheck {
+        scenario: "memd-death",
+        options: "",
+        lines: &["the memory daemon (task", "is gone: it ended; stopping"],
+        stops_with_failure: true,
+    },
+];
 
 /// The kernel command line for scenario `name`.
 pub fn cmdline(name: &str) -> String {
@@ -261,6 +307,17 @@ fn check_blk_log(name: &str, log: &str) -> Result<(), String> {
 fn check_boot(name: &str, outcome: &qemu::Outcome, release: bool) -> Result<(), String> {
     let marker = format!("scenario {name}: PASS");
     let missing = missing_kernel_lines(name, &outcome.log);
+    if KERNEL_CHECKS.iter().any(|c| c.scenario == name && c.stops_with_failure) {
+        // The kernel must stop the machine itself, with its failure status,
+        // saying why: not hang, not crash, not pass.
+        return if !matches!(outcome.ending, qemu::Ending::Exited(qemu::EXIT_FAILURE)) {
+            Err(format!("expected the kernel to stop with failure; {}", outcome.describe()))
+        } else if !missing.is_empty() {
+            Err(format!("the kernel did not print {missing:?}"))
+        } else {
+            Ok(())
+        };
+    }
     if !outcome.success() {
         Err(outcome.describe())
     } else if !qemu::init_said(&outcome.log, &marker) {

@@ -1,6 +1,8 @@
-//! The program heap: regions mapped from the kernel on demand, each managed
-//! by a `linked_list_allocator` heap. A region is never returned; the task's
-//! memory goes back to the system when it ends.
+//! The program heap: regions reserved on demand (from memd for a paged
+//! task, from the kernel otherwise: `crate::mem`), each managed by a
+//! `linked_list_allocator` heap. A region that empties is given back
+//! (except the first, which most programs keep using), so a burst of
+//! allocations does not hold memory for the rest of the task's life.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
@@ -11,8 +13,8 @@ const MAX_REGIONS: usize = 24;
 const FIRST_REGION: usize = 256 * 1024;
 
 struct Regions {
+    /// Live regions; a freed one leaves a hole that the next growth fills.
     heaps: [Option<Heap>; MAX_REGIONS],
-    count: usize,
 }
 
 /// The global allocator of every alux program.
@@ -20,21 +22,21 @@ pub struct RtAllocator(Mutex<Regions>);
 
 #[global_allocator]
 static ALLOCATOR: RtAllocator =
-    RtAllocator(Mutex::new(Regions { heaps: [const { None }; MAX_REGIONS], count: 0 }));
+    RtAllocator(Mutex::new(Regions { heaps: [const { None }; MAX_REGIONS] }));
 
 impl Regions {
     fn grow(&mut self, layout: Layout) -> Option<()> {
-        if self.count == MAX_REGIONS {
-            return None;
-        }
-        let want = (FIRST_REGION << self.count.min(8)).max(layout.size() + layout.align() + 4096);
+        let slot = self.heaps.iter().position(|h| h.is_none())?;
+        // Each region doubles the last live one's size, so a heap that
+        // grows and shrinks again (regions given back) starts small again.
+        let live = self.heaps.iter().filter(|h| h.is_some()).count();
+        let want = (FIRST_REGION << live.min(8)).max(layout.size() + layout.align() + 4096);
         let size = want.next_multiple_of(4096);
-        let base = crate::sys::mem_map(size, alux_abi::syscall::map_flags::WRITE).ok()?;
-        // SAFETY: the kernel just mapped `size` fresh writable bytes at
-        // `base` for this task; only this heap will use them.
+        let base = crate::mem::reserve(size, true).ok()?;
+        // SAFETY: `size` fresh writable bytes at `base` were just reserved
+        // for this task; only this heap will use them.
         let heap = unsafe { Heap::new(base, size) };
-        self.heaps[self.count] = Some(heap);
-        self.count += 1;
+        self.heaps[slot] = Some(heap);
         Some(())
     }
 }
@@ -46,8 +48,7 @@ unsafe impl GlobalAlloc for RtAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let mut r = self.0.lock();
         loop {
-            let count = r.count;
-            for h in r.heaps[..count].iter_mut().flatten() {
+            for h in r.heaps.iter_mut().flatten() {
                 if let Ok(p) = h.allocate_first_fit(layout) {
                     return p.as_ptr();
                 }
@@ -60,12 +61,19 @@ unsafe impl GlobalAlloc for RtAllocator {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let mut r = self.0.lock();
-        let count = r.count;
-        for h in r.heaps[..count].iter_mut().flatten() {
+        for (i, slot) in r.heaps.iter_mut().enumerate() {
+            let Some(h) = slot else { continue };
             if (h.bottom() as usize..h.top() as usize).contains(&(ptr as usize)) {
                 // SAFETY: `ptr` came from this heap with this layout (the
                 // GlobalAlloc contract) and lies in its range.
                 unsafe { h.deallocate(NonNull::new_unchecked(ptr), layout) };
+                if i > 0 && h.used() == 0 {
+                    let (bottom, size) = (h.bottom(), h.size());
+                    *slot = None;
+                    // SAFETY: the region is empty and no longer one of the
+                    // heaps: nothing refers to it.
+                    let _ = unsafe { crate::mem::release(bottom, size) };
+                }
                 return;
             }
         }

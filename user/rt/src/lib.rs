@@ -14,7 +14,9 @@ pub mod dev;
 pub mod heap;
 pub mod io;
 pub mod ipc;
+pub mod mem;
 pub mod names;
+pub mod pager;
 pub mod sys;
 pub mod task;
 pub mod thread;
@@ -103,6 +105,8 @@ extern "C" fn rt_start(info: *const alux_abi::syscall::StartInfo) -> ! {
             },
         }
     };
+    // SAFETY: as above: the record is mapped for the life of the task.
+    mem::init(unsafe { (*info).pager_task });
     // SAFETY: `entry!` defines `__alux_main` with this signature.
     let code = unsafe { __alux_main(&start) };
     io::flush();

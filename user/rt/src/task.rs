@@ -21,6 +21,8 @@ pub struct Spawn<'a> {
     pub uid: Uid,
     /// Whether it is privileged.
     pub privileged: bool,
+    /// Pages it may have from the memory daemon (0: the daemon's default).
+    pub quota_pages: u64,
 }
 
 impl Spawn<'_> {
@@ -33,6 +35,7 @@ impl Spawn<'_> {
             arg_len: self.args.len() as u64,
             uid: self.uid as u32,
             flags: if self.privileged { task_flags::PRIVILEGED } else { 0 },
+            quota_pages: self.quota_pages,
         };
         let [id, ..] = crate::sys::call(Sys::Spawn, [&args as *const _ as u64, 0, 0, 0, 0, 0])?;
         Ok(TaskId::from_raw(id))

@@ -2,7 +2,7 @@
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
-use alux_abi::syscall::{map_flags, Sys};
+use alux_abi::syscall::Sys;
 use alux_abi::{Error, ThreadId};
 use core::time::Duration;
 use spin::Mutex;
@@ -37,7 +37,7 @@ impl<T> JoinHandle<T> {
         }
         // SAFETY: the thread has ended, so nothing runs on its stack; the
         // stack was mapped by `spawn` with this size.
-        let _ = unsafe { crate::sys::mem_unmap(self.stack, STACK_SIZE) };
+        let _ = unsafe { crate::mem::release(self.stack, STACK_SIZE) };
         self.result.lock().take()
     }
 }
@@ -71,7 +71,7 @@ extern "C" fn thread_main(payload: *mut Payload) -> ! {
 pub fn spawn<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<JoinHandle<T>, Error> {
-    let stack = crate::sys::mem_map(STACK_SIZE, map_flags::WRITE)?;
+    let stack = crate::mem::reserve(STACK_SIZE, true)?;
     let result = Arc::new(Mutex::new(None));
     let slot = result.clone();
     let payload = Box::into_raw(Box::new(Payload {
@@ -91,7 +91,7 @@ pub fn spawn<T: Send + 'static>(
             // and the stack.
             unsafe {
                 drop(Box::from_raw(payload));
-                let _ = crate::sys::mem_unmap(stack, STACK_SIZE);
+                let _ = crate::mem::release(stack, STACK_SIZE);
             }
             Err(e)
         }

@@ -573,35 +573,7 @@ fn unpriv_calls() -> Res<()> {
 
 // ---- disk benchmarks (`cargo xtask bench`; method in docs/benchmarks.md) ----
 
-/// Spinner iterations so far.
-static SPINS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-
-fn tsc() -> u64 {
-    // SAFETY: rdtsc only reads the time-stamp counter (allowed in ring 3).
-    unsafe { core::arch::x86_64::_rdtsc() }
-}
-
-/// Keeps the CPU busy while everything else waits for the disk, counting
-/// its rounds; it yields every round, so a woken thread runs at once.
-fn spinner() {
-    loop {
-        SPINS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-        alux_rt::time::yield_now();
-    }
-}
-
-fn spins() -> u64 {
-    SPINS.load(core::sync::atomic::Ordering::Relaxed)
-}
-
-/// Guest instructions per spinner round, in thousandths: measured over a
-/// sleep during which only the spinner runs.
-fn calibrate() -> u64 {
-    let (s0, t0) = (spins(), tsc());
-    alux_rt::time::sleep(Duration::from_millis(20));
-    let (s1, t1) = (spins(), tsc());
-    (t1 - t0) * 1000 / (s1 - s0).max(1)
-}
+use programs::measure::{calibrate, spinner, spins, tsc};
 
 fn bench_kind(
     d: &mut Disk,
@@ -629,15 +601,7 @@ fn bench_kind(
             samples.push(busy);
         }
     }
-    samples.sort_unstable();
-    println!(
-        "BENCH name={} median={} min={} max={} runs={}",
-        name,
-        samples[samples.len() / 2],
-        samples[0],
-        samples[samples.len() - 1],
-        samples.len()
-    );
+    programs::measure::report(name, samples);
     Ok(())
 }
 
@@ -645,9 +609,6 @@ fn bench(start: &Start) -> Res<()> {
     let drv = driver(start)?;
     let mut d = Disk::open(drv, 64 * 1024)?;
     let spin = alux_rt::thread::spawn(spinner).map_err(|e| format!("spinner: {}", e))?;
-    while spins() == 0 {
-        alux_rt::time::yield_now();
-    }
     let per_spin = calibrate();
     println!("blk: spinner round = {}.{:03} guest instructions", per_spin / 1000, per_spin % 1000);
     // Scattered 4 KiB blocks, as the Linux reference does.

@@ -53,7 +53,8 @@ fn allowed(sys: Sys) -> (&'static [Error], bool) {
         // Succeeds only into this task's own writable memory.
         Sys::KernelStats => (&[BadAddress], true),
         Sys::Shutdown => (&[NotPrivileged], false),
-        Sys::MemMap => (&[InvalidArgument, OutOfMemory], true),
+        // A paged task's memory is memd's: the kernel refuses.
+        Sys::MemMap => (&[InvalidArgument, OutOfMemory, NotPrivileged], true),
         Sys::MemUnmap => (&[InvalidArgument, BadAddress], false),
         Sys::ThreadJoin => (&[NoSuchThread, InvalidArgument, TimedOut], false),
         Sys::PortCreate => (&[LimitReached], true),
@@ -92,6 +93,15 @@ fn allowed(sys: Sys) -> (&'static [Error], bool) {
         | Sys::DmaPin
         | Sys::DmaUnpin
         | Sys::DeviceClaim => (&[InvalidArgument, NotPrivileged], false),
+        // Pager calls: this task is not the pager.
+        Sys::PagerAttach
+        | Sys::PagerNext
+        | Sys::PageMap
+        | Sys::PageUnmap
+        | Sys::PageBits
+        | Sys::FaultResolve
+        | Sys::SpawnRead
+        | Sys::SpawnFinish => (&[InvalidArgument, BadAddress, NotPrivileged], false),
     }
 }
 
@@ -102,7 +112,7 @@ fn counts() -> Option<[u64; 5]> {
 }
 const COUNT_NAMES: [&str; 5] = ["tasks", "threads", "IPC ends", "frames", "this task's frames"];
 
-/// Calls every number below 80 and some random ones with garbage, checking
+/// Calls every number below 96 and some random ones with garbage, checking
 /// each answer: an unknown number gives exactly `UnknownSyscall`; a known
 /// call gives an error it documents, or succeeds only where it may. What a
 /// success creates (a port, a connection, a mapping) is freed at once, so
@@ -117,11 +127,11 @@ fn garbage_loop(rounds: u64, me: u64) -> u64 {
         return 1;
     };
     for _ in 0..rounds {
-        // Every number below 80, then eight random ones (no heap here: the
+        // Every number below 96, then eight random ones (no heap here: the
         // first allocation would map the heap and grow the task).
-        let mut numbers = [0u64; 88];
+        let mut numbers = [0u64; 104];
         for (i, n) in numbers.iter_mut().enumerate() {
-            *n = if i < 80 { i as u64 } else { garbage(&mut rng) };
+            *n = if i < 96 { i as u64 } else { garbage(&mut rng) };
         }
         for nr in numbers {
             let mut a = [0u64; 6];
@@ -254,14 +264,23 @@ fn main(start: &Start) -> u64 {
     // Mapping and unmapping fresh 2 MiB ranges must not pile up page tables
     // (emptied tables are freed; they also count against the task's limit).
     let frames = || alux_rt::sys::kernel_stats().map(|s| s.caller_frames).unwrap_or(0);
+    // A paged task gets its memory from memd: the kernel's MemMap is
+    // refused, and the loops below go through memd (`alux_rt::mem`).
+    if alux_rt::mem::pager().is_some()
+        && alux_rt::sys::mem_map(4096, 1) != Err(Error::NotPrivileged)
+    {
+        println!("hostile: MemMap of a paged task was not refused with NotPrivileged");
+        failed += 1;
+    }
     let mut after_first = 0;
     for round in 0..100 {
         let len = (2 << 20) - 4096;
-        match alux_rt::sys::mem_map(len, 1) {
-            // SAFETY: the range was just mapped for this loop and nothing
-            // else uses it.
+        match alux_rt::mem::reserve(len, true) {
+            // SAFETY: the range was just reserved for this loop and nothing
+            // else uses it; its first page is touched so it is really there.
             Ok(p) => unsafe {
-                let _ = alux_rt::sys::mem_unmap(p, len);
+                p.write_volatile(1);
+                let _ = alux_rt::mem::release(p, len);
             },
             Err(e) => {
                 println!("hostile: map/unmap round {} refused: {}", round, e);
@@ -281,16 +300,21 @@ fn main(start: &Start) -> u64 {
         );
         failed += 1;
     }
-    // Memory: a task cannot map more than its limit.
+    // Memory: a task cannot map more than its limit: the kernel's 64 MiB
+    // cap, or (paged) the quota memd gives it.
+    let limit = match alux_rt::mem::stats() {
+        Ok(s) if alux_rt::mem::pager().is_some() => s.quota * 4096 / (16 << 20),
+        _ => 4,
+    };
     let mut maps = 0;
-    while alux_rt::sys::mem_map(16 << 20, 1).is_ok() {
+    while alux_rt::mem::reserve(16 << 20, true).is_ok() {
         maps += 1;
-        if maps > 64 {
+        if maps > limit + 2 {
             break;
         }
     }
-    if maps > 4 {
-        println!("hostile: mapped {} x 16 MiB, over the 64 MiB limit", maps);
+    if maps > limit || maps == 0 {
+        println!("hostile: mapped {} x 16 MiB; the limit allows {}", maps, limit);
         failed += 1;
     }
     println!(

@@ -137,8 +137,14 @@ fn ends(server: TaskId, workers: u64) -> [u64; 4] {
         thread::sleep(Duration::from_millis(1));
     }
     let connect = ipc::connect(server, Some(Duration::ZERO)).map(drop);
-    let held = held.load(Ordering::SeqCst) + 1;
-    println!("pools: ends: holding {} (gate included); connect to the server: {:?}", held, connect);
+    // The gate, and each connection a thread opened to memd for its memory
+    // (its heap, its stack): ends of this task like the others.
+    let memd = alux_rt::mem::connections() as u64;
+    let held = held.load(Ordering::SeqCst) + 1 + memd;
+    println!(
+        "pools: ends: holding {} (gate and {} to memd included); connect to the server: {:?}",
+        held, memd, connect
+    );
     core::mem::forget(handles);
     [held, bad.load(Ordering::SeqCst), code(connect), queue.load(Ordering::SeqCst)]
 }

@@ -1,4 +1,6 @@
-//! Validation of ELF images to be loaded as user programs.
+//! Validation of ELF images to be loaded as user programs, shared by the
+//! kernel (`Spawn` of kernel-backed tasks, and the check of every image)
+//! and the memory daemon (which fills paged tasks from the same plan).
 //!
 //! This module owns the decision whether an ELF image is loadable and turns
 //! it into a [`LoadPlan`]: the entry point and the `PT_LOAD` segments, each
@@ -32,6 +34,12 @@
 //! * Page-granular limits: the load range and [`MAX_IMAGE_MEMORY`] are
 //!   checked on the page-rounded extent of the segments, which is what gets
 //!   mapped.
+
+#![cfg_attr(not(test), no_std)]
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
 
 use alloc::vec::Vec;
 use core::fmt;
