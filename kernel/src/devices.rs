@@ -8,7 +8,7 @@
 //! drives, or a range another task holds; and everything granted goes back
 //! when the task ends (`Kernel::end_task`).
 
-use crate::sched::{Kernel, MAX_PAGES_PER_TASK};
+use crate::sched::Kernel;
 use alloc::vec;
 use alloc::vec::Vec;
 use alux_abi::{Error, TaskId};
@@ -95,36 +95,6 @@ pub fn io_port_grant(k: &mut Kernel, task: TaskId, first: u16, count: u32) -> Sy
     Ok([0; 4])
 }
 
-/// Charges `task` for a run of `mapped` pages at its next free address,
-/// `owned` of them RAM it owns, plus the page tables the run creates:
-/// against its cap and its uid's share, before anything is mapped. Returns
-/// the run's address and the cost (to give back with `uncharge` if mapping
-/// fails).
-fn charge(k: &mut Kernel, task: TaskId, owned: u64, mapped: u64) -> Result<(u64, usize), Error> {
-    let t = k.task(task).ok_or(Error::NoSuchTask)?;
-    let space = t.space.as_ref().ok_or(Error::NoSuchTask)?;
-    let base = t.next_map;
-    if base + (mapped + 1) * PAGE_SIZE > crate::task::MAP_END {
-        return Err(Error::OutOfMemory);
-    }
-    let cost = owned as usize + space.tables_needed(base, mapped);
-    if t.charged + cost > MAX_PAGES_PER_TASK {
-        return Err(Error::OutOfMemory);
-    }
-    let (uid, privileged) = (t.uid, t.privileged);
-    k.page_pool.charge(uid, privileged, cost).map_err(|e| match e {
-        Error::LimitReached => Error::OutOfMemory,
-        e => e,
-    })?;
-    Ok((base, cost))
-}
-
-fn uncharge(k: &mut Kernel, task: TaskId, cost: usize) {
-    if let Some((uid, privileged)) = k.task(task).map(|t| (t.uid, t.privileged)) {
-        k.page_pool.release(uid, privileged, cost);
-    }
-}
-
 /// Maps `pages` physically contiguous frames from `phys` at `base` in
 /// `task` (a guard page follows them); on success the task's counters take
 /// `owned` pages and `cost` charged frames. On failure nothing stays
@@ -163,7 +133,7 @@ pub fn mmio_map(k: &mut Kernel, task: TaskId, phys: u64, len: u64) -> SysResult 
     let range = Range::new(phys, phys + len);
     let new_record = k.mmio.claim(range, task).map_err(claim_error)?;
     // Device pages are not the task's RAM: only their page tables count.
-    let (base, cost) = match charge(k, task, 0, pages) {
+    let (base, cost) = match k.charge_run(task, 0, pages) {
         Ok(c) => c,
         Err(e) => {
             if new_record {
@@ -182,7 +152,7 @@ pub fn mmio_map(k: &mut Kernel, task: TaskId, phys: u64, len: u64) -> SysResult 
     match map_run(k, task, base, phys, pages, flags, (0, cost)) {
         Ok(addr) => Ok([addr, 0, 0, 0]),
         Err(e) => {
-            uncharge(k, task, cost);
+            k.uncharge(task, cost);
             if new_record {
                 k.mmio.release(range, task);
             }
@@ -198,9 +168,9 @@ pub fn mmio_map(k: &mut Kernel, task: TaskId, phys: u64, len: u64) -> SysResult 
 pub fn dma_alloc(k: &mut Kernel, task: TaskId, len: u64) -> SysResult {
     require_privileged(k, task)?;
     let pages = len / PAGE_SIZE;
-    let (base, cost) = charge(k, task, pages, pages)?;
+    let (base, cost) = k.charge_run(task, pages, pages)?;
     let Some(phys) = k.frames.alloc_contiguous(pages as usize) else {
-        uncharge(k, task, cost);
+        k.uncharge(task, cost);
         return Err(Error::OutOfMemory);
     };
     for i in 0..pages {
@@ -210,7 +180,7 @@ pub fn dma_alloc(k: &mut Kernel, task: TaskId, len: u64) -> SysResult {
     match map_run(k, task, base, phys, pages, flags, (pages, cost)) {
         Ok(addr) => Ok([addr, phys, 0, 0]),
         Err(e) => {
-            uncharge(k, task, cost);
+            k.uncharge(task, cost);
             for i in 0..pages {
                 let _ = k.frames.free(phys + i * PAGE_SIZE);
             }
@@ -254,8 +224,8 @@ pub fn map_frames(
     pages: u64,
     flags: PageFlags,
 ) -> Result<u64, Error> {
-    let (base, cost) = charge(k, task, 0, pages)?;
-    map_run(k, task, base, phys, pages, flags, (0, cost)).inspect_err(|_| uncharge(k, task, cost))
+    let (base, cost) = k.charge_run(task, 0, pages)?;
+    map_run(k, task, base, phys, pages, flags, (0, cost)).inspect_err(|_| k.uncharge(task, cost))
 }
 
 /// `DeviceClaim`: `task` drives PCI function `bdf`; one driver per function.

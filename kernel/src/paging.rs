@@ -382,6 +382,18 @@ pub fn tables_needed<M: TableMemory + ?Sized>(mem: &M, root: u64, va: u64, pages
 /// [`destroy_user_half`] reclaims them. The caller must flush the TLB entry
 /// for `va` (and shoot it down on other CPUs using this address space).
 pub fn unmap<M: TableMemory + ?Sized>(mem: &mut M, root: u64, va: u64) -> Result<u64, MapError> {
+    let (table, index, leaf) = present_leaf(mem, root, va)?;
+    mem.write(table, index, 0);
+    Ok(leaf & ADDR_MASK)
+}
+
+/// The page table, index and entry of the present 4 KiB leaf mapping the
+/// user page `va`.
+fn present_leaf<M: TableMemory + ?Sized>(
+    mem: &M,
+    root: u64,
+    va: u64,
+) -> Result<(u64, usize, u64), MapError> {
     check_user_page(va)?;
     let idx = indices(va);
     let mut table = root;
@@ -399,8 +411,7 @@ pub fn unmap<M: TableMemory + ?Sized>(mem: &mut M, root: u64, va: u64) -> Result
     if !present(leaf) {
         return Err(MapError::NotMapped(va));
     }
-    mem.write(table, idx[3], 0);
-    Ok(leaf & ADDR_MASK)
+    Ok((table, idx[3], leaf))
 }
 
 /// Clears `clear` in the leaf entry mapping the user page `va` and returns
@@ -414,28 +425,12 @@ pub fn clear_leaf_flags<M: TableMemory + ?Sized>(
     va: u64,
     clear: PageFlags,
 ) -> Result<PageFlags, MapError> {
-    check_user_page(va)?;
     if !PageFlags::ACCESSED.union(PageFlags::DIRTY).contains(clear) {
         return Err(MapError::InvalidFlags(clear));
     }
-    let idx = indices(va);
-    let mut table = root;
-    for (depth, &index) in idx[..3].iter().enumerate() {
-        let entry = mem.read(table, index);
-        if !present(entry) {
-            return Err(MapError::NotMapped(va));
-        }
-        if depth > 0 && huge(entry) {
-            return Err(MapError::HugePage(va));
-        }
-        table = entry & ADDR_MASK;
-    }
-    let leaf = mem.read(table, idx[3]);
-    if !present(leaf) {
-        return Err(MapError::NotMapped(va));
-    }
+    let (table, index, leaf) = present_leaf(mem, root, va)?;
     if leaf & clear.0 != 0 {
-        mem.write(table, idx[3], leaf & !clear.0);
+        mem.write(table, index, leaf & !clear.0);
     }
     Ok(PageFlags::from_entry(leaf))
 }

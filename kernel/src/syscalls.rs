@@ -5,7 +5,7 @@
 use crate::arch::time;
 use crate::ipc_glue::{self, IpcOutcome};
 use crate::mm;
-use crate::sched::{self, Kernel, Wait, MAX_PAGES_PER_TASK};
+use crate::sched::{self, Kernel, Wait};
 use crate::task::SpawnRequest;
 use alloc::vec::Vec;
 use alux_abi::syscall::{map_flags, task_flags, KernelStats, SPAWN_IMAGE_MAX};
@@ -354,25 +354,7 @@ fn mem_map(k: &mut Kernel, task: TaskId, len: u64, flags: u64) -> SysResult {
         // Its memory is memd's to give (`alux_rt::mem`), never the kernel's.
         return Err(Error::NotPrivileged);
     }
-    let space = t.space.as_ref().ok_or(Error::NoSuchTask)?;
-    let base = t.next_map;
-    // Addresses are never reused; past the end of the mapping area (which
-    // no plausible program reaches) mapping fails like running out.
-    if base + (pages as u64 + 1) * PAGE_SIZE > crate::task::MAP_END {
-        return Err(Error::OutOfMemory);
-    }
-    // The cap and the uid's share cover the task's page tables too, the
-    // ones this mapping creates included, so nothing a task maps escapes
-    // them: everything is counted before anything is mapped.
-    let cost = pages + space.tables_needed(base, pages as u64);
-    if t.charged + cost > MAX_PAGES_PER_TASK {
-        return Err(Error::OutOfMemory);
-    }
-    let (uid, privileged) = (t.uid, t.privileged);
-    k.page_pool.charge(uid, privileged, cost).map_err(|e| match e {
-        Error::LimitReached => Error::OutOfMemory,
-        e => e,
-    })?;
+    let (base, cost) = k.charge_run(task, pages as u64, pages as u64)?;
     let mut pf = PageFlags::PRESENT | PageFlags::USER;
     if flags & map_flags::WRITE != 0 {
         pf |= PageFlags::WRITABLE;
@@ -389,7 +371,7 @@ fn mem_map(k: &mut Kernel, task: TaskId, len: u64, flags: u64) -> SysResult {
                     let _ = frames.free(f);
                 }
             }
-            k.page_pool.release(uid, privileged, cost);
+            k.uncharge(task, cost);
             return Err(e);
         }
     }

@@ -211,30 +211,7 @@ impl Kernel {
         if req.args.len() > alux_abi::syscall::SPAWN_ARGS_MAX {
             return Err(Error::InvalidArgument);
         }
-        // The new task's record is charged to its own uid's share.
-        self.task_pool.charge(req.uid, req.privileged, 1)?;
-        let key = match self.tasks.insert_with(|k| Task {
-            id: TaskId::new(k.index, k.generation),
-            uid: req.uid,
-            privileged: req.privileged,
-            parent: req.parent,
-            space: None,
-            threads: Vec::new(),
-            end: None,
-            next_map: MAP_BASE,
-            pages: 0,
-            charged: 0,
-            io_ports: None,
-            paged: false,
-            spawn: None,
-        }) {
-            Ok(key) => key,
-            Err(e) => {
-                self.task_pool.release(req.uid, req.privileged, 1);
-                return Err(e.into());
-            }
-        };
-        let id = TaskId::new(key.index, key.generation);
+        let id = self.insert_task(&req, None)?;
         let entry = match self.build_space(&req, id) {
             Ok((space, entry, pages)) => {
                 // Everything the image took, page tables included, is
@@ -295,29 +272,7 @@ impl Kernel {
         req: SpawnRequest<'_>,
         pending: crate::pager::PendingSpawn,
     ) -> Result<TaskId, Error> {
-        self.task_pool.charge(req.uid, req.privileged, 1)?;
-        let key = match self.tasks.insert_with(|k| Task {
-            id: TaskId::new(k.index, k.generation),
-            uid: req.uid,
-            privileged: req.privileged,
-            parent: req.parent,
-            space: None,
-            threads: Vec::new(),
-            end: None,
-            next_map: MAP_BASE,
-            pages: 0,
-            charged: 0,
-            io_ports: None,
-            paged: true,
-            spawn: Some(pending),
-        }) {
-            Ok(key) => key,
-            Err(e) => {
-                self.task_pool.release(req.uid, req.privileged, 1);
-                return Err(e.into());
-            }
-        };
-        let id = TaskId::new(key.index, key.generation);
+        let id = self.insert_task(&req, Some(pending))?;
         let space = match AddressSpace::new(&mut self.frames, self.kernel_root) {
             Ok(s) => s,
             Err(e) => {
@@ -342,6 +297,77 @@ impl Kernel {
             return Err(e);
         }
         Ok(id)
+    }
+
+    /// Charges `task` for a run of `mapped` pages at its next free address,
+    /// `owned` of them RAM it owns, plus the page tables the run creates:
+    /// against its cap and its uid's share, before anything is mapped
+    /// (nothing a task maps escapes them). Returns the run's address and the
+    /// cost, to give back with [`Kernel::uncharge`] if mapping fails.
+    /// Addresses are never reused; past the end of the mapping area (which
+    /// no plausible program reaches) mapping fails like running out.
+    pub fn charge_run(
+        &mut self,
+        task: TaskId,
+        owned: u64,
+        mapped: u64,
+    ) -> Result<(u64, usize), Error> {
+        let t = self.task(task).ok_or(Error::NoSuchTask)?;
+        let space = t.space.as_ref().ok_or(Error::NoSuchTask)?;
+        let base = t.next_map;
+        if base + (mapped + 1) * PAGE_SIZE > MAP_END {
+            return Err(Error::OutOfMemory);
+        }
+        let cost = owned as usize + space.tables_needed(base, mapped);
+        if t.charged + cost > MAX_PAGES_PER_TASK {
+            return Err(Error::OutOfMemory);
+        }
+        let (uid, privileged) = (t.uid, t.privileged);
+        self.page_pool.charge(uid, privileged, cost).map_err(|e| match e {
+            Error::LimitReached => Error::OutOfMemory,
+            e => e,
+        })?;
+        Ok((base, cost))
+    }
+
+    /// Gives back a charge of [`Kernel::charge_run`] whose mapping failed.
+    pub fn uncharge(&mut self, task: TaskId, cost: usize) {
+        if let Some((uid, privileged)) = self.task(task).map(|t| (t.uid, t.privileged)) {
+            self.page_pool.release(uid, privileged, cost);
+        }
+    }
+
+    /// A new task's record, with no memory and no thread yet, charged to
+    /// its own uid's share; paged (memd will fill it) when `pending` is
+    /// given.
+    fn insert_task(
+        &mut self,
+        req: &SpawnRequest<'_>,
+        pending: Option<crate::pager::PendingSpawn>,
+    ) -> Result<TaskId, Error> {
+        self.task_pool.charge(req.uid, req.privileged, 1)?;
+        let paged = pending.is_some();
+        match self.tasks.insert_with(|k| Task {
+            id: TaskId::new(k.index, k.generation),
+            uid: req.uid,
+            privileged: req.privileged,
+            parent: req.parent,
+            space: None,
+            threads: Vec::new(),
+            end: None,
+            next_map: MAP_BASE,
+            pages: 0,
+            charged: 0,
+            io_ports: None,
+            paged,
+            spawn: pending,
+        }) {
+            Ok(key) => Ok(TaskId::new(key.index, key.generation)),
+            Err(e) => {
+                self.task_pool.release(req.uid, req.privileged, 1);
+                Err(e.into())
+            }
+        }
     }
 
     fn discard_new_task(&mut self, id: TaskId) {
