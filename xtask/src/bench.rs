@@ -82,11 +82,40 @@ fn json_str(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
+/// The medians of a `bench.json` this command wrote: `(name, median)`.
+/// Only our own format is read (one result object per line), so no JSON
+/// library is needed.
+fn read_baseline(path: &str) -> Result<Vec<(String, u64)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let field = |line: &str, key: &str| -> Option<String> {
+        let at = line.find(&format!("\"{key}\": "))? + key.len() + 4;
+        let rest = &line[at..];
+        Some(if let Some(s) = rest.strip_prefix('"') {
+            s[..s.find('"')?].to_string()
+        } else {
+            rest[..rest.find([',', '}']).unwrap_or(rest.len())].trim().to_string()
+        })
+    };
+    let results: Vec<(String, u64)> = text
+        .lines()
+        .filter_map(|l| Some((field(l, "name")?, field(l, "median")?.parse().ok()?)))
+        .collect();
+    if results.is_empty() {
+        return Err(format!("{path}: no benchmark results in it"));
+    }
+    Ok(results)
+}
+
 /// Runs the benchmarks; `Ok(true)` if they ran.
 pub fn cmd_bench(mut args: pico_args::Arguments) -> Result<bool, String> {
     let debug = args.contains("--debug");
     let kvm = args.contains("--kvm");
+    let baseline: Option<String> =
+        args.opt_value_from_str("--baseline").map_err(|e| e.to_string())?;
     crate::reject_unused(args)?;
+    // Read before anything runs: this run overwrites target/bench.json,
+    // which may be the baseline itself.
+    let baseline = baseline.map(|p| read_baseline(&p)).transpose()?;
     qemu::ensure_installed()?;
     let artifacts = crate::build(!debug)?;
     // memd's pool is small, so the paging benchmarks reach the disk soon.
@@ -134,10 +163,20 @@ pub fn cmd_bench(mut args: pico_args::Arguments) -> Result<bool, String> {
         accel,
         if fallback { "; KVM was asked for but failed its probe" } else { "" }
     );
-    println!(
-        "{:<28} {:>10} {:>10} {:>10} {:>6}  what",
-        "benchmark", "median", "min", "max", "runs"
-    );
+    let base_of = |name: &str| {
+        baseline.as_ref().and_then(|b| b.iter().find(|(n, _)| n == name).map(|(_, m)| *m))
+    };
+    if baseline.is_some() {
+        println!(
+            "{:<28} {:>10} {:>10} {:>7} {:>10} {:>10} {:>6}  what",
+            "benchmark", "median", "baseline", "ratio", "min", "max", "runs"
+        );
+    } else {
+        println!(
+            "{:<28} {:>10} {:>10} {:>10} {:>6}  what",
+            "benchmark", "median", "min", "max", "runs"
+        );
+    }
     let mut json = String::from("{\n");
     let _ = writeln!(
         json,
@@ -149,15 +188,33 @@ pub fn cmd_bench(mut args: pico_args::Arguments) -> Result<bool, String> {
         if debug { "debug" } else { "release" }
     );
     for (i, r) in results.iter().enumerate() {
-        println!(
-            "{:<28} {:>10} {:>10} {:>10} {:>6}  {}",
-            r.name,
-            r.median,
-            r.min,
-            r.max,
-            r.runs,
-            describe(&r.name)
-        );
+        if baseline.is_some() {
+            let (base, ratio) = match base_of(&r.name) {
+                Some(b) if b > 0 => (b.to_string(), format!("{:.3}", r.median as f64 / b as f64)),
+                _ => ("-".to_string(), "-".to_string()),
+            };
+            println!(
+                "{:<28} {:>10} {:>10} {:>7} {:>10} {:>10} {:>6}  {}",
+                r.name,
+                r.median,
+                base,
+                ratio,
+                r.min,
+                r.max,
+                r.runs,
+                describe(&r.name)
+            );
+        } else {
+            println!(
+                "{:<28} {:>10} {:>10} {:>10} {:>6}  {}",
+                r.name,
+                r.median,
+                r.min,
+                r.max,
+                r.runs,
+                describe(&r.name)
+            );
+        }
         let _ = writeln!(
             json,
             "    {{\"name\": \"{}\", \"median\": {}, \"min\": {}, \"max\": {}, \"runs\": {}, \"what\": \"{}\"}}{}",
@@ -174,4 +231,27 @@ pub fn cmd_bench(mut args: pico_args::Arguments) -> Result<bool, String> {
     std::fs::write(&path, json).map_err(|e| format!("{}: {e}", path.display()))?;
     println!("\nunit: {unit} ({accel}); written to {}", path.display());
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_baseline_is_read_back_from_the_format_this_command_writes() {
+        let dir = std::env::temp_dir().join(format!("alux-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bench.json");
+        std::fs::write(
+            &path,
+            "{\n  \"unit\": \"guest instructions\",\n  \"results\": [\n    {\"name\": \"null_syscall\", \"median\": 338, \"min\": 338, \"max\": 340, \"runs\": 31, \"what\": \"SelfInfo: a, b\"},\n    {\"name\": \"blk_read_4k\", \"median\": 7103, \"min\": 1, \"max\": 2, \"runs\": 31, \"what\": \"x\"}\n  ]\n}\n",
+        )
+        .unwrap();
+        let got = read_baseline(path.to_str().unwrap()).unwrap();
+        assert_eq!(got, vec![("null_syscall".to_string(), 338), ("blk_read_4k".to_string(), 7103)]);
+        std::fs::write(&path, "{}").unwrap();
+        assert!(read_baseline(path.to_str().unwrap()).is_err(), "no results is an error");
+        assert!(read_baseline("/nonexistent/bench.json").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

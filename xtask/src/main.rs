@@ -37,6 +37,9 @@ Options (bench):
   --debug               benchmark the debug kernel
   --kvm                 TSC cycles under KVM if a probe boot works there; else TCG with
                         -icount (instructions), labelled so in the table and bench.json
+  --baseline FILE       print each median next to the one in FILE (a bench.json
+                        an earlier run wrote; copy target/bench.json away first) and
+                        their ratio
 
 Options (test):
   --release             test the optimised kernel
