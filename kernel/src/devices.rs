@@ -52,6 +52,7 @@ fn claim_error(e: ClaimError) -> Error {
         ClaimError::Empty => Error::InvalidArgument,
         ClaimError::Kernel | ClaimError::Other => Error::InUse,
         ClaimError::OutOfMemory => Error::OutOfMemory,
+        ClaimError::Limit => Error::LimitReached,
     }
 }
 

@@ -102,10 +102,17 @@ pub fn open(k: &mut Kernel, caller: ThreadId, kind: u32) -> Result<Handle, Error
         return Err(Error::NotPrivileged);
     }
     let route = k.irq.route(line).ok_or(Error::InvalidArgument)?;
+    // Two lines can reach the same input (ISA line 0 is overridden to GSI
+    // 2, and line 2 is GSI 2 too): one owner per input, or the second would
+    // take the first's vector and mask it on close.
+    let input = ((route.io_apic as u32) << 8 | route.pin) + 1;
+    if INPUT.iter().any(|i| i.load(Ordering::Relaxed) == input) {
+        return Err(Error::Busy);
+    }
     let (handle, end) = k.ipc.kernel_end_open(caller, kind)?;
     match k.irq.lines.open(line, end, true) {
         Ok(_) => {
-            INPUT[line].store(((route.io_apic as u32) << 8 | route.pin) + 1, Ordering::Relaxed);
+            INPUT[line].store(input, Ordering::Relaxed);
             ioapic::program(&route, VECTOR_BASE + line as u8, lapic::id(), false);
             Ok(handle)
         }

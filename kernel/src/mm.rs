@@ -250,6 +250,9 @@ impl AddressSpace {
             }
             return match self.translate(range.addr()) {
                 Some((pa, flags)) if flags.contains(need) => {
+                    if !kernel_may_copy(pa, flags) {
+                        return Err(Error::BadAddress);
+                    }
                     f(phys_to_virt(pa) as *mut u8, 0, range.len() as usize);
                     Ok(())
                 }
@@ -264,6 +267,19 @@ impl AddressSpace {
         {
             note_denied(page, present, write);
             return Err(Error::BadAddress);
+        }
+        // Every page first: nothing is copied if one is device memory.
+        let last = (range.addr() + range.len() - 1) & !(PAGE_SIZE - 1);
+        let mut page = range.addr() & !(PAGE_SIZE - 1);
+        loop {
+            match self.translate(page) {
+                Some((pa, flags)) if kernel_may_copy(pa, flags) => {}
+                _ => return Err(Error::BadAddress),
+            }
+            if page == last {
+                break;
+            }
+            page += PAGE_SIZE;
         }
         let mut done = 0u64;
         while done < range.len() {
@@ -319,6 +335,14 @@ impl AddressSpace {
         }
         let _ = frames.free(self.root);
     }
+}
+
+/// Whether the kernel may copy a user page's bytes through the direct map:
+/// RAM inside it. A driver's device memory (uncached, `MmioMap`) is never
+/// read or written by the kernel on a task's behalf, and memory beyond the
+/// direct map is not mapped there at all.
+fn kernel_may_copy(pa: u64, flags: PageFlags) -> bool {
+    !flags.contains(PageFlags::CACHE_DISABLE) && pa + PAGE_SIZE <= crate::arch::DIRECT_MAP_SIZE
 }
 
 /// The last user page a copy was refused, while a system call runs:

@@ -150,11 +150,18 @@ pub fn attach(k: &mut Kernel, caller: ThreadId, task: TaskId) -> SysResult {
     let frames = k.pool_frames;
     let mut queue = VecDeque::new();
     queue.try_reserve_exact(MAX_THREADS + 2 * MAX_TASKS).map_err(|_| Error::OutOfMemory)?;
-    let phys = k.frames.alloc_contiguous(frames as usize).ok_or(Error::OutOfMemory)?;
+    // The end first: every later failure gives everything back, so a failed
+    // attach leaves nothing behind and cannot be repeated to hoard frames.
+    let (handle, end) = k.ipc.kernel_end_open(caller, kernel_end_kind::PAGE_FAULTS)?;
+    let Some(phys) = k.frames.alloc_contiguous(frames as usize) else {
+        let _ = k.ipc.kernel_end_close(end);
+        return Err(Error::OutOfMemory);
+    };
     let give_back = |k: &mut Kernel| {
         for i in 0..frames {
             let _ = k.frames.free(phys + i * PAGE_SIZE);
         }
+        let _ = k.ipc.kernel_end_close(end);
     };
     // The pool is memd's to read and write, never to execute; as device
     // memory it is not counted as the task's RAM nor freed with it.
@@ -167,14 +174,6 @@ pub fn attach(k: &mut Kernel, caller: ThreadId, task: TaskId) -> SysResult {
         Ok(w) => w,
         Err(e) => {
             give_back(k);
-            return Err(e);
-        }
-    };
-    let (handle, end) = match k.ipc.kernel_end_open(caller, kernel_end_kind::PAGE_FAULTS) {
-        Ok(x) => x,
-        Err(e) => {
-            // The window stays mapped in the caller (device pages go with
-            // it); the frames are not handed out again.
             return Err(e);
         }
     };
@@ -515,6 +514,24 @@ pub fn task_ended(k: &mut Kernel, task: TaskId, paged: bool) {
         for w in waiting {
             k.wake(w, Err(Error::NoSuchTask));
         }
-        push(k, PagerEvent::TaskGone { task });
+        // Events about the task memd has not taken yet die with it: its
+        // threads' faults (they are gone), and its `TaskNew` (then memd
+        // never knew it, and hears nothing). So the queue holds at most a
+        // fault per live thread and a new and a gone per task, the room
+        // reserved at attach, however tasks come and go.
+        let raw = task.raw();
+        let Some(p) = k.pager.as_mut() else { return };
+        let mut announced = true;
+        p.queue.retain(|w| match PagerEvent::decode(*w) {
+            Some(PagerEvent::Fault { task: t, .. }) => t.raw() != raw,
+            Some(PagerEvent::TaskNew { task: t, .. }) if t.raw() == raw => {
+                announced = false;
+                false
+            }
+            _ => true,
+        });
+        if announced {
+            push(k, PagerEvent::TaskGone { task });
+        }
     }
 }

@@ -255,7 +255,8 @@ pub fn decode(raw: &RawCall) -> Result<Syscall, Error> {
         }
         Sys::SelfInfo => Syscall::SelfInfo,
         Sys::IoPortGrant => {
-            if a0 > u16::MAX as u64 || a1 == 0 || a0 + a1 > 1 << 16 {
+            // `a1` is checked before it is added: any u64 may come in.
+            if a0 > u16::MAX as u64 || a1 == 0 || a1 > (1 << 16) - a0 {
                 return Err(Error::InvalidArgument);
             }
             Syscall::IoPortGrant { first: a0 as u16, count: a1 as u32 }
@@ -526,6 +527,9 @@ mod tests {
         assert_eq!(call(g, [0x1_0000, 1, 0, 0, 0, 0]), Err(Error::InvalidArgument));
         assert_eq!(call(g, [0xffff, 2, 0, 0, 0, 0]), Err(Error::InvalidArgument), "wraps");
         assert!(call(g, [0, 1 << 16, 0, 0, 0, 0]).is_ok(), "every port");
+        // A count that would overflow the sum is refused, not added.
+        assert_eq!(call(g, [1, u64::MAX, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(call(g, [0xffff, u64::MAX - 0xfffe, 0, 0, 0, 0]), Err(Error::InvalidArgument));
         let m = Sys::MmioMap as u64;
         assert_eq!(
             call(m, [0xfebf_0000, 100, 0, 0, 0, 0]),
