@@ -249,6 +249,10 @@ fn main(start: &Start) -> u64 {
         (Sys::ThreadCreate as u64, [0, 0x10000, 0, 0, 0, 0], Error::BadAddress),
         (Sys::ThreadCreate as u64, [0x10000, 0x10008, 0, 0, 0, 0], Error::InvalidArgument),
         (Sys::MemMap as u64, [0, 1, 0, 0, 0, 0], Error::InvalidArgument),
+        // A port count whose sum with the first port overflows: refused
+        // while decoding (it once panicked the debug kernel).
+        (Sys::IoPortGrant as u64, [1, u64::MAX, 0, 0, 0, 0], Error::InvalidArgument),
+        (Sys::IoPortGrant as u64, [0xffff, u64::MAX - 0xfffe, 0, 0, 0, 0], Error::InvalidArgument),
         (Sys::MemMap as u64, [u64::MAX, 1, 0, 0, 0, 0], Error::InvalidArgument),
         (Sys::MemMap as u64, [4096, 0xff, 0, 0, 0, 0], Error::InvalidArgument),
         (Sys::MemUnmap as u64, [0x40_0000, 4096, 0, 0, 0, 0], Error::InvalidArgument),
