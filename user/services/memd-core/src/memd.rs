@@ -599,7 +599,9 @@ impl Memd {
 
     /// A page fault of `task` (`Fault` event): resumes it, kills it, or makes
     /// it wait for I/O or a frame (answered by a later event). Every fault
-    /// is answered exactly once, unless its task ends first.
+    /// is answered exactly once, unless its task ends first. A fault served
+    /// with a zero page also maps up to [`Config::fault_around`] following
+    /// pages of its range (see `fault_around`).
     pub fn fault<H: Host>(
         &mut self,
         host: &mut H,
@@ -742,6 +744,9 @@ impl Memd {
     /// task never touches them). A refused mapping gives the frame back
     /// and stops; it is not the fault's error.
     fn fault_around<H: Host>(&mut self, host: &mut H, task: TaskId, vpn: u64) {
+        if self.cfg.fault_around == 0 {
+            return;
+        }
         let Some(t) = self.tasks.get(&task) else { return };
         let Some(r) = t.region(vpn) else { return };
         let end = r.end.min(vpn.saturating_add(1 + self.cfg.fault_around as u64));
