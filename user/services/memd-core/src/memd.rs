@@ -599,7 +599,9 @@ impl Memd {
 
     /// A page fault of `task` (`Fault` event): resumes it, kills it, or makes
     /// it wait for I/O or a frame (answered by a later event). Every fault
-    /// is answered exactly once, unless its task ends first.
+    /// is answered exactly once, unless its task ends first. A fault served
+    /// with a zero page also maps up to [`Config::fault_around`] following
+    /// pages of its range (see `fault_around`).
     pub fn fault<H: Host>(
         &mut self,
         host: &mut H,
@@ -690,6 +692,7 @@ impl Memd {
                 self.c.faults_zero += 1;
                 host.resume(fault);
                 self.answered(fault, FaultOutcome::Resumed);
+                self.fault_around(host, task, vpn);
                 FaultOutcome::Resumed
             }
             Some(Page::Resident { mapped: true, .. }) => {
@@ -727,6 +730,42 @@ impl Memd {
                     FaultOutcome::Killed(KillReason::SwapReadFailed)
                 }
             }
+        }
+    }
+
+    /// Fault-around, after a fault on page `vpn` was served with a zero
+    /// page: zero-fills and maps up to `fault_around` following pages of
+    /// the same range, stopping at the range's end, at the first page with
+    /// content (resident, swapped, under I/O, or given at spawn), when a
+    /// fault waits, or when taking a frame would bring the pool down to its
+    /// high watermark: it never makes the clock evict. The pages are
+    /// ordinary resident pages, clean (a zero page needs no write to
+    /// leave) and not fresh (the clock may take them back first if the
+    /// task never touches them). A refused mapping gives the frame back
+    /// and stops; it is not the fault's error.
+    fn fault_around<H: Host>(&mut self, host: &mut H, task: TaskId, vpn: u64) {
+        if self.cfg.fault_around == 0 {
+            return;
+        }
+        let Some(t) = self.tasks.get(&task) else { return };
+        let Some(r) = t.region(vpn) else { return };
+        let end = r.end.min(vpn.saturating_add(1 + self.cfg.fault_around as u64));
+        for next in vpn + 1..end {
+            if !self.waiters.is_empty() || self.free.len() <= self.cfg.high_water as usize {
+                return;
+            }
+            let Some(t) = self.tasks.get(&task) else { return };
+            if t.pages.contains_key(&next) {
+                return;
+            }
+            let Some(frame) = self.take_frame() else { return };
+            host.zero(frame);
+            self.attach(task, next, frame, None, false);
+            if !self.map_page(host, task, next, false) {
+                self.drop_page(host, task, next, false);
+                return;
+            }
+            self.c.prefaulted += 1;
         }
     }
 

@@ -271,13 +271,20 @@ pub struct Config {
     pub window_start: u64,
     /// End of the reservation window.
     pub window_end: u64,
+    /// Fault-around: a fault served with a zero-filled page also zero-fills
+    /// and maps up to this many following pages of the same range that
+    /// have no content yet, while the pool stays above `high_water` (0:
+    /// off). They are ordinary resident pages (clean zero pages, evictable
+    /// without I/O); the quota is unchanged, since it counts reserved
+    /// pages.
+    pub fault_around: u32,
 }
 
 impl Config {
     /// A configuration with the default watermarks (1/32 and 1/16 of the
-    /// pool, at least 1 and 2), 16 requests at the disk, quota (64 MiB) and
-    /// window
-    /// (`0x1000_0000_0000..0x7000_0000_0000`).
+    /// pool, at least 1 and 2), 16 requests at the disk, quota (64 MiB),
+    /// window (`0x1000_0000_0000..0x7000_0000_0000`) and fault-around (7
+    /// pages: a fault maps up to 32 KiB).
     pub const fn new(pool_frames: u32, swap_slots: u32) -> Config {
         let low = if pool_frames / 32 > 1 { pool_frames / 32 } else { 1 };
         let high = if pool_frames / 16 > 2 { pool_frames / 16 } else { 2 };
@@ -290,6 +297,7 @@ impl Config {
             default_quota: (64 << 20) / PAGE_SIZE,
             window_start: 0x0000_1000_0000_0000,
             window_end: 0x0000_7000_0000_0000,
+            fault_around: 7,
         }
     }
 }
@@ -309,6 +317,9 @@ pub struct Counters {
     pub slots_used: u64,
     /// Faults served with a zero-filled frame.
     pub faults_zero: u64,
+    /// Pages zero-filled and mapped by fault-around, after a fault on a
+    /// page before them (not faults: counted apart from `faults_zero`).
+    pub prefaulted: u64,
     /// Faults served by reading the page from swap.
     pub faults_swap: u64,
     /// Faults served without I/O or zeroing (page already in memory).

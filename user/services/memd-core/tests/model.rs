@@ -1,9 +1,10 @@
 //! Model-based property test: random tasks (with two threads each) spawn
 //! with image pages, reserve, write, read, execute and release pages, make
 //! bad accesses and end, under a tiny pool (4 to 8 frames, many more
-//! pages), with a fake MMU and a fake disk that completes requests in
-//! random order and sometimes fails. A simple model (the last value written
-//! to each page) predicts every read:
+//! pages), with fault-around off or at 3 pages, with a fake MMU and a
+//! fake disk that completes requests in random order and sometimes fails.
+//! A simple model (the last value written to each page) predicts every
+//! read:
 //! - a read never sees anything but the last value written (or zeros, or
 //!   the image bytes);
 //! - every fault is answered exactly once (resumed or killed), none is
@@ -108,9 +109,14 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(pool: u32, slots: u32, max_io: u32) -> Harness {
+    /// A tiny pool (watermarks 1 and 2), with `fault_around` pages mapped
+    /// after each zero-fill fault while the pool stays above 2 free frames.
+    fn new(pool: u32, slots: u32, max_io: u32, fault_around: u32) -> Harness {
+        let mut w = World::small_io(pool, slots, max_io);
+        let cfg = Config { fault_around, ..*w.m.config() };
+        w = World::new(cfg);
         Harness {
-            w: World::small_io(pool, slots, max_io),
+            w,
             tasks: (0..MAX_TASKS).map(|_| None).collect(),
             next_task: 1,
             open: BTreeSet::new(),
@@ -542,9 +548,10 @@ proptest! {
     fn memd_never_loses_data_or_faults(
         pool in 4u32..=8,
         max_io in 1u32..=4,
+        fault_around in prop::sample::select(vec![0u32, 3]),
         ops in proptest::collection::vec(op(), 1..240),
     ) {
-        let mut h = Harness::new(pool, 256, max_io);
+        let mut h = Harness::new(pool, 256, max_io, fault_around);
         for op in &ops {
             h.step(op);
         }
@@ -566,9 +573,35 @@ proptest! {
     fn memd_with_a_full_swap_kills_only_who_needs_a_frame(
         pool in 4u32..=6,
         slots in 0u32..12,
+        fault_around in prop::sample::select(vec![0u32, 3]),
         ops in proptest::collection::vec(op(), 1..240),
     ) {
-        let mut h = Harness::new(pool, slots, 2);
+        let mut h = Harness::new(pool, slots, 2, fault_around);
+        for op in &ops {
+            h.step(op);
+        }
+        h.finish();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 500,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
+
+    /// The same with a larger pool, so that fault-around (1 to 7 pages)
+    /// often has frames above the watermark to map, and the pages it maps
+    /// meet writes, evictions, swap-ins, releases and task ends.
+    #[test]
+    fn memd_with_fault_around_never_loses_data_or_faults(
+        pool in 8u32..=16,
+        max_io in 1u32..=4,
+        fault_around in 1u32..=7,
+        ops in proptest::collection::vec(op(), 1..240),
+    ) {
+        let mut h = Harness::new(pool, 256, max_io, fault_around);
         for op in &ops {
             h.step(op);
         }
@@ -580,7 +613,7 @@ proptest! {
 /// and a final tally that the counters make sense.
 #[test]
 fn counters_add_up_after_a_heavy_run() {
-    let mut h = Harness::new(4, 256, 16);
+    let mut h = Harness::new(4, 256, 16, 3);
     for _ in 0..3 {
         h.spawn(24, 2);
     }
@@ -625,7 +658,7 @@ fn counters_add_up_after_a_heavy_run() {
 /// maps the page again (on its clock hold) and resumes the fault.
 #[test]
 fn failed_write_with_a_waiting_fault() {
-    let mut h = Harness::new(4, 256, 16);
+    let mut h = Harness::new(4, 256, 16, 0);
     let ops = [
         Op::Spawn { quota: 4, image: 2 },
         Op::Spawn { quota: 4, image: 3 },

@@ -47,7 +47,9 @@ fn first_touch_maps_a_zeroed_frame_and_resumes() {
         Some(PageView::Resident { mapped: true, dirty: false, slot: None, .. })
     ));
     let c = w.m.counters();
-    assert_eq!((c.faults_zero, c.frames_free, c.slots_used), (1, 3, 0));
+    // Fault-around (7 pages by default) mapped page 1 too, and stopped at
+    // the high watermark (2 frames free).
+    assert_eq!((c.faults_zero, c.prefaulted, c.frames_free, c.slots_used), (1, 1, 2, 0));
     w.m.audit().unwrap();
 }
 
@@ -872,4 +874,171 @@ fn queued_requests_of_a_dead_task_are_cancelled_without_io() {
     assert_eq!(w.count(|e| matches!(e, Effect::Submit(_))), submits, "queued ones never submitted");
     w.h.complete(&mut w.m, 0, true);
     assert!(w.m.is_idle(), "{:?}", w.m.counters());
+}
+
+/// A pool of `frames` with watermarks 1 and 2, a swap area of 64 slots and
+/// `fault_around` pages of fault-around.
+fn around(frames: u32, fault_around: u32) -> World {
+    let mut cfg = Config::new(frames, 64);
+    cfg.low_water = 1;
+    cfg.high_water = 2;
+    cfg.fault_around = fault_around;
+    World::new(cfg)
+}
+
+/// Whether page `va` is resident, mapped and still a clean zero page.
+fn prefaulted(w: &World, t: TaskId, va: u64) -> bool {
+    matches!(
+        w.m.page(t, va),
+        Some(PageView::Resident { mapped: true, dirty: false, slot: None, .. })
+    )
+}
+
+#[test]
+fn fault_around_maps_the_following_pages_of_the_range() {
+    assert_eq!(Config::new(64, 0).fault_around, 7, "on by default");
+    let mut w = around(32, 7);
+    let t = w.task(1, 40);
+    let a = w.m.reserve(t, 20 * PAGE_SIZE, RW).unwrap();
+    let (f, out) = w.try_access(t, va(a, 3), Access::Write, Some(3)).unwrap_err();
+    assert_eq!(out, FaultOutcome::Resumed);
+    // The faulting thread is resumed before the pages around are mapped.
+    let resume = w.h.log.iter().position(|e| *e == Effect::Resume(f)).unwrap();
+    let maps: Vec<usize> =
+        (0..w.h.log.len()).filter(|&i| matches!(w.h.log[i], Effect::Map(..))).collect();
+    assert_eq!(maps.len(), 8);
+    assert!(maps[0] < resume && maps[1..].iter().all(|&i| i > resume));
+    for p in 4..=10 {
+        assert!(prefaulted(&w, t, va(a, p)), "page {p} mapped by fault-around");
+        // Touching it is no fault at all.
+        assert_eq!(w.h.access(t, va(a, p), Access::Read, None), Ok(Some(ZERO.to_vec())));
+    }
+    for p in [0, 1, 2, 11, 12] {
+        assert_eq!(w.m.page(t, va(a, p)), None, "page {p} untouched");
+    }
+    let c = w.m.counters();
+    assert_eq!((c.faults_zero, c.prefaulted, c.frames_free), (1, 7, 32 - 8));
+    assert_eq!(w.count(|e| matches!(e, Effect::Zero(_))), 8, "every page zero-filled");
+    // The quota counts reserved pages: fault-around changes nothing there.
+    let tc = w.m.task(t).unwrap();
+    assert_eq!((tc.quota, tc.reserved, tc.resident, tc.swapped), (40, 20, 8, 0));
+    w.write(t, va(a, 3), 3).unwrap();
+    assert_eq!(w.read(t, va(a, 3)).unwrap(), pattern(3));
+    // The next fault is past them: it maps the next 7 in turn.
+    w.read(t, va(a, 11)).unwrap();
+    assert_eq!(w.m.counters().prefaulted, 14);
+    assert!(prefaulted(&w, t, va(a, 18)) && w.m.page(t, va(a, 19)).is_none());
+    w.m.audit().unwrap();
+    w.h.check_against(&w.m);
+}
+
+#[test]
+fn fault_around_stops_at_the_range_end() {
+    let mut w = around(32, 7);
+    let t = w.task(1, 0);
+    let a = w.m.reserve(t, 3 * PAGE_SIZE, RW).unwrap();
+    let b = w.m.reserve(t, 3 * PAGE_SIZE, RW).unwrap();
+    assert_eq!(b, a + 4 * PAGE_SIZE, "the next range is past one guard page");
+    w.read(t, va(a, 0)).unwrap();
+    assert!(prefaulted(&w, t, va(a, 1)) && prefaulted(&w, t, va(a, 2)));
+    assert_eq!(w.m.page(t, va(b, 0)), None, "never into the next range");
+    assert_eq!(w.m.counters().prefaulted, 2);
+    // A fault on a range's last page maps nothing more.
+    w.read(t, va(b, 2)).unwrap();
+    assert_eq!(w.m.counters().prefaulted, 2);
+    assert_eq!(w.m.task(t).unwrap().resident, 4);
+    w.m.audit().unwrap();
+}
+
+#[test]
+fn fault_around_stops_at_a_page_with_content() {
+    let mut w = around(32, 7);
+    let t = w.task(1, 0);
+    let a = w.m.reserve(t, 10 * PAGE_SIZE, RW).unwrap();
+    w.write(t, va(a, 4), 44).unwrap();
+    assert_eq!(w.m.counters().prefaulted, 5, "pages 5 to 9");
+    w.read(t, va(a, 0)).unwrap();
+    assert_eq!(w.m.counters().prefaulted, 8, "pages 1 to 3, then page 4 has content");
+    assert_eq!(w.read(t, va(a, 4)).unwrap(), pattern(44), "content kept");
+    // Image ranges: a page given at spawn stops it; pages never given
+    // content are zero pages like any other.
+    let img = 0x40_0000;
+    w.m.reserve_at(t, img, 6 * PAGE_SIZE, Perms::RX, Init::Image).unwrap();
+    assert_eq!(w.m.populate(&mut w.h, t, va(img, 3), &pattern(3)).unwrap(), Populate::Done);
+    w.access(t, va(img, 0), Access::Exec, None).unwrap();
+    assert!(prefaulted(&w, t, va(img, 1)) && prefaulted(&w, t, va(img, 2)));
+    assert_eq!(w.m.counters().prefaulted, 10);
+    w.access(t, va(img, 4), Access::Read, None).unwrap();
+    assert!(prefaulted(&w, t, va(img, 5)));
+    assert_eq!(w.read(t, va(img, 3)).unwrap(), pattern(3));
+    assert_eq!(w.read(t, va(img, 5)).unwrap(), ZERO.to_vec());
+    let c = w.m.counters();
+    assert_eq!((c.faults_zero, c.prefaulted), (4, 11));
+    w.m.audit().unwrap();
+    w.h.check_against(&w.m);
+}
+
+#[test]
+fn fault_around_never_takes_the_pool_below_its_high_watermark() {
+    let mut w = around(6, 7);
+    let t = w.task(1, 0);
+    let a = w.m.reserve(t, 12 * PAGE_SIZE, RW).unwrap();
+    w.read(t, va(a, 0)).unwrap();
+    // 5 free after the fault: pages 1 to 3, then 2 are left (the mark).
+    assert!((1..=3).all(|p| prefaulted(&w, t, va(a, p))));
+    assert_eq!(w.m.page(t, va(a, 4)), None);
+    let c = w.m.counters();
+    assert_eq!((c.prefaulted, c.frames_free, c.evictions), (3, 2, 0));
+    // At the mark, a fault maps its own page only, and nothing is evicted
+    // for fault-around.
+    w.read(t, va(a, 5)).unwrap();
+    let c = w.m.counters();
+    assert_eq!((c.faults_zero, c.prefaulted, c.frames_free, c.evictions), (2, 3, 1, 0));
+    assert_eq!(w.m.page(t, va(a, 6)), None);
+    assert_eq!(w.count(|e| matches!(e, Effect::Unmap(..) | Effect::Submit(_))), 0);
+    w.m.audit().unwrap();
+}
+
+#[test]
+fn fault_around_pages_are_ordinary_resident_pages() {
+    let mut w = around(6, 7);
+    let t = w.task(1, 0);
+    let a = w.m.reserve(t, 12 * PAGE_SIZE, RW).unwrap();
+    w.read(t, va(a, 0)).unwrap();
+    // The thread writes one page fault-around mapped, without a fault.
+    w.h.access(t, va(a, 2), Access::Write, Some(&pattern(22))).unwrap();
+    // Pressure: the untouched ones leave without I/O, the written one is
+    // written to swap and comes back with its value.
+    for p in 4..12 {
+        w.write(t, va(a, p), p).unwrap();
+    }
+    w.drain();
+    assert_eq!(w.read(t, va(a, 1)).unwrap(), ZERO.to_vec());
+    assert_eq!(w.read(t, va(a, 2)).unwrap(), pattern(22));
+    assert_eq!(w.read(t, va(a, 3)).unwrap(), ZERO.to_vec());
+    for p in 4..12 {
+        assert_eq!(w.read(t, va(a, p)).unwrap(), pattern(p));
+    }
+    let c = w.m.counters();
+    assert!(c.evictions > 0 && c.pages_out > 0, "{c:?}");
+    // Releasing the range gives every frame back.
+    w.drain();
+    w.m.release(&mut w.h, t, a, 12 * PAGE_SIZE).unwrap();
+    w.drain();
+    let c = w.m.counters();
+    assert_eq!((c.frames_free, c.slots_used), (6, 0));
+    assert_eq!(w.m.task(t).unwrap().resident, 0);
+    w.m.audit().unwrap();
+}
+
+#[test]
+fn fault_around_is_off_with_zero() {
+    let mut w = around(32, 0);
+    let t = w.task(1, 0);
+    let a = w.m.reserve(t, 8 * PAGE_SIZE, RW).unwrap();
+    w.read(t, va(a, 0)).unwrap();
+    assert_eq!(w.m.page(t, va(a, 1)), None);
+    let c = w.m.counters();
+    assert_eq!((c.faults_zero, c.prefaulted, c.frames_free), (1, 0, 31));
+    w.m.audit().unwrap();
 }
