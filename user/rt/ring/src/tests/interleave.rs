@@ -11,6 +11,13 @@
 //! a poll are seen as one). The model is sequentially consistent, which
 //! is what the ring's fences give on hardware.
 //!
+//! A sleep set (Godefroid's partial-order reduction) skips runs that
+//! differ from an explored one only in the order of two independent
+//! steps: accesses to different fields, or two loads. Signals commute
+//! with the peer's steps (a signal only sets a pending bit, and a sleep
+//! ends the same way whether the bit was set before or after it began),
+//! so a step's signal does not make it dependent.
+//!
 //! Each interleaving must end with every byte (or record) delivered in
 //! order. A run that stops with a side asleep and nobody left to wake it
 //! is a lost wake-up, reported with its schedule.
@@ -276,9 +283,9 @@ fn run_once(prefix: &[usize], sc: &Scenario) -> (Choices, Result<(), String>) {
             for &u in &ready[..pick] {
                 asleep[u] = true;
             }
-            for u in 0..2 {
-                if u != t && asleep[u] && !independent(s.next[u], s.next[t]) {
-                    asleep[u] = false;
+            for (u, sleeping) in asleep.iter_mut().enumerate() {
+                if u != t && *sleeping && !independent(s.next[u], s.next[t]) {
+                    *sleeping = false;
                 }
             }
             s.status[t] = Status::Running;
