@@ -363,6 +363,9 @@ impl Writer {
 
     /// Writes as much of `data` as fits (stream variant).
     pub fn write(&mut self, mem: &impl SharedMem, data: &[u8]) -> Result<WriteOutcome, Error> {
+        if let Some(f) = self.broken {
+            return Err(Error::Corrupt(f));
+        }
         if data.is_empty() {
             return Ok(WriteOutcome { written: 0, must_signal: false, must_wait: false });
         }
@@ -475,6 +478,9 @@ impl Reader {
 
     /// Reads up to `buf.len()` bytes (stream variant).
     pub fn read(&mut self, mem: &impl SharedMem, buf: &mut [u8]) -> Result<ReadOutcome, Error> {
+        if let Some(f) = self.broken {
+            return Err(Error::Corrupt(f));
+        }
         if buf.is_empty() {
             return Ok(ReadOutcome { n: 0, must_wait: false, must_signal_writer: false });
         }

@@ -231,6 +231,7 @@ fn reader_refuses_impossible_heads() {
         mem.poke(HEAD, 5);
         assert_eq!(r.read(&mem, &mut buf).unwrap_err(), Error::Corrupt(fault));
         assert_eq!(r.recv(&mem, &mut buf).unwrap_err(), Error::Corrupt(fault));
+        assert_eq!(r.read(&mem, &mut []).unwrap_err(), Error::Corrupt(fault));
     }
     // A head that goes back but stays at or above the tail.
     let (mem, mut w, mut r) = ring(16);
@@ -253,6 +254,7 @@ fn writer_refuses_impossible_tails() {
         assert_eq!(w.write(&mem, b"a").unwrap_err(), Error::Corrupt(fault));
         mem.poke(TAIL, 3);
         assert_eq!(w.send(&mem, b"a").unwrap_err(), Error::Corrupt(fault));
+        assert_eq!(w.write(&mem, b"").unwrap_err(), Error::Corrupt(fault));
     }
     // A tail more than the capacity behind the head (only a peer that
     // wrote to it and went back can cause this with a checked head).
