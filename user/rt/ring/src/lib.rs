@@ -24,8 +24,8 @@
 //!
 //! # Layout
 //!
-//! | offset | field         | written by | read by | ordering                   |
-//! |--------|---------------|------------|---------|----------------------------|
+//! | offset | field         | written by | read by | ordering                    |
+//! |--------|---------------|------------|---------|-----------------------------|
 //! | 0      | `head`        | writer     | reader  | store Release, load Acquire |
 //! | 8      | `writer_wait` | writer     | reader  | store, fence, load          |
 //! | 64     | `tail`        | reader     | writer  | store Release, load Acquire |
@@ -37,7 +37,7 @@
 //! reader has consumed `tail`, and `head - tail` bytes (at most the
 //! capacity) are in the ring; byte `n` of the stream lives at data offset
 //! `n % capacity`. The capacity is the region's length less the 128-byte
-//! header, any size from 1 byte (the message variant needs more than the
+//! header, any size from 1 byte (the message variant needs at least the
 //! 4-byte record header). Each side's fields share a 64-byte line that the
 //! other side only reads. A wait field is 0 when its side is not waiting,
 //! or the number of its latest wait (1, 2, …), so that the peer signals
@@ -93,7 +93,9 @@ pub const RECORD_HEADER: usize = 4;
 /// within [`SharedMem::len`], and 8-byte aligned offsets to the u64
 /// accesses. The peer may change any byte at any time, so implementations
 /// must make each u64 access a single atomic (or volatile, naturally
-/// aligned) access and must never hand out a reference into the region.
+/// aligned) access and must never hand out a reference into the region;
+/// the byte copies too must be volatile (or atomic) copies, since a
+/// hostile peer may write the bytes while they are copied.
 pub trait SharedMem {
     /// Length of the region in bytes.
     fn len(&self) -> usize;
