@@ -239,6 +239,8 @@ fn cmd_lint(args: pico_args::Arguments) -> Result<bool, String> {
         "--package",
         "alux-rt",
         "--package",
+        "alux-ring",
+        "--package",
         "alux-programs",
         "--package",
         "alux-pci",
