@@ -191,9 +191,15 @@ pub fn dma_alloc(k: &mut Kernel, task: TaskId, len: u64) -> SysResult {
 }
 
 /// `DmaPin`: keeps `frames` frames from `first` out of reuse for `task`'s
-/// device. Every frame must be allocated RAM (a task's or the kernel's).
+/// device. `task` must have claimed a device (`DeviceClaim`). Every frame
+/// must be allocated RAM (a task's or the kernel's).
 pub fn dma_pin(k: &mut Kernel, task: TaskId, first: u64, frames: u64) -> SysResult {
     require_privileged(k, task)?;
+    // Only a driver that claimed its device pins: so when it dies, the
+    // device is stopped before its pins end (`stop_devices`).
+    if k.devices.ranges_of(task).next().is_none() {
+        return Err(Error::NotPrivileged);
+    }
     if (0..frames).any(|i| !k.frames.is_allocated(first + i * PAGE_SIZE)) {
         return Err(Error::BadAddress);
     }

@@ -236,13 +236,15 @@ fn memd_scenario(init: &Init<'_>) -> Verdict {
         (Sys::PageMap, [me, 0x4000_0000, 0, 1, 0, 0], Error::NotPrivileged),
         (Sys::FaultResolve, [me, 0, 0, 0, 0, 0], Error::NotPrivileged),
         (Sys::SpawnFinish, [me, 0, 0, 0, 0, 0], Error::NotPrivileged),
+        // Pins are for drivers of a claimed device, which init is not.
+        (Sys::DmaPin, [0x10_0000, 4096, 0, 0, 0, 0], Error::NotPrivileged),
     ] {
         let got = alux_rt::sys::call(sys, args).map(|_| ());
         if got != Err(want) {
             return Err(format!("{:?} by init gave {:?}, not {:?}", sys, got, want));
         }
     }
-    println!("init: the pager's calls refuse every task but memd");
+    println!("init: the pager's calls refuse every task but memd; DmaPin refuses a task with no device");
     expect(
         "a system call on an unreserved address fails",
         init.run("memtest", "syscall"),
