@@ -244,7 +244,9 @@ fn memd_scenario(init: &Init<'_>) -> Verdict {
             return Err(format!("{:?} by init gave {:?}, not {:?}", sys, got, want));
         }
     }
-    println!("init: the pager's calls refuse every task but memd; DmaPin refuses a task with no device");
+    println!(
+        "init: the pager's calls refuse every task but memd; DmaPin refuses a task with no device"
+    );
     expect(
         "a system call on an unreserved address fails",
         init.run("memtest", "syscall"),
