@@ -111,56 +111,28 @@ impl core::ops::BitOrAssign for Events {
     }
 }
 
-/// Why a connection closed, as its surviving end is told.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u32)]
-pub enum CloseReason {
-    /// The peer's owner closed its end (or, for a kernel end, the kernel
-    /// closed its side).
-    Closed = 1,
-    /// The thread owning the peer end exited.
-    ThreadExited = 2,
-    /// The task owning the peer end exited normally.
-    TaskExited = 3,
-    /// The task owning the peer end was killed (or faulted).
-    TaskKilled = 4,
-}
-
-impl CloseReason {
-    /// The code stored in records and registers (`0` means "still open").
-    pub const fn code(self) -> u32 {
-        self as u32
-    }
-    /// Decodes a code; `None` for 0 or an unknown code.
-    pub const fn from_code(code: u32) -> Option<CloseReason> {
-        match code {
-            1 => Some(CloseReason::Closed),
-            2 => Some(CloseReason::ThreadExited),
-            3 => Some(CloseReason::TaskExited),
-            4 => Some(CloseReason::TaskKilled),
-            _ => None,
-        }
+crate::code_enum! {
+    /// Why a connection closed, as its surviving end is told.
+    pub enum CloseReason: u32 {
+        /// The peer's owner closed its end (or, for a kernel end, the kernel
+        /// closed its side).
+        Closed = 1,
+        /// The thread owning the peer end exited.
+        ThreadExited = 2,
+        /// The task owning the peer end exited normally.
+        TaskExited = 3,
+        /// The task owning the peer end was killed (or faulted).
+        TaskKilled = 4,
     }
 }
 
-/// The state `ConnectionInfo` reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u32)]
-pub enum ConnState {
-    /// Both ends are open.
-    Connected = 1,
-    /// The peer end is closed; this end still reads the peer's last data.
-    PeerClosed = 2,
-}
-
-impl ConnState {
-    /// Decodes a code.
-    pub const fn from_code(code: u32) -> Option<ConnState> {
-        match code {
-            1 => Some(ConnState::Connected),
-            2 => Some(ConnState::PeerClosed),
-            _ => None,
-        }
+crate::code_enum! {
+    /// The state `ConnectionInfo` reports.
+    pub enum ConnState: u32 {
+        /// Both ends are open.
+        Connected = 1,
+        /// The peer end is closed; this end still reads the peer's last data.
+        PeerClosed = 2,
     }
 }
 

@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod code_enum;
 pub mod error;
 pub mod ids;
 pub mod ipc;

@@ -3,242 +3,133 @@
 //! See the crate docs for the register convention, and `docs/syscalls.md`
 //! for each call's arguments, results and errors.
 
-/// System call numbers, passed in `rax`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u64)]
-pub enum Sys {
-    // --- tasks, threads, time, memory (kernel core) ---
-    /// `(ptr, len)`: write UTF-8 bytes to the kernel debug console.
-    DebugPrint = 0,
-    /// `(entry, stack_top, arg) -> thread`: start a thread in this task.
-    ThreadCreate = 1,
-    /// `(code)`: end the calling thread; never returns.
-    ThreadExit = 2,
-    /// `(code)`: end the calling task and all its threads; never returns.
-    TaskExit = 3,
-    /// `()`: give up the rest of the time slice.
-    Yield = 4,
-    /// `(nanoseconds)`: sleep at least this long.
-    Sleep = 5,
-    /// `() -> nanoseconds`: the monotonic clock since boot.
-    Clock = 6,
-    /// `(&SpawnArgs) -> task`: start a task from an ELF image. Privileged.
-    Spawn = 7,
-    /// `(task, timeout_ns) -> (kind, detail)`: wait for a task to end.
-    /// Privileged, or the task's parent.
-    TaskWait = 8,
-    /// `(task)`: kill a task: itself, a child, or (privileged) any task.
-    TaskKill = 9,
-    /// `(&mut KernelStats)`: kernel resource usage.
-    KernelStats = 10,
-    /// `(code)`: stop the machine with an exit code. Privileged.
-    Shutdown = 11,
-    /// `(len, flags) -> addr`: map zeroed anonymous memory.
-    MemMap = 12,
-    /// `(addr, len)`: unmap memory mapped with `MemMap`.
-    MemUnmap = 13,
-    /// `() -> (task, thread, uid, flags)`: who am I.
-    SelfInfo = 14,
-    /// `(thread, timeout_ns) -> code`: wait for a thread of this task to end.
-    ThreadJoin = 15,
+crate::code_enum! {
+    /// System call numbers, passed in `rax`.
+    pub enum Sys: u64 {
+        // --- tasks, threads, time, memory (kernel core) ---
+        /// `(ptr, len)`: write UTF-8 bytes to the kernel debug console.
+        DebugPrint = 0,
+        /// `(entry, stack_top, arg) -> thread`: start a thread in this task.
+        ThreadCreate = 1,
+        /// `(code)`: end the calling thread; never returns.
+        ThreadExit = 2,
+        /// `(code)`: end the calling task and all its threads; never returns.
+        TaskExit = 3,
+        /// `()`: give up the rest of the time slice.
+        Yield = 4,
+        /// `(nanoseconds)`: sleep at least this long.
+        Sleep = 5,
+        /// `() -> nanoseconds`: the monotonic clock since boot.
+        Clock = 6,
+        /// `(&SpawnArgs) -> task`: start a task from an ELF image. Privileged.
+        Spawn = 7,
+        /// `(task, timeout_ns) -> (kind, detail)`: wait for a task to end.
+        /// Privileged, or the task's parent.
+        TaskWait = 8,
+        /// `(task)`: kill a task: itself, a child, or (privileged) any task.
+        TaskKill = 9,
+        /// `(&mut KernelStats)`: kernel resource usage.
+        KernelStats = 10,
+        /// `(code)`: stop the machine with an exit code. Privileged.
+        Shutdown = 11,
+        /// `(len, flags) -> addr`: map zeroed anonymous memory.
+        MemMap = 12,
+        /// `(addr, len)`: unmap memory mapped with `MemMap`.
+        MemUnmap = 13,
+        /// `() -> (task, thread, uid, flags)`: who am I.
+        SelfInfo = 14,
+        /// `(thread, timeout_ns) -> code`: wait for a thread of this task to end.
+        ThreadJoin = 15,
 
-    // --- basic IPC (see `crate::ipc`) ---
-    /// `() -> handle`: create a port (an unconnected end of this thread).
-    PortCreate = 32,
-    /// `(port)`: push a port onto this task's listen queue.
-    ListenPush = 33,
-    /// `(port)`: withdraw a port from the listen queue.
-    ListenWithdraw = 34,
-    /// `(task, timeout_ns) -> handle`: connect to a task.
-    Connect = 35,
-    /// `(handle, ptr, len)`: overwrite this end's 32-byte buffer.
-    Write = 36,
-    /// `(handle, &mut [u8; 32]) -> (len, seq)`: read the peer's buffer.
-    Read = 37,
-    /// `(handle)`: signal the peer end.
-    Signal = 38,
-    /// `(handle, ptr, len)`: write then signal, in one call.
-    WriteSignal = 39,
-    /// `(handles_ptr, count, timeout_ns) -> (handle, events)`: poll a set.
-    Poll = 40,
-    /// `(timeout_ns) -> (handle, events)`: poll all ends of this thread.
-    PollAll = 41,
-    /// `(handle)`: close an end.
-    Close = 42,
-    /// `(handle, &mut ConnectionInfo)`: identity of a connection.
-    ConnectionInfo = 43,
-    /// `(uid, allow)`: allow or deny a uid to connect to this task.
-    SetConnectPermission = 44,
-    /// `(kind) -> handle`: open an end whose far side is the kernel. Privileged.
-    KernelEndOpen = 45,
-    /// `(connection_id, &mut ConnectionEnds)`: the two ends of a live
-    /// connection. Privileged.
-    ConnectionQuery = 46,
-    /// `(handle, len, w0, w1, w2, w3)`: write and signal with the message in
-    /// registers (bytes little-endian in `w0..w3`); the fast path.
-    Send = 47,
-    /// `(timeout_ns) -> (handle, info, w0, w1, w2, w3)`: poll all ends and
-    /// read the ready end's peer buffer, all in registers (see
-    /// [`Received`]); results in `rdi, rsi, rdx, r10, r8, r9`.
-    Receive = 48,
-    /// `(handle, len, w0, w1, w2, w3) -> (handle, info, w0, w1, w2, w3)`:
-    /// `Send`, then `Receive` without a time limit, in one call: the
-    /// request/reply step of an RPC client or server.
-    SendReceive = 49,
+        // --- basic IPC (see `crate::ipc`) ---
+        /// `() -> handle`: create a port (an unconnected end of this thread).
+        PortCreate = 32,
+        /// `(port)`: push a port onto this task's listen queue.
+        ListenPush = 33,
+        /// `(port)`: withdraw a port from the listen queue.
+        ListenWithdraw = 34,
+        /// `(task, timeout_ns) -> handle`: connect to a task.
+        Connect = 35,
+        /// `(handle, ptr, len)`: overwrite this end's 32-byte buffer.
+        Write = 36,
+        /// `(handle, &mut [u8; 32]) -> (len, seq)`: read the peer's buffer.
+        Read = 37,
+        /// `(handle)`: signal the peer end.
+        Signal = 38,
+        /// `(handle, ptr, len)`: write then signal, in one call.
+        WriteSignal = 39,
+        /// `(handles_ptr, count, timeout_ns) -> (handle, events)`: poll a set.
+        Poll = 40,
+        /// `(timeout_ns) -> (handle, events)`: poll all ends of this thread.
+        PollAll = 41,
+        /// `(handle)`: close an end.
+        Close = 42,
+        /// `(handle, &mut ConnectionInfo)`: identity of a connection.
+        ConnectionInfo = 43,
+        /// `(uid, allow)`: allow or deny a uid to connect to this task.
+        SetConnectPermission = 44,
+        /// `(kind) -> handle`: open an end whose far side is the kernel. Privileged.
+        KernelEndOpen = 45,
+        /// `(connection_id, &mut ConnectionEnds)`: the two ends of a live
+        /// connection. Privileged.
+        ConnectionQuery = 46,
+        /// `(handle, len, w0, w1, w2, w3)`: write and signal with the message in
+        /// registers (bytes little-endian in `w0..w3`); the fast path.
+        Send = 47,
+        /// `(timeout_ns) -> (handle, info, w0, w1, w2, w3)`: poll all ends and
+        /// read the ready end's peer buffer, all in registers (see
+        /// [`Received`]); results in `rdi, rsi, rdx, r10, r8, r9`.
+        Receive = 48,
+        /// `(handle, len, w0, w1, w2, w3) -> (handle, info, w0, w1, w2, w3)`:
+        /// `Send`, then `Receive` without a time limit, in one call: the
+        /// request/reply step of an RPC client or server.
+        SendReceive = 49,
 
-    // --- device access for drivers (privileged; see `docs/drivers.md`) ---
-    /// `(first_port, count)`: let this task use I/O ports
-    /// `first_port..first_port + count` with `in`/`out`. Privileged.
-    IoPortGrant = 64,
-    /// `(phys, len) -> addr`: map device memory (not RAM) into this task,
-    /// uncached, read-write, never executable. Privileged.
-    MmioMap = 65,
-    /// `(len) -> (addr, phys)`: map physically contiguous zeroed RAM for
-    /// device DMA into this task, with its physical address. Privileged.
-    DmaAlloc = 66,
-    /// `(phys, len)`: keep the frames of `[phys, phys + len)` from being
-    /// reused while a device may access them, even if their owner lets
-    /// them go; the driver's pin on a client's buffer. Privileged.
-    DmaPin = 67,
-    /// `(phys, len)`: end a pin made with the same range. Privileged.
-    DmaUnpin = 68,
+        // --- device access for drivers (privileged; see `docs/drivers.md`) ---
+        /// `(first_port, count)`: let this task use I/O ports
+        /// `first_port..first_port + count` with `in`/`out`. Privileged.
+        IoPortGrant = 64,
+        /// `(phys, len) -> addr`: map device memory (not RAM) into this task,
+        /// uncached, read-write, never executable. Privileged.
+        MmioMap = 65,
+        /// `(len) -> (addr, phys)`: map physically contiguous zeroed RAM for
+        /// device DMA into this task, with its physical address. Privileged.
+        DmaAlloc = 66,
+        /// `(phys, len)`: keep the frames of `[phys, phys + len)` from being
+        /// reused while a device may access them, even if their owner lets
+        /// them go; the driver's pin on a client's buffer. Privileged.
+        DmaPin = 67,
+        /// `(phys, len)`: end a pin made with the same range. Privileged.
+        DmaUnpin = 68,
 
-    // --- the pager (the memory daemon only; see `crate::pager`) ---
-    /// `() -> (window, frames, phys)`: become the pager; the pool is mapped
-    /// at `window`. Privileged, and the caller must hold the `PAGE_FAULTS`
-    /// kernel end.
-    PagerAttach = 80,
-    /// `() -> (w0..w5)`: the next pager event (`PagerEvent::encode`), in
-    /// `rdi, rsi, rdx, r10, r8, r9`; `TimedOut` when there is none.
-    PagerNext = 81,
-    /// `(task, va, frame, flags)`: map pool frame `frame` at `va` in a paged
-    /// task.
-    PageMap = 82,
-    /// `(task, va) -> (frame, bits)`: unmap a pool page of a paged task.
-    PageUnmap = 83,
-    /// `(task, va, clear) -> (frame, bits)`: read a pool page's accessed and
-    /// dirty bits, clearing accessed if `clear` is 1.
-    PageBits = 84,
-    /// `(fault, verdict)`: settle a fault (`pager::verdict`).
-    FaultResolve = 85,
-    /// `(task, offset, dst, len)`: copy bytes of a pending spawn's image
-    /// into the pager's memory.
-    SpawnRead = 86,
-    /// `(task, error)`: finish a pending spawn (`error` 0) or fail it with
-    /// that error code.
-    SpawnFinish = 87,
-    /// `(bus, device, function)`: this task drives that PCI function; when
-    /// the task ends, the kernel stops the device's DMA (clears Bus Master
-    /// Enable) before it frees the task's memory and pins. Privileged.
-    DeviceClaim = 69,
-}
-
-impl Sys {
-    /// Every system call, for decoders and exhaustive tests.
-    pub const ALL: [Sys; 48] = [
-        Sys::DebugPrint,
-        Sys::ThreadCreate,
-        Sys::ThreadExit,
-        Sys::TaskExit,
-        Sys::Yield,
-        Sys::Sleep,
-        Sys::Clock,
-        Sys::Spawn,
-        Sys::TaskWait,
-        Sys::TaskKill,
-        Sys::KernelStats,
-        Sys::Shutdown,
-        Sys::MemMap,
-        Sys::MemUnmap,
-        Sys::SelfInfo,
-        Sys::ThreadJoin,
-        Sys::PortCreate,
-        Sys::ListenPush,
-        Sys::ListenWithdraw,
-        Sys::Connect,
-        Sys::Write,
-        Sys::Read,
-        Sys::Signal,
-        Sys::WriteSignal,
-        Sys::Poll,
-        Sys::PollAll,
-        Sys::Close,
-        Sys::ConnectionInfo,
-        Sys::SetConnectPermission,
-        Sys::KernelEndOpen,
-        Sys::ConnectionQuery,
-        Sys::Send,
-        Sys::Receive,
-        Sys::SendReceive,
-        Sys::IoPortGrant,
-        Sys::MmioMap,
-        Sys::DmaAlloc,
-        Sys::DmaPin,
-        Sys::DmaUnpin,
-        Sys::PagerAttach,
-        Sys::PagerNext,
-        Sys::PageMap,
-        Sys::PageUnmap,
-        Sys::PageBits,
-        Sys::FaultResolve,
-        Sys::SpawnRead,
-        Sys::SpawnFinish,
-        Sys::DeviceClaim,
-    ];
-
-    /// Decodes `rax` (a jump table, not a search: it is on every call).
-    pub fn from_number(n: u64) -> Option<Sys> {
-        Some(match n {
-            0 => Sys::DebugPrint,
-            1 => Sys::ThreadCreate,
-            2 => Sys::ThreadExit,
-            3 => Sys::TaskExit,
-            4 => Sys::Yield,
-            5 => Sys::Sleep,
-            6 => Sys::Clock,
-            7 => Sys::Spawn,
-            8 => Sys::TaskWait,
-            9 => Sys::TaskKill,
-            10 => Sys::KernelStats,
-            11 => Sys::Shutdown,
-            12 => Sys::MemMap,
-            13 => Sys::MemUnmap,
-            14 => Sys::SelfInfo,
-            15 => Sys::ThreadJoin,
-            32 => Sys::PortCreate,
-            33 => Sys::ListenPush,
-            34 => Sys::ListenWithdraw,
-            35 => Sys::Connect,
-            36 => Sys::Write,
-            37 => Sys::Read,
-            38 => Sys::Signal,
-            39 => Sys::WriteSignal,
-            40 => Sys::Poll,
-            41 => Sys::PollAll,
-            42 => Sys::Close,
-            43 => Sys::ConnectionInfo,
-            44 => Sys::SetConnectPermission,
-            45 => Sys::KernelEndOpen,
-            46 => Sys::ConnectionQuery,
-            47 => Sys::Send,
-            48 => Sys::Receive,
-            49 => Sys::SendReceive,
-            64 => Sys::IoPortGrant,
-            65 => Sys::MmioMap,
-            66 => Sys::DmaAlloc,
-            67 => Sys::DmaPin,
-            68 => Sys::DmaUnpin,
-            80 => Sys::PagerAttach,
-            81 => Sys::PagerNext,
-            82 => Sys::PageMap,
-            83 => Sys::PageUnmap,
-            84 => Sys::PageBits,
-            85 => Sys::FaultResolve,
-            86 => Sys::SpawnRead,
-            87 => Sys::SpawnFinish,
-            69 => Sys::DeviceClaim,
-            _ => return None,
-        })
+        // --- the pager (the memory daemon only; see `crate::pager`) ---
+        /// `() -> (window, frames, phys)`: become the pager; the pool is mapped
+        /// at `window`. Privileged, and the caller must hold the `PAGE_FAULTS`
+        /// kernel end.
+        PagerAttach = 80,
+        /// `() -> (w0..w5)`: the next pager event (`PagerEvent::encode`), in
+        /// `rdi, rsi, rdx, r10, r8, r9`; `TimedOut` when there is none.
+        PagerNext = 81,
+        /// `(task, va, frame, flags)`: map pool frame `frame` at `va` in a paged
+        /// task.
+        PageMap = 82,
+        /// `(task, va) -> (frame, bits)`: unmap a pool page of a paged task.
+        PageUnmap = 83,
+        /// `(task, va, clear) -> (frame, bits)`: read a pool page's accessed and
+        /// dirty bits, clearing accessed if `clear` is 1.
+        PageBits = 84,
+        /// `(fault, verdict)`: settle a fault (`pager::verdict`).
+        FaultResolve = 85,
+        /// `(task, offset, dst, len)`: copy bytes of a pending spawn's image
+        /// into the pager's memory.
+        SpawnRead = 86,
+        /// `(task, error)`: finish a pending spawn (`error` 0) or fail it with
+        /// that error code.
+        SpawnFinish = 87,
+        /// `(bus, device, function)`: this task drives that PCI function; when
+        /// the task ends, the kernel stops the device's DMA (clears Bus Master
+        /// Enable) before it frees the task's memory and pins. Privileged.
+        DeviceClaim = 69,
     }
 }
 
@@ -557,12 +448,12 @@ mod tests {
     #[test]
     fn numbers_round_trip() {
         for s in Sys::ALL {
-            assert_eq!(Sys::from_number(s as u64), Some(s));
+            assert_eq!(Sys::from_code(s as u64), Some(s));
         }
-        let decodable = (0..256).filter(|n| Sys::from_number(*n).is_some()).count();
-        assert_eq!(decodable, Sys::ALL.len(), "ALL lists every number from_number knows");
-        assert_eq!(Sys::from_number(16), None);
-        assert_eq!(Sys::from_number(u64::MAX), None);
+        let decodable = (0..256).filter(|n| Sys::from_code(*n).is_some()).count();
+        assert_eq!(decodable, Sys::ALL.len(), "ALL lists every number from_code knows");
+        assert_eq!(Sys::from_code(16), None);
+        assert_eq!(Sys::from_code(u64::MAX), None);
     }
 
     #[test]

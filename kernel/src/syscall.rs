@@ -206,7 +206,7 @@ fn bool_arg(v: u64) -> Result<bool, Error> {
 /// Turns registers into a typed call, rejecting every malformed argument.
 pub fn decode(raw: &RawCall) -> Result<Syscall, Error> {
     let [a0, a1, a2, a3, _a4, _a5] = raw.args;
-    let sys = Sys::from_number(raw.number).ok_or(Error::UnknownSyscall)?;
+    let sys = Sys::from_code(raw.number).ok_or(Error::UnknownSyscall)?;
     let call = match sys {
         Sys::DebugPrint => {
             if a1 > DEBUG_PRINT_MAX as u64 {
@@ -460,7 +460,7 @@ mod tests {
     #[test]
     fn unknown_numbers_are_rejected() {
         for n in [16u64, 31, 50, 1000, u64::MAX] {
-            if Sys::from_number(n).is_none() {
+            if Sys::from_code(n).is_none() {
                 assert_eq!(call(n, [0; 6]), Err(Error::UnknownSyscall));
             }
         }

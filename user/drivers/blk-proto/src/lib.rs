@@ -42,103 +42,59 @@ pub const COMPLETION_LEN: usize = 16;
 
 const _: () = assert!(REQUEST_LEN <= MESSAGE_MAX && COMPLETION_LEN <= MESSAGE_MAX);
 
-/// What a request asks for. The code is byte 8 of a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Operation {
-    /// Read sectors from the disk into the buffer.
-    Read = 1,
-    /// Write sectors from the buffer to the disk.
-    Write = 2,
-    /// Make every completed write durable. Sector, count and buffer must be
-    /// zero.
-    Flush = 3,
-}
-
-impl Operation {
-    /// Decodes an operation code.
-    pub const fn from_code(code: u8) -> Option<Operation> {
-        match code {
-            1 => Some(Operation::Read),
-            2 => Some(Operation::Write),
-            3 => Some(Operation::Flush),
-            _ => None,
-        }
-    }
-    /// The code.
-    pub const fn code(self) -> u8 {
-        self as u8
+alux_abi::code_enum! {
+    /// What a request asks for. The code is byte 8 of a request.
+    pub enum Operation: u8 {
+        /// Read sectors from the disk into the buffer.
+        Read = 1,
+        /// Write sectors from the buffer to the disk.
+        Write = 2,
+        /// Make every completed write durable. Sector, count and buffer must be
+        /// zero.
+        Flush = 3,
     }
 }
 
-/// The result of a request. Codes are stable protocol: never renumber a
-/// variant; add new ones at the end.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u32)]
-pub enum Status {
-    /// Done: every sector was transferred (or the flush completed).
-    Ok = 0,
-    /// The message is not 32 bytes long.
-    BadLength = 1,
-    /// The operation code is not one of [`Operation`]'s.
-    UnknownOperation = 2,
-    /// A reserved field is not zero, or a flush names sectors or a buffer.
-    ReservedNotZero = 3,
-    /// A read or write of zero sectors.
-    ZeroCount = 4,
-    /// More sectors than the driver's [`Limits::max_sectors`].
-    TooManySectors = 5,
-    /// The range runs past the end of the disk.
-    OutOfRange = 6,
-    /// The buffer's physical address is not a multiple of
-    /// [`BUFFER_ALIGN`].
-    MisalignedBuffer = 7,
-    /// The buffer runs past [`PHYS_LIMIT`], or is not memory the client may
-    /// name.
-    BadBuffer = 8,
-    /// A write or flush to a read-only disk.
-    ReadOnly = 9,
-    /// The client may not pass physical addresses (it is not privileged).
-    NotPrivileged = 10,
-    /// The client already has as many requests in flight as the driver
-    /// allows it; retry after a completion.
-    Busy = 11,
-    /// The device reported an I/O error.
-    IoError = 12,
-    /// The device does not support the operation (e.g. flush without the
-    /// flush feature).
-    Unsupported = 13,
+alux_abi::code_enum! {
+    /// The result of a request. Codes are stable protocol: never renumber a
+    /// variant; add new ones at the end.
+    pub enum Status: u32 {
+        /// Done: every sector was transferred (or the flush completed).
+        Ok = 0,
+        /// The message is not 32 bytes long.
+        BadLength = 1,
+        /// The operation code is not one of [`Operation`]'s.
+        UnknownOperation = 2,
+        /// A reserved field is not zero, or a flush names sectors or a buffer.
+        ReservedNotZero = 3,
+        /// A read or write of zero sectors.
+        ZeroCount = 4,
+        /// More sectors than the driver's [`Limits::max_sectors`].
+        TooManySectors = 5,
+        /// The range runs past the end of the disk.
+        OutOfRange = 6,
+        /// The buffer's physical address is not a multiple of
+        /// [`BUFFER_ALIGN`].
+        MisalignedBuffer = 7,
+        /// The buffer runs past [`PHYS_LIMIT`], or is not memory the client may
+        /// name.
+        BadBuffer = 8,
+        /// A write or flush to a read-only disk.
+        ReadOnly = 9,
+        /// The client may not pass physical addresses (it is not privileged).
+        NotPrivileged = 10,
+        /// The client already has as many requests in flight as the driver
+        /// allows it; retry after a completion.
+        Busy = 11,
+        /// The device reported an I/O error.
+        IoError = 12,
+        /// The device does not support the operation (e.g. flush without the
+        /// flush feature).
+        Unsupported = 13,
+    }
 }
 
 impl Status {
-    /// Every status, in code order.
-    pub const ALL: [Status; 14] = [
-        Status::Ok,
-        Status::BadLength,
-        Status::UnknownOperation,
-        Status::ReservedNotZero,
-        Status::ZeroCount,
-        Status::TooManySectors,
-        Status::OutOfRange,
-        Status::MisalignedBuffer,
-        Status::BadBuffer,
-        Status::ReadOnly,
-        Status::NotPrivileged,
-        Status::Busy,
-        Status::IoError,
-        Status::Unsupported,
-    ];
-
-    /// The code on the wire.
-    pub const fn code(self) -> u32 {
-        self as u32
-    }
-
-    /// Decodes a code; `None` for an unknown one.
-    pub fn from_code(code: u32) -> Option<Status> {
-        Status::ALL.get(code as usize).copied()
-    }
-
     /// A short name for logs.
     pub const fn name(self) -> &'static str {
         match self {

@@ -138,7 +138,7 @@ fn garbage_loop(rounds: u64, me: u64) -> u64 {
             for x in a.iter_mut() {
                 *x = garbage(&mut rng);
             }
-            let sys = Sys::from_number(nr);
+            let sys = Sys::from_code(nr);
             match sys {
                 // Calls that would end this task or start code at a random
                 // address are exercised only with arguments that must fail.

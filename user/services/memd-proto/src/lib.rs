@@ -78,37 +78,28 @@ impl ReserveFlags {
     }
 }
 
-/// The counter groups of [`Request::Stats`]: three counters each.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum StatsGroup {
-    /// Frames in the pool, free, pinned by I/O.
-    Frames = 0,
-    /// Swap slots in the area, used; evictions.
-    Swap = 1,
-    /// Faults served with a zero page, from swap, without I/O.
-    Faults = 2,
-    /// Pages written out, read in; faults answered with a kill.
-    Paging = 3,
-    /// Failed swap writes, failed swap reads; known tasks.
-    Errors = 4,
-    /// The caller's own quota, reserved pages, resident pages.
-    Caller = 5,
+alux_abi::code_enum! {
+    /// The counter groups of [`Request::Stats`]: three counters each.
+    pub enum StatsGroup: u8 {
+        /// Frames in the pool, free, pinned by I/O.
+        Frames = 0,
+        /// Swap slots in the area, used; evictions.
+        Swap = 1,
+        /// Faults served with a zero page, from swap, without I/O.
+        Faults = 2,
+        /// Pages written out, read in; faults answered with a kill.
+        Paging = 3,
+        /// Failed swap writes, failed swap reads; known tasks.
+        Errors = 4,
+        /// The caller's own quota, reserved pages, resident pages.
+        Caller = 5,
+    }
 }
 
 impl StatsGroup {
-    /// Every group, in number order.
-    pub const ALL: [StatsGroup; 6] = [
-        StatsGroup::Frames,
-        StatsGroup::Swap,
-        StatsGroup::Faults,
-        StatsGroup::Paging,
-        StatsGroup::Errors,
-        StatsGroup::Caller,
-    ];
     /// Decodes a group number.
     pub fn from_u64(n: u64) -> Option<StatsGroup> {
-        StatsGroup::ALL.get(usize::try_from(n).ok()?).copied()
+        StatsGroup::from_code(u8::try_from(n).ok()?)
     }
 }
 
@@ -249,55 +240,31 @@ impl Reply {
     }
 }
 
-/// Why memd refused a request. Stable numbers (0 is success).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u16)]
-pub enum Status {
-    /// A length, alignment or flag is out of range (e.g. write with
-    /// execute, zero length, unaligned release).
-    InvalidArgument = 1,
-    /// The request would take the caller past its quota.
-    OutOfMemory = 2,
-    /// No free address range that large.
-    NoSpace = 3,
-    /// Part of the range to release is not reserved.
-    NotReserved = 4,
-    /// The opcode is not one memd knows.
-    UnknownOpcode = 5,
-    /// The opcode is reserved for a later version (shared memory).
-    NotImplemented = 6,
-    /// The message is not exactly 32 bytes.
-    BadLength = 7,
-    /// A byte that must be zero is not.
-    BadReserved = 8,
-    /// memd does not serve the caller (a privileged task, or one it was
-    /// never told about).
-    NoSuchTask = 9,
-    /// The caller is being killed.
-    Dying = 10,
-}
-
-impl Status {
-    /// Every status, in code order.
-    pub const ALL: [Status; 10] = [
-        Status::InvalidArgument,
-        Status::OutOfMemory,
-        Status::NoSpace,
-        Status::NotReserved,
-        Status::UnknownOpcode,
-        Status::NotImplemented,
-        Status::BadLength,
-        Status::BadReserved,
-        Status::NoSuchTask,
-        Status::Dying,
-    ];
-    /// The code.
-    pub const fn code(self) -> u16 {
-        self as u16
-    }
-    /// Decodes a nonzero code; `None` for 0 or an unknown code.
-    pub fn from_code(code: u16) -> Option<Status> {
-        Status::ALL.into_iter().find(|s| s.code() == code)
+alux_abi::code_enum! {
+    /// Why memd refused a request. Stable numbers (0 is success).
+    pub enum Status: u16 {
+        /// A length, alignment or flag is out of range (e.g. write with
+        /// execute, zero length, unaligned release).
+        InvalidArgument = 1,
+        /// The request would take the caller past its quota.
+        OutOfMemory = 2,
+        /// No free address range that large.
+        NoSpace = 3,
+        /// Part of the range to release is not reserved.
+        NotReserved = 4,
+        /// The opcode is not one memd knows.
+        UnknownOpcode = 5,
+        /// The opcode is reserved for a later version (shared memory).
+        NotImplemented = 6,
+        /// The message is not exactly 32 bytes.
+        BadLength = 7,
+        /// A byte that must be zero is not.
+        BadReserved = 8,
+        /// memd does not serve the caller (a privileged task, or one it was
+        /// never told about).
+        NoSuchTask = 9,
+        /// The caller is being killed.
+        Dying = 10,
     }
 }
 
