@@ -11,6 +11,7 @@
 //! and signals the peer, which wakes from [`poll_all`] (or a [`PollSet`])
 //! and [`Connection::read`]s.
 
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use alux_abi::ipc::{ConnectionEnds, ConnectionInfo, Events, Handle, Message, Ready, MESSAGE_MAX};
 pub use alux_abi::syscall::Received;
@@ -76,6 +77,64 @@ impl Port {
         let c = Connection { handle: self.handle, _thread: PhantomData };
         core::mem::forget(self);
         c
+    }
+}
+
+/// A server's listening ports: keeps ports on the calling thread's listen
+/// queue and turns the one a client took into its connection. The serving
+/// loop of every service and driver: `refill` before each wait, `accept`
+/// on `OPENED`.
+pub struct Listener {
+    ports: BTreeMap<Handle, Port>,
+}
+
+impl Listener {
+    /// No ports yet.
+    pub const fn new() -> Listener {
+        Listener { ports: BTreeMap::new() }
+    }
+
+    /// Tops the listen queue up to `count` ports. It stops early, without
+    /// an error, when a port cannot be made or pushed (a limit of the
+    /// caller's): the next call tries again.
+    pub fn refill(&mut self, count: usize) {
+        while self.ports.len() < count {
+            let Ok(p) = Port::new() else { return };
+            if p.listen().is_err() {
+                return;
+            }
+            self.ports.insert(p.handle(), p);
+        }
+    }
+
+    /// The connection a client made on `handle`, if `handle` is one of
+    /// these ports (call on `OPENED`); the port leaves the listener.
+    pub fn accept(&mut self, handle: Handle) -> Option<Connection> {
+        self.ports.remove(&handle).map(Port::into_connection)
+    }
+
+    /// Withdraws and closes every port still queued, so that the next
+    /// `refill` makes new ones, which take the kernel's lowest free end
+    /// slots. A port a client has just taken (its `OPENED` not received
+    /// yet) cannot be withdrawn, and stays.
+    pub fn renew(&mut self) {
+        self.ports.retain(|_, p| p.withdraw().is_err());
+    }
+
+    /// Ports listening now.
+    pub fn len(&self) -> usize {
+        self.ports.len()
+    }
+
+    /// Whether no port is listening.
+    pub fn is_empty(&self) -> bool {
+        self.ports.is_empty()
+    }
+}
+
+impl Default for Listener {
+    fn default() -> Listener {
+        Listener::new()
     }
 }
 

@@ -27,7 +27,7 @@ use alux_blk_proto::{Checked, Completion, Limits, Operation, Request, Status, SE
 use alux_pci::ConfigAccess;
 use alux_rt::dev::Mmio;
 use alux_rt::dev::{DmaRegion, Interrupt, IoPorts, Pin};
-use alux_rt::ipc::{self, Connection, Port};
+use alux_rt::ipc::{self, Connection, Listener};
 use alux_rt::names::{NameError, NameService};
 use alux_rt::{println, Start};
 use alux_virtio_pci::{Regs, SetupError, Structures, Transport};
@@ -546,14 +546,12 @@ fn main(start: &Start) -> u64 {
         _ => None,
     };
     println!("virtio-blk: ready");
-    let mut ports: BTreeMap<Handle, Port> = BTreeMap::new();
+    let mut listener = Listener::new();
     loop {
-        while ports.len() < LISTEN_PORTS && ports.len() + d.used_slots() < MAX_CONNECTIONS {
-            let Ok(p) = Port::new() else { break };
-            if p.listen().is_err() {
-                break;
-            }
-            ports.insert(p.handle(), p);
+        if listener.len() < LISTEN_PORTS {
+            // Only then count the slots: `used_slots` walks the whole
+            // table, and the queue is full on almost every pass.
+            listener.refill(LISTEN_PORTS.min(MAX_CONNECTIONS.saturating_sub(d.used_slots())));
         }
         // The last completion goes out with the next receive, in one call.
         let received = match d.flush_replies() {
@@ -573,8 +571,8 @@ fn main(start: &Start) -> u64 {
             continue;
         }
         if r.events.contains(Events::OPENED) {
-            if let Some(p) = ports.remove(&r.handle) {
-                d.open(p.into_connection());
+            if let Some(conn) = listener.accept(r.handle) {
+                d.open(conn);
             }
         }
         if r.events.contains(Events::SIGNAL) {

@@ -11,7 +11,7 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use alux_abi::ipc::{Events, Handle};
 use alux_abi::TaskId;
-use alux_rt::ipc::{self, Connection, Port};
+use alux_rt::ipc::{self, Connection, Listener};
 use alux_rt::names::{self, OP_LOOKUP, OP_REGISTER};
 use alux_rt::{println, Start};
 
@@ -26,22 +26,15 @@ struct Client {
 }
 
 fn main(_: &Start) -> u64 {
-    let mut ports: BTreeMap<Handle, Port> = BTreeMap::new();
+    let mut listener = Listener::new();
     let mut clients: BTreeMap<Handle, Client> = BTreeMap::new();
     // name -> (task, registering connection)
     let mut table: BTreeMap<Vec<u8>, (TaskId, Handle)> = BTreeMap::new();
     loop {
-        while ports.len() < PORTS {
-            let Ok(p) = Port::new() else { break };
-            if p.listen().is_err() {
-                break;
-            }
-            ports.insert(p.handle(), p);
-        }
+        listener.refill(PORTS);
         let Ok(r) = ipc::receive(None) else { continue };
         if r.events.contains(Events::OPENED) {
-            if let Some(p) = ports.remove(&r.handle) {
-                let conn = p.into_connection();
+            if let Some(conn) = listener.accept(r.handle) {
                 let task = conn.info().map(|i| i.peer_task_id()).unwrap_or(TaskId::from_raw(0));
                 clients.insert(r.handle, Client { conn, task });
             }

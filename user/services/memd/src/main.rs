@@ -26,7 +26,7 @@ use alux_memd_core::{
     Access, Config, FaultId, FaultOutcome, Frame, Host, Init, IoKind, IoRequest, KillReason,
     MapRefused, Memd, PageBits, Perms, Populate, Tag,
 };
-use alux_rt::ipc::{self, Connection, Port};
+use alux_rt::ipc::{self, Connection, Listener};
 use alux_rt::{pager, println, Start};
 
 /// Ports kept in the listen queue: each client thread takes one.
@@ -435,17 +435,11 @@ fn main(start: &Start) -> u64 {
         disk,
         swap_start: start.arg_value("swap_start").unwrap_or(0),
     };
-    let mut ports: BTreeMap<Handle, Port> = BTreeMap::new();
+    let mut listener = Listener::new();
     let mut clients: BTreeMap<Handle, (Connection, TaskId)> = BTreeMap::new();
     let end = Handle::from_raw(end);
     loop {
-        while ports.len() < PORTS {
-            let Ok(p) = Port::new() else { break };
-            if p.listen().is_err() {
-                break;
-            }
-            ports.insert(p.handle(), p);
-        }
+        listener.refill(PORTS);
         let timeout = if memd.needs_tick() { Some(TICK) } else { None };
         let r = match ipc::receive(timeout) {
             Ok(r) => r,
@@ -467,8 +461,7 @@ fn main(start: &Start) -> u64 {
             continue;
         }
         if r.events.contains(Events::OPENED) {
-            if let Some(p) = ports.remove(&r.handle) {
-                let conn = p.into_connection();
+            if let Some(conn) = listener.accept(r.handle) {
                 let task = conn.info().map(|i| i.peer_task_id()).unwrap_or(TaskId::from_raw(0));
                 clients.insert(r.handle, (conn, task));
             }
@@ -482,10 +475,8 @@ fn main(start: &Start) -> u64 {
         if r.events.contains(Events::PEER_CLOSED) && clients.remove(&r.handle).is_some() {
             // Renew the queued ports: ones made while many ends were live
             // sit high in the kernel's end table and would keep it from
-            // shrinking back; new ones take the lowest free slots. A port a
-            // client has just taken (its `OPENED` not yet seen here) cannot
-            // be withdrawn, and stays.
-            ports.retain(|_, p| p.withdraw().is_err());
+            // shrinking back.
+            listener.renew();
         }
     }
 }
