@@ -7,7 +7,7 @@
 use alloc::collections::BTreeSet;
 use alloc::vec;
 
-use crate::memd::{Page, Use};
+use crate::memd::{Home, Page, Store, Use};
 use crate::types::{IoKind, Slot, PAGE_SIZE, USER_END};
 use crate::Memd;
 
@@ -47,9 +47,9 @@ pub(crate) fn audit(m: &Memd) -> Result<(), &'static str> {
                 check(r.tag.frame().0 as usize == f, "tag names another frame")?;
                 check(slots.insert(r.slot), "slot referenced twice")?;
             }
-            Use::Page { task, vpn, io: r } => {
-                let t = m.tasks.get(&task).ok_or("frame owned by an unknown task")?;
-                let page = t.pages.get(&vpn).ok_or("frame owned by a page without content")?;
+            Use::Page { home, n: vpn, io: r } => {
+                let st = m.store(home).ok_or("frame owned by an unknown home")?;
+                let page = st.pages.get(&vpn).ok_or("frame owned by a page without content")?;
                 check(
                     page.frame().map(|x| x.0 as usize) == Some(f),
                     "frame's page points elsewhere",
@@ -93,23 +93,15 @@ pub(crate) fn audit(m: &Memd) -> Result<(), &'static str> {
         }
         check(reserved == t.reserved, "reserved pages miscounted")?;
         check(t.reserved <= t.quota, "quota exceeded")?;
-        let (mut resident, mut swapped) = (0, 0);
-        for (&vpn, p) in &t.pages {
+        check_store(m, Home::Task(*id), &t.store, &mut slots)?;
+        for &vpn in t.store.pages.keys() {
             check(t.region(vpn).is_some(), "page outside every range")?;
-            if let Some(f) = p.frame() {
-                resident += 1;
-                let back = m.frames.get(f.0 as usize).ok_or("page names no frame")?;
-                let ok = matches!(*back, Use::Page { task, vpn: v, .. } if task == *id && v == vpn);
-                check(ok, "page's frame owned by another")?;
-            }
-            if let Some(s) = p.slot() {
-                swapped += 1;
-                check(slots.insert(s), "slot referenced twice")?;
-            }
         }
-        check(resident == t.resident, "resident pages miscounted")?;
-        check(swapped == t.swapped, "swapped pages miscounted")?;
     }
+    for (&id, s) in &m.shares {
+        check_store(m, Home::Share(id), &s.store, &mut slots)?;
+    }
+    crate::share::audit_shares(m)?;
     // Slots taken are exactly the slots referenced.
     check(slots.len() == m.slots.used() as usize, "slots used != slots referenced")?;
     check(slots.iter().all(|&s| m.slots.is_used(s)), "referenced slot is free")?;
@@ -128,8 +120,35 @@ pub(crate) fn audit(m: &Memd) -> Result<(), &'static str> {
     check(c.frames_free + (n - m.free.len()) as u64 == n as u64, "frame counters wrong")?;
     check(c.slots_used == slots.len() as u64, "slots_used wrong")?;
     check(c.slots_total == m.slots.total() as u64, "slots_total wrong")?;
-    let resident: u64 = m.tasks.values().map(|t| t.resident).sum();
+    let resident: u64 = m.tasks.values().map(|t| t.store.resident).sum::<u64>()
+        + m.shares.values().map(|s| s.store.resident).sum::<u64>();
     let orphans = m.frames.iter().filter(|u| matches!(u, Use::Orphan { .. })).count() as u64;
     check(resident + orphans + c.frames_free == n as u64, "frames leak")?;
+    Ok(())
+}
+
+/// Checks one home's pages: each frame owned back, each slot once, the
+/// counts right.
+fn check_store(
+    m: &Memd,
+    home: Home,
+    st: &Store,
+    slots: &mut BTreeSet<Slot>,
+) -> Result<(), &'static str> {
+    let (mut resident, mut swapped) = (0, 0);
+    for (&n, p) in &st.pages {
+        if let Some(f) = p.frame() {
+            resident += 1;
+            let back = m.frames.get(f.0 as usize).ok_or("page names no frame")?;
+            let ok = matches!(*back, Use::Page { home: h, n: v, .. } if h == home && v == n);
+            check(ok, "page's frame owned by another")?;
+        }
+        if let Some(s) = p.slot() {
+            swapped += 1;
+            check(slots.insert(s), "slot referenced twice")?;
+        }
+    }
+    check(resident == st.resident, "resident pages miscounted")?;
+    check(swapped == st.swapped, "swapped pages miscounted")?;
     Ok(())
 }

@@ -7,7 +7,9 @@
 //! The daemon feeds it events ([`Memd::task_new`], [`Memd::reserve`],
 //! [`Memd::release`], [`Memd::populate`], [`Memd::fault`],
 //! [`Memd::io_done`], [`Memd::io_retry`], [`Memd::task_gone`],
-//! [`Memd::tick`]) and implements [`Host`], through
+//! [`Memd::tick`], and for shared regions [`Memd::share_request`],
+//! [`Memd::share_withdraw`], [`Memd::share_expire`],
+//! [`Memd::share_release`]) and implements [`Host`], through
 //! which the crate maps and unmaps frames, reads accessed/dirty bits,
 //! resumes or kills faulting threads, fills frames, and submits disk
 //! requests. The crate never blocks, never touches memory or hardware, and
@@ -24,11 +26,13 @@ extern crate alloc;
 
 mod audit;
 mod memd;
+mod share;
 mod slots;
 mod types;
 
 pub use alux_abi::TaskId;
 pub use memd::Memd;
+pub use share::{ConnEnds, End, Granted, ShareAnswer, ShareAsk, ShareId};
 pub use types::{
     Access, Config, Counters, Error, FaultId, FaultOutcome, Frame, Host, Init, IoKind, IoRequest,
     KillReason, MapRefused, PageBits, PageView, Perms, Populate, Slot, Tag, TaskCounters,

@@ -12,6 +12,7 @@ use alloc::vec::Vec;
 
 use alux_abi::TaskId;
 
+use crate::share::{Offer, Share, ShareAnswer, ShareId};
 use crate::slots::Slots;
 use crate::types::*;
 
@@ -21,6 +22,27 @@ pub(crate) struct Region {
     pub(crate) end: u64,
     pub(crate) perms: Perms,
     pub(crate) init: Init,
+    /// A shared range: its pages live in the share, and this task maps it
+    /// as the share's side `.1`.
+    pub(crate) share: Option<(ShareId, u8)>,
+}
+
+/// Where a page's content lives: a task's private pages, or a share's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Home {
+    /// Page `n` is the task's page number `n`.
+    Task(TaskId),
+    /// Page `n` is the share's `n`-th page.
+    Share(ShareId),
+}
+
+/// A fault parked on a page under I/O: answered when the I/O completes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Parked {
+    pub(crate) fault: FaultId,
+    pub(crate) task: TaskId,
+    /// The mapping of the page the fault needs (0 for a private page).
+    pub(crate) side: u8,
 }
 
 /// A page with content (a page of a reserved range that is absent from the
@@ -35,8 +57,9 @@ pub(crate) enum Page {
         /// The frame differs from the slot's copy (or, with no slot, from a
         /// zero page).
         dirty: bool,
-        /// Mapped in the task.
-        mapped: bool,
+        /// Where it is mapped: bit `i` for mapping `i` (a private page has
+        /// one mapping, 0; a shared page one per side).
+        maps: u8,
         /// Mapped for a fault whose thread may not have run yet: the clock
         /// passes over it until it sees its accessed bit set (the thread
         /// touched it), so a page is never taken away before the access it
@@ -48,9 +71,9 @@ pub(crate) enum Page {
     /// Only in swap slot `slot`.
     Swapped { slot: Slot },
     /// Being written from `frame` to `slot`; faults wait in `waiters`.
-    Out { frame: Frame, slot: Slot, waiters: Vec<FaultId> },
+    Out { frame: Frame, slot: Slot, waiters: Vec<Parked> },
     /// Being read from `slot` into `frame`; faults wait in `waiters`.
-    In { frame: Frame, slot: Slot, waiters: Vec<FaultId> },
+    In { frame: Frame, slot: Slot, waiters: Vec<Parked> },
 }
 
 impl Page {
@@ -70,21 +93,33 @@ impl Page {
     }
 }
 
+/// The pages of one home, with their counts.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Store {
+    pub(crate) pages: BTreeMap<u64, Page>,
+    /// Pages holding a frame (resident or under I/O).
+    pub(crate) resident: u64,
+    /// Pages holding a swap slot.
+    pub(crate) swapped: u64,
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct Task {
     pub(crate) quota: u64,
     pub(crate) reserved: u64,
     pub(crate) regions: BTreeMap<u64, Region>,
-    pub(crate) pages: BTreeMap<u64, Page>,
+    pub(crate) store: Store,
     pub(crate) dying: bool,
-    pub(crate) resident: u64,
-    pub(crate) swapped: u64,
 }
 
 impl Task {
     pub(crate) fn region(&self, vpn: u64) -> Option<Region> {
+        self.region_at(vpn).map(|(_, r)| r)
+    }
+    /// The range holding `vpn`, with its first page.
+    pub(crate) fn region_at(&self, vpn: u64) -> Option<(u64, Region)> {
         match self.regions.range(..=vpn).next_back() {
-            Some((_, r)) if r.end > vpn => Some(*r),
+            Some((&s, r)) if r.end > vpn => Some((s, *r)),
             _ => None,
         }
     }
@@ -103,8 +138,8 @@ pub(crate) struct Io {
 pub(crate) enum Use {
     /// On the free list.
     Free,
-    /// Holds page `vpn` of `task`, with the disk request of that page.
-    Page { task: TaskId, vpn: u64, io: Option<Io> },
+    /// Holds page `n` of `home`, with the disk request of that page.
+    Page { home: Home, n: u64, io: Option<Io> },
     /// Owned by a request whose page died (released, or its task ended):
     /// freed with its slot when the completion comes back.
     Orphan { io: Io },
@@ -127,6 +162,14 @@ pub struct Memd {
     pub(crate) free: Vec<u32>,
     pub(crate) slots: Slots,
     pub(crate) tasks: BTreeMap<TaskId, Task>,
+    /// Regions two tasks share, by ID (see `share.rs`).
+    pub(crate) shares: BTreeMap<ShareId, Share>,
+    /// Share requests waiting for the other end (see `share.rs`).
+    pub(crate) offers: Vec<Offer>,
+    /// Answers to share requests, for the daemon to send.
+    pub(crate) answers: Vec<ShareAnswer>,
+    /// The next share ID.
+    pub(crate) next_share: u64,
     pub(crate) waiters: VecDeque<Waiter>,
     pub(crate) hand: u32,
     pub(crate) seq: u32,
@@ -178,6 +221,10 @@ impl Memd {
             free: (0..n).rev().collect(),
             slots: Slots::new(cfg.swap_slots),
             tasks: BTreeMap::new(),
+            shares: BTreeMap::new(),
+            offers: Vec::new(),
+            answers: Vec::new(),
+            next_share: 1,
             waiters: VecDeque::new(),
             hand: 0,
             seq: 0,
@@ -217,8 +264,8 @@ impl Memd {
         self.tasks.get(&task).map(|t| TaskCounters {
             quota: t.quota,
             reserved: t.reserved,
-            resident: t.resident,
-            swapped: t.swapped,
+            resident: t.store.resident,
+            swapped: t.store.swapped,
             dying: t.dying,
         })
     }
@@ -226,10 +273,11 @@ impl Memd {
     /// The state of page `va` of `task` (`None`: no such task, or the page
     /// has no content yet).
     pub fn page(&self, task: TaskId, va: u64) -> Option<PageView> {
-        let page = self.tasks.get(&task)?.pages.get(&vpn_of(va))?;
+        let (home, n, side, _) = self.locate(task, vpn_of(va))?;
+        let page = self.store(home)?.pages.get(&n)?;
         Some(match *page {
-            Page::Resident { frame, slot, dirty, mapped, .. } => {
-                PageView::Resident { frame, slot, dirty, mapped }
+            Page::Resident { frame, slot, dirty, maps, .. } => {
+                PageView::Resident { frame, slot, dirty, mapped: maps & (1 << side) != 0 }
             }
             Page::Swapped { slot } => PageView::Swapped { slot },
             Page::Out { frame, slot, ref waiters } => {
@@ -245,15 +293,31 @@ impl Memd {
     /// or not), `None` for a free frame, one whose page died while its
     /// request is in flight, or an index outside the pool.
     pub fn owner(&self, frame: Frame) -> Option<(TaskId, u64)> {
-        match self.frames.get(frame.0 as usize)? {
-            Use::Page { task, vpn, .. } => Some((*task, va_of(*vpn))),
+        match *self.frames.get(frame.0 as usize)? {
+            Use::Page { home, n, .. } => {
+                self.mappings(home, n).into_iter().flatten().next().map(|m| (m.task, m.va))
+            }
             _ => None,
+        }
+    }
+
+    /// Every place `frame` is mapped at while mapped: one for a private
+    /// page, one per side still there for a shared page (mapped or not
+    /// yet); empty for a free frame or an orphan.
+    pub fn owners(&self, frame: Frame) -> Vec<(TaskId, u64)> {
+        match self.frames.get(frame.0 as usize) {
+            Some(&Use::Page { home, n, .. }) => {
+                self.mappings(home, n).into_iter().flatten().map(|m| (m.task, m.va)).collect()
+            }
+            _ => Vec::new(),
         }
     }
 
     /// No task, every frame free, every slot free, no request in flight.
     pub fn is_idle(&self) -> bool {
         self.tasks.is_empty()
+            && self.shares.is_empty()
+            && self.offers.is_empty()
             && self.free.len() == self.frames.len()
             && self.slots.used() == 0
             && self.io_in_flight == 0
@@ -298,10 +362,8 @@ impl Memd {
                 quota,
                 reserved: 0,
                 regions: BTreeMap::new(),
-                pages: BTreeMap::new(),
+                store: Store::default(),
                 dying: false,
-                resident: 0,
-                swapped: 0,
             },
         );
         Ok(())
@@ -331,26 +393,13 @@ impl Memd {
     /// quota at once: `OutOfMemory` past it, for this task only.
     pub fn reserve(&mut self, task: TaskId, len: u64, perms: Perms) -> Result<u64, Error> {
         let pages = self.pages_of(len)?;
-        let (ws, we) = (vpn_of(self.cfg.window_start), vpn_of(self.cfg.window_end));
+        let window = (vpn_of(self.cfg.window_start), vpn_of(self.cfg.window_end));
         let t = self.live_task(task)?;
         if t.reserved + pages > t.quota {
             return Err(Error::OutOfMemory);
         }
-        // First fit with a guard page before and after.
-        let mut cand = ws + 1;
-        for (&start, r) in t.regions.range(..we) {
-            if r.end < cand {
-                continue;
-            }
-            if cand + pages < start {
-                break;
-            }
-            cand = r.end + 1;
-        }
-        if cand + pages + 1 > we {
-            return Err(Error::NoSpace);
-        }
-        t.regions.insert(cand, Region { end: cand + pages, perms, init: Init::Zero });
+        let cand = place(t, pages, window).ok_or(Error::NoSpace)?;
+        t.regions.insert(cand, Region { end: cand + pages, perms, init: Init::Zero, share: None });
         t.reserved += pages;
         Ok(va_of(cand))
     }
@@ -386,7 +435,7 @@ impl Memd {
         if t.reserved + pages > t.quota {
             return Err(Error::OutOfMemory);
         }
-        t.regions.insert(s, Region { end: s + pages, perms, init });
+        t.regions.insert(s, Region { end: s + pages, perms, init, share: None });
         t.reserved += pages;
         Ok(())
     }
@@ -432,6 +481,17 @@ impl Memd {
         if at < e {
             return Err(Error::NotReserved);
         }
+        // A shared range goes whole or not at all.
+        let mut shared = Vec::new();
+        let first = t.regions.range(..=s).next_back().map(|(&k, _)| k).unwrap_or(s);
+        for (&k, r) in t.regions.range(first..e) {
+            if let Some((id, side)) = r.share {
+                if k < s || r.end > e {
+                    return Err(Error::InvalidArgument);
+                }
+                shared.push((id, side));
+            }
+        }
         // Cut the ranges.
         let first = t.regions.range(..=s).next_back().map(|(&k, _)| k).unwrap_or(s);
         let keys: Vec<u64> = t.regions.range(first..e).map(|(&k, _)| k).collect();
@@ -446,53 +506,65 @@ impl Memd {
         }
         t.reserved -= e - s;
         // Kill the pages.
-        let vpns: Vec<u64> = t.pages.range(s..e).map(|(&k, _)| k).collect();
+        let vpns: Vec<u64> = t.store.pages.range(s..e).map(|(&k, _)| k).collect();
         let mut killed = Vec::new();
         for vpn in vpns {
-            killed.extend(self.drop_page(host, task, vpn, true));
+            killed.extend(self.drop_page(host, Home::Task(task), vpn, true));
+        }
+        for (id, side) in shared {
+            killed.extend(self.detach(host, id, side, true));
         }
         let mut i = 0;
         while i < self.waiters.len() {
             let w = self.waiters[i];
             if w.task == task && (s..e).contains(&vpn_of(w.va)) {
                 self.waiters.remove(i);
-                killed.push(w.fault);
+                killed.push(Parked { fault: w.fault, task, side: 0 });
             } else {
                 i += 1;
             }
         }
-        for f in killed {
-            self.kill(host, task, f, KillReason::Unreserved);
+        for p in killed {
+            self.kill(host, p.task, p.fault, KillReason::Unreserved);
         }
         self.settle(host);
         Ok(())
     }
 
-    /// Takes page `vpn` of `task` out of the map and gives back what it
-    /// holds (see `release`); returns the faults that waited on it.
-    fn drop_page<H: Host>(
+    /// Takes page `n` of `home` out of its store and gives back what it
+    /// holds (see `release`), unmapping it first if `unmap`; returns the
+    /// faults that waited on it.
+    pub(crate) fn drop_page<H: Host>(
         &mut self,
         host: &mut H,
-        task: TaskId,
-        vpn: u64,
+        home: Home,
+        n: u64,
         unmap: bool,
-    ) -> Vec<FaultId> {
-        let Some(t) = self.tasks.get_mut(&task) else {
+    ) -> Vec<Parked> {
+        let maps = self.mappings(home, n);
+        let Some(st) = self.store_mut(home) else {
             return Vec::new();
         };
-        let Some(page) = t.pages.remove(&vpn) else {
+        let Some(page) = st.pages.remove(&n) else {
             return Vec::new();
         };
         if page.frame().is_some() {
-            t.resident -= 1;
+            st.resident -= 1;
         }
         if page.slot().is_some() {
-            t.swapped -= 1;
+            st.swapped -= 1;
         }
         match page {
-            Page::Resident { frame, slot, mapped, .. } => {
-                if mapped && unmap {
-                    host.unmap(task, va_of(vpn));
+            Page::Resident { frame, slot, maps: mapped, .. } => {
+                if unmap {
+                    for (i, m) in maps.iter().enumerate() {
+                        match m {
+                            Some(m) if mapped & (1 << i) != 0 => {
+                                host.unmap(m.task, m.va);
+                            }
+                            _ => {}
+                        }
+                    }
                 }
                 self.free_frame(frame);
                 if let Some(slot) = slot {
@@ -521,12 +593,18 @@ impl Memd {
         let Some(t) = self.tasks.get(&task) else {
             return Err(Error::NoSuchTask);
         };
-        let vpns: Vec<u64> = t.pages.keys().copied().collect();
+        let vpns: Vec<u64> = t.store.pages.keys().copied().collect();
+        let shared: Vec<(ShareId, u8)> = t.regions.values().filter_map(|r| r.share).collect();
         for vpn in vpns {
-            self.drop_page(host, task, vpn, false);
+            self.drop_page(host, Home::Task(task), vpn, false);
+        }
+        for (id, side) in shared {
+            // Its own faults are gone with its threads.
+            self.detach(host, id, side, false);
         }
         self.waiters.retain(|w| w.task != task);
         self.tasks.remove(&task);
+        self.offers_task_gone(task);
         self.settle(host);
         Ok(())
     }
@@ -559,10 +637,12 @@ impl Memd {
         let t = self.live_task(task)?;
         match t.region(vpn) {
             None => return Err(Error::NotReserved),
-            Some(r) if r.init != Init::Image => return Err(Error::InvalidArgument),
+            Some(r) if r.init != Init::Image || r.share.is_some() => {
+                return Err(Error::InvalidArgument)
+            }
             Some(_) => {}
         }
-        if t.pages.contains_key(&vpn) {
+        if t.store.pages.contains_key(&vpn) {
             return Err(Error::AlreadyPresent);
         }
         let frame = match self.waiters.is_empty() {
@@ -585,9 +665,10 @@ impl Memd {
             host.zero(frame);
         }
         host.copy_in(frame, 0, bytes);
-        self.attach(task, vpn, frame, None, true);
-        if !self.map_page(host, task, vpn, false) {
-            self.drop_page(host, task, vpn, false);
+        let home = Home::Task(task);
+        self.attach(home, vpn, frame, None, true);
+        if self.map_page(host, home, vpn, false, 1) & 1 == 0 {
+            self.drop_page(host, home, vpn, false);
             self.settle(host);
             return Err(Error::MapFailed);
         }
@@ -601,7 +682,8 @@ impl Memd {
     /// it wait for I/O or a frame (answered by a later event). Every fault
     /// is answered exactly once, unless its task ends first. A fault served
     /// with a zero page also maps up to [`Config::fault_around`] following
-    /// pages of its range (see `fault_around`).
+    /// pages of its range (see `fault_around`). A page of a shared range is
+    /// mapped into every task that shares it, not only the faulting one.
     pub fn fault<H: Host>(
         &mut self,
         host: &mut H,
@@ -631,6 +713,12 @@ impl Memd {
         }
     }
 
+    fn resumed(&mut self, host: &mut impl Host, fault: FaultId) -> FaultOutcome {
+        host.resume(fault);
+        self.answered(fault, FaultOutcome::Resumed);
+        FaultOutcome::Resumed
+    }
+
     /// The fault decision, without rebalancing. When it gives the page a
     /// frame, the other faults queued for the same page follow it (they
     /// need no frame of their own any more).
@@ -655,7 +743,7 @@ impl Memd {
 
     fn decide<H: Host>(&mut self, host: &mut H, w: Waiter) -> FaultOutcome {
         let Waiter { task, fault, va, access } = w;
-        let Some(t) = self.tasks.get_mut(&task) else {
+        let Some(t) = self.tasks.get(&task) else {
             return self.kill(host, task, fault, KillReason::UnknownTask);
         };
         let vpn = vpn_of(va);
@@ -678,52 +766,57 @@ impl Memd {
         if let Err(reason) = verdict {
             return self.kill(host, task, fault, reason);
         }
-        match t.pages.get_mut(&vpn) {
+        let Some((home, n, side, _)) = self.locate(task, vpn) else {
+            return self.kill(host, task, fault, KillReason::Unreserved);
+        };
+        let me = 1u8 << side;
+        let st = self.store_mut(home).expect("located homes exist");
+        match st.pages.get_mut(&n) {
             None => {
                 let Some(frame) = self.take_frame() else {
                     self.waiters.push_back(w);
                     return FaultOutcome::Waiting;
                 };
                 host.zero(frame);
-                self.attach(task, vpn, frame, None, false);
-                if !self.map_page(host, task, vpn, true) {
+                self.attach(home, n, frame, None, false);
+                if self.map_page(host, home, n, true, ALL) & me == 0 {
                     return self.kill(host, task, fault, KillReason::MapFailed);
                 }
                 self.c.faults_zero += 1;
-                host.resume(fault);
-                self.answered(fault, FaultOutcome::Resumed);
-                self.fault_around(host, task, vpn);
-                FaultOutcome::Resumed
+                let out = self.resumed(host, fault);
+                if let Home::Task(_) = home {
+                    self.fault_around(host, task, vpn);
+                }
+                out
             }
-            Some(Page::Resident { mapped: true, .. }) => {
+            Some(Page::Resident { maps, .. }) if *maps & me != 0 => {
                 // Another thread's fault mapped it first.
                 self.c.faults_minor += 1;
-                host.resume(fault);
-                self.answered(fault, FaultOutcome::Resumed);
-                FaultOutcome::Resumed
+                self.resumed(host, fault)
             }
             Some(Page::Resident { .. }) => {
-                if !self.map_page(host, task, vpn, true) {
+                if self.map_page(host, home, n, true, me) & me == 0 {
                     return self.kill(host, task, fault, KillReason::MapFailed);
                 }
                 self.c.faults_minor += 1;
-                host.resume(fault);
-                self.answered(fault, FaultOutcome::Resumed);
-                FaultOutcome::Resumed
+                self.resumed(host, fault)
             }
             Some(Page::Out { waiters, .. }) | Some(Page::In { waiters, .. }) => {
-                waiters.push(fault);
+                waiters.push(Parked { fault, task, side });
                 FaultOutcome::Waiting
             }
             Some(&mut Page::Swapped { slot }) => {
-                let Some(frame) = self.free.pop().map(Frame) else {
+                let Some(frame) = self.take_frame() else {
                     self.waiters.push_back(w);
                     return FaultOutcome::Waiting;
                 };
-                t.resident += 1;
-                let io = self.start_io(task, vpn, frame, IoKind::Read, slot);
-                let t = self.tasks.get_mut(&task).expect("task checked above");
-                t.pages.insert(vpn, Page::In { frame, slot, waiters: alloc::vec![fault] });
+                let st = self.store_mut(home).expect("located homes exist");
+                st.resident += 1;
+                st.pages.insert(
+                    n,
+                    Page::In { frame, slot, waiters: alloc::vec![Parked { fault, task, side }] },
+                );
+                let io = self.start_io(home, n, frame, IoKind::Read, slot);
                 if self.submit(host, io) {
                     FaultOutcome::Waiting
                 } else {
@@ -742,7 +835,7 @@ impl Memd {
     /// ordinary resident pages, clean (a zero page needs no write to
     /// leave) and not fresh (the clock may take them back first if the
     /// task never touches them). A refused mapping gives the frame back
-    /// and stops; it is not the fault's error.
+    /// and stops; it is not the fault's error. Private ranges only.
     fn fault_around<H: Host>(&mut self, host: &mut H, task: TaskId, vpn: u64) {
         if self.cfg.fault_around == 0 {
             return;
@@ -750,19 +843,20 @@ impl Memd {
         let Some(t) = self.tasks.get(&task) else { return };
         let Some(r) = t.region(vpn) else { return };
         let end = r.end.min(vpn.saturating_add(1 + self.cfg.fault_around as u64));
+        let home = Home::Task(task);
         for next in vpn + 1..end {
             if !self.waiters.is_empty() || self.free.len() <= self.cfg.high_water as usize {
                 return;
             }
             let Some(t) = self.tasks.get(&task) else { return };
-            if t.pages.contains_key(&next) {
+            if t.store.pages.contains_key(&next) {
                 return;
             }
             let Some(frame) = self.take_frame() else { return };
             host.zero(frame);
-            self.attach(task, next, frame, None, false);
-            if !self.map_page(host, task, next, false) {
-                self.drop_page(host, task, next, false);
+            self.attach(home, next, frame, None, false);
+            if self.map_page(host, home, next, false, 1) == 0 {
+                self.drop_page(host, home, next, false);
                 return;
             }
             self.c.prefaulted += 1;
@@ -787,10 +881,9 @@ impl Memd {
     }
 
     /// The disk could not take request `tag` now (the driver answered
-    /// `Busy`): it goes back to the queue, still owning its frame, and is
-    /// handed over again after the next completion or tick. Nothing else
-    /// happens (no rebalancing: that would resubmit it at once).
-    /// `UnknownTag` for a tag not at the disk.
+    /// `Busy`): it goes back to memd's queue, its frame still pinned, and
+    /// is handed over again when a completion makes room (or at the next
+    /// tick). `UnknownTag` for a tag not at the disk.
     pub fn io_retry(&mut self, tag: Tag) -> Result<(), Error> {
         if !self.at_disk(tag) {
             return Err(Error::UnknownTag);
@@ -826,25 +919,23 @@ impl Memd {
         }
         // The page the request belongs to (none: an orphan, its page died).
         let page = match u {
-            Use::Page { task, vpn, .. } => self
-                .tasks
-                .get_mut(&task)
-                .and_then(|t| t.pages.get_mut(&vpn))
+            Use::Page { home, n, .. } => self
+                .store_mut(home)
+                .and_then(|st| st.pages.get_mut(&n))
                 .filter(|p| matches!(p, Page::Out { .. } | Page::In { .. }))
-                .map(|_| (task, vpn)),
+                .map(|_| (home, n)),
             _ => None,
         };
-        let Some((task, vpn)) = page else {
-            // (A page in flight always points back to its frame, which
-            // `audit` checks; treating a broken link as an orphan keeps the
-            // frame and slot from leaking rather than panicking.)
+        let Some((home, n)) = page else {
+            // (An owned frame always has an owner, but a corrupted state
+            // gives the frame back rather than panicking.)
             self.slots.free(io.slot);
             self.free_frame(f);
             return Ok(());
         };
-        self.frames[f.0 as usize] = Use::Page { task, vpn, io: None };
-        let Some(t) = self.tasks.get_mut(&task) else { return Ok(()) };
-        let Some(page) = t.pages.get_mut(&vpn) else { return Ok(()) };
+        self.frames[f.0 as usize] = Use::Page { home, n, io: None };
+        let Some(st) = self.store_mut(home) else { return Ok(()) };
+        let Some(page) = st.pages.get_mut(&n) else { return Ok(()) };
         let waiters = match page {
             Page::Out { waiters, .. } | Page::In { waiters, .. } => core::mem::take(waiters),
             _ => Vec::new(),
@@ -853,68 +944,126 @@ impl Memd {
             frame: f,
             slot,
             dirty,
-            mapped: false,
+            maps: 0,
             fresh: false,
             hold,
         };
         match (io.kind, ok) {
             (IoKind::Write, true) if waiters.is_empty() => {
                 *page = Page::Swapped { slot: io.slot };
-                t.resident -= 1;
+                st.resident -= 1;
                 self.free_frame(f);
             }
             (IoKind::Write, true) => {
                 *page = resident(Some(io.slot), false, false);
-                self.finish(host, task, vpn, waiters, false);
+                self.finish(host, home, n, waiters, false);
             }
             (IoKind::Write, false) => {
                 *page = resident(None, true, true);
-                t.swapped -= 1;
+                st.swapped -= 1;
                 self.slots.free(io.slot);
-                self.finish(host, task, vpn, waiters, false);
+                self.finish(host, home, n, waiters, false);
             }
             (IoKind::Read, true) => {
                 *page = resident(Some(io.slot), false, false);
-                self.finish(host, task, vpn, waiters, true);
+                self.finish(host, home, n, waiters, true);
             }
             (IoKind::Read, false) => {
                 *page = Page::Swapped { slot: io.slot };
-                t.resident -= 1;
+                st.resident -= 1;
                 self.free_frame(f);
                 for w in waiters {
-                    self.kill(host, task, w, KillReason::SwapReadFailed);
+                    self.kill(host, w.task, w.fault, KillReason::SwapReadFailed);
                 }
             }
         }
         Ok(())
     }
 
-    /// Maps a page that came back from I/O and answers the faults that
-    /// waited for it.
+    /// Maps a page that came back from I/O (into every task that shares
+    /// it) and answers the faults that waited for it.
     fn finish<H: Host>(
         &mut self,
         host: &mut H,
-        task: TaskId,
-        vpn: u64,
-        waiters: Vec<FaultId>,
+        home: Home,
+        n: u64,
+        waiters: Vec<Parked>,
         swapped_in: bool,
     ) {
         if waiters.is_empty() {
             return;
         }
-        if !self.map_page(host, task, vpn, true) {
-            for w in waiters {
-                self.kill(host, task, w, KillReason::MapFailed);
-            }
-            return;
-        }
+        let maps = self.map_page(host, home, n, true, ALL);
         for w in waiters {
+            if maps & (1 << w.side) == 0 {
+                self.kill(host, w.task, w.fault, KillReason::MapFailed);
+                continue;
+            }
             match swapped_in {
                 true => self.c.faults_swap += 1,
                 false => self.c.faults_minor += 1,
             }
-            host.resume(w);
-            self.answered(w, FaultOutcome::Resumed);
+            self.resumed(host, w.fault);
+        }
+    }
+
+    // ------------------------------------------------------------ homes
+
+    /// The store of `home`.
+    pub(crate) fn store(&self, home: Home) -> Option<&Store> {
+        match home {
+            Home::Task(t) => self.tasks.get(&t).map(|t| &t.store),
+            Home::Share(s) => self.shares.get(&s).map(|s| &s.store),
+        }
+    }
+
+    pub(crate) fn store_mut(&mut self, home: Home) -> Option<&mut Store> {
+        match home {
+            Home::Task(t) => self.tasks.get_mut(&t).map(|t| &mut t.store),
+            Home::Share(s) => self.shares.get_mut(&s).map(|s| &mut s.store),
+        }
+    }
+
+    /// Where page `vpn` of `task` keeps its content: its home, its page
+    /// number there, the mapping it is (0 for a private page, the side for
+    /// a shared one), and its range.
+    pub(crate) fn locate(&self, task: TaskId, vpn: u64) -> Option<(Home, u64, u8, Region)> {
+        let (start, r) = self.tasks.get(&task)?.region_at(vpn)?;
+        match r.share {
+            None => Some((Home::Task(task), vpn, 0, r)),
+            Some((id, side)) => Some((Home::Share(id), vpn - start, side, r)),
+        }
+    }
+
+    /// The places page `n` of `home` is mapped at when mapped: mapping `i`
+    /// is `[i]`, `None` where there is none (a private page has one).
+    pub(crate) fn mappings(&self, home: Home, n: u64) -> [Option<Mapping>; 2] {
+        match home {
+            Home::Task(task) => {
+                // (A page being released has lost its range already: its
+                // mapping is still where it was, and only unmapped.)
+                let perms = self.tasks.get(&task).and_then(|t| t.region(n)).map(|r| r.perms);
+                [Some(Mapping { task, va: va_of(n), perms: perms.unwrap_or(Perms::R) }), None]
+            }
+            Home::Share(id) => match self.shares.get(&id) {
+                None => [None, None],
+                Some(s) => s.sides.map(|side| {
+                    side.map(|x| Mapping { task: x.task, va: va_of(x.start + n), perms: Perms::RW })
+                }),
+            },
+        }
+    }
+
+    /// Whether every task mapping `home` is dying (its end frees the
+    /// frames without I/O).
+    fn home_dying(&self, home: Home) -> bool {
+        let dying = |t: &TaskId| self.tasks.get(t).is_none_or(|t| t.dying);
+        match home {
+            Home::Task(t) => dying(&t),
+            Home::Share(id) => self
+                .shares
+                .get(&id)
+                .is_none_or(|s| s.sides.iter().flatten().all(|x| dying(&x.task))),
         }
     }
 
@@ -929,49 +1078,58 @@ impl Memd {
         self.free.push(f.0);
     }
 
-    /// Makes a fresh frame page `vpn` of `task`, resident and unmapped.
-    fn attach(&mut self, task: TaskId, vpn: u64, frame: Frame, slot: Option<Slot>, dirty: bool) {
-        self.frames[frame.0 as usize] = Use::Page { task, vpn, io: None };
-        let t = self.tasks.get_mut(&task).expect("attach to a live task");
-        t.resident += 1;
-        t.pages.insert(
-            vpn,
-            Page::Resident { frame, slot, dirty, mapped: false, fresh: false, hold: false },
-        );
+    /// Makes a fresh frame page `n` of `home`, resident and unmapped.
+    fn attach(&mut self, home: Home, n: u64, frame: Frame, slot: Option<Slot>, dirty: bool) {
+        self.frames[frame.0 as usize] = Use::Page { home, n, io: None };
+        let st = self.store_mut(home).expect("attach to a live home");
+        st.resident += 1;
+        st.pages
+            .insert(n, Page::Resident { frame, slot, dirty, maps: 0, fresh: false, hold: false });
     }
 
-    /// Maps a resident page with its range's permissions; false if the
-    /// kernel refused.
-    fn map_page<H: Host>(&mut self, host: &mut H, task: TaskId, vpn: u64, for_fault: bool) -> bool {
-        let Some(t) = self.tasks.get_mut(&task) else {
-            return false;
+    /// Maps a resident page, with its range's permissions, at those of its
+    /// mappings in `want` where it is not mapped yet; returns the mappings
+    /// it has afterwards (a mapping the kernel refused is left out).
+    fn map_page<H: Host>(
+        &mut self,
+        host: &mut H,
+        home: Home,
+        n: u64,
+        for_fault: bool,
+        want: u8,
+    ) -> u8 {
+        let places = self.mappings(home, n);
+        let Some(Page::Resident { frame, maps, fresh, .. }) =
+            self.store_mut(home).and_then(|st| st.pages.get_mut(&n))
+        else {
+            return 0;
         };
-        let Some(r) = t.region(vpn) else {
-            return false;
-        };
-        let Some(Page::Resident { frame, mapped, fresh, .. }) = t.pages.get_mut(&vpn) else {
-            return false;
-        };
-        if host.map(task, va_of(vpn), *frame, r.perms).is_err() {
-            return false;
+        for (i, m) in places.iter().enumerate() {
+            let bit = 1u8 << i;
+            let Some(m) = m else { continue };
+            if want & bit == 0 || *maps & bit != 0 {
+                continue;
+            }
+            if host.map(m.task, m.va, *frame, m.perms).is_ok() {
+                *maps |= bit;
+                *fresh |= for_fault;
+            }
         }
-        *mapped = true;
-        *fresh = for_fault;
-        true
+        *maps
     }
 
     /// Records a request on its frame (pinning it) and returns it.
     fn start_io(
         &mut self,
-        task: TaskId,
-        vpn: u64,
+        home: Home,
+        n: u64,
         frame: Frame,
         kind: IoKind,
         slot: Slot,
     ) -> IoRequest {
         self.seq = self.seq.wrapping_add(1).max(1);
         let tag = Tag::new(frame, self.seq);
-        self.frames[frame.0 as usize] = Use::Page { task, vpn, io: Some(Io { tag, kind, slot }) };
+        self.frames[frame.0 as usize] = Use::Page { home, n, io: Some(Io { tag, kind, slot }) };
         self.io_in_flight += 1;
         if kind == IoKind::Write {
             self.writes_in_flight += 1;
@@ -1046,7 +1204,7 @@ impl Memd {
         self.request(tag).is_some() && !self.queued.iter().any(|r| r.tag == tag)
     }
 
-    fn kill<H: Host>(
+    pub(crate) fn kill<H: Host>(
         &mut self,
         host: &mut H,
         task: TaskId,
@@ -1070,7 +1228,7 @@ impl Memd {
     /// no fresh page whose thread is about to touch it, no dying task
     /// holding frames, and nothing evictable; or swap writes keep failing),
     /// they are killed with `OutOfMemory` rather than left waiting forever.
-    fn settle<H: Host>(&mut self, host: &mut H) {
+    pub(crate) fn settle<H: Host>(&mut self, host: &mut H) {
         self.pump_io(host);
         loop {
             while !self.free.is_empty() {
@@ -1100,14 +1258,18 @@ impl Memd {
     }
 
     /// Whether frames will come back without I/O: a page is still fresh
-    /// for a live task's thread (a tick will see it touched), or a dying
-    /// task holds frames (its `TaskGone` frees them).
+    /// for a live task's thread (a tick will see it touched), or tasks
+    /// that are all dying hold frames (their `TaskGone` frees them).
     fn frames_will_return(&self) -> bool {
-        self.tasks.values().any(|t| {
-            (t.dying && t.resident > 0)
-                || (!t.dying
-                    && t.pages.values().any(|p| matches!(p, Page::Resident { fresh: true, .. })))
-        })
+        let fresh =
+            |st: &Store| st.pages.values().any(|p| matches!(p, Page::Resident { fresh: true, .. }));
+        self.tasks
+            .values()
+            .any(|t| (t.dying && t.store.resident > 0) || (!t.dying && fresh(&t.store)))
+            || self.shares.iter().any(|(&id, s)| {
+                let dying = self.home_dying(Home::Share(id));
+                (dying && s.store.resident > 0) || (!dying && fresh(&s.store))
+            })
     }
 
     /// Faults wait for a frame and no request is in flight: only pages
@@ -1127,9 +1289,34 @@ impl Memd {
         self.settle(host);
     }
 
+    /// The accessed and dirty bits of page `n` of `home` over all its
+    /// mappings in `maps`, accessed cleared if `clear`.
+    fn page_bits<H: Host>(
+        &self,
+        host: &mut H,
+        home: Home,
+        n: u64,
+        maps: u8,
+        clear: bool,
+    ) -> PageBits {
+        let mut b = PageBits::default();
+        for (i, m) in self.mappings(home, n).iter().enumerate() {
+            if let Some(m) = m {
+                if maps & (1 << i) != 0 {
+                    let x = host.bits(m.task, m.va, clear);
+                    b.accessed |= x.accessed;
+                    b.dirty |= x.dirty;
+                }
+            }
+        }
+        b
+    }
+
     /// One step of the clock: finds a resident page not used lately and
     /// takes it out of memory (dropped if it has a valid copy or is an
     /// untouched zero page, else written to swap). False if none can go.
+    /// A shared page counts as used if either task used it, and leaves
+    /// both.
     ///
     /// Keeping the watermark (`urgent` false) sweeps the pool once at
     /// most, so every page keeps its second chance. A fault waiting for a
@@ -1143,78 +1330,84 @@ impl Memd {
         for _ in 0..steps {
             let f = self.hand;
             self.hand = (self.hand + 1) % n;
-            let Use::Page { task, vpn, io: None } = self.frames[f as usize] else {
+            let Use::Page { home, n: pn, io: None } = self.frames[f as usize] else {
                 continue;
             };
-            let Some(t) = self.tasks.get_mut(&task) else {
-                continue;
-            };
-            if t.dying {
+            if self.home_dying(home) {
                 // Its end frees the frame without I/O.
                 continue;
             }
-            let Some(Page::Resident { hold, fresh, mapped, dirty, .. }) = t.pages.get_mut(&vpn)
+            let Some(&Page::Resident { maps, fresh, hold, .. }) =
+                self.store(home).and_then(|st| st.pages.get(&pn))
             else {
                 continue;
             };
-            if *fresh {
-                if *mapped {
-                    let b = host.bits(task, va_of(vpn), true);
-                    *dirty |= b.dirty;
-                    *fresh = !b.accessed;
-                } else {
-                    *fresh = false;
-                }
+            // (The clock reads the bits of a page on hold only while it is
+            // fresh, as its first check.)
+            let b = if maps != 0 && (fresh || !hold) {
+                self.page_bits(host, home, pn, maps, true)
+            } else {
+                PageBits::default()
+            };
+            let Some(Page::Resident { hold: h, fresh: fr, dirty, .. }) =
+                self.store_mut(home).and_then(|st| st.pages.get_mut(&pn))
+            else {
                 continue;
-            }
-            if *hold {
-                *hold = false;
-                continue;
-            }
-            if *mapped {
-                let b = host.bits(task, va_of(vpn), true);
+            };
+            if fresh {
                 *dirty |= b.dirty;
-                if b.accessed {
-                    continue;
-                }
+                *fr = maps != 0 && !b.accessed;
+                continue;
             }
-            if self.evict(host, task, vpn, urgent) {
+            if hold {
+                *h = false;
+                continue;
+            }
+            *dirty |= b.dirty;
+            if b.accessed {
+                continue;
+            }
+            if self.evict(host, home, pn, urgent) {
                 return true;
             }
         }
         false
     }
 
-    /// Takes one resident page out of memory; false if it must stay (it
-    /// needs a swap slot and none is free, or it needs a write while writes
-    /// keep failing and no fault waits: a dead disk must not make memd
-    /// retry forever for the watermark alone).
-    fn evict<H: Host>(&mut self, host: &mut H, task: TaskId, vpn: u64, urgent: bool) -> bool {
+    /// Takes one resident page out of memory (out of every mapping); false
+    /// if it must stay (it needs a swap slot and none is free, or it needs
+    /// a write while writes keep failing and no fault waits: a dead disk
+    /// must not make memd retry forever for the watermark alone).
+    fn evict<H: Host>(&mut self, host: &mut H, home: Home, n: u64, urgent: bool) -> bool {
         let full = self.slots.used() == self.slots.total();
         let failing = !urgent && self.write_fail_streak >= self.cfg.pool_frames;
-        let t = self.tasks.get_mut(&task).expect("clock found the task");
-        let Some(Page::Resident { frame, slot, dirty, mapped, .. }) = t.pages.get_mut(&vpn) else {
+        let places = self.mappings(home, n);
+        let Some(st) = self.store_mut(home) else { return false };
+        let Some(Page::Resident { frame, slot, dirty, maps, .. }) = st.pages.get_mut(&n) else {
             return false;
         };
         if (*dirty && slot.is_none() && full) || ((*dirty || slot.is_none()) && failing) {
             return false;
         }
-        if *mapped {
-            let b = host.unmap(task, va_of(vpn));
-            *dirty |= b.dirty;
-            *mapped = false;
+        for (i, m) in places.iter().enumerate() {
+            if let Some(m) = m {
+                if *maps & (1 << i) != 0 {
+                    *dirty |= host.unmap(m.task, m.va).dirty;
+                }
+            }
         }
+        *maps = 0;
         let (frame, slot, dirty) = (*frame, *slot, *dirty);
         if !dirty {
             match slot {
                 Some(slot) => {
-                    t.pages.insert(vpn, Page::Swapped { slot });
+                    st.pages.insert(n, Page::Swapped { slot });
                 }
                 None => {
-                    t.pages.remove(&vpn);
+                    st.pages.remove(&n);
                 }
             }
-            t.resident -= 1;
+            st.resident -= 1;
             self.free_frame(frame);
             self.c.evictions += 1;
             return true;
@@ -1223,7 +1416,7 @@ impl Memd {
             Some(s) => s,
             None => match self.slots.alloc() {
                 Some(s) => {
-                    t.swapped += 1;
+                    self.store_mut(home).expect("evicted from a live home").swapped += 1;
                     s
                 }
                 // Dirtied between the bits and the unmap, and swap is full:
@@ -1231,11 +1424,40 @@ impl Memd {
                 None => return false,
             },
         };
-        t.pages.insert(vpn, Page::Out { frame, slot, waiters: Vec::new() });
-        let req = self.start_io(task, vpn, frame, IoKind::Write, slot);
+        let st = self.store_mut(home).expect("evicted from a live home");
+        st.pages.insert(n, Page::Out { frame, slot, waiters: Vec::new() });
+        let req = self.start_io(home, n, frame, IoKind::Write, slot);
         // A refused submission has failed already: the page stayed.
         let started = self.submit(host, req);
         self.c.evictions += started as u64;
         started
     }
+}
+
+/// Where a page is mapped when it is: a task, an address, permissions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Mapping {
+    pub(crate) task: TaskId,
+    pub(crate) va: u64,
+    pub(crate) perms: Perms,
+}
+
+/// Every mapping of a page.
+const ALL: u8 = 0b11;
+
+/// First fit for `pages` pages in `window` (page numbers) of `t`'s
+/// address space, with an unreserved guard page before and after.
+pub(crate) fn place(t: &Task, pages: u64, window: (u64, u64)) -> Option<u64> {
+    let (ws, we) = window;
+    let mut cand = ws + 1;
+    for (&start, r) in t.regions.range(..we) {
+        if r.end < cand {
+            continue;
+        }
+        if cand + pages < start {
+            break;
+        }
+        cand = r.end + 1;
+    }
+    (cand + pages < we).then_some(cand)
 }

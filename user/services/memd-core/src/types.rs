@@ -187,6 +187,30 @@ pub enum Error {
     MapFailed,
     /// No request in flight has this tag.
     UnknownTag,
+    /// Shared memory: the connection is unknown or closed.
+    NoSuchConnection,
+    /// Shared memory: the asking thread is not an end of the connection.
+    NotAnEnd,
+    /// Shared memory: the other end is not a task memd serves (a privileged
+    /// task, the kernel, or a task being killed).
+    PeerNotServed,
+    /// Shared memory: this end still maps a region shared on the
+    /// connection.
+    AlreadyShared,
+    /// Shared memory: this end's earlier request on the connection still
+    /// waits for the other end.
+    AlreadyAsked,
+    /// Shared memory: the two ends asked for different lengths.
+    SizeMismatch,
+    /// Shared memory: the other end could not take the region (its quota or
+    /// address space), or it ended while this request waited.
+    PeerFailed,
+    /// Shared memory: the other end did not ask before the deadline.
+    TimedOut,
+    /// Shared memory: the request was withdrawn by its sender.
+    Withdrawn,
+    /// Shared memory: no request of this end waits on the connection.
+    NotPending,
 }
 
 /// What kind of disk request.

@@ -1,6 +1,7 @@
 //! Model-based property test: random tasks (with two threads each) spawn
 //! with image pages, reserve, write, read, execute and release pages, make
-//! bad accesses and end, under a tiny pool (4 to 8 frames, many more
+//! bad accesses and end, share regions with each other (negotiated over a
+//! fake connection, released by either side), under a tiny pool (4 to 8 frames, many more
 //! pages), with fault-around off or at 3 pages, with a fake MMU and a
 //! fake disk that completes requests in random order and sometimes fails.
 //! A simple model (the last value written to each page) predicts every
@@ -15,7 +16,9 @@
 
 mod common;
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::rc::Rc;
 
 use alux_memd_core::*;
 use common::*;
@@ -28,15 +31,50 @@ const IMAGE_BASE: u64 = 0x40_0000;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Spawn { quota: u64, image: u64 },
-    Reserve { task: usize, pages: u64, write: bool },
-    Release { task: usize, region: usize, part: u8 },
-    Touch { task: usize, thread: usize, region: usize, page: usize, kind: u8, value: u64 },
-    Disk { pick: usize, ok: bool },
-    Busy { pick: usize },
-    Bad { task: usize, kind: u8 },
-    Exit { task: usize },
+    Spawn {
+        quota: u64,
+        image: u64,
+    },
+    Reserve {
+        task: usize,
+        pages: u64,
+        write: bool,
+    },
+    Release {
+        task: usize,
+        region: usize,
+        part: u8,
+    },
+    Touch {
+        task: usize,
+        thread: usize,
+        region: usize,
+        page: usize,
+        kind: u8,
+        value: u64,
+    },
+    Disk {
+        pick: usize,
+        ok: bool,
+    },
+    Busy {
+        pick: usize,
+    },
+    Bad {
+        task: usize,
+        kind: u8,
+    },
+    Exit {
+        task: usize,
+    },
     Reap,
+    /// Tasks `a` and `b` share a region of `pages` (`a == b`: two threads
+    /// of one task).
+    Share {
+        a: usize,
+        b: usize,
+        pages: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -55,8 +93,9 @@ fn op() -> impl Strategy<Value = Op> {
         10 => (any::<usize>(), prop::bool::weighted(0.85)).prop_map(|(pick, ok)| Op::Disk { pick, ok }),
         1 => any::<usize>().prop_map(|pick| Op::Busy { pick }),
         1 => (t.clone(), 0..4u8).prop_map(|(task, kind)| Op::Bad { task, kind }),
-        1 => t.prop_map(|task| Op::Exit { task }),
+        1 => t.clone().prop_map(|task| Op::Exit { task }),
         1 => Just(Op::Reap),
+        2 => (t.clone(), t.clone(), 1u64..4).prop_map(|(a, b, pages)| Op::Share { a, b, pages }),
     ]
 }
 
@@ -67,8 +106,23 @@ struct MRegion {
     /// Image pages: read-only and executable, content given at spawn.
     image: bool,
     /// The last value written to each page (`None`: never written, zeros;
-    /// image pages start with their image value).
-    values: Vec<Option<u64>>,
+    /// image pages start with their image value). A shared region's
+    /// values are the same cell in both tasks.
+    values: Rc<RefCell<Vec<Option<u64>>>>,
+    shared: bool,
+}
+
+impl MRegion {
+    fn pages(&self) -> usize {
+        self.values.borrow().len()
+    }
+    fn end(&self) -> u64 {
+        self.addr + self.pages() as u64 * PAGE_SIZE
+    }
+}
+
+fn values(v: Vec<Option<u64>>) -> Rc<RefCell<Vec<Option<u64>>>> {
+    Rc::new(RefCell::new(v))
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -106,6 +160,7 @@ struct Harness {
     read_failed: BTreeSet<TaskId>,
     pool: u32,
     ticks: u64,
+    next_conn: u64,
 }
 
 impl Harness {
@@ -124,6 +179,7 @@ impl Harness {
             read_failed: BTreeSet::new(),
             pool,
             ticks: 0,
+            next_conn: 1,
         }
     }
 
@@ -145,10 +201,9 @@ impl Harness {
     fn expected(&self, i: usize, va: u64) -> Option<Vec<u8>> {
         let t = self.tasks[i].as_ref()?;
         for r in &t.regions {
-            let end = r.addr + r.values.len() as u64 * PAGE_SIZE;
-            if (r.addr..end).contains(&va) {
+            if (r.addr..r.end()).contains(&va) {
                 let p = ((va - r.addr) / PAGE_SIZE) as usize;
-                return Some(match r.values[p] {
+                return Some(match r.values.borrow()[p] {
                     Some(v) => pattern(v),
                     None => vec![0; PAGE_SIZE as usize],
                 });
@@ -166,9 +221,9 @@ impl Harness {
                 let r = t
                     .regions
                     .iter_mut()
-                    .find(|r| (r.addr..r.addr + r.values.len() as u64 * PAGE_SIZE).contains(&va))
+                    .find(|r| (r.addr..r.end()).contains(&va))
                     .expect("a write that succeeded is to a reserved page");
-                r.values[((va - r.addr) / PAGE_SIZE) as usize] = Some(v);
+                r.values.borrow_mut()[((va - r.addr) / PAGE_SIZE) as usize] = Some(v);
             }
             None => {
                 let want =
@@ -296,7 +351,7 @@ impl Harness {
             (IoKind::Write, true) => self.write_streak = 0,
             (IoKind::Write, false) => self.write_streak += 1,
             (IoKind::Read, false) => {
-                if let Some((id, _)) = self.w.m.owner(r.frame) {
+                for (id, _) in self.w.m.owners(r.frame) {
                     self.read_failed.insert(id);
                 }
             }
@@ -331,7 +386,8 @@ impl Harness {
                 addr: IMAGE_BASE,
                 writable: false,
                 image: true,
-                values: (0..image as usize).map(|p| Some(image_value(id, p))).collect(),
+                values: values((0..image as usize).map(|p| Some(image_value(id, p))).collect()),
+                shared: false,
             });
         }
         self.tasks[i] =
@@ -386,7 +442,8 @@ impl Harness {
                             addr,
                             writable: write,
                             image: false,
-                            values: vec![None; pages as usize],
+                            values: values(vec![None; pages as usize]),
+                            shared: false,
                         });
                     }
                     Err(Error::OutOfMemory) => assert!(before.reserved + pages > before.quota),
@@ -401,7 +458,7 @@ impl Harness {
                 }
                 let ri = region % t.regions.len();
                 let r = &t.regions[ri];
-                let n = r.values.len() as u64;
+                let n = r.pages() as u64;
                 let (addr, len) = match part {
                     0 => (r.addr, n),
                     1 => (r.addr, 1),
@@ -412,16 +469,22 @@ impl Harness {
                     assert_eq!(res, Err(Error::Dying));
                     return;
                 }
+                if r.shared && len < n {
+                    // A shared range goes whole or not at all.
+                    assert_eq!(res, Err(Error::InvalidArgument));
+                    return;
+                }
                 res.unwrap();
                 // Keep the model's remaining pages as ranges of their own.
                 let r = t.regions.remove(ri);
                 if len < n {
-                    let (addr, values) = if addr == r.addr {
-                        (r.addr + PAGE_SIZE, r.values[1..].to_vec())
+                    let v = r.values.borrow().clone();
+                    let (addr, v) = if addr == r.addr {
+                        (r.addr + PAGE_SIZE, v[1..].to_vec())
                     } else {
-                        (r.addr, r.values[..r.values.len() - 1].to_vec())
+                        (r.addr, v[..v.len() - 1].to_vec())
                     };
-                    t.regions.push(MRegion { addr, values, ..r });
+                    t.regions.push(MRegion { addr, values: values(v), ..r });
                 }
                 self.pump();
             }
@@ -431,8 +494,7 @@ impl Harness {
                     return;
                 }
                 let r = &t.regions[region % t.regions.len()];
-                let va =
-                    r.addr + (page % r.values.len()) as u64 * PAGE_SIZE + ((value % 4096) & !7);
+                let va = r.addr + (page % r.pages()) as u64 * PAGE_SIZE + ((value % 4096) & !7);
                 let (access, v) = match kind {
                     0 if r.writable => (Access::Write, Some(value)),
                     2 if r.image => (Access::Exec, None),
@@ -467,6 +529,7 @@ impl Harness {
                 self.pump();
             }
             Op::Exit { task } => self.end(task),
+            Op::Share { a, b, pages } => self.share(a, b, pages),
             Op::Reap => {
                 for i in 0..MAX_TASKS {
                     if self.tasks[i].as_ref().is_some_and(|t| t.killed) {
@@ -476,6 +539,79 @@ impl Harness {
             }
         }
         self.check();
+    }
+
+    /// Tasks in slots `a` and `b` negotiate a region of `pages` on a new
+    /// connection between thread 0 of `a` and thread 1 of `b`: `b` asks
+    /// first, then `a`. Both get it, or both are refused with reasons the
+    /// model can tell.
+    fn share(&mut self, a: usize, b: usize, pages: u64) {
+        let (Some(ta), Some(tb)) = (self.tasks[a].as_ref(), self.tasks[b].as_ref()) else {
+            return;
+        };
+        let (ia, ib) = (ta.id, tb.id);
+        let (ka, kb) = (ta.killed, tb.killed);
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let ends =
+            ConnEnds { client: End { task: ia, thread: 10 }, server: End { task: ib, thread: 11 } };
+        let (qa, qb) = (self.w.m.task(ia).unwrap(), self.w.m.task(ib).unwrap());
+        let len = pages * PAGE_SIZE;
+        let ask = |token, from| ShareAsk { token, from, conn, len, deadline: u64::MAX };
+        self.w.m.share_request(ask(2, ends.server), Some(ends));
+        self.w.m.share_request(ask(1, ends.client), Some(ends));
+        let answers = self.w.m.take_answers();
+        if kb {
+            // A dying task is refused before it waits, and its peer too.
+            let ra = if ka { Error::Dying } else { Error::PeerNotServed };
+            let want = [
+                ShareAnswer { token: 2, result: Err(Error::Dying) },
+                ShareAnswer { token: 1, result: Err(ra) },
+            ];
+            assert_eq!(answers, want);
+            assert_eq!(self.w.m.offers_waiting(), 0);
+            return;
+        }
+        if ka {
+            let want = [
+                ShareAnswer { token: 2, result: Err(Error::PeerNotServed) },
+                ShareAnswer { token: 1, result: Err(Error::Dying) },
+            ];
+            assert_eq!(answers, want);
+            assert_eq!(self.w.m.offers_waiting(), 0);
+            return;
+        }
+        assert_eq!(answers.len(), 2, "{answers:?}");
+        let mut got = [None, None];
+        for x in &answers {
+            got[x.token as usize - 1] = Some(x.result);
+        }
+        let (ra, rb) = (got[0].unwrap(), got[1].unwrap());
+        let need_b = if a == b { 2 * pages } else { pages };
+        let fits = |q: TaskCounters, need| q.reserved + need <= q.quota;
+        match (ra, rb) {
+            (Ok(ga), Ok(gb)) => {
+                assert!(fits(qa, pages) && fits(qb, need_b));
+                assert_eq!((ga.len, gb.len, ga.side, gb.side), (len, len, 0, 1));
+                let v = values(vec![None; pages as usize]);
+                for (i, g) in [(a, ga), (b, gb)] {
+                    let t = self.tasks[i].as_mut().unwrap();
+                    t.regions.push(MRegion {
+                        addr: g.addr,
+                        writable: true,
+                        image: false,
+                        values: v.clone(),
+                        shared: true,
+                    });
+                }
+            }
+            (Err(Error::OutOfMemory), Err(Error::PeerFailed)) => assert!(!fits(qa, pages)),
+            (Err(Error::PeerFailed), Err(Error::OutOfMemory)) => {
+                assert!(fits(qa, pages) && !fits(qb, need_b))
+            }
+            other => panic!("share: {other:?}"),
+        }
+        assert_eq!(self.w.m.offers_waiting(), 0);
     }
 
     /// Drains the disk; then no live thread may still wait, every page
@@ -505,7 +641,7 @@ impl Harness {
             let vas: Vec<u64> = t
                 .regions
                 .iter()
-                .flat_map(|r| (0..r.values.len() as u64).map(move |p| r.addr + p * PAGE_SIZE))
+                .flat_map(|r| (0..r.pages() as u64).map(move |p| r.addr + p * PAGE_SIZE))
                 .collect();
             for va in vas {
                 self.attempt(i, 0, va, Access::Read, None);

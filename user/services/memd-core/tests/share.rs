@@ -1,0 +1,331 @@
+//! The rules of shared regions (`docs/shared-memory.md`): the negotiation
+//! (who may ask, what is refused and how), the life cycle (release by one
+//! side, task ends, the frames back when both are gone) and the paging of
+//! shared pages (one frame for both tasks, evicted from both, brought back
+//! for both). `audit()` runs after each step that matters.
+
+mod common;
+
+use alux_memd_core::*;
+use common::*;
+
+const CONN: u64 = 77;
+
+fn ends(a: TaskId, b: TaskId) -> ConnEnds {
+    ConnEnds { client: End { task: a, thread: 100 }, server: End { task: b, thread: 200 } }
+}
+
+fn ask(token: u64, from: End, len: u64) -> ShareAsk {
+    ShareAsk { token, from, conn: CONN, len, deadline: 1_000 }
+}
+
+/// Two tasks with a region of `pages` shared on `CONN`: (a, b, addr in a,
+/// addr in b).
+fn shared(w: &mut World, pages: u64) -> (TaskId, TaskId, u64, u64) {
+    let (a, b) = (w.task(1, 0), w.task(2, 0));
+    let e = ends(a, b);
+    w.m.share_request(ask(1, e.client, pages * PAGE_SIZE), Some(e));
+    assert_eq!(w.m.take_answers(), [], "the first request waits");
+    assert_eq!(w.m.offers_waiting(), 1);
+    w.m.share_request(ask(2, e.server, pages * PAGE_SIZE), Some(e));
+    let got = w.m.take_answers();
+    assert_eq!(got.len(), 2);
+    let ga = got.iter().find(|x| x.token == 1).unwrap().result.unwrap();
+    let gb = got.iter().find(|x| x.token == 2).unwrap().result.unwrap();
+    assert_eq!((ga.side, gb.side, ga.len, gb.len), (0, 1, pages * PAGE_SIZE, pages * PAGE_SIZE));
+    assert_eq!(ga.share, gb.share);
+    assert_eq!(w.m.offers_waiting(), 0);
+    w.m.audit().unwrap();
+    (a, b, ga.addr, gb.addr)
+}
+
+#[test]
+fn both_ends_asking_share_one_set_of_frames() {
+    let mut w = World::small(8, 16);
+    let (a, b, pa, pb) = shared(&mut w, 2);
+    // Charged to both: each may keep it alone.
+    assert_eq!(w.m.task(a).unwrap().reserved, 2);
+    assert_eq!(w.m.task(b).unwrap().reserved, 2);
+    w.write(a, pa, 7).unwrap();
+    assert_eq!(w.read(b, pb).unwrap(), pattern(7), "b sees a's write");
+    w.write(b, pb + PAGE_SIZE, 8).unwrap();
+    assert_eq!(w.read(a, pa + PAGE_SIZE).unwrap(), pattern(8));
+    // One frame per page, mapped in both.
+    let fa = w.h.ptes[&(a, pa)].frame;
+    assert_eq!(w.h.ptes[&(b, pb)].frame, fa);
+    let mut owners = w.m.owners(fa);
+    owners.sort();
+    assert_eq!(owners, vec![(a, pa), (b, pb)]);
+    assert_eq!(w.m.counters().frames_free, 6);
+    w.m.audit().unwrap();
+    w.h.check_against(&w.m);
+}
+
+#[test]
+fn a_fault_in_either_maps_the_page_in_both() {
+    let mut w = World::small(8, 16);
+    let (a, b, pa, pb) = shared(&mut w, 1);
+    w.write(a, pa, 3).unwrap();
+    // b's mapping came with a's fault: no fault of b's.
+    let faults = w.m.counters().faults_zero + w.m.counters().faults_minor;
+    assert_eq!(w.h.access(b, pb, Access::Read, None).unwrap().unwrap(), pattern(3));
+    assert_eq!(w.m.counters().faults_zero + w.m.counters().faults_minor, faults);
+}
+
+#[test]
+fn eviction_unmaps_from_both_and_a_fault_brings_it_back_for_both() {
+    let mut w = World::small(4, 16);
+    let (a, b, pa, pb) = shared(&mut w, 1);
+    w.write(b, pb, 11).unwrap();
+    // Fill the pool with a's private pages until the shared page leaves.
+    let priv_a = w.m.reserve(a, 8 * PAGE_SIZE, Perms::RW).unwrap();
+    let mut i = 0;
+    while w.h.ptes.contains_key(&(a, pa)) || w.h.ptes.contains_key(&(b, pb)) {
+        w.write(a, priv_a + (i % 8) * PAGE_SIZE, 100 + i).unwrap();
+        w.drain();
+        i += 1;
+        assert!(i < 64, "the shared page never leaves");
+    }
+    assert!(!w.h.ptes.contains_key(&(a, pa)) && !w.h.ptes.contains_key(&(b, pb)));
+    assert!(matches!(w.m.page(b, pb), Some(PageView::Swapped { .. })), "{:?}", w.m.page(b, pb));
+    w.m.audit().unwrap();
+    // a's fault reads it back; b then finds it mapped.
+    assert_eq!(w.read(a, pa).unwrap(), pattern(11));
+    assert!(w.h.ptes.contains_key(&(b, pb)), "brought back for both");
+    assert_eq!(w.h.access(b, pb, Access::Read, None).unwrap().unwrap(), pattern(11));
+    w.h.check_against(&w.m);
+}
+
+#[test]
+fn a_write_through_either_mapping_is_kept_on_eviction() {
+    let mut w = World::small(4, 16);
+    let (a, b, pa, pb) = shared(&mut w, 1);
+    w.read(a, pa).unwrap();
+    // Only b writes (its dirty bit, not a's, says so).
+    w.h.access(b, pb, Access::Write, Some(&pattern(5))).unwrap();
+    let priv_a = w.m.reserve(a, 8 * PAGE_SIZE, Perms::RW).unwrap();
+    for i in 0..16 {
+        w.write(a, priv_a + (i % 8) * PAGE_SIZE, i).unwrap();
+        w.drain();
+    }
+    assert_eq!(w.read(a, pa).unwrap(), pattern(5));
+}
+
+#[test]
+fn one_side_releasing_keeps_the_other_and_the_last_frees_the_frames() {
+    let mut w = World::small(8, 16);
+    let (a, b, pa, pb) = shared(&mut w, 2);
+    w.write(a, pa, 1).unwrap();
+    w.write(a, pa + PAGE_SIZE, 2).unwrap();
+    // Part of a shared range cannot go.
+    assert_eq!(w.m.release(&mut w.h, a, pa, PAGE_SIZE), Err(Error::InvalidArgument));
+    assert_eq!(w.m.share_release(&mut w.h, a, pa + PAGE_SIZE), Err(Error::NotReserved));
+    w.m.share_release(&mut w.h, a, pa).unwrap();
+    assert!(!w.h.ptes.contains_key(&(a, pa)), "a's mapping went");
+    assert_eq!(w.m.task(a).unwrap().reserved, 0);
+    assert_eq!(w.read(b, pb + PAGE_SIZE).unwrap(), pattern(2), "b keeps the data");
+    assert_eq!(w.m.counters().frames_free, 6);
+    // a's access now is to an unreserved page.
+    assert_eq!(w.read(a, pa), Err(KillReason::Unreserved));
+    w.m.release(&mut w.h, b, pb, 2 * PAGE_SIZE).unwrap();
+    assert_eq!(w.m.counters().frames_free, 8, "both gone: the frames are back");
+    assert_eq!(w.m.shares().count(), 0);
+    w.m.audit().unwrap();
+}
+
+#[test]
+fn a_task_ending_leaves_the_other_its_mapping_and_data() {
+    let mut w = World::small(4, 16);
+    let (a, b, pa, pb) = shared(&mut w, 1);
+    w.write(a, pa, 9).unwrap();
+    // a's write went through its own mapping, whose page tables die with
+    // it: memd must keep the page (it cannot read a's dirty bit any more),
+    // and write it out when it evicts it.
+    w.h.drop_task(a);
+    w.m.task_gone(&mut w.h, a).unwrap();
+    w.m.audit().unwrap();
+    let p = w.m.reserve(b, 8 * PAGE_SIZE, Perms::RW).unwrap();
+    for i in 0..8 {
+        w.write(b, p + i * PAGE_SIZE, i).unwrap();
+        w.drain();
+    }
+    assert!(!w.h.ptes.contains_key(&(b, pb)), "evicted");
+    assert_eq!(w.read(b, pb).unwrap(), pattern(9));
+    w.h.drop_task(b);
+    w.m.task_gone(&mut w.h, b).unwrap();
+    w.drain();
+    assert!(w.m.is_idle(), "{:?}", w.m.counters());
+}
+
+#[test]
+fn the_frames_of_a_swapped_shared_page_come_back_when_both_end() {
+    let mut w = World::small(4, 16);
+    let (a, b, pa, _) = shared(&mut w, 3);
+    for i in 0..3 {
+        w.write(a, pa + i * PAGE_SIZE, i).unwrap();
+    }
+    let p = w.m.reserve(b, 6 * PAGE_SIZE, Perms::RW).unwrap();
+    for i in 0..6 {
+        w.write(b, p + i * PAGE_SIZE, i).unwrap();
+    }
+    assert!(w.m.counters().slots_used > 0);
+    for t in [b, a] {
+        w.h.drop_task(t);
+        w.m.task_gone(&mut w.h, t).unwrap();
+    }
+    w.drain();
+    assert!(w.m.is_idle(), "{:?}", w.m.counters());
+}
+
+#[test]
+fn refusals_are_defined_and_change_nothing() {
+    let mut w = World::small(8, 16);
+    let (a, b, c) = (w.task(1, 0), w.task(2, 0), w.task(3, 0));
+    let e = ends(a, b);
+    let one = |w: &mut World, x: ShareAsk, e: Option<ConnEnds>| {
+        w.m.share_request(x, e);
+        let got = w.m.take_answers();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].token, x.token);
+        got[0].result.unwrap_err()
+    };
+    // A third task naming a's connection; another thread of a.
+    assert_eq!(one(&mut w, ask(1, End { task: c, thread: 300 }, 4096), Some(e)), Error::NotAnEnd);
+    assert_eq!(one(&mut w, ask(1, End { task: a, thread: 101 }, 4096), Some(e)), Error::NotAnEnd);
+    // A connection that is not (or no longer) live.
+    assert_eq!(one(&mut w, ask(1, e.client, 4096), None), Error::NoSuchConnection);
+    // Lengths.
+    assert_eq!(one(&mut w, ask(1, e.client, 0), Some(e)), Error::InvalidArgument);
+    assert_eq!(one(&mut w, ask(1, e.client, u64::MAX), Some(e)), Error::InvalidArgument);
+    // A task memd does not serve, at either end.
+    let stranger = tid(9);
+    let f = ends(a, stranger);
+    assert_eq!(one(&mut w, ask(1, f.client, 4096), Some(f)), Error::PeerNotServed);
+    assert_eq!(one(&mut w, ask(1, f.server, 4096), Some(f)), Error::NoSuchTask);
+    // Both ends the same thread.
+    let same = ConnEnds { client: e.client, server: e.client };
+    assert_eq!(one(&mut w, ask(1, e.client, 4096), Some(same)), Error::InvalidArgument);
+    // Asking twice while waiting.
+    w.m.share_request(ask(1, e.client, 4096), Some(e));
+    assert_eq!(w.m.take_answers(), []);
+    assert_eq!(one(&mut w, ask(2, e.client, 4096), Some(e)), Error::AlreadyAsked);
+    // Mismatched lengths: both are told.
+    w.m.share_request(ask(3, e.server, 8192), Some(e));
+    let got = w.m.take_answers();
+    assert_eq!(
+        got,
+        [
+            ShareAnswer { token: 1, result: Err(Error::SizeMismatch) },
+            ShareAnswer { token: 3, result: Err(Error::SizeMismatch) },
+        ]
+    );
+    assert_eq!((w.m.offers_waiting(), w.m.shares().count()), (0, 0));
+    for t in [a, b, c] {
+        assert_eq!(w.m.task(t).unwrap().reserved, 0);
+    }
+    w.m.audit().unwrap();
+}
+
+#[test]
+fn asking_again_while_holding_the_region_is_refused() {
+    let mut w = World::small(8, 16);
+    let (a, b, pa, _) = shared(&mut w, 1);
+    let e = ends(a, b);
+    w.m.share_request(ask(5, e.client, 4096), Some(e));
+    assert_eq!(w.m.take_answers(), [ShareAnswer { token: 5, result: Err(Error::AlreadyShared) }]);
+    // Once a released its side, it may ask again (b still holds its own).
+    w.m.share_release(&mut w.h, a, pa).unwrap();
+    w.m.share_request(ask(6, e.client, 4096), Some(e));
+    assert_eq!(w.m.take_answers(), []);
+    w.m.share_request(ask(7, e.server, 4096), Some(e));
+    assert_eq!(w.m.take_answers(), [ShareAnswer { token: 7, result: Err(Error::AlreadyShared) }]);
+    w.m.audit().unwrap();
+}
+
+#[test]
+fn a_lone_request_times_out_or_is_withdrawn() {
+    let mut w = World::small(8, 16);
+    let (a, b) = (w.task(1, 0), w.task(2, 0));
+    let e = ends(a, b);
+    w.m.share_request(ShareAsk { deadline: 500, ..ask(1, e.client, 4096) }, Some(e));
+    w.m.share_request(ShareAsk { conn: CONN + 1, ..ask(2, e.client, 4096) }, Some(e));
+    assert_eq!(w.m.next_deadline(), Some(500));
+    w.m.share_expire(499);
+    assert_eq!(w.m.take_answers(), []);
+    w.m.share_expire(500);
+    assert_eq!(w.m.take_answers(), [ShareAnswer { token: 1, result: Err(Error::TimedOut) }]);
+    assert_eq!(w.m.next_deadline(), Some(1_000));
+    assert_eq!(w.m.share_withdraw(e.server, CONN + 1), Err(Error::NotPending), "not b's");
+    w.m.share_withdraw(e.client, CONN + 1).unwrap();
+    assert_eq!(w.m.take_answers(), [ShareAnswer { token: 2, result: Err(Error::Withdrawn) }]);
+    assert_eq!(w.m.share_withdraw(e.client, CONN + 1), Err(Error::NotPending));
+    assert_eq!(w.m.next_deadline(), None);
+    assert_eq!(w.m.task(a).unwrap().reserved, 0);
+}
+
+#[test]
+fn a_peer_ending_fails_the_request_waiting_for_it() {
+    let mut w = World::small(8, 16);
+    let (a, b, c) = (w.task(1, 0), w.task(2, 0), w.task(3, 0));
+    let e = ends(a, b);
+    w.m.share_request(ask(1, e.client, 4096), Some(e));
+    let f = ConnEnds { client: End { task: c, thread: 1 }, server: End { task: b, thread: 2 } };
+    w.m.share_request(ShareAsk { conn: 5, ..ask(2, f.server, 4096) }, Some(f));
+    w.h.drop_task(b);
+    w.m.task_gone(&mut w.h, b).unwrap();
+    // a's request waited for b: it fails now. b's own request just goes.
+    assert_eq!(w.m.take_answers(), [ShareAnswer { token: 1, result: Err(Error::PeerFailed) }]);
+    assert_eq!(w.m.offers_waiting(), 0);
+    // A thread whose connection to memd closed loses its requests quietly.
+    w.m.share_request(ask(3, e.client, 4096), Some(ConnEnds { server: f.client, ..e }));
+    assert_eq!(w.m.offers_waiting(), 1);
+    w.m.share_forget(e.client);
+    assert_eq!((w.m.offers_waiting(), w.m.take_answers().len()), (0, 0));
+}
+
+#[test]
+fn the_task_without_room_is_told_and_its_peer_too() {
+    let mut w = World::small(8, 16);
+    let (a, b) = (w.task(1, 0), w.task(2, 4));
+    let e = ends(a, b);
+    w.m.share_request(ask(1, e.client, 5 * PAGE_SIZE), Some(e));
+    w.m.share_request(ask(2, e.server, 5 * PAGE_SIZE), Some(e));
+    assert_eq!(
+        w.m.take_answers(),
+        [
+            ShareAnswer { token: 2, result: Err(Error::OutOfMemory) },
+            ShareAnswer { token: 1, result: Err(Error::PeerFailed) },
+        ]
+    );
+    // Nothing stays charged to a, which had room.
+    assert_eq!(w.m.task(a).unwrap().reserved, 0);
+    assert_eq!(w.m.shares().count(), 0);
+    w.m.audit().unwrap();
+}
+
+#[test]
+fn two_threads_of_one_task_may_share_with_each_other() {
+    let mut w = World::small(8, 16);
+    let a = w.task(1, 0);
+    let e = ConnEnds { client: End { task: a, thread: 1 }, server: End { task: a, thread: 2 } };
+    w.m.share_request(ask(1, e.client, 4096), Some(e));
+    w.m.share_request(ask(2, e.server, 4096), Some(e));
+    let got = w.m.take_answers();
+    let (x, y) = (got[0].result.unwrap().addr, got[1].result.unwrap().addr);
+    assert_ne!(x, y);
+    w.write(a, x, 4).unwrap();
+    assert_eq!(w.read(a, y).unwrap(), pattern(4), "two addresses, one page");
+    assert_eq!(w.m.task(a).unwrap().reserved, 2);
+    w.h.drop_task(a);
+    w.m.task_gone(&mut w.h, a).unwrap();
+    assert!(w.m.is_idle());
+}
+
+#[test]
+fn a_shared_range_is_never_executable_and_faults_check_it() {
+    let mut w = World::small(8, 16);
+    let (a, _, pa, _) = shared(&mut w, 1);
+    assert!(w.m.allows(a, pa, Access::Write));
+    assert!(!w.m.allows(a, pa, Access::Exec));
+    assert_eq!(w.access(a, pa, Access::Exec, None).map(|_| ()), Err(KillReason::ExecNonExec));
+}
