@@ -93,7 +93,7 @@ fn run_checked(cmd: &mut Command) -> Result<(), String> {
 /// The user programs packed into the boot module.
 pub const PROGRAMS: &[&str] = &[
     "init", "demo", "spinner", "fpu", "fault", "hostile", "churn", "nop", "ipc", "bench", "names",
-    "console", "wide", "cpustate", "pools", "memtest", "blk",
+    "console", "wide", "cpustate", "pools", "memtest", "blk", "shmtest",
 ];
 
 /// The drivers and services packed into the boot module: each is its own

@@ -115,6 +115,21 @@ pub const SCENARIOS: &[Scenario] = &[
         timeout_secs: 180,
     },
     Scenario {
+        name: "shm",
+        about: "shared memory: every negotiation answer, a writer killed mid-stream, a peer writing garbage; all frames back",
+        timeout_secs: 180,
+    },
+    Scenario {
+        name: "shm-stream",
+        about: "256 MiB each way at once through 64 KiB rings between two tasks, every word and both checksums checked",
+        timeout_secs: 600,
+    },
+    Scenario {
+        name: "shm-pressure",
+        about: "a stream whose ring memd evicts and swaps back under memory pressure (8 MiB pool)",
+        timeout_secs: 600,
+    },
+    Scenario {
         name: "console",
         about: "a sleeper wakes on time while a task prints 4 KiB at a time; task lines prefixed",
         timeout_secs: 180,
@@ -185,6 +200,12 @@ const KERNEL_CHECKS: &[KernelCheck] = &[
     KernelCheck {
         scenario: "memd",
         options: "memd_pool=16",
+        lines: &["memory daemon: task"],
+        stops_with_failure: false,
+    },
+    KernelCheck {
+        scenario: "shm-pressure",
+        options: "memd_pool=8",
         lines: &["memory daemon: task"],
         stops_with_failure: false,
     },

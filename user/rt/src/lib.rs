@@ -17,6 +17,7 @@ pub mod ipc;
 pub mod mem;
 pub mod names;
 pub mod pager;
+pub mod shm;
 pub mod sys;
 pub mod task;
 pub mod thread;

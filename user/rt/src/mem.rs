@@ -72,7 +72,7 @@ pub fn connections() -> usize {
 /// Sends `req` on the calling thread's connection and waits for its reply
 /// (the one with its sequence number: a late reply to an earlier request is
 /// skipped).
-fn ask(req: Request) -> Result<Result<Reply, Status>, Error> {
+pub(crate) fn ask(req: Request) -> Result<Result<Reply, Status>, Error> {
     let pager = pager().ok_or(Error::InvalidArgument)?;
     let h = connection(pager)?;
     let seq = TAG.fetch_add(1, Ordering::Relaxed) as u32;
@@ -106,6 +106,13 @@ fn ask(req: Request) -> Result<Result<Reply, Status>, Error> {
             return Err(Error::PeerClosed);
         }
     }
+}
+
+/// Sends any request to memd on the calling thread's connection and
+/// waits for its answer: memd's own reply, undecoded into an error (for
+/// tests and tools; programs use the typed calls).
+pub fn ask_raw(req: Request) -> Result<Result<Reply, Status>, Error> {
+    ask(req)
 }
 
 /// Drops the table's record of connection `h`.

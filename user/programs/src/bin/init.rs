@@ -287,6 +287,45 @@ fn memd_swap_scenario(init: &Init<'_>) -> Verdict {
     expect("memd back to its baseline", init.run("memtest", "baseline"), TaskEnd::Exited(0))
 }
 
+/// A pair of `shmtest` tasks in `mode`, both of which must exit 0.
+fn shm_pair(init: &Init<'_>, names: TaskId, mode: &str, arg: &str) -> Verdict {
+    let server = init.spawn("shmtest", &format!("server {} {} ns={}", mode, arg, names.raw()))?;
+    let client = init.spawn("shmtest", &format!("client {} {} ns={}", mode, arg, names.raw()))?;
+    expect(&format!("shm {} server", mode), task::wait(server, WAIT), TaskEnd::Exited(0))?;
+    expect(&format!("shm {} client", mode), task::wait(client, WAIT), TaskEnd::Exited(0))
+}
+
+/// Shared memory through memd: the negotiation's answers, a writer
+/// killed mid-stream, a peer writing garbage; then memd holds nothing.
+fn shm_scenario(init: &Init<'_>, names: TaskId) -> Verdict {
+    let ns = names.raw();
+    let server = init.spawn("shmtest", &format!("server negotiate ns={}", ns))?;
+    let client = init.spawn("shmtest", &format!("client negotiate ns={}", ns))?;
+    let third = init.spawn("shmtest", &format!("third negotiate ns={}", ns))?;
+    for (what, t) in [("server", server), ("client", client), ("third task", third)] {
+        expect(&format!("negotiation {}", what), task::wait(t, WAIT), TaskEnd::Exited(0))?;
+    }
+    shm_pair(init, names, "garbage", "")?;
+    // The writer is killed once the reader has 1 MiB: the reader must end
+    // cleanly with every word right.
+    let reader = init.spawn("shmtest", &format!("server kill ns={}", ns))?;
+    let writer = init.spawn("shmtest", &format!("client kill ns={}", ns))?;
+    let n = alux_rt::names::NameService::connect(names).map_err(|e| format!("names: {:?}", e))?;
+    let mut tries = 0;
+    while n.lookup("shm-kill-reading").is_err() {
+        tries += 1;
+        if tries > 60_000 {
+            return Err("the reader never got its first MiB".into());
+        }
+        alux_rt::time::sleep(Duration::from_millis(1));
+    }
+    task::kill(writer).map_err(|e| format!("kill writer: {}", e))?;
+    expect("killed writer", task::wait(writer, WAIT), TaskEnd::Killed)?;
+    expect("reader of a killed writer", task::wait(reader, WAIT), TaskEnd::Exited(0))?;
+    // Every shared frame came back once both sides were gone.
+    expect("memd back to its baseline", init.run("memtest", "baseline"), TaskEnd::Exited(0))
+}
+
 fn memd_death(init: &Init<'_>) -> Verdict {
     let names = start_memd(init, false, "")?;
     let ns = alux_rt::names::NameService::connect(names).map_err(|e| format!("names: {:?}", e))?;
@@ -968,12 +1007,17 @@ fn main(start: &Start) -> u64 {
     // The block scenarios and the benchmarks drive the disk themselves:
     // memd runs there without swap.
     let swap = !(scenario.starts_with("blk-") || scenario == "bench");
+    let mut names = None;
     if !matches!(scenario, "boot" | "memd" | "memd-swap" | "memd-death" | "pools" | "bench") {
-        if let Err(why) = start_memd(&init, swap, "") {
-            println!("scenario {}: FAIL: {}", scenario, why);
-            return 1;
+        match start_memd(&init, swap, "") {
+            Ok(n) => names = Some(n),
+            Err(why) => {
+                println!("scenario {}: FAIL: {}", scenario, why);
+                return 1;
+            }
         }
     }
+    let names = names.unwrap_or(TaskId::from_raw(0));
     let verdict = match scenario {
         "demo" => demo(&init),
         // Boots and stops: `cargo xtask` uses it to probe KVM.
@@ -1001,6 +1045,13 @@ fn main(start: &Start) -> u64 {
         "ipc-wide" => wide(&init),
         "memd" => memd_scenario(&init),
         "memd-swap" => memd_swap_scenario(&init),
+        "shm" => shm_scenario(&init, names),
+        "shm-stream" => shm_pair(&init, names, "stream", "256").and_then(|()| {
+            expect("memd back to its baseline", init.run("memtest", "baseline"), TaskEnd::Exited(0))
+        }),
+        "shm-pressure" => shm_pair(&init, names, "pressure", "32").and_then(|()| {
+            expect("memd back to its baseline", init.run("memtest", "baseline"), TaskEnd::Exited(0))
+        }),
         // memd is killed while a paged task runs: the kernel must stop the
         // machine (with its failure status; `cargo xtask test` checks it).
         "memd-death" => memd_death(&init),

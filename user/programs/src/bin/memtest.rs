@@ -266,10 +266,12 @@ fn main(start: &Start) -> u64 {
                 return 1;
             };
             println!(
-                "memtest: memd: {} of {} frames free, {} mine; {} swap slots used",
-                st.frames_free, st.frames_total, st.resident, st.slots_used
+                "memtest: memd: {} of {} frames free, {} mine; {} swap slots used; {} shared regions",
+                st.frames_free, st.frames_total, st.resident, st.slots_used, st.shares
             );
-            (st.frames_free + st.resident != st.frames_total || st.slots_used != 0) as u64
+            (st.frames_free + st.resident != st.frames_total
+                || st.slots_used != 0
+                || st.shares != 0) as u64
         }
         "quota" => match alux_rt::mem::reserve(1 << 34, true) {
             Err(Error::OutOfMemory) => 0,

@@ -32,7 +32,7 @@ mod types;
 
 pub use alux_abi::TaskId;
 pub use memd::Memd;
-pub use share::{ConnEnds, End, Granted, ShareAnswer, ShareAsk, ShareId};
+pub use share::{ConnEnds, End, Granted, ShareAnswer, ShareAsk, ShareId, Withdrawal};
 pub use types::{
     Access, Config, Counters, Error, FaultId, FaultOutcome, Frame, Host, Init, IoKind, IoRequest,
     KillReason, MapRefused, PageBits, PageView, Perms, Populate, Slot, Tag, TaskCounters,

@@ -86,6 +86,15 @@ pub struct ShareAnswer {
     pub result: Result<Granted, Error>,
 }
 
+/// The result of [`Memd::share_withdraw`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Withdrawal {
+    /// The request was waiting and is gone; it gets no other answer.
+    Withdrawn,
+    /// The request had been granted already: here is the region again.
+    TooLate(Granted),
+}
+
 /// A request waiting for the other end.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Offer {
@@ -264,17 +273,35 @@ impl Memd {
         core::mem::take(&mut self.answers)
     }
 
-    /// Withdraws the request of `from` on `conn` that still waits: it is
-    /// answered `Withdrawn`. `NotPending` if there is none.
-    pub fn share_withdraw(&mut self, from: End, conn: u64) -> Result<(), Error> {
-        let i = self
-            .offers
-            .iter()
-            .position(|o| o.ask.conn == conn && o.ask.from == from)
-            .ok_or(Error::NotPending)?;
-        let o = self.offers.remove(i);
-        self.answer(o.ask.token, Err(Error::Withdrawn));
-        Ok(())
+    /// Withdraws the request of `from` on `conn` that still waits. The
+    /// request gets no answer of its own: the withdrawal's answer is the
+    /// one (a client's connection to memd holds one message at a time, so
+    /// two answers in a row could hide the first). If the request was
+    /// granted before the withdrawal came, the withdrawal is answered with
+    /// the region ([`Withdrawal::TooLate`]): the answer the client may not
+    /// have read yet is never lost. `NotPending` if nothing waits and no
+    /// region was granted to `from`'s task on `conn`.
+    pub fn share_withdraw(&mut self, from: End, conn: u64) -> Result<Withdrawal, Error> {
+        if let Some(i) = self.offers.iter().position(|o| o.ask.conn == conn && o.ask.from == from) {
+            self.offers.remove(i);
+            return Ok(Withdrawal::Withdrawn);
+        }
+        for (&id, s) in &self.shares {
+            if s.conn != conn {
+                continue;
+            }
+            for (i, side) in s.sides.iter().enumerate() {
+                if let Some(x) = side.filter(|x| x.task == from.task) {
+                    return Ok(Withdrawal::TooLate(Granted {
+                        addr: x.start * PAGE_SIZE,
+                        len: s.pages * PAGE_SIZE,
+                        side: i as u8,
+                        share: id,
+                    }));
+                }
+            }
+        }
+        Err(Error::NotPending)
     }
 
     /// Answers `TimedOut` to every request still waiting whose deadline is
@@ -385,6 +412,13 @@ impl Memd {
     /// task of side 1])`, a side `None` once it left.
     pub fn shares(&self) -> impl Iterator<Item = (ShareId, u64, u64, [Option<TaskId>; 2])> + '_ {
         self.shares.iter().map(|(&id, s)| (id, s.conn, s.pages, s.sides.map(|x| x.map(|x| x.task))))
+    }
+
+    /// Shared regions, their pages in memory, their pages in swap.
+    pub fn share_counts(&self) -> [u64; 3] {
+        let resident = self.shares.values().map(|s| s.store.resident).sum();
+        let swapped = self.shares.values().map(|s| s.store.swapped).sum();
+        [self.shares.len() as u64, resident, swapped]
     }
 
     /// Requests waiting for the other end.

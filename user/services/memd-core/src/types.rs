@@ -207,8 +207,6 @@ pub enum Error {
     PeerFailed,
     /// Shared memory: the other end did not ask before the deadline.
     TimedOut,
-    /// Shared memory: the request was withdrawn by its sender.
-    Withdrawn,
     /// Shared memory: no request of this end waits on the connection.
     NotPending,
 }

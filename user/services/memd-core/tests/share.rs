@@ -256,11 +256,23 @@ fn a_lone_request_times_out_or_is_withdrawn() {
     assert_eq!(w.m.take_answers(), [ShareAnswer { token: 1, result: Err(Error::TimedOut) }]);
     assert_eq!(w.m.next_deadline(), Some(1_000));
     assert_eq!(w.m.share_withdraw(e.server, CONN + 1), Err(Error::NotPending), "not b's");
-    w.m.share_withdraw(e.client, CONN + 1).unwrap();
-    assert_eq!(w.m.take_answers(), [ShareAnswer { token: 2, result: Err(Error::Withdrawn) }]);
+    assert_eq!(w.m.share_withdraw(e.client, CONN + 1), Ok(Withdrawal::Withdrawn));
+    assert_eq!(w.m.take_answers(), [], "the withdrawal's answer is the only one");
     assert_eq!(w.m.share_withdraw(e.client, CONN + 1), Err(Error::NotPending));
     assert_eq!(w.m.next_deadline(), None);
     assert_eq!(w.m.task(a).unwrap().reserved, 0);
+}
+
+#[test]
+fn a_withdrawal_that_comes_too_late_gets_the_region() {
+    let mut w = World::small(8, 16);
+    let (a, b, pa, pb) = shared(&mut w, 1);
+    let e = ends(a, b);
+    let got = w.m.share_withdraw(e.server, CONN).unwrap();
+    let Withdrawal::TooLate(g) = got else { panic!("{got:?}") };
+    assert_eq!((g.addr, g.len, g.side), (pb, PAGE_SIZE, 1));
+    w.m.share_release(&mut w.h, a, pa).unwrap();
+    assert_eq!(w.m.share_withdraw(e.client, CONN), Err(Error::NotPending));
 }
 
 #[test]

@@ -15,8 +15,11 @@
 //!
 //! Unused argument and result words, and every byte marked 0, must be zero:
 //! they are refused otherwise, so later versions can give them meaning.
-//! Opcodes 4 to 6 are reserved for the shared-memory requests (issue 10)
-//! and answered [`Status::NotImplemented`] until then.
+//! Opcodes 4 to 6 negotiate and release regions shared between the two
+//! ends of a connection (`docs/shared-memory.md`). A share request is
+//! answered only when the other end has asked too (or it timed out, was
+//! withdrawn, or failed), so its reply may come after replies to later
+//! requests: the sequence number says which request a reply answers.
 //!
 //! This crate owns only layouts, codes and pure encode/decode: it must
 //! never hold state or decide policy (that is `alux-memd-core`), and no
@@ -37,13 +40,17 @@ pub mod op {
     pub const RELEASE: u8 = 2;
     /// Read one group of counters.
     pub const STATS: u8 = 3;
-    /// Reserved: ask for a shared region on a connection (issue 10).
+    /// Ask for a region shared with the other end of a connection.
     pub const SHARE_REQUEST: u8 = 4;
-    /// Reserved: withdraw a shared-region offer (issue 10).
+    /// Withdraw a share request that still waits.
     pub const SHARE_WITHDRAW: u8 = 5;
-    /// Reserved: release a shared region (issue 10).
+    /// Release a shared region.
     pub const SHARE_RELEASE: u8 = 6;
 }
+
+/// The longest a share request may wait for the other end (ms): ten
+/// minutes.
+pub const MAX_SHARE_WAIT_MS: u64 = 600_000;
 
 /// Flags of [`Request::Reserve`]: the range is readable, plus these. Bit
 /// values are those of `alux_abi::map_flags`.
@@ -93,6 +100,9 @@ alux_abi::code_enum! {
         Errors = 4,
         /// The caller's own quota, reserved pages, resident pages.
         Caller = 5,
+        /// Shared regions: how many, their pages in memory, their pages
+        /// in swap.
+        Shares = 6,
     }
 }
 
@@ -142,6 +152,12 @@ pub struct Stats {
     pub reserved: u64,
     /// Pages of the caller in memory.
     pub resident: u64,
+    /// Shared regions (of all tasks).
+    pub shares: u64,
+    /// Pages of shared regions in memory.
+    pub shared_resident: u64,
+    /// Pages of shared regions in swap.
+    pub shared_swapped: u64,
 }
 
 impl Stats {
@@ -154,6 +170,7 @@ impl Stats {
             StatsGroup::Paging => [self.pages_out, self.pages_in, self.faults_killed],
             StatsGroup::Errors => [self.write_errors, self.read_errors, self.tasks],
             StatsGroup::Caller => [self.quota, self.reserved, self.resident],
+            StatsGroup::Shares => [self.shares, self.shared_resident, self.shared_swapped],
         }
     }
 
@@ -169,6 +186,9 @@ impl Stats {
             StatsGroup::Paging => (self.pages_out, self.pages_in, self.faults_killed) = (a, b, c),
             StatsGroup::Errors => (self.write_errors, self.read_errors, self.tasks) = (a, b, c),
             StatsGroup::Caller => (self.quota, self.reserved, self.resident) = (a, b, c),
+            StatsGroup::Shares => {
+                (self.shares, self.shared_resident, self.shared_swapped) = (a, b, c)
+            }
         }
     }
 }
@@ -197,6 +217,36 @@ pub enum Request {
         /// Which group.
         group: StatsGroup,
     },
+    /// A region of `len` bytes shared with the other end of connection
+    /// `conn`, whose thread must ask for the same length within `wait_ms`
+    /// (1 to [`MAX_SHARE_WAIT_MS`]): answered with [`Reply::Shared`] when
+    /// it has, else with a status (`TimedOut`, `SizeMismatch`, …). The
+    /// asking thread must own its end of `conn`.
+    ShareRequest {
+        /// The connection's ID (`ConnectionInfo::conn_id`).
+        conn: u64,
+        /// Bytes (nonzero; rounded up to pages).
+        len: u64,
+        /// How long to wait for the other end, in milliseconds.
+        wait_ms: u64,
+    },
+    /// Withdraws this thread's waiting request on `conn`, answered with
+    /// [`Reply::ShareWithdrawn`]; the withdrawn request then gets no
+    /// answer of its own (a connection holds one message at a time). If
+    /// the request was granted before the withdrawal came, the answer is
+    /// [`Reply::Shared`] (with this request's sequence number), so the
+    /// region is never lost in a race.
+    ShareWithdraw {
+        /// The connection's ID.
+        conn: u64,
+    },
+    /// Releases the shared region that starts at `addr` in the caller:
+    /// answered with [`Reply::ShareReleased`]. The other task keeps its
+    /// mapping; the pages go when both have released (or ended).
+    ShareRelease {
+        /// The region's first byte, as [`Reply::Shared`] gave it.
+        addr: u64,
+    },
 }
 
 impl Request {
@@ -206,6 +256,9 @@ impl Request {
             Request::Reserve { .. } => op::RESERVE,
             Request::Release { .. } => op::RELEASE,
             Request::Stats { .. } => op::STATS,
+            Request::ShareRequest { .. } => op::SHARE_REQUEST,
+            Request::ShareWithdraw { .. } => op::SHARE_WITHDRAW,
+            Request::ShareRelease { .. } => op::SHARE_RELEASE,
         }
     }
 }
@@ -227,6 +280,21 @@ pub enum Reply {
         /// Its three counters (see [`Stats::group`]).
         values: [u64; 3],
     },
+    /// The region is mapped read-write, zero-filled, in both tasks.
+    Shared {
+        /// Its first byte in the caller (page aligned).
+        addr: u64,
+        /// Its length (the request's, rounded up to pages).
+        len: u64,
+        /// The caller's side: 0 if its end is the one that connected, 1
+        /// if its port was taken. (Two sides can tell who writes which
+        /// ring of a channel without asking each other.)
+        side: u8,
+    },
+    /// The waiting request was withdrawn.
+    ShareWithdrawn,
+    /// The region was released from the caller.
+    ShareReleased,
 }
 
 impl Reply {
@@ -236,6 +304,9 @@ impl Reply {
             Reply::Reserved { .. } => op::RESERVE,
             Reply::Released => op::RELEASE,
             Reply::Stats { .. } => op::STATS,
+            Reply::Shared { .. } => op::SHARE_REQUEST,
+            Reply::ShareWithdrawn => op::SHARE_WITHDRAW,
+            Reply::ShareReleased => op::SHARE_RELEASE,
         }
     }
 }
@@ -254,7 +325,8 @@ alux_abi::code_enum! {
         NotReserved = 4,
         /// The opcode is not one memd knows.
         UnknownOpcode = 5,
-        /// The opcode is reserved for a later version (shared memory).
+        /// The opcode is reserved for a later version (no opcode is now:
+        /// the code stays so that its number keeps its meaning).
         NotImplemented = 6,
         /// The message is not exactly 32 bytes.
         BadLength = 7,
@@ -265,6 +337,29 @@ alux_abi::code_enum! {
         NoSuchTask = 9,
         /// The caller is being killed.
         Dying = 10,
+        /// Shared memory: no live connection has this ID.
+        NoSuchConnection = 11,
+        /// Shared memory: the asking thread is not an end of the
+        /// connection (another task's connection, or another thread's).
+        NotAnEnd = 12,
+        /// Shared memory: the other end is not a task memd serves.
+        PeerNotServed = 13,
+        /// Shared memory: the caller still maps a region shared on this
+        /// connection.
+        AlreadyShared = 14,
+        /// Shared memory: the caller's earlier request on this connection
+        /// still waits.
+        AlreadyAsked = 15,
+        /// Shared memory: the two ends asked for different lengths.
+        SizeMismatch = 16,
+        /// Shared memory: the other end could not take the region (quota,
+        /// address space) or ended while the request waited.
+        PeerFailed = 17,
+        /// Shared memory: the other end did not ask in time.
+        TimedOut = 18,
+        /// Shared memory: no request of the caller waits on the
+        /// connection, and it holds no region shared on it.
+        NotPending = 19,
     }
 }
 
@@ -329,6 +424,9 @@ pub fn encode_request(seq: u32, req: &Request) -> [u8; MESSAGE_LEN] {
         Request::Reserve { len, flags } => [len, flags.bits(), 0],
         Request::Release { addr, len } => [addr, len, 0],
         Request::Stats { group } => [group as u64, 0, 0],
+        Request::ShareRequest { conn, len, wait_ms } => [conn, len, wait_ms],
+        Request::ShareWithdraw { conn } => [conn, 0, 0],
+        Request::ShareRelease { addr } => [addr, 0, 0],
     };
     message([req.opcode(), 0, 0, 0], seq, words)
 }
@@ -339,7 +437,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<(u32, Request), DecodeError> {
     let b = exact(bytes)?;
     let opcode = b[0];
     let req = match opcode {
-        op::RESERVE | op::RELEASE | op::STATS => {
+        op::RESERVE..=op::SHARE_RELEASE => {
             if b[1..4] != [0; 3] {
                 return Err(DecodeError::BadReserved);
             }
@@ -353,11 +451,11 @@ pub fn decode_request(bytes: &[u8]) -> Result<(u32, Request), DecodeError> {
                 op::STATS if w1 == 0 && w2 == 0 => Request::Stats {
                     group: StatsGroup::from_u64(w0).ok_or(DecodeError::BadArgument)?,
                 },
+                op::SHARE_REQUEST => Request::ShareRequest { conn: w0, len: w1, wait_ms: w2 },
+                op::SHARE_WITHDRAW if w1 == 0 && w2 == 0 => Request::ShareWithdraw { conn: w0 },
+                op::SHARE_RELEASE if w1 == 0 && w2 == 0 => Request::ShareRelease { addr: w0 },
                 _ => return Err(DecodeError::BadReserved),
             }
-        }
-        op::SHARE_REQUEST | op::SHARE_WITHDRAW | op::SHARE_RELEASE => {
-            return Err(DecodeError::NotImplemented(opcode))
         }
         _ => return Err(DecodeError::UnknownOpcode(opcode)),
     };
@@ -383,6 +481,8 @@ pub fn encode_reply(seq: u32, reply: &Reply) -> [u8; MESSAGE_LEN] {
         Reply::Stats { group, values } => {
             return message([op::STATS, group as u8, 0, 0], seq, values);
         }
+        Reply::Shared { addr, len, side } => [addr, len, side as u64],
+        Reply::ShareWithdrawn | Reply::ShareReleased => [0; 3],
     };
     message([reply.opcode(), 0, 0, 0], seq, words)
 }
@@ -426,10 +526,12 @@ pub fn decode_reply(bytes: &[u8]) -> Result<ReplyMsg, DecodeError> {
             group: StatsGroup::from_u64(b[1] as u64).ok_or(DecodeError::BadArgument)?,
             values: words,
         },
-        op::RESERVE | op::RELEASE => return Err(DecodeError::BadReserved),
-        op::SHARE_REQUEST | op::SHARE_WITHDRAW | op::SHARE_RELEASE => {
-            return Err(DecodeError::NotImplemented(opcode))
+        op::SHARE_REQUEST if b[1] == 0 && words[2] <= 1 => {
+            Reply::Shared { addr: words[0], len: words[1], side: words[2] as u8 }
         }
+        op::SHARE_WITHDRAW if b[1] == 0 && words == [0; 3] => Reply::ShareWithdrawn,
+        op::SHARE_RELEASE if b[1] == 0 && words == [0; 3] => Reply::ShareReleased,
+        op::RESERVE..=op::SHARE_RELEASE => return Err(DecodeError::BadReserved),
         _ => return Err(DecodeError::UnknownOpcode(opcode)),
     };
     Ok(ReplyMsg { seq, op: opcode, result: Ok(reply) })

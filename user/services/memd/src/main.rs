@@ -23,9 +23,10 @@ use alux_abi::pager::{access, page_bits, verdict, PagerEvent, Pool};
 use alux_abi::{Error, TaskId};
 use alux_blk_proto as blk;
 use alux_memd_core::{
-    Access, Config, FaultId, FaultOutcome, Frame, Host, Init, IoKind, IoRequest, KillReason,
-    MapRefused, Memd, PageBits, Perms, Populate, Tag,
+    Access, Config, ConnEnds, End, FaultId, FaultOutcome, Frame, Host, Init, IoKind, IoRequest,
+    KillReason, MapRefused, Memd, PageBits, Perms, Populate, ShareAsk, Tag, Withdrawal,
 };
+use alux_memd_proto::{self as proto, Reply, Request, Stats, StatsGroup, Status};
 use alux_rt::ipc::{self, Connection, Listener};
 use alux_rt::{pager, println, Start};
 
@@ -309,20 +310,105 @@ fn pager_event(memd: &mut Memd, w: &mut World, e: PagerEvent) {
     }
 }
 
-fn client_request(memd: &mut Memd, w: &mut World, task: TaskId, bytes: &[u8]) -> [u8; 32] {
+/// One client thread's connection to memd.
+struct Client {
+    conn: Connection,
+    /// The thread at the other end.
+    end: End,
+}
+
+/// Share requests waiting for their answer: the token memd-core knows
+/// them by, and where the answer goes.
+struct Pending {
+    next: u64,
+    by_token: BTreeMap<u64, (Handle, u32)>,
+}
+
+/// The protocol status of a policy error.
+fn status_of(e: alux_memd_core::Error) -> Status {
     use alux_memd_core::Error as E;
-    use alux_memd_proto::{self as proto, Reply, Request, Stats, StatsGroup, Status};
-    let (seq, req) = match proto::decode_request(bytes) {
-        Ok(r) => r,
-        Err(e) => return proto::error_reply(bytes, e),
-    };
-    let status_of = |e: E| match e {
+    match e {
         E::OutOfMemory => Status::OutOfMemory,
         E::NoSpace => Status::NoSpace,
         E::NotReserved | E::Overlap => Status::NotReserved,
         E::NoSuchTask => Status::NoSuchTask,
         E::Dying => Status::Dying,
-        _ => Status::InvalidArgument,
+        E::NoSuchConnection => Status::NoSuchConnection,
+        E::NotAnEnd => Status::NotAnEnd,
+        E::PeerNotServed => Status::PeerNotServed,
+        E::AlreadyShared => Status::AlreadyShared,
+        E::AlreadyAsked => Status::AlreadyAsked,
+        E::SizeMismatch => Status::SizeMismatch,
+        E::PeerFailed => Status::PeerFailed,
+        E::TimedOut => Status::TimedOut,
+        E::NotPending => Status::NotPending,
+        E::InvalidArgument | E::TaskExists | E::AlreadyPresent | E::MapFailed | E::UnknownTag => {
+            Status::InvalidArgument
+        }
+    }
+}
+
+/// Now, in the clock share deadlines use (ns since boot).
+fn now_ns() -> u64 {
+    alux_rt::time::now().as_nanos() as u64
+}
+
+/// A share request: memd-core answers it now or later, through
+/// `send_answers`.
+fn share_request(
+    memd: &mut Memd,
+    pending: &mut Pending,
+    from: (Handle, End),
+    seq: u32,
+    (conn, len, wait_ms): (u64, u64, u64),
+) -> Option<[u8; 32]> {
+    if wait_ms == 0 || wait_ms > proto::MAX_SHARE_WAIT_MS {
+        return Some(proto::encode_error(seq, proto::op::SHARE_REQUEST, Status::InvalidArgument));
+    }
+    // The kernel says who the ends are; the ID names one connection for
+    // the kernel's lifetime, so the answer cannot change later.
+    let ends = ipc::query_connection(conn).ok().map(|e| ConnEnds {
+        client: End { task: TaskId::from_raw(e.client_task), thread: e.client_thread },
+        server: End { task: TaskId::from_raw(e.server_task), thread: e.server_thread },
+    });
+    let token = pending.next;
+    pending.next += 1;
+    pending.by_token.insert(token, (from.0, seq));
+    let deadline = now_ns().saturating_add(wait_ms * 1_000_000);
+    memd.share_request(ShareAsk { token, from: from.1, conn, len, deadline }, ends);
+    None
+}
+
+/// Sends memd-core's answers to share requests to the threads that asked.
+fn send_answers(memd: &mut Memd, pending: &mut Pending, clients: &BTreeMap<Handle, Client>) {
+    for a in memd.take_answers() {
+        let Some((h, seq)) = pending.by_token.remove(&a.token) else { continue };
+        let reply = match a.result {
+            Ok(g) => {
+                let r = Reply::Shared { addr: g.addr, len: g.len, side: g.side };
+                proto::encode_reply(seq, &r)
+            }
+            Err(e) => proto::encode_error(seq, proto::op::SHARE_REQUEST, status_of(e)),
+        };
+        if let Some(c) = clients.get(&h) {
+            let _ = c.conn.send(&reply);
+        }
+    }
+}
+
+/// Answers one client message; `None` when the answer comes later (a
+/// share request waiting for the other end).
+fn client_request(
+    memd: &mut Memd,
+    w: &mut World,
+    pending: &mut Pending,
+    from: (Handle, End),
+    bytes: &[u8],
+) -> Option<[u8; 32]> {
+    let task = from.1.task;
+    let (seq, req) = match proto::decode_request(bytes) {
+        Ok(r) => r,
+        Err(e) => return Some(proto::error_reply(bytes, e)),
     };
     let result = match req {
         Request::Reserve { len, flags } => match Perms::from_bits(flags.bits()) {
@@ -340,7 +426,11 @@ fn client_request(memd: &mut Memd, w: &mut World, task: TaskId, bytes: &[u8]) ->
             // a task memd does not serve.
             let c = memd.counters();
             let t = memd.task(task).unwrap_or_default();
+            let [shares, shared_resident, shared_swapped] = memd.share_counts();
             let all = Stats {
+                shares,
+                shared_resident,
+                shared_swapped,
                 frames_total: c.frames_total,
                 frames_free: c.frames_free,
                 frames_io: c.frames_io,
@@ -363,11 +453,28 @@ fn client_request(memd: &mut Memd, w: &mut World, task: TaskId, bytes: &[u8]) ->
             let _: StatsGroup = group;
             Ok(Reply::Stats { group, values: all.group(group) })
         }
+        Request::ShareRequest { conn, len, wait_ms } => {
+            return share_request(memd, pending, from, seq, (conn, len, wait_ms));
+        }
+        Request::ShareWithdraw { conn } => match memd.share_withdraw(from.1, conn) {
+            Ok(Withdrawal::Withdrawn) => {
+                // The withdrawn request gets no answer of its own.
+                pending.by_token.retain(|_, (h, _)| *h != from.0);
+                Ok(Reply::ShareWithdrawn)
+            }
+            Ok(Withdrawal::TooLate(g)) => {
+                Ok(Reply::Shared { addr: g.addr, len: g.len, side: g.side })
+            }
+            Err(e) => Err(status_of(e)),
+        },
+        Request::ShareRelease { addr } => {
+            memd.share_release(w, task, addr).map(|()| Reply::ShareReleased).map_err(status_of)
+        }
     };
-    match result {
+    Some(match result {
         Ok(reply) => proto::encode_reply(seq, &reply),
         Err(status) => proto::encode_error(seq, req.opcode(), status),
-    }
+    })
 }
 
 /// Connects to the block driver (`blk` in the name service), waiting up to
@@ -436,15 +543,27 @@ fn main(start: &Start) -> u64 {
         swap_start: start.arg_value("swap_start").unwrap_or(0),
     };
     let mut listener = Listener::new();
-    let mut clients: BTreeMap<Handle, (Connection, TaskId)> = BTreeMap::new();
+    let mut clients: BTreeMap<Handle, Client> = BTreeMap::new();
+    let mut pending = Pending { next: 1, by_token: BTreeMap::new() };
     let end = Handle::from_raw(end);
     loop {
+        send_answers(&mut memd, &mut pending, &clients);
         listener.refill(PORTS);
-        let timeout = if memd.needs_tick() { Some(TICK) } else { None };
+        let tick = memd.needs_tick().then_some(TICK);
+        let expiry = memd
+            .next_deadline()
+            .map(|d| core::time::Duration::from_nanos(d.saturating_sub(now_ns())));
+        let timeout = match (tick, expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let r = match ipc::receive(timeout) {
             Ok(r) => r,
             Err(Error::TimedOut) => {
-                memd.tick(&mut w);
+                memd.share_expire(now_ns());
+                if memd.needs_tick() {
+                    memd.tick(&mut w);
+                }
                 continue;
             }
             Err(_) => continue,
@@ -462,14 +581,32 @@ fn main(start: &Start) -> u64 {
         }
         if r.events.contains(Events::OPENED) {
             if let Some(conn) = listener.accept(r.handle) {
-                let task = conn.info().map(|i| i.peer_task_id()).unwrap_or(TaskId::from_raw(0));
-                clients.insert(r.handle, (conn, task));
+                // The client's thread, for share requests: its end of the
+                // connection it names must be that thread's.
+                let end = conn
+                    .info()
+                    .and_then(|i| ipc::query_connection(i.conn_id))
+                    .map(|e| End { task: TaskId::from_raw(e.client_task), thread: e.client_thread })
+                    .unwrap_or(End { task: TaskId::from_raw(0), thread: 0 });
+                clients.insert(r.handle, Client { conn, end });
             }
         }
         if r.events.contains(Events::SIGNAL) {
-            if let Some((conn, task)) = clients.get(&r.handle) {
-                let reply = client_request(&mut memd, &mut w, *task, r.message.bytes());
-                let _ = conn.send(&reply);
+            if let Some(c) = clients.get(&r.handle) {
+                let from = (r.handle, c.end);
+                let reply =
+                    client_request(&mut memd, &mut w, &mut pending, from, r.message.bytes());
+                if let Some(reply) = reply {
+                    let _ = c.conn.send(&reply);
+                }
+            }
+        }
+        if r.events.contains(Events::PEER_CLOSED) {
+            if let Some(c) = clients.get(&r.handle) {
+                // The thread ended (or gave up its connection): its waiting
+                // share requests go unanswered; its regions stay its task's.
+                memd.share_forget(c.end);
+                pending.by_token.retain(|_, (h, _)| *h != r.handle);
             }
         }
         if r.events.contains(Events::PEER_CLOSED) && clients.remove(&r.handle).is_some() {
