@@ -58,6 +58,10 @@ const BENCHMARKS: &[(&str, &str)] = &[
         "memd_fault_swap_in",
         "touch of a page out on swap until the thread runs again, idle excluded",
     ),
+    ("shm_copy_plain", "per KiB: a plain 64 KiB copy in one task with the ring's copy routine"),
+    ("shm_stream_4k", "per KiB: 4 KiB writes through a 64 KiB ring to a reader in another task"),
+    ("shm_stream_64k", "per KiB: the same with 64 KiB writes"),
+    ("shm_doorbell_32b", "a 32-byte ring message to a reader asleep until it has it"),
 ];
 
 fn describe(name: &str) -> &'static str {

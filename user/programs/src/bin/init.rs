@@ -1049,7 +1049,7 @@ fn main(start: &Start) -> u64 {
         "shm-stream" => shm_pair(&init, names, "stream", "256").and_then(|()| {
             expect("memd back to its baseline", init.run("memtest", "baseline"), TaskEnd::Exited(0))
         }),
-        "shm-pressure" => shm_pair(&init, names, "pressure", "32").and_then(|()| {
+        "shm-pressure" => shm_pair(&init, names, "pressure", "16").and_then(|()| {
             expect("memd back to its baseline", init.run("memtest", "baseline"), TaskEnd::Exited(0))
         }),
         // memd is killed while a paged task runs: the kernel must stop the
@@ -1058,8 +1058,9 @@ fn main(start: &Start) -> u64 {
         // The IPC figures with kernel-backed tasks, the disk's with its own
         // driver, then memd (with swap, through a new driver) and its faults.
         "bench" => bench(&init).and_then(|()| blk_bench(&init)).and_then(|()| {
-            start_memd(&init, true, "")?;
-            expect("memd benchmarks", init.run("memtest", "bench"), TaskEnd::Exited(0))
+            let names = start_memd(&init, true, "")?;
+            expect("memd benchmarks", init.run("memtest", "bench"), TaskEnd::Exited(0))?;
+            shm_pair(&init, names, "bench", "")
         }),
         "blk-patterns" => blk_patterns(&init),
         "blk-persist" => blk_persist(&init, start.arg_value("boot").unwrap_or(0)),

@@ -15,12 +15,20 @@
 //!   is killed.
 //! - `garbage`: the client writes impossible counters into the ring the
 //!   server reads; the server must get `Corrupt` and stay well.
+//! - `bench` (in `cargo xtask bench`): the client measures a plain copy
+//!   of 4 MiB with the ring's copy routine, then streams 4 MiB eight times
+//!   with 4 KiB and with 64 KiB writes (guest instructions per KiB, both
+//!   tasks' instructions counted, until the server says it has it all);
+//!   the server measures 32-byte messages sent while it sleeps in its
+//!   receive (the doorbell path).
 //! - `negotiate`: every answer of the negotiation: a lone request times
 //!   out; mismatched lengths; both ends asking; asking again; and a third
 //!   task (`third negotiate`) naming the pair's connection, an unknown one,
 //!   and its own with no answer.
 #![no_std]
 #![no_main]
+
+extern crate alloc;
 
 use alux_abi::ipc::Events;
 use alux_memd_proto::Status;
@@ -49,7 +57,7 @@ fn fill(buf: &mut [u8; CHUNK], seed: u64, first_word: u64) {
 
 /// One direction's end-to-end checksum, folded word by word.
 fn fold(sum: u64, w: u64) -> u64 {
-    (sum ^ w).wrapping_mul(0x100_0000_01b3)
+    (sum ^ w).wrapping_mul(0x100_0000_01b3).rotate_left(29)
 }
 
 fn lookup(ns: &NameService, name: &str) -> Option<TaskId> {
@@ -142,12 +150,12 @@ fn compare(conn: &Connection, sums: (u64, u64)) -> R {
     let mut m = [0u8; 16];
     m[..8].copy_from_slice(&sums.0.to_le_bytes());
     m[8..].copy_from_slice(&sums.1.to_le_bytes());
-    let before = conn.read().map_err(|_| "read")?.seq;
     conn.send(&m).map_err(|_| "send sums")?;
+    // Nothing but signals crossed the connection during the stream: a
+    // 16-byte message is the peer's sums (it may have come already).
     loop {
-        let r = conn.wait(Some(WAIT)).map_err(|_| "no sums from the peer")?;
         let p = conn.read().map_err(|_| "read")?;
-        if p.seq != before && p.len == 16 {
+        if p.len == 16 {
             let their_tx = u64::from_le_bytes(p.data[..8].try_into().unwrap());
             let their_rx = u64::from_le_bytes(p.data[8..16].try_into().unwrap());
             if their_tx != sums.1 || their_rx != sums.0 {
@@ -155,7 +163,8 @@ fn compare(conn: &Connection, sums: (u64, u64)) -> R {
             }
             return Ok(());
         }
-        if r.events.contains(Events::PEER_CLOSED) {
+        let r = conn.wait(Some(WAIT)).map_err(|_| "no sums from the peer")?;
+        if r.events.contains(Events::PEER_CLOSED) && conn.read().map_err(|_| "read")?.len != 16 {
             return Err("the peer closed before its checksums");
         }
     }
@@ -170,7 +179,7 @@ fn streaming(conn: &Connection, server: bool, mib: u64, pressure: bool) -> R {
         println!("shmtest: negotiation failed: {:?}", e);
         "negotiation failed"
     })?;
-    if ch.side() != !server as u8 {
+    if ch.side() != u8::from(server) {
         return Err("wrong side");
     }
     let pages = (ch.region().len() / 4096) as u64;
@@ -450,6 +459,88 @@ fn garbage_client(conn: &Connection) -> R {
     Ok(())
 }
 
+const BENCH_RUNS: usize = 8;
+const BENCH_BYTES: usize = 4 << 20;
+const BENCH_SIZES: [usize; 2] = [4096, 65536];
+const BENCH_PINGS: usize = 32;
+
+fn bench_client(conn: &Connection) -> R {
+    use programs::measure::{report, tsc};
+    let mut ch = Channel::open(conn, REGION, WAIT).map_err(|_| "negotiation failed")?;
+    let src: alloc::vec::Vec<u8> = (0..65536u32).map(|i| (i * 7) as u8).collect();
+    let mut dst = alloc::vec![0u8; 65536];
+    let mut plain = alloc::vec::Vec::new();
+    for _ in 0..BENCH_RUNS {
+        let t0 = tsc();
+        for _ in 0..BENCH_BYTES / 65536 {
+            // SAFETY: both buffers are 64 KiB of this task's own memory.
+            unsafe { alux_rt::shm::copy_to_foreign(src.as_ptr(), dst.as_mut_ptr(), 65536) };
+        }
+        plain.push((tsc() - t0) / (BENCH_BYTES as u64 / 1024));
+    }
+    if dst != src {
+        return Err("the plain copy is wrong");
+    }
+    report("shm_copy_plain", plain);
+    let mut seen = conn.read().map_err(|_| "read")?.seq;
+    for size in BENCH_SIZES {
+        let mut samples = alloc::vec::Vec::new();
+        for _ in 0..BENCH_RUNS {
+            let t0 = tsc();
+            for _ in 0..BENCH_BYTES / size {
+                ch.write_all(&src[..size]).map_err(|_| "write failed")?;
+            }
+            // The server says when it has read everything.
+            loop {
+                let m = conn.read().map_err(|_| "read")?;
+                if m.seq != seen && m.len == 1 {
+                    seen = m.seq;
+                    break;
+                }
+                conn.wait(Some(WAIT)).map_err(|_| "no word from the server")?;
+            }
+            samples.push((tsc() - t0) / (BENCH_BYTES as u64 / 1024));
+        }
+        report(if size == 4096 { "shm_stream_4k" } else { "shm_stream_64k" }, samples);
+    }
+    for _ in 0..BENCH_PINGS {
+        // The server is asleep in its receive by now.
+        alux_rt::time::sleep(Duration::from_millis(2));
+        let mut m = [0u8; 32];
+        m[..8].copy_from_slice(&tsc().to_le_bytes());
+        ch.send(&m).map_err(|_| "send failed")?;
+    }
+    // Stay until the server has its last message.
+    let _ = conn.wait(Some(WAIT));
+    Ok(())
+}
+
+fn bench_server(conn: &Connection) -> R {
+    use programs::measure::{report, tsc};
+    let mut ch = Channel::open(conn, REGION, WAIT).map_err(|_| "negotiation failed")?;
+    let mut buf = alloc::vec![0u8; 65536];
+    for _ in 0..BENCH_SIZES.len() * BENCH_RUNS {
+        let mut left = BENCH_BYTES;
+        while left > 0 {
+            let n = buf.len().min(left);
+            left -= ch.read(&mut buf[..n]).map_err(|_| "read failed")?;
+        }
+        conn.send(b"d").map_err(|_| "send")?;
+    }
+    let mut samples = alloc::vec::Vec::new();
+    for _ in 0..BENCH_PINGS {
+        let mut m = [0u8; 32];
+        let n = ch.recv(&mut m).map_err(|_| "recv failed")?;
+        let t1 = tsc();
+        if n != 32 {
+            return Err("a ping of the wrong length");
+        }
+        samples.push(t1 - u64::from_le_bytes(m[..8].try_into().unwrap()));
+    }
+    report("shm_doorbell_32b", samples);
+    Ok(())
+}
+
 fn main(start: &Start) -> u64 {
     let mut w = start.arg_words();
     let (role, mode) = (w.next().unwrap_or(""), w.next().unwrap_or(""));
@@ -464,6 +555,7 @@ fn main(start: &Start) -> u64 {
         "kill" => "shm-kill",
         "garbage" => "shm-garbage",
         "negotiate" => "shm-negotiate",
+        "bench" => "shm-bench",
         _ => return 2,
     };
     let conn = match role {
@@ -491,6 +583,8 @@ fn main(start: &Start) -> u64 {
         ("server", "negotiate") => negotiate_server(&ns, &conn),
         ("client", "negotiate") => negotiate_client(&conn),
         ("third", "negotiate") => negotiate_third(&conn),
+        ("server", "bench") => bench_server(&conn),
+        ("client", "bench") => bench_client(&conn),
         _ => Err("unknown role"),
     };
     match r {
