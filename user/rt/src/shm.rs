@@ -88,7 +88,7 @@ impl SharedRegion {
 
     /// The ring view of bytes `[offset, offset + len)` of the region.
     pub fn mem(&self, offset: usize, len: usize) -> Option<RegionMem<'_>> {
-        if offset % 8 != 0 || offset.checked_add(len)? > self.len {
+        if !offset.is_multiple_of(8) || offset.checked_add(len)? > self.len {
             return None;
         }
         Some(RegionMem { base: self.addr as usize + offset, len, _region: self })
@@ -112,7 +112,7 @@ pub struct RegionMem<'r> {
 
 impl RegionMem<'_> {
     fn word(&self, offset: usize) -> &AtomicU64 {
-        assert!(offset % 8 == 0 && offset + 8 <= self.len, "ring offset out of its region");
+        assert!(offset.is_multiple_of(8) && offset + 8 <= self.len, "ring offset out of its region");
         // SAFETY: the word lies inside the region (checked above; the ring
         // only passes such offsets), which stays mapped read-write while
         // `_region` lives; `base` is 8-aligned (a page plus a multiple of
