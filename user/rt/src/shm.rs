@@ -13,7 +13,7 @@
 use alux_abi::ipc::Events;
 use alux_abi::Error;
 use alux_memd_proto::{Reply, Request, Status};
-use alux_ring::{Reader, SharedMem, Writer};
+use alux_ring::{ReadOutcome, Reader, SharedMem, WriteOutcome, Writer};
 use core::sync::atomic::{fence, AtomicU64, Ordering};
 use core::time::Duration;
 
@@ -112,7 +112,10 @@ pub struct RegionMem<'r> {
 
 impl RegionMem<'_> {
     fn word(&self, offset: usize) -> &AtomicU64 {
-        assert!(offset.is_multiple_of(8) && offset + 8 <= self.len, "ring offset out of its region");
+        assert!(
+            offset.is_multiple_of(8) && offset + 8 <= self.len,
+            "ring offset out of its region"
+        );
         // SAFETY: the word lies inside the region (checked above; the ring
         // only passes such offsets), which stays mapped read-write while
         // `_region` lives; `base` is 8-aligned (a page plus a multiple of
@@ -338,30 +341,66 @@ impl<'c> Channel<'c> {
         }
     }
 
+    /// One attempt of the writer (`op` on its ring), signalling if the
+    /// ring says so; with `wait`, waits and tries again while the ring is
+    /// full. The bytes written.
+    fn tx_step(
+        &mut self,
+        wait: bool,
+        op: impl Fn(&mut Writer, &RegionMem<'_>) -> Result<WriteOutcome, alux_ring::Error>,
+    ) -> Result<usize, ChannelError> {
+        loop {
+            if self.closed {
+                return Err(ChannelError::PeerClosed);
+            }
+            let out =
+                op(&mut self.tx, &ring(&self.region, self.region.side())).map_err(ring_error)?;
+            if out.must_signal {
+                self.signal()?;
+            }
+            if !out.must_wait || !wait {
+                return Ok(out.written);
+            }
+            self.wait_peer()?;
+        }
+    }
+
+    /// One attempt of the reader, the same way; `Ok(None)` when the ring
+    /// is empty and the peer closed (with `wait`) or the ring is empty
+    /// (without).
+    fn rx_step(
+        &mut self,
+        wait: bool,
+        mut op: impl FnMut(&mut Reader, &RegionMem<'_>) -> Result<ReadOutcome, alux_ring::Error>,
+    ) -> Result<Option<usize>, ChannelError> {
+        loop {
+            let out = op(&mut self.rx, &ring(&self.region, 1 - self.region.side()))
+                .map_err(ring_error)?;
+            if out.must_signal_writer {
+                self.signal()?;
+            }
+            if !out.must_wait {
+                return Ok(Some(out.n));
+            }
+            if !wait || self.closed {
+                return Ok(None);
+            }
+            self.wait_peer()?;
+        }
+    }
+
     /// Writes what fits of `data` without waiting; 0 when the ring is full
     /// (the reader will signal when it makes room: see [`Channel::wait`]).
     /// For a task that streams both ways from one thread.
     pub fn try_write(&mut self, data: &[u8]) -> Result<usize, ChannelError> {
-        if self.closed {
-            return Err(ChannelError::PeerClosed);
-        }
-        let out =
-            self.tx.write(&ring(&self.region, self.region.side()), data).map_err(ring_error)?;
-        if out.must_signal {
-            self.signal()?;
-        }
-        Ok(out.written)
+        self.tx_step(false, |w, m| w.write(m, data))
     }
 
     /// Reads what is there without waiting; 0 when the ring is empty (the
     /// writer will signal when it writes: see [`Channel::wait`]).
     pub fn try_read(&mut self, buf: &mut [u8]) -> Result<usize, ChannelError> {
-        let out =
-            self.rx.read(&ring(&self.region, 1 - self.region.side()), buf).map_err(ring_error)?;
-        if out.must_signal_writer {
-            self.signal()?;
-        }
-        Ok(out.n)
+        let n = self.rx_step(false, |r, m| r.read(m, buf))?;
+        Ok(n.unwrap_or(0))
     }
 
     /// Waits until the peer signals (it wrote, or made room, after a
@@ -379,20 +418,7 @@ impl<'c> Channel<'c> {
     /// Writes some of `data` (at least one byte; waits for room while the
     /// ring is full). Returns how many.
     pub fn write(&mut self, data: &[u8]) -> Result<usize, ChannelError> {
-        loop {
-            if self.closed {
-                return Err(ChannelError::PeerClosed);
-            }
-            let out =
-                self.tx.write(&ring(&self.region, self.region.side()), data).map_err(ring_error)?;
-            if out.must_signal {
-                self.signal()?;
-            }
-            if !out.must_wait {
-                return Ok(out.written);
-            }
-            self.wait_peer()?;
-        }
+        self.tx_step(true, |w, m| w.write(m, data))
     }
 
     /// Writes all of `data`.
@@ -408,60 +434,20 @@ impl<'c> Channel<'c> {
     /// is empty). `Ok(0)` once the peer closed and everything it wrote was
     /// read.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, ChannelError> {
-        loop {
-            let out = self
-                .rx
-                .read(&ring(&self.region, 1 - self.region.side()), buf)
-                .map_err(ring_error)?;
-            if out.must_signal_writer {
-                self.signal()?;
-            }
-            if !out.must_wait || buf.is_empty() {
-                return Ok(out.n);
-            }
-            if self.closed {
-                return Ok(0);
-            }
-            self.wait_peer()?;
+        if buf.is_empty() {
+            return Ok(0);
         }
+        Ok(self.rx_step(true, |r, m| r.read(m, buf))?.unwrap_or(0))
     }
 
     /// Sends `msg` as one record (waits for room).
     pub fn send(&mut self, msg: &[u8]) -> Result<(), ChannelError> {
-        loop {
-            if self.closed {
-                return Err(ChannelError::PeerClosed);
-            }
-            let out =
-                self.tx.send(&ring(&self.region, self.region.side()), msg).map_err(ring_error)?;
-            if out.must_signal {
-                self.signal()?;
-            }
-            if !out.must_wait {
-                return Ok(());
-            }
-            self.wait_peer()?;
-        }
+        self.tx_step(true, |w, m| w.send(m, msg)).map(|_| ())
     }
 
     /// Receives the next record into `buf`; returns its length. `PeerClosed`
     /// once the peer closed and every record was received.
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, ChannelError> {
-        loop {
-            let out = self
-                .rx
-                .recv(&ring(&self.region, 1 - self.region.side()), buf)
-                .map_err(ring_error)?;
-            if out.must_signal_writer {
-                self.signal()?;
-            }
-            if !out.must_wait {
-                return Ok(out.n);
-            }
-            if self.closed {
-                return Err(ChannelError::PeerClosed);
-            }
-            self.wait_peer()?;
-        }
+        self.rx_step(true, |r, m| r.recv(m, buf))?.ok_or(ChannelError::PeerClosed)
     }
 }

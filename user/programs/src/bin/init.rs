@@ -273,18 +273,23 @@ fn memd_swap_scenario(init: &Init<'_>) -> Verdict {
     // A task holding pages out on the disk, killed: everything comes back.
     // It registers `holder` once its 24 MiB are written.
     let holder = init.spawn("memtest", &format!("hold 24 5 ns={}", names.raw()))?;
-    let ns = alux_rt::names::NameService::connect(names).map_err(|e| format!("names: {:?}", e))?;
-    let mut tries = 0;
-    while ns.lookup("holder").is_err() {
-        tries += 1;
-        if tries > 60_000 {
-            return Err("the holder never said its pages are written".into());
-        }
-        alux_rt::time::sleep(Duration::from_millis(1));
-    }
+    await_name(names, "holder", "the holder never said its pages are written")?;
     task::kill(holder).map_err(|e| format!("kill holder: {}", e))?;
     expect("holder", task::wait(holder, WAIT), TaskEnd::Killed)?;
     expect("memd back to its baseline", init.run("memtest", "baseline"), TaskEnd::Exited(0))
+}
+
+/// Waits up to a minute for a task to register `name` (its way of saying
+/// it reached a point); `Err(why)` if none does.
+fn await_name(names: TaskId, name: &str, why: &str) -> Verdict {
+    let ns = alux_rt::names::NameService::connect(names).map_err(|e| format!("names: {:?}", e))?;
+    for _ in 0..60_000 {
+        if ns.lookup(name).is_ok() {
+            return Ok(());
+        }
+        alux_rt::time::sleep(Duration::from_millis(1));
+    }
+    Err(why.into())
 }
 
 /// A pair of `shmtest` tasks in `mode`, both of which must exit 0.
@@ -310,15 +315,7 @@ fn shm_scenario(init: &Init<'_>, names: TaskId) -> Verdict {
     // cleanly with every word right.
     let reader = init.spawn("shmtest", &format!("server kill ns={}", ns))?;
     let writer = init.spawn("shmtest", &format!("client kill ns={}", ns))?;
-    let n = alux_rt::names::NameService::connect(names).map_err(|e| format!("names: {:?}", e))?;
-    let mut tries = 0;
-    while n.lookup("shm-kill-reading").is_err() {
-        tries += 1;
-        if tries > 60_000 {
-            return Err("the reader never got its first MiB".into());
-        }
-        alux_rt::time::sleep(Duration::from_millis(1));
-    }
+    await_name(names, "shm-kill-reading", "the reader never got its first MiB")?;
     task::kill(writer).map_err(|e| format!("kill writer: {}", e))?;
     expect("killed writer", task::wait(writer, WAIT), TaskEnd::Killed)?;
     expect("reader of a killed writer", task::wait(reader, WAIT), TaskEnd::Exited(0))?;
