@@ -188,7 +188,7 @@ fn streaming(conn: &Connection, server: bool, mib: u64, pressure: bool) -> R {
     let mut evicted = 0u64;
     let mut hog: Option<&mut [u8]> = None;
     let between = |_sent: u64| -> R {
-        if !(pressure && !server) {
+        if !pressure || server {
             return Ok(());
         }
         let mem = match hog.as_deref_mut() {
