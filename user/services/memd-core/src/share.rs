@@ -30,7 +30,7 @@ use crate::Memd;
 pub struct ShareId(pub u64);
 
 /// One end of a connection: a thread of a task (raw kernel IDs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct End {
     /// The task.
     pub task: TaskId,

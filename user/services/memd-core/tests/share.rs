@@ -341,3 +341,160 @@ fn a_shared_range_is_never_executable_and_faults_check_it() {
     assert!(!w.m.allows(a, pa, Access::Exec));
     assert_eq!(w.access(a, pa, Access::Exec, None).map(|_| ()), Err(KillReason::ExecNonExec));
 }
+
+mod negotiation_model {
+    //! Random negotiations between two tasks' threads on a few
+    //! connections (requests, withdrawals, deadlines, threads and tasks
+    //! ending, releases): every request is answered exactly once unless
+    //! its thread or task ended first or it was withdrawn, a grant always
+    //! pairs the two ends of one connection with the same length, and the
+    //! audit holds after every step.
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Ask { conn: u8, server: bool, big: bool, wait: u8 },
+        Withdraw { conn: u8, server: bool },
+        Time { by: u8 },
+        ThreadEnds { conn: u8, server: bool },
+        TaskEnds { server: bool },
+        Release { conn: u8, server: bool },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0u8..3, any::<bool>(), any::<bool>(), 1u8..20)
+                .prop_map(|(conn, server, big, wait)| Op::Ask { conn, server, big, wait }),
+            1 => (0u8..3, any::<bool>()).prop_map(|(conn, server)| Op::Withdraw { conn, server }),
+            2 => (1u8..10).prop_map(|by| Op::Time { by }),
+            1 => (0u8..3, any::<bool>()).prop_map(|(conn, server)| Op::ThreadEnds { conn, server }),
+            1 => any::<bool>().prop_map(|server| Op::TaskEnds { server }),
+            2 => (0u8..3, any::<bool>()).prop_map(|(conn, server)| Op::Release { conn, server }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+        #[test]
+        fn every_request_is_answered_once(ops in proptest::collection::vec(op(), 1..80)) {
+            let mut w = World::small(8, 16);
+            let mut tasks = [w.task(1, 6), w.task(2, 6)];
+            let mut next_task = 3;
+            // Each connection's ends: thread 10+conn in task 0 (client), 20+conn in task 1.
+            let end = |tasks: &[TaskId; 2], conn: u8, server: bool| End {
+                task: tasks[server as usize],
+                thread: if server { 20 } else { 10 } + conn as u64,
+            };
+            let (mut now, mut token) = (0u64, 0u64);
+            // token -> (end, conn, len)
+            let mut open: BTreeMap<u64, (End, u64, u64)> = BTreeMap::new();
+            let mut answered = BTreeSet::new();
+            // (end, conn) -> addr of a region it holds
+            let mut held: BTreeMap<(End, u64), u64> = BTreeMap::new();
+            for op in &ops {
+                match *op {
+                    Op::Ask { conn, server, big, wait } => {
+                        let e = ConnEnds {
+                            client: end(&tasks, conn, false),
+                            server: end(&tasks, conn, true),
+                        };
+                        let from = if server { e.server } else { e.client };
+                        token += 1;
+                        let len = if big { 2 * PAGE_SIZE } else { PAGE_SIZE };
+                        let ask = ShareAsk {
+                            token, from, conn: conn as u64, len, deadline: now + wait as u64,
+                        };
+                        open.insert(token, (from, conn as u64, len));
+                        w.m.share_request(ask, Some(e));
+                    }
+                    Op::Withdraw { conn, server } => {
+                        let from = end(&tasks, conn, server);
+                        match w.m.share_withdraw(from, conn as u64) {
+                            Ok(Withdrawal::Withdrawn) => {
+                                let t = open.iter()
+                                    .find(|(_, (f, c, _))| *f == from && *c == conn as u64)
+                                    .map(|(t, _)| *t)
+                                    .expect("a withdrawn request was open");
+                                open.remove(&t);
+                            }
+                            Ok(Withdrawal::TooLate(g)) => {
+                                prop_assert!(held.values().any(|&a| a == g.addr));
+                            }
+                            Err(e) => prop_assert_eq!(e, Error::NotPending),
+                        }
+                    }
+                    Op::Time { by } => {
+                        now += by as u64;
+                        w.m.share_expire(now);
+                    }
+                    Op::ThreadEnds { conn, server } => {
+                        let from = end(&tasks, conn, server);
+                        w.m.share_forget(from);
+                        open.retain(|_, (f, _, _)| *f != from);
+                    }
+                    Op::TaskEnds { server } => {
+                        let t = tasks[server as usize];
+                        w.h.drop_task(t);
+                        w.m.task_gone(&mut w.h, t).unwrap();
+                        open.retain(|_, (f, _, _)| f.task != t);
+                        held.retain(|(f, _), _| f.task != t);
+                        tasks[server as usize] = w.task(next_task, 6);
+                        next_task += 1;
+                    }
+                    Op::Release { conn, server } => {
+                        let from = end(&tasks, conn, server);
+                        if let Some(addr) = held.remove(&(from, conn as u64)) {
+                            w.m.share_release(&mut w.h, from.task, addr).unwrap();
+                        }
+                    }
+                }
+                let mut grants: BTreeMap<u64, Vec<(End, Granted)>> = BTreeMap::new();
+                for a in w.m.take_answers() {
+                    prop_assert!(answered.insert(a.token), "token {} answered twice", a.token);
+                    let (from, conn, len) = open.remove(&a.token).expect("answer to an open request");
+                    if let Ok(g) = a.result {
+                        prop_assert_eq!(g.len, len);
+                        prop_assert_eq!(g.side, (from.thread >= 20) as u8);
+                        held.insert((from, conn), g.addr);
+                        grants.entry(conn).or_default().push((from, g));
+                    }
+                }
+                for (_, g) in grants {
+                    // Grants come in pairs: both ends of one connection.
+                    prop_assert_eq!(g.len(), 2);
+                    prop_assert_eq!(g[0].1.share, g[1].1.share);
+                    prop_assert_ne!(g[0].1.side, g[1].1.side);
+                }
+                w.m.audit().unwrap();
+                // Each task is charged exactly the regions it holds.
+                for t in tasks {
+                    let mine: u64 = held
+                        .iter()
+                        .filter(|((f, _), _)| f.task == t)
+                        .map(|((f, c), _)| {
+                            w.m.shares()
+                                .find(|s| s.1 == *c && s.3.contains(&Some(f.task)))
+                                .map_or(0, |s| s.2)
+                        })
+                        .sum();
+                    prop_assert_eq!(w.m.task(t).unwrap().reserved, mine);
+                }
+            }
+            // Whatever is still open times out.
+            w.m.share_expire(u64::MAX);
+            for a in w.m.take_answers() {
+                prop_assert!(answered.insert(a.token));
+                prop_assert_eq!(a.result, Err(Error::TimedOut));
+                open.remove(&a.token);
+            }
+            prop_assert!(open.is_empty(), "requests never answered: {:?}", open);
+            for t in tasks {
+                w.h.drop_task(t);
+                w.m.task_gone(&mut w.h, t).unwrap();
+            }
+            prop_assert!(w.m.is_idle());
+        }
+    }
+}
