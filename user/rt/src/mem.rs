@@ -111,7 +111,11 @@ pub(crate) fn ask(req: Request) -> Result<Result<Reply, Status>, Error> {
 /// Sends any request to memd on the calling thread's connection and
 /// waits for its answer: memd's own reply, undecoded into an error (for
 /// tests and tools; programs use the typed calls).
-pub fn ask_raw(req: Request) -> Result<Result<Reply, Status>, Error> {
+///
+/// # Safety
+/// A `Release` or `ShareRelease` must name memory nothing uses any more
+/// (as [`release`] requires): memd may hand the range out again.
+pub unsafe fn ask_raw(req: Request) -> Result<Result<Reply, Status>, Error> {
     ask(req)
 }
 

@@ -7,7 +7,7 @@
 //! kills. It acts only through [`Host`] and must never block, allocate a
 //! frame the pool does not have, or free a frame a disk request still owns.
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
 
 use alux_abi::TaskId;
@@ -164,6 +164,8 @@ pub struct Memd {
     pub(crate) tasks: BTreeMap<TaskId, Task>,
     /// Regions two tasks share, by ID (see `share.rs`).
     pub(crate) shares: BTreeMap<ShareId, Share>,
+    /// The shares by the connection they were negotiated on.
+    pub(crate) by_conn: BTreeSet<(u64, ShareId)>,
     /// Share requests waiting for the other end (see `share.rs`).
     pub(crate) offers: Vec<Offer>,
     /// Answers to share requests, for the daemon to send.
@@ -222,6 +224,7 @@ impl Memd {
             slots: Slots::new(cfg.swap_slots),
             tasks: BTreeMap::new(),
             shares: BTreeMap::new(),
+            by_conn: BTreeSet::new(),
             offers: Vec::new(),
             answers: Vec::new(),
             next_share: 1,
@@ -667,7 +670,7 @@ impl Memd {
         host.copy_in(frame, 0, bytes);
         let home = Home::Task(task);
         self.attach(home, vpn, frame, None, true);
-        if self.map_page(host, home, vpn, false, 1) & 1 == 0 {
+        if self.map_page(host, home, vpn, 1, 0) & 1 == 0 {
             self.drop_page(host, home, vpn, false);
             self.settle(host);
             return Err(Error::MapFailed);
@@ -726,11 +729,15 @@ impl Memd {
         let free = self.free.len();
         let out = self.decide(host, w);
         if self.free.len() < free {
-            let vpn = vpn_of(w.va);
+            // The same page, by this task or (a shared page) the other.
+            let page = self.locate(w.task, vpn_of(w.va)).map(|(h, n, ..)| (h, n));
             let mut i = 0;
             while i < self.waiters.len() {
                 let x = self.waiters[i];
-                if x.task == w.task && vpn_of(x.va) == vpn {
+                let same = (x.task == w.task && vpn_of(x.va) == vpn_of(w.va))
+                    || (page.is_some()
+                        && self.locate(x.task, vpn_of(x.va)).map(|(h, n, ..)| (h, n)) == page);
+                if same {
                     self.waiters.remove(i);
                     self.decide(host, x);
                 } else {
@@ -779,7 +786,7 @@ impl Memd {
                 };
                 host.zero(frame);
                 self.attach(home, n, frame, None, false);
-                if self.map_page(host, home, n, true, ALL) & me == 0 {
+                if self.map_page(host, home, n, ALL, me) & me == 0 {
                     return self.kill(host, task, fault, KillReason::MapFailed);
                 }
                 self.c.faults_zero += 1;
@@ -795,7 +802,7 @@ impl Memd {
                 self.resumed(host, fault)
             }
             Some(Page::Resident { .. }) => {
-                if self.map_page(host, home, n, true, me) & me == 0 {
+                if self.map_page(host, home, n, me, me) & me == 0 {
                     return self.kill(host, task, fault, KillReason::MapFailed);
                 }
                 self.c.faults_minor += 1;
@@ -855,7 +862,7 @@ impl Memd {
             let Some(frame) = self.take_frame() else { return };
             host.zero(frame);
             self.attach(home, next, frame, None, false);
-            if self.map_page(host, home, next, false, 1) == 0 {
+            if self.map_page(host, home, next, 1, 0) == 0 {
                 self.drop_page(host, home, next, false);
                 return;
             }
@@ -993,7 +1000,8 @@ impl Memd {
         if waiters.is_empty() {
             return;
         }
-        let maps = self.map_page(host, home, n, true, ALL);
+        let sides = waiters.iter().fold(0u8, |m, w| m | 1 << w.side);
+        let maps = self.map_page(host, home, n, ALL, sides);
         for w in waiters {
             if maps & (1 << w.side) == 0 {
                 self.kill(host, w.task, w.fault, KillReason::MapFailed);
@@ -1089,14 +1097,17 @@ impl Memd {
 
     /// Maps a resident page, with its range's permissions, at those of its
     /// mappings in `want` where it is not mapped yet; returns the mappings
-    /// it has afterwards (a mapping the kernel refused is left out).
+    /// it has afterwards (a mapping the kernel refused is left out). The
+    /// page turns fresh if a mapping in `fresh_for` (those whose faulting
+    /// threads must touch it first) was made: never for a mapping the
+    /// kernel refused, whose thread is killed and will never touch it.
     fn map_page<H: Host>(
         &mut self,
         host: &mut H,
         home: Home,
         n: u64,
-        for_fault: bool,
         want: u8,
+        fresh_for: u8,
     ) -> u8 {
         let places = self.mappings(home, n);
         let Some(Page::Resident { frame, maps, fresh, .. }) =
@@ -1112,7 +1123,7 @@ impl Memd {
             }
             if host.map(m.task, m.va, *frame, m.perms).is_ok() {
                 *maps |= bit;
-                *fresh |= for_fault;
+                *fresh |= fresh_for & bit != 0;
             }
         }
         *maps

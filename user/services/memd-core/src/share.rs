@@ -53,6 +53,10 @@ pub struct ConnEnds {
 pub struct ShareAsk {
     /// The daemon's name for the request, given back in its answer.
     pub token: u64,
+    /// The daemon's name for the connection to memd that carried the
+    /// request (a thread may have several): a withdrawal must come on the
+    /// same one, and its closing drops the request.
+    pub client: u64,
     /// Who asks: the thread whose connection to memd carried the request.
     pub from: End,
     /// The connection the region is for.
@@ -67,6 +71,8 @@ pub struct ShareAsk {
 /// Where a granted region is in one task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Granted {
+    /// The task it is mapped in.
+    pub task: TaskId,
     /// The region's first byte in the task (page aligned).
     pub addr: u64,
     /// Its length (the request's, rounded up to pages).
@@ -89,8 +95,9 @@ pub struct ShareAnswer {
 /// The result of [`Memd::share_withdraw`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Withdrawal {
-    /// The request was waiting and is gone; it gets no other answer.
-    Withdrawn,
+    /// The request with this token was waiting and is gone; it gets no
+    /// other answer.
+    Withdrawn(u64),
     /// The request had been granted already: here is the region again.
     TooLate(Granted),
 }
@@ -107,6 +114,8 @@ pub(crate) struct Offer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Side {
     pub(crate) task: TaskId,
+    /// The thread that asked (its end of the connection).
+    pub(crate) thread: u64,
     /// The first page of the range in the task.
     pub(crate) start: u64,
 }
@@ -180,8 +189,9 @@ impl Memd {
         self.next_share += 1;
         let side_of = |s: usize| {
             let a = sides[s].expect("both sides asked");
-            Some(Side { task: a.from.task, start: placed[s] })
+            Some(Side { task: a.from.task, thread: a.from.thread, start: placed[s] })
         };
+        self.by_conn.insert((ask.conn, id));
         self.shares.insert(
             id,
             Share {
@@ -194,6 +204,7 @@ impl Memd {
         for (s, a) in sides.iter().enumerate() {
             let a = a.expect("both sides asked");
             let g = Granted {
+                task: a.from.task,
                 addr: placed[s] * PAGE_SIZE,
                 len: pages * PAGE_SIZE,
                 side: s as u8,
@@ -223,9 +234,9 @@ impl Memd {
         if self.tasks.get(&peer.task).is_none_or(|t| t.dying) {
             return Err(Error::PeerNotServed);
         }
-        let shared = self.shares.values().any(|s| {
-            s.conn == ask.conn && s.sides[side as usize].is_some_and(|x| x.task == ask.from.task)
-        });
+        let shared = self
+            .shares_on(ask.conn)
+            .any(|(_, s)| s.sides[side as usize].is_some_and(|x| x.task == ask.from.task));
         if shared {
             return Err(Error::AlreadyShared);
         }
@@ -281,18 +292,25 @@ impl Memd {
     /// the region ([`Withdrawal::TooLate`]): the answer the client may not
     /// have read yet is never lost. `NotPending` if nothing waits and no
     /// region was granted to `from`'s task on `conn`.
-    pub fn share_withdraw(&mut self, from: End, conn: u64) -> Result<Withdrawal, Error> {
-        if let Some(i) = self.offers.iter().position(|o| o.ask.conn == conn && o.ask.from == from) {
-            self.offers.remove(i);
-            return Ok(Withdrawal::Withdrawn);
+    pub fn share_withdraw(
+        &mut self,
+        client: u64,
+        from: End,
+        conn: u64,
+    ) -> Result<Withdrawal, Error> {
+        let waiting = self
+            .offers
+            .iter()
+            .position(|o| o.ask.conn == conn && o.ask.client == client && o.ask.from == from);
+        if let Some(i) = waiting {
+            let o = self.offers.remove(i);
+            return Ok(Withdrawal::Withdrawn(o.ask.token));
         }
-        for (&id, s) in &self.shares {
-            if s.conn != conn {
-                continue;
-            }
+        for (id, s) in self.shares_on(conn) {
             for (i, side) in s.sides.iter().enumerate() {
-                if let Some(x) = side.filter(|x| x.task == from.task) {
+                if let Some(x) = side.filter(|x| x.task == from.task && x.thread == from.thread) {
                     return Ok(Withdrawal::TooLate(Granted {
+                        task: x.task,
                         addr: x.start * PAGE_SIZE,
                         len: s.pages * PAGE_SIZE,
                         side: i as u8,
@@ -323,11 +341,18 @@ impl Memd {
         self.offers.iter().map(|o| o.ask.deadline).min()
     }
 
-    /// Thread `from`'s connection to memd closed (the thread ended): its
-    /// waiting requests are dropped unanswered (nobody would read the
-    /// answer). Its regions stay: they belong to its task.
-    pub fn share_forget(&mut self, from: End) {
-        self.offers.retain(|o| o.ask.from != from);
+    /// The connection to memd named `client` closed (its thread ended, or
+    /// gave it up): the requests it carried are dropped unanswered (nobody
+    /// would read the answer). Regions stay: they belong to the task.
+    pub fn share_forget(&mut self, client: u64) {
+        self.offers.retain(|o| o.ask.client != client);
+    }
+
+    /// The shares negotiated on `conn`.
+    fn shares_on(&self, conn: u64) -> impl Iterator<Item = (ShareId, &Share)> + '_ {
+        self.by_conn
+            .range((conn, ShareId(0))..=(conn, ShareId(u64::MAX)))
+            .filter_map(|&(_, id)| Some((id, self.shares.get(&id)?)))
     }
 
     /// `task` ended: its waiting requests go, and requests waiting for it
@@ -403,7 +428,9 @@ impl Memd {
             for n in pages {
                 parked.extend(self.drop_page(host, Home::Share(id), n, false));
             }
-            self.shares.remove(&id);
+            if let Some(s) = self.shares.remove(&id) {
+                self.by_conn.remove(&(s.conn, id));
+            }
         }
         parked
     }
@@ -438,6 +465,11 @@ pub(crate) fn audit_shares(m: &Memd) -> Result<(), &'static str> {
             return Err("request of an unknown task");
         }
     }
+    if m.by_conn.len() != m.shares.len()
+        || m.by_conn.iter().any(|(c, id)| m.shares.get(id).is_none_or(|s| s.conn != *c))
+    {
+        return Err("share index disagrees with the shares");
+    }
     for (&id, s) in &m.shares {
         if s.sides.iter().all(Option::is_none) {
             return Err("share with no side left");
@@ -461,13 +493,21 @@ pub(crate) fn audit_shares(m: &Memd) -> Result<(), &'static str> {
                     }
                 }
             }
+            if let Page::Out { waiters, .. } | Page::In { waiters, .. } = p {
+                for w in waiters {
+                    let side = s.sides.get(w.side as usize).copied().flatten();
+                    if side.is_none_or(|x| x.task != w.task) {
+                        return Err("fault parked for a side that left");
+                    }
+                }
+            }
         }
     }
     for (&task, t) in &m.tasks {
         for (&start, r) in &t.regions {
             if let Some((id, side)) = r.share {
                 let s = m.shares.get(&id).ok_or("range of a share that is gone")?;
-                if s.sides[side as usize] != Some(Side { task, start }) {
+                if s.sides[side as usize].is_none_or(|x| x.task != task || x.start != start) {
                     return Err("range and share disagree");
                 }
                 if r.perms != Perms::RW || r.init != Init::Zero {
@@ -477,6 +517,19 @@ pub(crate) fn audit_shares(m: &Memd) -> Result<(), &'static str> {
         }
         if t.store.pages.keys().any(|&vpn| t.region(vpn).is_some_and(|r| r.share.is_some())) {
             return Err("private page inside a shared range");
+        }
+        for p in t.store.pages.values() {
+            match p {
+                Page::Resident { maps, .. } if maps & !1 != 0 => {
+                    return Err("private page with a second mapping")
+                }
+                Page::Out { waiters, .. } | Page::In { waiters, .. }
+                    if waiters.iter().any(|w| w.task != task || w.side != 0) =>
+                {
+                    return Err("fault of another task parked on a private page")
+                }
+                _ => {}
+            }
         }
     }
     Ok(())

@@ -557,7 +557,14 @@ impl Harness {
             ConnEnds { client: End { task: ia, thread: 10 }, server: End { task: ib, thread: 11 } };
         let (qa, qb) = (self.w.m.task(ia).unwrap(), self.w.m.task(ib).unwrap());
         let len = pages * PAGE_SIZE;
-        let ask = |token, from| ShareAsk { token, from, conn, len, deadline: u64::MAX };
+        let ask = |token, from: End| ShareAsk {
+            token,
+            client: from.thread,
+            from,
+            conn,
+            len,
+            deadline: u64::MAX,
+        };
         self.w.m.share_request(ask(2, ends.server), Some(ends));
         self.w.m.share_request(ask(1, ends.client), Some(ends));
         let answers = self.w.m.take_answers();

@@ -15,8 +15,9 @@ fn ends(a: TaskId, b: TaskId) -> ConnEnds {
     ConnEnds { client: End { task: a, thread: 100 }, server: End { task: b, thread: 200 } }
 }
 
+/// A request carried by the client connection named after its thread.
 fn ask(token: u64, from: End, len: u64) -> ShareAsk {
-    ShareAsk { token, from, conn: CONN, len, deadline: 1_000 }
+    ShareAsk { token, client: from.thread, from, conn: CONN, len, deadline: 1_000 }
 }
 
 /// Two tasks with a region of `pages` shared on `CONN`: (a, b, addr in a,
@@ -255,10 +256,17 @@ fn a_lone_request_times_out_or_is_withdrawn() {
     w.m.share_expire(500);
     assert_eq!(w.m.take_answers(), [ShareAnswer { token: 1, result: Err(Error::TimedOut) }]);
     assert_eq!(w.m.next_deadline(), Some(1_000));
-    assert_eq!(w.m.share_withdraw(e.server, CONN + 1), Err(Error::NotPending), "not b's");
-    assert_eq!(w.m.share_withdraw(e.client, CONN + 1), Ok(Withdrawal::Withdrawn));
+    assert_eq!(
+        w.m.share_withdraw(e.server.thread, e.server, CONN + 1),
+        Err(Error::NotPending),
+        "not b's"
+    );
+    assert_eq!(
+        w.m.share_withdraw(e.client.thread, e.client, CONN + 1),
+        Ok(Withdrawal::Withdrawn(2))
+    );
     assert_eq!(w.m.take_answers(), [], "the withdrawal's answer is the only one");
-    assert_eq!(w.m.share_withdraw(e.client, CONN + 1), Err(Error::NotPending));
+    assert_eq!(w.m.share_withdraw(e.client.thread, e.client, CONN + 1), Err(Error::NotPending));
     assert_eq!(w.m.next_deadline(), None);
     assert_eq!(w.m.task(a).unwrap().reserved, 0);
 }
@@ -268,11 +276,11 @@ fn a_withdrawal_that_comes_too_late_gets_the_region() {
     let mut w = World::small(8, 16);
     let (a, b, pa, pb) = shared(&mut w, 1);
     let e = ends(a, b);
-    let got = w.m.share_withdraw(e.server, CONN).unwrap();
+    let got = w.m.share_withdraw(e.server.thread, e.server, CONN).unwrap();
     let Withdrawal::TooLate(g) = got else { panic!("{got:?}") };
     assert_eq!((g.addr, g.len, g.side), (pb, PAGE_SIZE, 1));
     w.m.share_release(&mut w.h, a, pa).unwrap();
-    assert_eq!(w.m.share_withdraw(e.client, CONN), Err(Error::NotPending));
+    assert_eq!(w.m.share_withdraw(e.client.thread, e.client, CONN), Err(Error::NotPending));
 }
 
 #[test]
@@ -291,7 +299,9 @@ fn a_peer_ending_fails_the_request_waiting_for_it() {
     // A thread whose connection to memd closed loses its requests quietly.
     w.m.share_request(ask(3, e.client, 4096), Some(ConnEnds { server: f.client, ..e }));
     assert_eq!(w.m.offers_waiting(), 1);
-    w.m.share_forget(e.client);
+    // A withdrawal on another connection of the same thread finds nothing.
+    assert_eq!(w.m.share_withdraw(999, e.client, CONN), Err(Error::NotPending));
+    w.m.share_forget(e.client.thread);
     assert_eq!((w.m.offers_waiting(), w.m.take_answers().len()), (0, 0));
 }
 
@@ -404,20 +414,22 @@ mod negotiation_model {
                         token += 1;
                         let len = if big { 2 * PAGE_SIZE } else { PAGE_SIZE };
                         let ask = ShareAsk {
-                            token, from, conn: conn as u64, len, deadline: now + wait as u64,
+                            token,
+                            client: from.thread,
+                            from,
+                            conn: conn as u64,
+                            len,
+                            deadline: now + wait as u64,
                         };
                         open.insert(token, (from, conn as u64, len));
                         w.m.share_request(ask, Some(e));
                     }
                     Op::Withdraw { conn, server } => {
                         let from = end(&tasks, conn, server);
-                        match w.m.share_withdraw(from, conn as u64) {
-                            Ok(Withdrawal::Withdrawn) => {
-                                let t = open.iter()
-                                    .find(|(_, (f, c, _))| *f == from && *c == conn as u64)
-                                    .map(|(t, _)| *t)
-                                    .expect("a withdrawn request was open");
-                                open.remove(&t);
+                        match w.m.share_withdraw(from.thread, from, conn as u64) {
+                            Ok(Withdrawal::Withdrawn(t)) => {
+                                let (f, c, _) = open.remove(&t).expect("a withdrawn request was open");
+                                prop_assert_eq!((f, c), (from, conn as u64));
                             }
                             Ok(Withdrawal::TooLate(g)) => {
                                 prop_assert!(held.values().any(|&a| a == g.addr));
@@ -431,7 +443,7 @@ mod negotiation_model {
                     }
                     Op::ThreadEnds { conn, server } => {
                         let from = end(&tasks, conn, server);
-                        w.m.share_forget(from);
+                        w.m.share_forget(from.thread);
                         open.retain(|_, (f, _, _)| *f != from);
                     }
                     Op::TaskEnds { server } => {
@@ -497,4 +509,83 @@ mod negotiation_model {
             prop_assert!(w.m.is_idle());
         }
     }
+}
+
+/// Both sides fault on one shared page while no frame is free: when a
+/// frame comes, the first fault maps the page in both tasks, and the other
+/// side's queued fault is resumed with it (it needs no frame of its own).
+#[test]
+fn the_other_sides_waiting_fault_follows_the_page() {
+    let mut w = World::small(4, 1);
+    let c = tid(3);
+    let (a, b, pa, pb) = shared(&mut w, 1);
+    w.m.task_new(c, 0).unwrap();
+    let pc = w.m.reserve(c, 4 * PAGE_SIZE, Perms::RW).unwrap();
+    for i in 0..4 {
+        w.write(c, pc + i * PAGE_SIZE, i).unwrap();
+    }
+    assert_eq!(w.m.counters().frames_free, 0);
+    let (fa, oa) = w.try_access(a, pa, Access::Read, None).unwrap_err();
+    let (fb, ob) = w.try_access(b, pb, Access::Read, None).unwrap_err();
+    assert_eq!((oa, ob), (FaultOutcome::Waiting, FaultOutcome::Waiting));
+    assert_eq!(w.h.pending.len(), 1);
+    w.h.complete(&mut w.m, 0, true);
+    w.m.audit().unwrap();
+    assert!(w.h.resumed.contains(&fa) && w.h.resumed.contains(&fb), "both resumed");
+    w.h.access(a, pa, Access::Write, Some(&pattern(1))).unwrap();
+    for _ in 0..3 {
+        if w.m.needs_tick() {
+            w.m.tick(&mut w.h);
+        }
+    }
+    assert!(w.h.killed.is_empty(), "{:?}", w.h.killed);
+}
+
+/// Two threads of one task share with each other; the second thread's
+/// withdrawal comes after the grant: it gets its own side's region.
+#[test]
+fn a_late_withdrawal_gets_the_askers_own_side() {
+    let mut w = World::small(8, 16);
+    let a = w.task(1, 0);
+    let e = ConnEnds { client: End { task: a, thread: 1 }, server: End { task: a, thread: 2 } };
+    w.m.share_request(ask(3, e.client, 4096), Some(e));
+    w.m.share_request(ask(4, e.server, 4096), Some(e));
+    let got = w.m.take_answers();
+    let g4 = got.iter().find(|x| x.token == 4).unwrap().result.unwrap();
+    let Ok(Withdrawal::TooLate(g)) = w.m.share_withdraw(e.server.thread, e.server, CONN) else {
+        panic!("not too late")
+    };
+    assert_eq!((g.side, g.addr), (g4.side, g4.addr));
+}
+
+/// A fault's own mapping is refused (its task dies) while the other side's
+/// mapping is made: the page is not left fresh for a thread that will never
+/// touch it, so it can leave memory and a fault waiting for a frame is
+/// served, not left waiting forever.
+#[test]
+fn a_page_is_not_fresh_for_a_side_whose_mapping_was_refused() {
+    let mut w = World::small(2, 0);
+    let c = tid(3);
+    let (_, b, _, pb) = shared(&mut w, 1);
+    w.m.task_new(c, 0).unwrap();
+    w.h.refuse_map_task = Some(b);
+    let (_, out) = w.try_access(b, pb, Access::Read, None).unwrap_err();
+    assert_eq!(out, FaultOutcome::Killed(KillReason::MapFailed));
+    w.h.refuse_map_task = None;
+    w.h.drop_task(b);
+    w.m.task_gone(&mut w.h, b).unwrap();
+    w.m.audit().unwrap();
+    let pc = w.m.reserve(c, 2 * PAGE_SIZE, Perms::RW).unwrap();
+    w.write(c, pc, 1).unwrap();
+    let (f, out) = w.try_access(c, pc + PAGE_SIZE, Access::Write, Some(2)).unwrap_err();
+    for _ in 0..1000 {
+        if out != FaultOutcome::Waiting || !w.m.needs_tick() {
+            break;
+        }
+        w.m.tick(&mut w.h);
+    }
+    let answered = out == FaultOutcome::Resumed
+        || w.h.resumed.contains(&f)
+        || w.h.killed.iter().any(|k| k.1 == f);
+    assert!(answered, "c's fault waits forever");
 }

@@ -375,23 +375,39 @@ fn share_request(
     pending.next += 1;
     pending.by_token.insert(token, (from.0, seq));
     let deadline = now_ns().saturating_add(wait_ms * 1_000_000);
-    memd.share_request(ShareAsk { token, from: from.1, conn, len, deadline }, ends);
+    let client = from.0.raw();
+    memd.share_request(ShareAsk { token, client, from: from.1, conn, len, deadline }, ends);
     None
 }
 
 /// Sends memd-core's answers to share requests to the threads that asked.
-fn send_answers(memd: &mut Memd, pending: &mut Pending, clients: &BTreeMap<Handle, Client>) {
-    for a in memd.take_answers() {
-        let Some((h, seq)) = pending.by_token.remove(&a.token) else { continue };
-        let reply = match a.result {
-            Ok(g) => {
-                let r = Reply::Shared { addr: g.addr, len: g.len, side: g.side };
-                proto::encode_reply(seq, &r)
+/// A region granted on a connection that closed meanwhile (the peer's
+/// request came before memd saw the close) is released at once: nobody in
+/// that task knows where it is.
+fn send_answers(
+    memd: &mut Memd,
+    w: &mut World,
+    pending: &mut Pending,
+    clients: &BTreeMap<Handle, Client>,
+) {
+    loop {
+        let answers = memd.take_answers();
+        if answers.is_empty() {
+            return;
+        }
+        for a in answers {
+            let Some((h, seq)) = pending.by_token.remove(&a.token) else { continue };
+            let reply = match a.result {
+                Ok(g) => {
+                    let r = Reply::Shared { addr: g.addr, len: g.len, side: g.side };
+                    proto::encode_reply(seq, &r)
+                }
+                Err(e) => proto::encode_error(seq, proto::op::SHARE_REQUEST, status_of(e)),
+            };
+            let sent = clients.get(&h).is_some_and(|c| c.conn.send(&reply).is_ok());
+            if let (false, Ok(g)) = (sent, a.result) {
+                let _ = memd.share_release(w, g.task, g.addr);
             }
-            Err(e) => proto::encode_error(seq, proto::op::SHARE_REQUEST, status_of(e)),
-        };
-        if let Some(c) = clients.get(&h) {
-            let _ = c.conn.send(&reply);
         }
     }
 }
@@ -456,10 +472,10 @@ fn client_request(
         Request::ShareRequest { conn, len, wait_ms } => {
             return share_request(memd, pending, from, seq, (conn, len, wait_ms));
         }
-        Request::ShareWithdraw { conn } => match memd.share_withdraw(from.1, conn) {
-            Ok(Withdrawal::Withdrawn) => {
+        Request::ShareWithdraw { conn } => match memd.share_withdraw(from.0.raw(), from.1, conn) {
+            Ok(Withdrawal::Withdrawn(token)) => {
                 // The withdrawn request gets no answer of its own.
-                pending.by_token.retain(|_, (h, _)| *h != from.0);
+                pending.by_token.remove(&token);
                 Ok(Reply::ShareWithdrawn)
             }
             Ok(Withdrawal::TooLate(g)) => {
@@ -547,7 +563,11 @@ fn main(start: &Start) -> u64 {
     let mut pending = Pending { next: 1, by_token: BTreeMap::new() };
     let end = Handle::from_raw(end);
     loop {
-        send_answers(&mut memd, &mut pending, &clients);
+        // Deadlines pass whether or not memd's receive ever times out.
+        if memd.next_deadline().is_some_and(|d| d <= now_ns()) {
+            memd.share_expire(now_ns());
+        }
+        send_answers(&mut memd, &mut w, &mut pending, &clients);
         listener.refill(PORTS);
         let tick = memd.needs_tick().then_some(TICK);
         let expiry = memd
@@ -601,13 +621,11 @@ fn main(start: &Start) -> u64 {
                 }
             }
         }
-        if r.events.contains(Events::PEER_CLOSED) {
-            if let Some(c) = clients.get(&r.handle) {
-                // The thread ended (or gave up its connection): its waiting
-                // share requests go unanswered; its regions stay its task's.
-                memd.share_forget(c.end);
-                pending.by_token.retain(|_, (h, _)| *h != r.handle);
-            }
+        if r.events.contains(Events::PEER_CLOSED) && clients.contains_key(&r.handle) {
+            // The thread ended (or gave up this connection): the share
+            // requests it carried go unanswered; regions stay the task's.
+            memd.share_forget(r.handle.raw());
+            pending.by_token.retain(|_, (h, _)| *h != r.handle);
         }
         if r.events.contains(Events::PEER_CLOSED) && clients.remove(&r.handle).is_some() {
             // Renew the queued ports: ones made while many ends were live

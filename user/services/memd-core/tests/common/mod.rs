@@ -56,6 +56,8 @@ pub struct Fake {
     pub killed: Vec<(TaskId, FaultId, KillReason)>,
     /// `map` answers `MapRefused`.
     pub refuse_map: bool,
+    /// `map` answers `MapRefused` for this task only.
+    pub refuse_map_task: Option<TaskId>,
     /// `submit` hands requests back.
     pub refuse_submit: bool,
     /// The driver's limit of requests at once (memd's `max_io`).
@@ -74,6 +76,7 @@ impl Fake {
             resumed: Vec::new(),
             killed: Vec::new(),
             refuse_map: false,
+            refuse_map_task: None,
             refuse_submit: false,
             max_pending: usize::MAX,
         }
@@ -173,7 +176,7 @@ impl Fake {
 impl Host for Fake {
     fn map(&mut self, task: TaskId, va: u64, frame: Frame, perms: Perms) -> Result<(), MapRefused> {
         self.log.push(Effect::Map(task, va, frame, perms));
-        if self.refuse_map {
+        if self.refuse_map || self.refuse_map_task == Some(task) {
             return Err(MapRefused);
         }
         assert_eq!(va % PAGE_SIZE, 0, "unaligned map");
