@@ -213,6 +213,11 @@ extern "C" fn kernel_entry(start_info: u64) -> ! {
     );
 
     let madt = describe_acpi(info.rsdp);
+    let cpus: Vec<u32> = madt
+        .as_ref()
+        .map(|m| m.cpus.iter().filter(|c| c.enabled).map(|c| c.apic_id as u32).collect())
+        .unwrap_or_default();
+    arch::smp::start_aps(&cpus, kernel_root);
     let mut kernel_mmio = alloc::vec![lapic::base_phys()];
     if let Some(m) = &madt {
         kernel_mmio.extend(m.io_apics.iter().map(|a| a.address as u64));

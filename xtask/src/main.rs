@@ -27,6 +27,7 @@ Options (run):
   --release             build the kernel with optimisations
   --scenario NAME       scenario for init to run (default: demo)
   --timeout SECONDS     stop QEMU after this long (default: 300)
+  --cpus N              CPUs, passed to QEMU as -smp N (default: 2)
   --gdb                 wait for a debugger on localhost:1234 before booting
   --kvm                 use KVM if it works (falls back to TCG otherwise)
   -- ARGS...            extra arguments passed to QEMU
@@ -280,6 +281,7 @@ fn cmd_run(mut args: pico_args::Arguments) -> Result<bool, String> {
         args.opt_value_from_str("--scenario").map_err(|e| e.to_string())?.unwrap_or("demo".into());
     let timeout: u64 =
         args.opt_value_from_str("--timeout").map_err(|e| e.to_string())?.unwrap_or(300);
+    let cpus: u32 = args.opt_value_from_str("--cpus").map_err(|e| e.to_string())?.unwrap_or(2);
     let raw = args.finish();
     let extra: Vec<String> = match raw.iter().position(|a| a == "--") {
         Some(0) => raw[1..].iter().map(|s| s.to_string_lossy().into_owned()).collect(),
@@ -296,6 +298,7 @@ fn cmd_run(mut args: pico_args::Arguments) -> Result<bool, String> {
     opts.disk = Some(disk);
     opts.extra = extra;
     opts.timeout = Duration::from_secs(timeout);
+    opts.cpus = cpus;
     opts.echo = true;
     let outcome = qemu::run(&opts)?;
     println!("\nxtask: {}", outcome.describe());

@@ -73,6 +73,8 @@ pub struct Options {
     pub disk_options: String,
     /// Extra QEMU arguments.
     pub extra: Vec<String>,
+    /// CPUs (`-smp`).
+    pub cpus: u32,
 }
 
 impl Options {
@@ -89,6 +91,7 @@ impl Options {
             echo: false,
             disk: None,
             disk_options: String::new(),
+            cpus: 1,
             extra: Vec::new(),
         }
     }
@@ -198,6 +201,7 @@ pub fn kvm_works(opts: &Options) -> bool {
         disk: None,
         disk_options: String::new(),
         extra: Vec::new(),
+        cpus: opts.cpus,
     };
     matches!(launch(&probe, true), Ok(o) if o.success() && init_said(&o.log, "scenario boot: PASS"))
 }
@@ -232,7 +236,8 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
 
 fn launch(opts: &Options, used_kvm: bool) -> Result<Outcome, String> {
     let mut cmd = Command::new(QEMU);
-    cmd.args(["-m", "512M", "-smp", "1", "-no-reboot", "-display", "none", "-monitor", "none"])
+    let smp = opts.cpus.to_string();
+    cmd.args(["-m", "512M", "-smp", &smp, "-no-reboot", "-display", "none", "-monitor", "none"])
         .args(["-serial", "stdio"])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .arg("-kernel")

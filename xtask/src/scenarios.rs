@@ -18,6 +18,9 @@ pub struct Scenario {
     pub timeout_secs: u64,
 }
 
+/// CPUs every scenario boots with (`-smp`).
+pub const CPUS: u32 = 2;
+
 /// Every QEMU scenario, in the order they run.
 pub const SCENARIOS: &[Scenario] = &[
     Scenario { name: "demo", about: "demo tasks with several threads each", timeout_secs: 120 },
@@ -405,6 +408,7 @@ pub fn cmd_test(mut args: pico_args::Arguments) -> Result<bool, String> {
             }
             let mut opts = Options::new(&artifacts, &line);
             opts.timeout = Duration::from_secs(s.timeout_secs);
+            opts.cpus = CPUS;
             opts.disk = Some(disk.clone());
             if let Some((_, o)) = DISK_OPTIONS.iter().find(|(n, _)| *n == s.name) {
                 opts.disk_options = o.to_string();

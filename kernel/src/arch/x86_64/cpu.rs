@@ -138,6 +138,14 @@ pub fn wait_for_interrupt() {
     unsafe { asm!("sti", "hlt", "cli", clobber_abi("C")) }
 }
 
+/// Halts with interrupts off: only an NMI, INIT or SIPI wakes the CPU.
+#[inline]
+pub fn halt() {
+    // SAFETY: `hlt` changes no state; with IF clear no maskable interrupt
+    // runs.
+    unsafe { asm!("hlt", options(nomem, nostack, preserves_flags)) }
+}
+
 /// Which optional protections [`enable_protections`] turned on.
 #[derive(Clone, Copy, Debug)]
 pub struct Protections {

@@ -1,8 +1,9 @@
-//! The GDT with user and kernel segments and the TSS with its interrupt
-//! stacks (IST) and I/O permission bitmap. Segment order is fixed by
-//! `syscall`/`sysret` (see STAR in `entry.rs`): kernel code, kernel data,
-//! user data, user code, TSS. There is no LDT: LDTR is loaded with the null
-//! selector.
+//! The GDTs with user and kernel segments and the TSSs with their interrupt
+//! stacks (IST) and I/O permission bitmaps: one of each per CPU (a TSS is
+//! busy while loaded, and each CPU needs its own interrupt stacks). Segment
+//! order is fixed by `syscall`/`sysret` (see STAR in `entry.rs`): kernel
+//! code, kernel data, user data, user code, TSS; the same on every CPU.
+//! There is no LDT: LDTR is loaded with the null selector.
 //!
 //! The TSS's I/O bitmap is the running task's: a task with granted ports
 //! has its bitmap copied in when one of its threads is loaded (only when
@@ -35,8 +36,13 @@ struct Stack(core::cell::UnsafeCell<[u8; IST_STACK_SIZE]>);
 // when it delivers an interrupt or exception.
 unsafe impl Sync for Stack {}
 
-static CRITICAL_STACK: Stack = Stack(core::cell::UnsafeCell::new([0; IST_STACK_SIZE]));
-static GENERAL_STACK: Stack = Stack(core::cell::UnsafeCell::new([0; IST_STACK_SIZE]));
+/// The most CPUs the kernel runs on; more in the MADT are left out.
+pub const MAX_CPUS: usize = 16;
+
+static CRITICAL_STACKS: [Stack; MAX_CPUS] =
+    [const { Stack(core::cell::UnsafeCell::new([0; IST_STACK_SIZE])) }; MAX_CPUS];
+static GENERAL_STACKS: [Stack; MAX_CPUS] =
+    [const { Stack(core::cell::UnsafeCell::new([0; IST_STACK_SIZE])) }; MAX_CPUS];
 
 /// The TSS followed by its I/O bitmap, as the CPU reads them: the bitmap
 /// starts at `iomap_base` and ends with a byte of all ones.
@@ -54,20 +60,23 @@ struct TssCell(UnsafeCell<TssWithIoMap>);
 // instructions.
 unsafe impl Sync for TssCell {}
 
-static TSS: TssCell = TssCell(UnsafeCell::new(TssWithIoMap {
-    tss: TaskStateSegment::new(),
-    io_map: [0xff; IO_BITMAP_BYTES + 1],
-}));
+static TSS: [TssCell; MAX_CPUS] = [const {
+    TssCell(UnsafeCell::new(TssWithIoMap {
+        tss: TaskStateSegment::new(),
+        io_map: [0xff; IO_BITMAP_BYTES + 1],
+    }))
+}; MAX_CPUS];
 /// `iomap_base` when the bitmap is on: right after the TSS proper.
 const IO_MAP_ON: u16 = core::mem::size_of::<TaskStateSegment>() as u16;
 /// `iomap_base` when the bitmap is off: past the TSS limit, so the CPU
 /// denies every port.
 const IO_MAP_OFF: u16 = u16::MAX;
-static GDT: Once<GlobalDescriptorTable> = Once::new();
+static GDT: [Once<GlobalDescriptorTable>; MAX_CPUS] = [const { Once::new() }; MAX_CPUS];
 
-/// Turns the I/O bitmap already in the TSS on or off.
+/// Turns the I/O bitmap already in the TSS on or off. (The boot CPU's: only
+/// it runs user threads so far.)
 pub fn set_io_bitmap_enabled(on: bool) {
-    let t = TSS.0.get();
+    let t = TSS[0].0.get();
     // SAFETY: as in `load_io_bitmap`.
     unsafe { (*t).tss.iomap_base = if on { IO_MAP_ON } else { IO_MAP_OFF } }
 }
@@ -76,7 +85,7 @@ pub fn set_io_bitmap_enabled(on: bool) {
 /// `None` turns it off (every port denied). Called under the kernel lock
 /// when a thread of another task is loaded.
 pub fn load_io_bitmap(map: Option<&IoBitmap>) {
-    let t = TSS.0.get();
+    let t = TSS[0].0.get();
     // SAFETY: the kernel lock serialises every writer of the TSS, and no
     // reference to it is alive (only raw pointers are used after boot);
     // the CPU reads the new bitmap at the next I/O instruction.
@@ -95,17 +104,22 @@ fn stack_top(s: &'static Stack) -> VirtAddr {
     VirtAddr::new(s.0.get() as u64 + IST_STACK_SIZE as u64)
 }
 
-/// Builds and loads the GDT and TSS. `kernel_stack_top` is the stack the
-/// CPU would use for ring 3 -> 0 transitions without IST (none today).
+/// Builds and loads the boot CPU's GDT and TSS. `kernel_stack_top` is the
+/// stack the CPU would use for ring 3 -> 0 transitions without IST.
 pub fn init(kernel_stack_top: u64) {
-    let t = TSS.0.get();
-    // SAFETY: called once at boot, before anything else uses the TSS; the
-    // references made here end before `init` returns (the descriptor keeps
-    // only the address and limit).
+    init_cpu(0, kernel_stack_top)
+}
+
+/// Builds and loads CPU `cpu`'s GDT and TSS (each CPU once, on itself).
+pub fn init_cpu(cpu: usize, kernel_stack_top: u64) {
+    let t = TSS[cpu].0.get();
+    // SAFETY: called once per CPU, on that CPU, before anything else uses
+    // its TSS; the references made here end before `init_cpu` returns (the
+    // descriptor keeps only the address and limit).
     let (tss, io_map): (&'static TaskStateSegment, &'static [u8]) = unsafe {
         let w = &mut *t;
-        w.tss.interrupt_stack_table[IST_CRITICAL as usize - 1] = stack_top(&CRITICAL_STACK);
-        w.tss.interrupt_stack_table[IST_GENERAL as usize - 1] = stack_top(&GENERAL_STACK);
+        w.tss.interrupt_stack_table[IST_CRITICAL as usize - 1] = stack_top(&CRITICAL_STACKS[cpu]);
+        w.tss.interrupt_stack_table[IST_GENERAL as usize - 1] = stack_top(&GENERAL_STACKS[cpu]);
         w.tss.privilege_stack_table[0] = VirtAddr::new(kernel_stack_top);
         w.tss.iomap_base = IO_MAP_ON;
         (&(*t).tss, &(*t).io_map)
@@ -115,7 +129,7 @@ pub fn init(kernel_stack_top: u64) {
         Err(e) => crate::fatal(format_args!("TSS I/O map layout: {:?}", e)),
     };
     let mut selectors = [None; 5];
-    let gdt = GDT.call_once(|| {
+    let gdt = GDT[cpu].call_once(|| {
         let mut gdt = GlobalDescriptorTable::new();
         selectors[0] = Some(gdt.append(Descriptor::kernel_code_segment()));
         selectors[1] = Some(gdt.append(Descriptor::kernel_data_segment()));
@@ -126,7 +140,7 @@ pub fn init(kernel_stack_top: u64) {
     });
     gdt.load();
     let [Some(kcode), Some(kdata), Some(udata), Some(ucode), Some(tss_sel)] = selectors else {
-        unreachable!("the GDT is built once, here")
+        unreachable!("each GDT is built once, here")
     };
     debug_assert_eq!(udata.0 as u64, super::context::USER_SS);
     debug_assert_eq!(ucode.0 as u64, super::context::USER_CS);
@@ -139,7 +153,12 @@ pub fn init(kernel_stack_top: u64) {
         SS::set_reg(kdata);
         load_tss(tss_sel);
     }
-    load_io_bitmap(None);
+    if cpu == 0 {
+        load_io_bitmap(None);
+    } else {
+        // SAFETY: this CPU's own TSS, not yet used by anybody else.
+        unsafe { (*t).tss.iomap_base = IO_MAP_OFF };
+    }
     // No LDT: a selector with the table-indicator bit set faults.
     super::cpu::load_null_ldt();
 }

@@ -84,6 +84,47 @@ pub fn init() {
     );
 }
 
+/// Sets up an AP's own local APIC like the boot CPU's (the registers'
+/// address and the timer's calibration are the same on every CPU).
+pub fn init_ap() {
+    write(REG_TPR, 0);
+    write(REG_SVR, 0x100 | SPURIOUS_VECTOR as u32);
+    write(REG_TIMER_DIVIDE, 0b0011);
+    write(REG_LVT_TIMER, LVT_MASKED | TIMER_VECTOR as u32);
+    write(REG_TIMER_INITIAL, 0);
+}
+
+const REG_ICR_LOW: u64 = 0x300;
+const REG_ICR_HIGH: u64 = 0x310;
+/// ICR: the IPI is still being sent.
+const ICR_PENDING: u32 = 1 << 12;
+const ICR_LEVEL_ASSERT: u32 = 1 << 14;
+
+/// Sends an inter-processor interrupt: `low` is the ICR's low word, to the
+/// CPU with local APIC ID `apic_id`. Waits until the APIC has sent it.
+fn send_ipi_raw(apic_id: u32, low: u32) {
+    write(REG_ICR_HIGH, apic_id << 24);
+    write(REG_ICR_LOW, low);
+    while read(REG_ICR_LOW) & ICR_PENDING != 0 {
+        core::hint::spin_loop();
+    }
+}
+
+/// INIT to one CPU (it waits for a startup IPI).
+pub fn send_init(apic_id: u32) {
+    send_ipi_raw(apic_id, 0b101 << 8 | ICR_LEVEL_ASSERT);
+}
+
+/// A startup IPI: the CPU starts in real mode at `page << 12`.
+pub fn send_startup(apic_id: u32, page: u8) {
+    send_ipi_raw(apic_id, 0b110 << 8 | ICR_LEVEL_ASSERT | page as u32);
+}
+
+/// A fixed interrupt with `vector` to one CPU.
+pub fn send_ipi(apic_id: u32, vector: u8) {
+    send_ipi_raw(apic_id, ICR_LEVEL_ASSERT | vector as u32);
+}
+
 /// The calibrated timer frequency.
 pub fn timer_hz() -> u64 {
     TIMER_HZ.load(Ordering::Relaxed)

@@ -13,6 +13,7 @@ pub mod ioapic;
 pub mod lapic;
 pub mod probe;
 pub mod serial;
+pub mod smp;
 pub mod time;
 
 core::arch::global_asm!(include_str!("boot.s"));
