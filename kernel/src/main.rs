@@ -51,7 +51,8 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
 /// Prints what the kernel holds, for the end-of-run summary.
 pub fn print_summary(k: &sched::Kernel) {
     kprintln!(
-        "[kernel] summary: {} tasks, {} threads, {} IPC ends, frames {}/{}, heap {} bytes, {} ticks, {} switches, {} device interrupts, uptime {} ms",
+        "[kernel] summary: {} CPUs up, {} tasks, {} threads, {} IPC ends, frames {}/{}, heap {} bytes, {} ticks, {} switches, {} device interrupts, uptime {} ms",
+        arch::smp::online(),
         k.tasks.len(),
         k.threads.len(),
         k.ipc.end_count(),
@@ -215,7 +216,7 @@ extern "C" fn kernel_entry(start_info: u64) -> ! {
     let madt = describe_acpi(info.rsdp);
     let cpus: Vec<u32> = madt
         .as_ref()
-        .map(|m| m.cpus.iter().filter(|c| c.enabled).map(|c| c.apic_id as u32).collect())
+        .map(|m| m.cpus.iter().filter(|c| c.enabled).map(|c| c.apic_id).collect())
         .unwrap_or_default();
     arch::smp::start_aps(&cpus, kernel_root);
     let mut kernel_mmio = alloc::vec![lapic::base_phys()];

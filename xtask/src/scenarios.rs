@@ -18,12 +18,20 @@ pub struct Scenario {
     pub timeout_secs: u64,
 }
 
-/// CPUs every scenario boots with (`-smp`).
+/// CPUs every scenario boots with (`-smp`), unless `CPU_COUNTS` says.
 pub const CPUS: u32 = 2;
+
+/// Scenarios that boot with another number of CPUs.
+const CPU_COUNTS: &[(&str, u32)] = &[("smp", 4)];
 
 /// Every QEMU scenario, in the order they run.
 pub const SCENARIOS: &[Scenario] = &[
     Scenario { name: "demo", about: "demo tasks with several threads each", timeout_secs: 120 },
+    Scenario {
+        name: "smp",
+        about: "4 CPUs: every CPU comes up (listed in the boot log); the system runs on",
+        timeout_secs: 120,
+    },
     Scenario {
         name: "preempt",
         about: "a task spinning forever does not stop another",
@@ -193,11 +201,18 @@ struct KernelCheck {
 }
 
 const KERNEL_CHECKS: &[KernelCheck] = &[
-    // The demo shows memd paging a task of four times its pool.
+    // The demo shows memd paging a task of four times its pool, on a
+    // machine whose two CPUs both came up.
     KernelCheck {
         scenario: "demo",
         options: "memd_pool=16",
-        lines: &["memory daemon: task"],
+        lines: &["memory daemon: task", "SMP: 2 CPUs up (APIC IDs 0 1)"],
+        stops_with_failure: false,
+    },
+    KernelCheck {
+        scenario: "smp",
+        options: "",
+        lines: &["SMP: 4 CPUs up (APIC IDs 0 1 2 3)", "summary: 4 CPUs up"],
         stops_with_failure: false,
     },
     KernelCheck {
@@ -408,7 +423,7 @@ pub fn cmd_test(mut args: pico_args::Arguments) -> Result<bool, String> {
             }
             let mut opts = Options::new(&artifacts, &line);
             opts.timeout = Duration::from_secs(s.timeout_secs);
-            opts.cpus = CPUS;
+            opts.cpus = CPU_COUNTS.iter().find(|(n, _)| *n == s.name).map_or(CPUS, |(_, c)| *c);
             opts.disk = Some(disk.clone());
             if let Some((_, o)) = DISK_OPTIONS.iter().find(|(n, _)| *n == s.name) {
                 opts.disk_options = o.to_string();

@@ -120,11 +120,6 @@ pub fn send_startup(apic_id: u32, page: u8) {
     send_ipi_raw(apic_id, 0b110 << 8 | ICR_LEVEL_ASSERT | page as u32);
 }
 
-/// A fixed interrupt with `vector` to one CPU.
-pub fn send_ipi(apic_id: u32, vector: u8) {
-    send_ipi_raw(apic_id, ICR_LEVEL_ASSERT | vector as u32);
-}
-
 /// The calibrated timer frequency.
 pub fn timer_hz() -> u64 {
     TIMER_HZ.load(Ordering::Relaxed)

@@ -153,11 +153,6 @@ pub fn online() -> usize {
     ONLINE.load(Ordering::Acquire)
 }
 
-/// The local APIC ID of CPU `cpu`, if it is up.
-pub fn apic_id(cpu: usize) -> Option<u32> {
-    APIC_IDS.get(cpu).map(|a| a.load(Ordering::Acquire)).filter(|&id| id != u32::MAX)
-}
-
 fn write_phys_u64(phys: u64, v: u64) {
     // SAFETY: `phys` is in the first MiB, which the direct map covers and
     // the frame allocator never hands out (reserved at boot); only the boot

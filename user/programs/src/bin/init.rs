@@ -1020,6 +1020,11 @@ fn main(start: &Start) -> u64 {
         // Boots and stops: `cargo xtask` uses it to probe KVM.
         "boot" => Ok(()),
         "preempt" => preempt(&init),
+        // The kernel's lines (every CPU up) are checked by `cargo xtask
+        // test`; the system must run on as before.
+        "smp" => preempt(&init).and_then(|()| {
+            expect("a demo task", init.run("demo", "worker 2 3 100000"), TaskEnd::Exited(0))
+        }),
         "fpu" => fpu(&init),
         "faults" => faults(&init),
         // The kernel's W^X self-test (`selftest=wx`) ran before init:
