@@ -218,7 +218,13 @@ extern "C" fn kernel_entry(start_info: u64) -> ! {
         .as_ref()
         .map(|m| m.cpus.iter().filter(|c| c.enabled).map(|c| c.apic_id).collect())
         .unwrap_or_default();
-    arch::smp::start_aps(&cpus, kernel_root);
+    // `smp_silent=ID`: never send that CPU its startup IPIs, so that it
+    // cannot answer (the test of a CPU that does not come up).
+    let silent = info.cmdline.split(|&b| b == b' ').find_map(|w| {
+        let v = w.strip_prefix(b"smp_silent=")?;
+        core::str::from_utf8(v).ok()?.parse::<u32>().ok()
+    });
+    arch::smp::start_aps(&cpus, kernel_root, silent);
     let mut kernel_mmio = alloc::vec![lapic::base_phys()];
     if let Some(m) = &madt {
         kernel_mmio.extend(m.io_apics.iter().map(|a| a.address as u64));

@@ -29,7 +29,7 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario { name: "demo", about: "demo tasks with several threads each", timeout_secs: 120 },
     Scenario {
         name: "smp",
-        about: "4 CPUs: every CPU comes up (listed in the boot log); the system runs on",
+        about: "4 CPUs, one never sent its startup IPI: the other 3 come up, it is reported and left out, no hang",
         timeout_secs: 120,
     },
     Scenario {
@@ -209,10 +209,15 @@ const KERNEL_CHECKS: &[KernelCheck] = &[
         lines: &["memory daemon: task", "SMP: 2 CPUs up (APIC IDs 0 1)"],
         stops_with_failure: false,
     },
+    // CPU 2 never gets its startup IPIs: it is reported and left out, and
+    // the boot goes on with the other three.
     KernelCheck {
         scenario: "smp",
-        options: "",
-        lines: &["SMP: 4 CPUs up (APIC IDs 0 1 2 3)", "summary: 4 CPUs up"],
+        options: "smp_silent=2",
+        lines: &[
+            "SMP: 3 CPUs up (APIC IDs 0 1 3); did not answer, left out: 2",
+            "summary: 3 CPUs up",
+        ],
         stops_with_failure: false,
     },
     KernelCheck {

@@ -193,8 +193,10 @@ fn prepare(kernel_root: u64) {
 }
 
 /// Starts every enabled CPU the MADT lists (up to [`MAX_CPUS`]), one at a
-/// time, and prints which came up. `apic_ids` are the MADT's enabled CPUs.
-pub fn start_aps(apic_ids: &[u32], kernel_root: u64) {
+/// time, and prints which came up. `apic_ids` are the MADT's enabled CPUs;
+/// `silent` names one that gets its INIT but no startup IPI (a test of the
+/// CPU that never answers).
+pub fn start_aps(apic_ids: &[u32], kernel_root: u64, silent: Option<u32>) {
     let me = lapic::id() as u32;
     APIC_IDS[0].store(me, Ordering::Release);
     let others: alloc::vec::Vec<u32> = apic_ids.iter().copied().filter(|&id| id != me).collect();
@@ -235,16 +237,25 @@ pub fn start_aps(apic_ids: &[u32], kernel_root: u64) {
         };
         lapic::send_init(id);
         answered(10_000_000);
-        lapic::send_startup(id, (TRAMPOLINE >> 12) as u8);
+        let startup = || {
+            if silent != Some(id) {
+                lapic::send_startup(id, (TRAMPOLINE >> 12) as u8);
+            }
+        };
+        startup();
         let mut ok = answered(1_000_000);
         if !ok {
-            lapic::send_startup(id, (TRAMPOLINE >> 12) as u8);
+            startup();
             ok = answered(200_000_000);
         }
         if ok {
             up.push(id);
             ONLINE.store(up.len(), Ordering::Release);
         } else {
+            // INIT again: a CPU that would answer late is held in its
+            // wait for a startup IPI, and never runs on the stack and index
+            // the next CPU gets.
+            lapic::send_init(id);
             APIC_IDS[cpu].store(u32::MAX, Ordering::Release);
             missing.push(id);
         }
