@@ -30,6 +30,9 @@ enum Outcome {
 /// through `sysretq`.
 #[no_mangle]
 extern "C" fn syscall_from_user() -> u64 {
+    // The kernel's Rust uses SSE: save the caller's vector state now
+    // rather than at the first #NM trap.
+    crate::arch::entry::release_vectors();
     let mut k = sched::lock();
     let Some(caller) = k.current else {
         crate::fatal(format_args!("system call with no current thread"))
