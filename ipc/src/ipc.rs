@@ -589,6 +589,73 @@ impl Ipc {
         Ok(SendReceive::Parked { handoff })
     }
 
+    /// The `SendReceive` fast path's narrow entry: [`Ipc::send_receive`]
+    /// of `len` bytes packed little-endian in `words` (bytes at `len` and
+    /// beyond are ignored, as the general path ignores them), done only in
+    /// the common case where it hands the message straight to the peer's
+    /// thread parked in a receive: `h` is a connected, task-to-task end of
+    /// `caller`, the caller is not parked and has no end with events, the
+    /// peer end has none either, its owner is parked in a receive, and
+    /// `accept(owner)` agrees (the kernel's own check of that thread).
+    ///
+    /// Then the state changes exactly as `send_receive` changes it (the
+    /// caller parks in a receive, the peer wakes with the message) and the
+    /// woken thread's six result registers come back already encoded as
+    /// [`alux_abi::syscall::Received::encode`] lays them out, so the
+    /// message goes from the caller's registers to the receiver's as
+    /// words. Otherwise nothing changes and `None` comes back: the kernel
+    /// then runs the general path, which finds the same answer or the
+    /// precise error.
+    pub fn send_receive_fast(
+        &mut self,
+        caller: ThreadId,
+        h: Handle,
+        len: u64,
+        words: [u64; 4],
+        accept: impl FnOnce(ThreadId) -> bool,
+    ) -> Option<(ThreadId, [u64; 6])> {
+        let t = self.thread_slot(caller).ok()?;
+        let i = self.end_slot(t, h).ok()?;
+        let e = &self.ends[i as usize];
+        if len > MESSAGE_MAX as u64 || e.state != EndState::Connected || e.flags & F_KERNEL != 0 {
+            return None;
+        }
+        let th = &self.threads[t as usize];
+        if th.wait != Wait::None || th.ready.head_opt().is_some() {
+            return None;
+        }
+        let p = e.peer;
+        let pe = &self.ends[p as usize];
+        if pe.pending != 0 || pe.owner == NIL {
+            return None;
+        }
+        let owner = pe.owner;
+        let receiver = &self.threads[owner as usize];
+        if receiver.wait != Wait::Receive || !accept(receiver.id) {
+            return None;
+        }
+        let to = receiver.id;
+        // Commit: the caller's store, then the peer's delivery, as
+        // `send_receive` and `deliver_or_hand_off` make them.
+        let words = mask_message(words, len);
+        let e = &mut self.ends[i as usize];
+        e.buf = words_to_bytes(words);
+        e.len = len as u8;
+        e.seq += 1;
+        self.threads[t as usize].wait = Wait::Receive;
+        self.threads[owner as usize].wait = Wait::None;
+        self.stamp += 1;
+        let pe = &mut self.ends[p as usize];
+        pe.ready_stamp = self.stamp;
+        let reason = pe.close_reason as u64;
+        let info = Events::SIGNAL.bits() as u64
+            | (reason & 0xff) << 8
+            | (pe.peer_uid as u64) << 16
+            | len << 32;
+        let [w0, w1, w2, w3] = words;
+        Some((to, [Handle::new(p, pe.gen).raw(), info, w0, w1, w2, w3]))
+    }
+
     /// What a read of end `i` returns now: the peer's buffer, the last data
     /// of a closed peer, or nothing for an unconnected end.
     fn message_of(&self, i: u32) -> Message {
@@ -1364,6 +1431,30 @@ pub(crate) struct Parts<'a> {
 /// it. Nothing refers to a dead record (lists hold live threads only, ends
 /// live tasks and threads), and lookups by ID treat a missing record as an
 /// unknown ID.
+/// `words` with every byte at `len` and beyond cleared: what a store of the
+/// first `len` bytes leaves in a buffer (`len` at most 32).
+fn mask_message(mut words: [u64; 4], len: u64) -> [u64; 4] {
+    for (k, w) in words.iter_mut().enumerate() {
+        let first = k as u64 * 8;
+        if len <= first {
+            *w = 0;
+        } else if len < first + 8 {
+            *w &= (1u64 << ((len - first) * 8)) - 1;
+        }
+    }
+    words
+}
+
+/// The 32 bytes of `words`, little-endian (the layout of
+/// `alux_abi::syscall::pack_message`).
+fn words_to_bytes(words: [u64; 4]) -> [u8; MESSAGE_MAX] {
+    let mut b = [0u8; MESSAGE_MAX];
+    for (chunk, w) in b.chunks_exact_mut(8).zip(words) {
+        chunk.copy_from_slice(&w.to_le_bytes());
+    }
+    b
+}
+
 fn trim_records<T>(v: &mut Vec<T>, live: impl Fn(&T) -> bool) {
     let before = v.len();
     while v.last().is_some_and(|r| !live(r)) {
@@ -1377,6 +1468,21 @@ fn trim_records<T>(v: &mut Vec<T>, live: impl Fn(&T) -> bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fast_path_stores_what_a_byte_store_would() {
+        let words = [u64::MAX; 4];
+        for len in 0..=32u64 {
+            let got = words_to_bytes(mask_message(words, len));
+            let mut want = [0u8; MESSAGE_MAX];
+            want[..len as usize].fill(0xff);
+            assert_eq!(got, want, "len {len}");
+        }
+        let words = [0x0807_0605_0403_0201, 0, 0, 0x2000_0000_0000_0000];
+        let b = words_to_bytes(words);
+        assert_eq!((b[0], b[7], b[31]), (1, 8, 0x20), "little-endian, as pack_message");
+        assert_eq!(alux_abi::syscall::pack_message(&b), words);
+    }
 
     fn world() -> (Ipc, ThreadId) {
         let mut ipc = Ipc::new(Limits::default());

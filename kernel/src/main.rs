@@ -15,6 +15,7 @@ mod arch;
 mod boot_info;
 mod console;
 mod devices;
+mod fastpath;
 mod ipc_glue;
 mod irq_glue;
 mod kmap;

@@ -201,6 +201,9 @@ pub fn install(k: Kernel) {
     KERNEL.call_once(|| Mutex::new(k));
 }
 
+/// The kernel lock, held.
+pub type KernelGuard = MutexGuard<'static, Kernel>;
+
 /// Takes the kernel lock.
 pub fn lock() -> MutexGuard<'static, Kernel> {
     match KERNEL.get() {
@@ -648,6 +651,66 @@ impl Kernel {
             self.run_queue.push_back(previous);
             self.timer_dirty = true;
         }
+    }
+
+    /// Whether a hand-off is already waiting to run (the fast path then
+    /// leaves the call to the general one).
+    pub fn hand_off_pending(&self) -> bool {
+        self.handoff.is_some()
+    }
+
+    /// Whether `id` is blocked in an IPC receive without a deadline: the
+    /// thread the fast path may switch to directly (a deadline would need
+    /// its timer taken out: the general path does that).
+    pub fn parked_for_hand_off(threads: &GenTable<Thread>, id: ThreadId) -> bool {
+        threads.get(key_of_thread(id)).is_some_and(|t| {
+            t.state == ThreadState::Blocked(Wait::IpcReceive) && t.deadline.is_none()
+        })
+    }
+
+    /// The fast path's switch, after the IPC core handed `to` a message
+    /// from `caller` (the current thread): the caller blocks in a receive
+    /// without deadline, `to` gets `regs` as its six result registers and
+    /// runs now, in the rest of the caller's time slice. The same end state
+    /// as `block_current`, `hand_off` and `dispatch` reach on the general
+    /// path, without the hand-off slot and the run queue. Returns 1 if
+    /// `to` may leave through `sysretq`; `None` (not reached: the IPC core
+    /// asked `parked_for_hand_off` under the same lock) if `to` is gone,
+    /// and then [`dispatch`] must choose the next thread.
+    #[inline(always)]
+    pub fn fast_hand_off(&mut self, caller: ThreadId, to: ThreadId, regs: [u64; 6]) -> Option<u64> {
+        if let Some(t) = self.threads.get_mut(key_of_thread(caller)) {
+            t.state = ThreadState::Blocked(Wait::IpcReceive);
+            t.deadline = None;
+            t.from_syscall = true;
+        }
+        self.current = None;
+        let t = self.threads.get_mut(key_of_thread(to))?;
+        let [a, b, c, d, e, f] = regs;
+        let r = &mut t.ctx.regs;
+        (r.rax, r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) = (0, a, b, c, d, e, f);
+        t.state = ThreadState::Running;
+        entry::set_current_context(&mut t.ctx);
+        let may_sysret = t.may_sysret();
+        let root = t.root;
+        let io = if t.io { Some(t.task) } else { None };
+        self.current = Some(to);
+        if io != self.io_active {
+            self.switch_io(io);
+        }
+        if root != self.loaded_root {
+            // SAFETY: as in `load`: the PML4 of the thread's live task.
+            unsafe { cpu::write_cr3(root) };
+            self.loaded_root = root;
+        }
+        self.switches += 1;
+        // Neither the run queue nor the timers changed: as for a thread
+        // that keeps the CPU, the timer is re-armed only if it must be.
+        let console = crate::console::next_send().is_some_and(|c| self.armed.is_none_or(|a| a > c));
+        if self.timer_dirty || console {
+            self.arm_timer();
+        }
+        Some(may_sysret as u64)
     }
 
     /// Makes `io`'s I/O bitmap the one the CPU checks (`None`: every port

@@ -26,14 +26,28 @@ enum Outcome {
     Gone,
 }
 
-/// The `syscall` entry's Rust side. Returns 1 if the next context may leave
+/// The `syscall` entry's Rust side: the fast path for the calls that have
+/// one, else the general path. Returns 1 if the next context may leave
 /// through `sysretq`.
 #[no_mangle]
-extern "C" fn syscall_from_user() -> u64 {
-    // The kernel's Rust uses SSE: save the caller's vector state now
+extern "C" fn syscall_from_user(number: u64) -> u64 {
+    let mut k = sched::lock();
+    if number == alux_abi::Sys::SendReceive as u64 {
+        match crate::fastpath::send_receive(&mut k) {
+            Some(crate::fastpath::Fast::Done(may_sysret)) => return may_sysret,
+            Some(crate::fastpath::Fast::Dispatch) => return sched::dispatch(k),
+            None => {}
+        }
+    }
+    general(k)
+}
+
+/// Every system call the fast path did not finish.
+#[inline(never)]
+fn general(mut k: sched::KernelGuard) -> u64 {
+    // The general path's Rust uses SSE: save the caller's vector state now
     // rather than at the first #NM trap.
     crate::arch::entry::release_vectors();
-    let mut k = sched::lock();
     let Some(caller) = k.current else {
         crate::fatal(format_args!("system call with no current thread"))
     };

@@ -47,7 +47,7 @@
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use super::context::{Context, Selectors, TrapFrame, USER_CS, USER_SS};
+use super::context::{Context, Regs, Selectors, TrapFrame, USER_CS, USER_SS};
 use super::cpu::wrmsr;
 use super::gdt::{IST_CRITICAL, IST_GENERAL};
 use x86_64::instructions::tables::lidt;
@@ -143,6 +143,41 @@ pub fn set_current_context(ctx: &mut Context) {
         .current_regs_end
         .store(regs + core::mem::size_of_val(&ctx.regs) as u64, Ordering::Relaxed);
     BOOT_CPU.current_fpu.store(&raw mut ctx.fpu as u64, Ordering::Relaxed);
+}
+
+/// The current thread's six system call argument registers as saved by
+/// `syscall_entry` (`rdi, rsi, rdx, r10, r8, r9`), read with plain loads
+/// into general registers (never through a vector register: the fast
+/// path runs before the vector registers are released).
+#[inline(always)]
+pub fn current_args() -> [u64; 6] {
+    let (a0, a1, a2, a3, a4, a5): (u64, u64, u64, u64, u64, u64);
+    // SAFETY: GS holds the per-CPU block in the kernel; `current_regs`
+    // points at the current thread's live `Regs` (set by
+    // `set_current_context`, under the kernel lock the caller holds), and
+    // only reads are made.
+    unsafe {
+        core::arch::asm!(
+            "mov {p}, gs:[24]",
+            "mov {a0}, [{p} + {rdi}]",
+            "mov {a1}, [{p} + {rsi}]",
+            "mov {a2}, [{p} + {rdx}]",
+            "mov {a3}, [{p} + {r10}]",
+            "mov {a4}, [{p} + {r8}]",
+            "mov {a5}, [{p} + {r9}]",
+            p = out(reg) _,
+            a0 = out(reg) a0, a1 = out(reg) a1, a2 = out(reg) a2,
+            a3 = out(reg) a3, a4 = out(reg) a4, a5 = out(reg) a5,
+            rdi = const core::mem::offset_of!(Regs, rdi),
+            rsi = const core::mem::offset_of!(Regs, rsi),
+            rdx = const core::mem::offset_of!(Regs, rdx),
+            r10 = const core::mem::offset_of!(Regs, r10),
+            r8 = const core::mem::offset_of!(Regs, r8),
+            r9 = const core::mem::offset_of!(Regs, r9),
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    [a0, a1, a2, a3, a4, a5]
 }
 
 /// Called when a context is freed: if the CPU holds its selectors or its
@@ -305,9 +340,10 @@ pub fn init(kernel_stack_top: u64) {
 
 // The Rust side of the entries, implemented by the kernel proper.
 extern "C" {
-    /// Handles the system call saved in the current context. Returns 1 if
-    /// the (possibly new) current context may return with `sysretq`.
-    fn syscall_from_user() -> u64;
+    /// Handles the system call saved in the current context (`number` is
+    /// its `rax`). Returns 1 if the (possibly new) current context may
+    /// return with `sysretq`.
+    fn syscall_from_user(number: u64) -> u64;
     /// Handles an interrupt or exception from user mode.
     fn trap_from_user(frame: &TrapFrame) -> u64;
     /// Handles an interrupt or exception that interrupted the kernel.
@@ -471,6 +507,7 @@ syscall_entry:
     push {user_cs}
     push rcx
     PUSH_GPRS
+    mov rdi, rax
     /* CR0.TS: vector instructions trap until the registers are released. */
     mov rax, gs:[64]
     mov cr0, rax

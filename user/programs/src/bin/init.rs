@@ -451,6 +451,15 @@ fn closes(init: &Init<'_>) -> Verdict {
 
 fn handles(init: &Init<'_>) -> Verdict {
     with_holder(init, "handles")?;
+    // The same refusals where the `SendReceive` fast path would otherwise
+    // apply (a receiver parked and waiting).
+    let server = init.spawn("ipc", "fast-server")?;
+    expect(
+        "fast-refusals",
+        init.run("ipc", &format!("fast-refusals {}", server.raw())),
+        TaskEnd::Exited(0),
+    )?;
+    expect("fast-server", task::wait(server, WAIT), TaskEnd::Exited(0))?;
     // Privileged calls work for init. (The page-fault end is memd's: an
     // interrupt line nobody uses here, COM2's, serves the check.)
     let end = alux_rt::ipc::open_kernel_end(alux_abi::ipc::kernel_end_kind::interrupt(3))
