@@ -606,6 +606,7 @@ impl Ipc {
     /// words. Otherwise nothing changes and `None` comes back: the kernel
     /// then runs the general path, which finds the same answer or the
     /// precise error.
+    #[inline]
     pub fn send_receive_fast(
         &mut self,
         caller: ThreadId,
@@ -614,32 +615,42 @@ impl Ipc {
         words: [u64; 4],
         accept: impl FnOnce(ThreadId) -> bool,
     ) -> Option<(ThreadId, [u64; 6])> {
-        let t = self.thread_slot(caller).ok()?;
-        let i = self.end_slot(t, h).ok()?;
-        let e = &self.ends[i as usize];
-        if len > MESSAGE_MAX as u64 || e.state != EndState::Connected || e.flags & F_KERNEL != 0 {
+        // `thread_slot`, `end_slot` and `writable_end` in the one outcome
+        // that passes them all: a live caller record; the handle's
+        // generation current and its end owned by the caller (a connected
+        // end is live and has an owner, and no end ever has generation 0);
+        // at most 32 bytes; connected, to a task's end.
+        let t = caller.index();
+        let th = self.threads.get(t as usize)?;
+        if !th.live || th.id != caller || th.wait != Wait::None || th.ready.head_opt().is_some() {
             return None;
         }
-        let th = &self.threads[t as usize];
-        if th.wait != Wait::None || th.ready.head_opt().is_some() {
+        let i = h.index();
+        let e = self.ends.get(i as usize)?;
+        if h.generation() != e.gen
+            || e.owner != t
+            || e.state != EndState::Connected
+            || e.flags & F_KERNEL != 0
+            || len > MESSAGE_MAX as u64
+        {
             return None;
         }
         let p = e.peer;
-        let pe = &self.ends[p as usize];
-        if pe.pending != 0 || pe.owner == NIL {
+        let pe = self.ends.get(p as usize)?;
+        if pe.pending != 0 {
             return None;
         }
         let owner = pe.owner;
-        let receiver = &self.threads[owner as usize];
+        let receiver = self.threads.get(owner as usize)?;
         if receiver.wait != Wait::Receive || !accept(receiver.id) {
             return None;
         }
         let to = receiver.id;
         // Commit: the caller's store, then the peer's delivery, as
         // `send_receive` and `deliver_or_hand_off` make them.
-        let words = mask_message(words, len);
+        let words = if len == MESSAGE_MAX as u64 { words } else { mask_message(words, len) };
         let e = &mut self.ends[i as usize];
-        e.buf = words_to_bytes(words);
+        store_words(&mut e.buf, words);
         e.len = len as u8;
         e.seq += 1;
         self.threads[t as usize].wait = Wait::Receive;
@@ -647,9 +658,8 @@ impl Ipc {
         self.stamp += 1;
         let pe = &mut self.ends[p as usize];
         pe.ready_stamp = self.stamp;
-        let reason = pe.close_reason as u64;
         let info = Events::SIGNAL.bits() as u64
-            | (reason & 0xff) << 8
+            | (pe.close_reason as u64) << 8
             | (pe.peer_uid as u64) << 16
             | len << 32;
         let [w0, w1, w2, w3] = words;
@@ -1445,14 +1455,15 @@ fn mask_message(mut words: [u64; 4], len: u64) -> [u64; 4] {
     words
 }
 
-/// The 32 bytes of `words`, little-endian (the layout of
-/// `alux_abi::syscall::pack_message`).
-fn words_to_bytes(words: [u64; 4]) -> [u8; MESSAGE_MAX] {
-    let mut b = [0u8; MESSAGE_MAX];
-    for (chunk, w) in b.chunks_exact_mut(8).zip(words) {
-        chunk.copy_from_slice(&w.to_le_bytes());
-    }
-    b
+/// Stores `words` into a message buffer, little-endian (the layout of
+/// `alux_abi::syscall::pack_message`): four word stores.
+#[inline(always)]
+fn store_words(buf: &mut [u8; MESSAGE_MAX], words: [u64; 4]) {
+    let [a, b, c, d] = words;
+    buf[0..8].copy_from_slice(&a.to_le_bytes());
+    buf[8..16].copy_from_slice(&b.to_le_bytes());
+    buf[16..24].copy_from_slice(&c.to_le_bytes());
+    buf[24..32].copy_from_slice(&d.to_le_bytes());
 }
 
 fn trim_records<T>(v: &mut Vec<T>, live: impl Fn(&T) -> bool) {
@@ -1473,13 +1484,15 @@ mod tests {
     fn the_fast_path_stores_what_a_byte_store_would() {
         let words = [u64::MAX; 4];
         for len in 0..=32u64 {
-            let got = words_to_bytes(mask_message(words, len));
+            let mut got = [0xaau8; MESSAGE_MAX];
+            store_words(&mut got, mask_message(words, len));
             let mut want = [0u8; MESSAGE_MAX];
             want[..len as usize].fill(0xff);
             assert_eq!(got, want, "len {len}");
         }
         let words = [0x0807_0605_0403_0201, 0, 0, 0x2000_0000_0000_0000];
-        let b = words_to_bytes(words);
+        let mut b = [0u8; MESSAGE_MAX];
+        store_words(&mut b, words);
         assert_eq!((b[0], b[7], b[31]), (1, 8, 0x20), "little-endian, as pack_message");
         assert_eq!(alux_abi::syscall::pack_message(&b), words);
     }

@@ -662,6 +662,7 @@ impl Kernel {
     /// Whether `id` is blocked in an IPC receive without a deadline: the
     /// thread the fast path may switch to directly (a deadline would need
     /// its timer taken out: the general path does that).
+    #[inline]
     pub fn parked_for_hand_off(threads: &GenTable<Thread>, id: ThreadId) -> bool {
         threads.get(key_of_thread(id)).is_some_and(|t| {
             t.state == ThreadState::Blocked(Wait::IpcReceive) && t.deadline.is_none()
