@@ -1,6 +1,8 @@
-//! The system call fast path: `SendReceive` in its common case, carried
-//! out without the decoder, the typed call, the IPC glue's enums and the
-//! general dispatch, and without touching the caller's vector registers.
+//! The system call fast paths: `SendReceive` in its common case,
+//! `SelfInfo` and `Yield`, carried out without the decoder, the typed call, the IPC
+//! glue's enums, the general dispatch and the thread table: who runs is
+//! in the per-CPU block (`entry::current_identity`), and the argument and
+//! result registers are read and written in the saved context through it.
 //!
 //! It owns no rule. The IPC core decides, through its narrow entry
 //! [`alux_ipc::Ipc::send_receive_fast`], whether the call is the common
@@ -35,7 +37,7 @@ pub enum Fast {
 /// general path.
 #[inline(never)]
 pub fn send_receive(k: &mut Kernel) -> Option<Fast> {
-    let caller = k.current?;
+    let (caller, ..) = crate::arch::entry::current_identity();
     let [h, len, w0, w1, w2, w3] = crate::arch::entry::current_args();
     if k.hand_off_pending() || crate::irq_glue::has_work(k) {
         return None;
@@ -50,4 +52,39 @@ pub fn send_receive(k: &mut Kernel) -> Option<Fast> {
             Kernel::parked_for_hand_off(threads, to)
         })?;
     Some(k.fast_hand_off(caller, to, regs).map_or(Fast::Dispatch, Fast::Done))
+}
+
+/// `SelfInfo`: the caller's task, thread, uid and flags, from the per-CPU
+/// block; no lookup, no vector register touched, no switch. `None` if the
+/// caller is due to be preempted (the general path switches then).
+#[inline(never)]
+pub fn self_info(k: &Kernel) -> Option<Fast> {
+    if k.resched_pending() {
+        return None;
+    }
+    let (thread, task, uid, flags) = crate::arch::entry::current_identity();
+    let result = [0, task.raw(), thread.raw(), uid as u64, flags as u64];
+    // The thread entered by `syscall`; its `from_syscall` flag is left as
+    // it was: nothing reads it before the thread enters the kernel again,
+    // which sets it anew.
+    let may_sysret =
+        crate::arch::entry::finish_current_call(result, kernel::syscall::USER_POINTER_END);
+    Some(Fast::Done(may_sysret as u64))
+}
+
+/// `Yield`: the result (nothing) is written straight into the saved
+/// context, and the scheduler preempts the caller at once, exactly as the
+/// general path's `request_resched` and `dispatch` do. If another thread
+/// is ready, the switch will save the caller's vector registers anyway:
+/// they are released now, before the scheduler's Rust runs.
+#[inline(never)]
+pub fn yield_now(k: &mut Kernel) -> Option<Fast> {
+    let (caller, ..) = crate::arch::entry::current_identity();
+    k.thread_mut(caller)?.from_syscall = true;
+    if k.others_ready() {
+        crate::arch::entry::release_vectors();
+    }
+    crate::arch::entry::finish_current_call([0; 5], kernel::syscall::USER_POINTER_END);
+    k.request_resched();
+    Some(Fast::Dispatch)
 }

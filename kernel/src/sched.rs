@@ -91,6 +91,11 @@ pub struct Thread {
     pub root: u64,
     /// Its task has I/O ports granted (copied here for the switch path).
     pub io: bool,
+    /// Its task's uid and `task_flags` (fixed for the task's life), copied
+    /// here for the per-CPU identity (`entry::set_current_identity`).
+    pub uid: Uid,
+    /// See `uid`.
+    pub task_flags: u32,
 }
 
 impl Thread {
@@ -608,6 +613,7 @@ impl Kernel {
         let t = self.threads.get_mut(key_of_thread(id))?;
         t.state = ThreadState::Running;
         entry::set_current_context(&mut t.ctx);
+        entry::set_current_identity(id, t.task, t.uid, t.task_flags);
         let may_sysret = t.may_sysret();
         let root = t.root;
         let io = if t.io { Some(t.task) } else { None };
@@ -659,6 +665,18 @@ impl Kernel {
         self.handoff.is_some()
     }
 
+    /// Whether a thread other than the current one is ready to run.
+    pub fn others_ready(&self) -> bool {
+        self.handoff.is_some() || !self.run_queue.is_empty()
+    }
+
+    /// Whether the current thread is to be preempted at the next dispatch
+    /// (a fast path that keeps it running then leaves the call to the
+    /// general one, which switches).
+    pub fn resched_pending(&self) -> bool {
+        self.resched
+    }
+
     /// Whether `id` is blocked in an IPC receive without a deadline: the
     /// thread the fast path may switch to directly (a deadline would need
     /// its timer taken out: the general path does that).
@@ -692,6 +710,7 @@ impl Kernel {
         (r.rax, r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) = (0, a, b, c, d, e, f);
         t.state = ThreadState::Running;
         entry::set_current_context(&mut t.ctx);
+        entry::set_current_identity(to, t.task, t.uid, t.task_flags);
         let may_sysret = t.may_sysret();
         let root = t.root;
         let io = if t.io { Some(t.task) } else { None };

@@ -32,14 +32,20 @@ enum Outcome {
 #[no_mangle]
 extern "C" fn syscall_from_user(number: u64) -> u64 {
     let mut k = sched::lock();
-    if number == alux_abi::Sys::SendReceive as u64 {
-        match crate::fastpath::send_receive(&mut k) {
-            Some(crate::fastpath::Fast::Done(may_sysret)) => return may_sysret,
-            Some(crate::fastpath::Fast::Dispatch) => return sched::dispatch(k),
-            None => {}
-        }
+    let fast = if number == alux_abi::Sys::SendReceive as u64 {
+        crate::fastpath::send_receive(&mut k)
+    } else if number == alux_abi::Sys::SelfInfo as u64 {
+        crate::fastpath::self_info(&k)
+    } else if number == alux_abi::Sys::Yield as u64 {
+        crate::fastpath::yield_now(&mut k)
+    } else {
+        None
+    };
+    match fast {
+        Some(crate::fastpath::Fast::Done(may_sysret)) => may_sysret,
+        Some(crate::fastpath::Fast::Dispatch) => sched::dispatch(k),
+        None => general(k),
     }
-    general(k)
 }
 
 /// Every system call the fast path did not finish.

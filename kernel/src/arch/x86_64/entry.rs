@@ -50,6 +50,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use super::context::{Context, Regs, Selectors, TrapFrame, USER_CS, USER_SS};
 use super::cpu::wrmsr;
 use super::gdt::{IST_CRITICAL, IST_GENERAL};
+use alux_abi::{TaskId, ThreadId, Uid};
 use x86_64::instructions::tables::lidt;
 use x86_64::structures::DescriptorTablePointer;
 use x86_64::VirtAddr;
@@ -72,6 +73,12 @@ pub struct PerCpu {
     /// 1: save with `xsaveopt` and restore with `xrstor`; 0: `fxsave` and
     /// `fxrstor`.
     fpu_xsave: AtomicU64,
+    /// Who runs on this CPU (`set_current_identity`): the thread's raw ID,
+    /// its task's, and the task's uid with its `task_flags` above bit 32.
+    /// The fast paths read them instead of looking the thread up.
+    thread: AtomicU64,
+    task: AtomicU64,
+    ident: AtomicU64,
 }
 
 const _: () = {
@@ -84,6 +91,9 @@ const _: () = {
     assert!(core::mem::offset_of!(PerCpu, fpu_owner) == 56);
     assert!(core::mem::offset_of!(PerCpu, cr0_guard) == 64);
     assert!(core::mem::offset_of!(PerCpu, fpu_xsave) == 72);
+    assert!(core::mem::offset_of!(PerCpu, thread) == 80);
+    assert!(core::mem::offset_of!(PerCpu, task) == 88);
+    assert!(core::mem::offset_of!(PerCpu, ident) == 96);
 };
 
 static BOOT_CPU: PerCpu = PerCpu {
@@ -97,6 +107,9 @@ static BOOT_CPU: PerCpu = PerCpu {
     fpu_owner: AtomicU64::new(0),
     cr0_guard: AtomicU64::new(0),
     fpu_xsave: AtomicU64::new(0),
+    thread: AtomicU64::new(0),
+    task: AtomicU64::new(0),
+    ident: AtomicU64::new(0),
 };
 
 /// The context whose thread's DS/ES/FS/GS the CPU holds (0: no live
@@ -143,6 +156,68 @@ pub fn set_current_context(ctx: &mut Context) {
         .current_regs_end
         .store(regs + core::mem::size_of_val(&ctx.regs) as u64, Ordering::Relaxed);
     BOOT_CPU.current_fpu.store(&raw mut ctx.fpu as u64, Ordering::Relaxed);
+}
+
+/// Records who runs on this CPU from now on (with
+/// [`set_current_context`], whenever the scheduler loads a thread).
+pub fn set_current_identity(thread: ThreadId, task: TaskId, uid: Uid, flags: u32) {
+    BOOT_CPU.thread.store(thread.raw(), Ordering::Relaxed);
+    BOOT_CPU.task.store(task.raw(), Ordering::Relaxed);
+    BOOT_CPU.ident.store(uid as u64 | (flags as u64) << 32, Ordering::Relaxed);
+}
+
+/// Who runs on this CPU: its thread, its task, the task's uid and
+/// `task_flags`, read from the per-CPU block through GS (no lookup).
+#[inline(always)]
+pub fn current_identity() -> (ThreadId, TaskId, Uid, u32) {
+    let (thread, task, ident): (u64, u64, u64);
+    // SAFETY: GS holds the per-CPU block in the kernel; three plain loads.
+    unsafe {
+        core::arch::asm!(
+            "mov {0}, gs:[80]",
+            "mov {1}, gs:[88]",
+            "mov {2}, gs:[96]",
+            out(reg) thread, out(reg) task, out(reg) ident,
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    (ThreadId::from_raw(thread), TaskId::from_raw(task), ident as Uid, (ident >> 32) as u32)
+}
+
+/// Writes a finished call's result registers (`rax, rdi, rsi, rdx, r10`)
+/// into the current thread's saved context, with plain stores, and says
+/// whether it may leave through `sysretq` (its return address is below
+/// `USER_POINTER_END`; it entered by `syscall`). For the fast paths.
+#[inline(always)]
+pub fn finish_current_call(r: [u64; 5], user_pointer_end: u64) -> bool {
+    let [rax, rdi, rsi, rdx, r10] = r;
+    let rip: u64;
+    // SAFETY: GS holds the per-CPU block in the kernel; `current_regs`
+    // points at the current thread's live `Regs` (the caller holds the
+    // kernel lock), whose result registers the call owns.
+    unsafe {
+        core::arch::asm!(
+            "mov {p}, gs:[24]",
+            "mov [{p} + {orax}], {rax}",
+            "mov [{p} + {ordi}], {rdi}",
+            "mov [{p} + {orsi}], {rsi}",
+            "mov [{p} + {ordx}], {rdx}",
+            "mov [{p} + {or10}], {r10}",
+            "mov {rip}, [{p} + {orip}]",
+            p = out(reg) _,
+            rip = lateout(reg) rip,
+            rax = in(reg) rax, rdi = in(reg) rdi, rsi = in(reg) rsi,
+            rdx = in(reg) rdx, r10 = in(reg) r10,
+            orax = const core::mem::offset_of!(Regs, rax),
+            ordi = const core::mem::offset_of!(Regs, rdi),
+            orsi = const core::mem::offset_of!(Regs, rsi),
+            ordx = const core::mem::offset_of!(Regs, rdx),
+            or10 = const core::mem::offset_of!(Regs, r10),
+            orip = const core::mem::offset_of!(Regs, rip),
+            options(nostack, preserves_flags),
+        );
+    }
+    rip < user_pointer_end
 }
 
 /// The current thread's six system call argument registers as saved by
