@@ -646,14 +646,77 @@ impl Ipc {
             return None;
         }
         let to = receiver.id;
-        // Commit: the caller's store, then the peer's delivery, as
-        // `send_receive` and `deliver_or_hand_off` make them.
-        let words = if len == MESSAGE_MAX as u64 { words } else { mask_message(words, len) };
+        // Commit: what `send_receive` and `deliver_or_hand_off` change.
+        self.threads[t as usize].wait = Wait::Receive;
+        Some((to, self.hand_over(i, p, owner, len, words)))
+    }
+
+    /// The `Send` fast path's narrow entry: [`Ipc::write_signal`] of `len`
+    /// bytes packed in `words`, done only when the signal wakes the peer's
+    /// thread parked in a receive: `h` is a connected end of `caller`
+    /// (a task's or the kernel's peer alike: only a task's peer can be
+    /// parked), at most 32 bytes, the peer end has no events, its owner is
+    /// parked in a receive, and `accept(owner)` agrees.
+    ///
+    /// Then the state changes exactly as `write_signal` changes it, except
+    /// that the woken thread is returned with its six result registers
+    /// (laid out as [`alux_abi::syscall::Received::encode`]) instead of
+    /// being queued as a wakeup: the kernel wakes it. Otherwise nothing
+    /// changes and `None` comes back.
+    #[inline]
+    pub fn send_fast(
+        &mut self,
+        caller: ThreadId,
+        h: Handle,
+        len: u64,
+        words: [u64; 4],
+        accept: impl FnOnce(ThreadId) -> bool,
+    ) -> Option<(ThreadId, [u64; 6])> {
+        let t = caller.index();
+        let th = self.threads.get(t as usize)?;
+        if !th.live || th.id != caller {
+            return None;
+        }
+        let i = h.index();
+        let e = self.ends.get(i as usize)?;
+        if h.generation() != e.gen
+            || e.owner != t
+            || e.state != EndState::Connected
+            || len > MESSAGE_MAX as u64
+        {
+            return None;
+        }
+        let p = e.peer;
+        let pe = self.ends.get(p as usize)?;
+        if pe.pending != 0 || pe.owner == NIL {
+            return None;
+        }
+        let owner = pe.owner;
+        let receiver = self.threads.get(owner as usize)?;
+        if receiver.wait != Wait::Receive || !accept(receiver.id) {
+            return None;
+        }
+        let to = receiver.id;
+        Some((to, self.hand_over(i, p, owner, len, words)))
+    }
+
+    /// The commit shared by the fast entries: stores `words` (`len` bytes)
+    /// in end `i`, and delivers `SIGNAL` to its peer end
+    /// `p`, whose owner (thread slot `owner`) is parked in a receive: its
+    /// wait ends and its six result registers come back.
+    #[inline(always)]
+    fn hand_over(&mut self, i: u32, p: u32, owner: u32, len: u64, words: [u64; 4]) -> [u64; 6] {
+        // Word by word in general registers (no array copy: the `Send`
+        // fast path runs with the caller's vector registers live).
+        let [mut w0, mut w1, mut w2, mut w3] = words;
+        if len < MESSAGE_MAX as u64 {
+            [w0, w1, w2, w3] =
+                [keep(w0, 0, len), keep(w1, 1, len), keep(w2, 2, len), keep(w3, 3, len)];
+        }
         let e = &mut self.ends[i as usize];
-        store_words(&mut e.buf, words);
+        store_words(&mut e.buf, [w0, w1, w2, w3]);
         e.len = len as u8;
         e.seq += 1;
-        self.threads[t as usize].wait = Wait::Receive;
         self.threads[owner as usize].wait = Wait::None;
         self.stamp += 1;
         let pe = &mut self.ends[p as usize];
@@ -662,8 +725,7 @@ impl Ipc {
             | (pe.close_reason as u64) << 8
             | (pe.peer_uid as u64) << 16
             | len << 32;
-        let [w0, w1, w2, w3] = words;
-        Some((to, [Handle::new(p, pe.gen).raw(), info, w0, w1, w2, w3]))
+        [Handle::new(p, pe.gen).raw(), info, w0, w1, w2, w3]
     }
 
     /// What a read of end `i` returns now: the peer's buffer, the last data
@@ -1441,18 +1503,23 @@ pub(crate) struct Parts<'a> {
 /// it. Nothing refers to a dead record (lists hold live threads only, ends
 /// live tasks and threads), and lookups by ID treat a missing record as an
 /// unknown ID.
-/// `words` with every byte at `len` and beyond cleared: what a store of the
-/// first `len` bytes leaves in a buffer (`len` at most 32).
-fn mask_message(mut words: [u64; 4], len: u64) -> [u64; 4] {
-    for (k, w) in words.iter_mut().enumerate() {
-        let first = k as u64 * 8;
-        if len <= first {
-            *w = 0;
-        } else if len < first + 8 {
-            *w &= (1u64 << ((len - first) * 8)) - 1;
-        }
+/// Word `k` of a message with every byte at `len` and beyond cleared: what
+/// a store of the first `len` bytes leaves in a buffer (`len` at most 32).
+#[inline(always)]
+fn keep(w: u64, k: u64, len: u64) -> u64 {
+    let bytes = len.saturating_sub(k * 8).min(8);
+    if bytes == 8 {
+        w
+    } else {
+        w & ((1u64 << (bytes * 8)) - 1)
     }
-    words
+}
+
+/// [`keep`] for all four words.
+#[cfg(test)]
+fn mask_message(words: [u64; 4], len: u64) -> [u64; 4] {
+    let [a, b, c, d] = words;
+    [keep(a, 0, len), keep(b, 1, len), keep(c, 2, len), keep(d, 3, len)]
 }
 
 /// Stores `words` into a message buffer, little-endian (the layout of

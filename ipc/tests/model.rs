@@ -483,6 +483,14 @@ enum Op {
         len: usize,
         accept: bool,
     },
+    /// The kernel's `Send` fast path: `send_fast`, then (if it refused)
+    /// the general `write_signal`.
+    SendFast {
+        t: usize,
+        h: usize,
+        len: usize,
+        accept: bool,
+    },
     TimeOut {
         t: usize,
     },
@@ -535,6 +543,8 @@ fn op() -> impl Strategy<Value = Op> {
         5 => (t.clone(), h.clone(), 0..34usize).prop_map(|(t, h, len)| Op::SendReceive { t, h, len }),
         3 => (t.clone(), h.clone(), 0..34usize, 0..4u8)
             .prop_map(|(t, h, len, a)| Op::SendReceiveFast { t, h, len, accept: a != 0 }),
+        3 => (t.clone(), h.clone(), 0..34usize, 0..4u8)
+            .prop_map(|(t, h, len, a)| Op::SendFast { t, h, len, accept: a != 0 }),
         2 => t.clone().prop_map(|t| Op::TimeOut { t }),
         1 => (t.clone(), uid, any::<bool>()).prop_map(|(t, uid, allow)| Op::SetPerm { t, uid, allow }),
         1 => (t.clone(), 0..3usize).prop_map(|(t, kind)| Op::KernelOpen { t, kind }),
@@ -559,6 +569,8 @@ fn rpc_op() -> impl Strategy<Value = Op> {
         4 => (t.clone(), h.clone(), 0..34usize).prop_map(|(t, h, len)| Op::SendReceive { t, h, len }),
         6 => (t.clone(), h.clone(), 0..34usize, 0..4u8)
             .prop_map(|(t, h, len, a)| Op::SendReceiveFast { t, h, len, accept: a != 0 }),
+        3 => (t.clone(), h.clone(), 0..34usize, 0..4u8)
+            .prop_map(|(t, h, len, a)| Op::SendFast { t, h, len, accept: a != 0 }),
         1 => (t.clone(), h.clone(), 0..34usize).prop_map(|(t, h, len)| Op::WriteSignal { t, h, len }),
         1 => (t.clone(), any::<bool>()).prop_map(|(t, block)| Op::PollAll { t, block }),
         // Parked threads do nothing else: time them out often.
@@ -579,6 +591,8 @@ struct Run {
     handoffs: usize,
     /// Of those, the ones `send_receive_fast` made.
     fast_handoffs: usize,
+    /// Receivers `send_fast` woke.
+    fast_wakes: usize,
 }
 
 impl Run {
@@ -590,6 +604,7 @@ impl Run {
             cur: 0,
             handoffs: 0,
             fast_handoffs: 0,
+            fast_wakes: 0,
         };
         for (uid, privileged) in [(1, false), (2, false), (0, true)] {
             r.apply(&Op::NewTask { uid, privileged });
@@ -1182,6 +1197,63 @@ impl Run {
                     (None, Some(r)) => panic!("fast path outside the common case: {r:?}"),
                 }
             }
+            Op::SendFast { t: ot, h: oh, len, accept } => {
+                let (t, id) = self.tid(ot);
+                let h = self.connected_handle(oh);
+                let data = self.data(len);
+                let mut raw = [0x77u8; 32];
+                let n = len.min(32);
+                raw[..n].copy_from_slice(&data[..n]);
+                let words = alux_abi::syscall::pack_message(&raw);
+                // The case: a writable end whose peer is a task's end with no
+                // events, its owner parked in a receive.
+                let case = self.writable(t, h, len).ok().and_then(|k| match self.m.ends[&k].st {
+                    St::Connected(Peer::End(p))
+                        if self.m.ends[&p].pending == 0
+                            && self.m.threads[self.m.ends[&p].owner].wait == MWait::Receive =>
+                    {
+                        Some((k, p))
+                    }
+                    _ => None,
+                });
+                let mut asked = None;
+                let real = self.ipc.send_fast(id, h, len as u64, words, |to| {
+                    asked = Some(to);
+                    accept
+                });
+                match (case, real) {
+                    (Some((k, p)), Some((to, regs))) => {
+                        assert!(accept, "fast path taken without the kernel's consent");
+                        let e = self.m.ends.get_mut(&k).unwrap();
+                        e.buf = data;
+                        e.seq += 1;
+                        let Some((w, MCompletion::Received(key, ev, buf, _))) =
+                            self.m.deliver_or_hand_off(p, Events::SIGNAL.bits())
+                        else {
+                            panic!("the model wakes nobody")
+                        };
+                        assert_eq!((asked, to), (Some(to), self.m.threads[w].id), "woken thread");
+                        let got = alux_abi::syscall::Received::decode(regs).expect("well-formed");
+                        assert_eq!(self.m.by_handle.get(&got.handle.raw()), Some(&key), "end");
+                        assert_eq!(got.events.bits(), ev, "events");
+                        let want = self.m.ready_of(key);
+                        assert_eq!((got.peer_uid, got.close_reason), (want.peer_uid, want.reason));
+                        assert_eq!(got.message.bytes(), &buf[..], "message");
+                        assert!(got.message.data[buf.len()..].iter().all(|&b| b == 0), "tail");
+                        self.fast_wakes += 1;
+                    }
+                    (case, None) => {
+                        if case.is_none() {
+                            assert_eq!(asked, None, "the kernel asked outside the common case");
+                        } else {
+                            assert!(!accept && asked.is_some(), "common case refused");
+                        }
+                        self.check();
+                        self.apply(&Op::WriteSignal { t: ot, h: oh, len });
+                    }
+                    (None, Some(r)) => panic!("fast path outside the common case: {r:?}"),
+                }
+            }
             Op::TimeOut { t } => {
                 let (t, id) = self.tid(t);
                 let real = self.ipc.timed_out(id);
@@ -1586,4 +1658,31 @@ fn send_receive_fast_takes_the_common_case_only() {
     assert_eq!((run.handoffs, run.fast_handoffs), (3, 3));
     let run = run_ops(&ops(false));
     assert_eq!((run.handoffs, run.fast_handoffs), (3, 0));
+}
+
+/// `send_fast` wakes a receiver exactly as `write_signal` would (a short
+/// message with garbage past its length), and refuses a receiver the
+/// kernel refuses, a peer not waiting, and a message too long.
+#[test]
+fn send_fast_wakes_a_parked_receiver_only() {
+    let ops = |accept: bool| {
+        [
+            Op::PortCreate { t: 2 },
+            Op::Push { t: 2, h: 0 },
+            Op::Connect { t: 0, task: 1, block: false },
+            Op::Receive { t: 2, block: false },
+            Op::Receive { t: 2, block: true },
+            Op::SendFast { t: 0, h: 0, len: 6, accept },
+            // Thread 2 is awake now: the signal is queued the usual way.
+            Op::SendFast { t: 0, h: 0, len: 32, accept },
+            Op::Receive { t: 2, block: false },
+            Op::Receive { t: 2, block: true },
+            Op::SendFast { t: 0, h: 0, len: 33, accept },
+            Op::SendFast { t: 0, h: 0, len: 32, accept },
+        ]
+    };
+    let run = run_ops(&ops(true));
+    assert_eq!(run.fast_wakes, 2);
+    let run = run_ops(&ops(false));
+    assert_eq!(run.fast_wakes, 0);
 }

@@ -1,5 +1,6 @@
-//! The system call fast paths: `SendReceive` in its common case,
-//! `SelfInfo` and `Yield`, carried out without the decoder, the typed call, the IPC
+//! The system call fast paths: `SendReceive` and `Send` in their common
+//! case (the peer's thread parked in a receive), `SelfInfo` and `Yield`,
+//! carried out without the decoder, the typed call, the IPC
 //! glue's enums, the general dispatch and the thread table: who runs is
 //! in the per-CPU block (`entry::current_identity`), and the argument and
 //! result registers are read and written in the saved context through it.
@@ -87,4 +88,36 @@ pub fn yield_now(k: &mut Kernel) -> Option<Fast> {
     crate::arch::entry::finish_current_call([0; 5], kernel::syscall::USER_POINTER_END);
     k.request_resched();
     Some(Fast::Dispatch)
+}
+
+/// `Send` to a peer whose thread is parked in a receive: the IPC core's
+/// `send_fast` commits what `write_signal` would, the receiver gets its
+/// six registers and joins the run queue (as a queued wakeup would make
+/// it), and the caller runs on. No switch, so the caller's vector
+/// registers stay in the CPU. `None`: nothing happened, take the general
+/// path.
+#[inline(never)]
+pub fn send(k: &mut Kernel) -> Option<Fast> {
+    let (caller, ..) = crate::arch::entry::current_identity();
+    let [h, len, w0, w1, w2, w3] = crate::arch::entry::current_args();
+    if crate::irq_glue::has_work(k) {
+        return None;
+    }
+    let threads = &k.threads;
+    let (to, regs) = k.ipc.send_fast(caller, Handle::from_raw(h), len, [w0, w1, w2, w3], |to| {
+        Kernel::parked_in_receive(threads, to)
+    })?;
+    k.wake_received(to, regs);
+    let may_sysret =
+        crate::arch::entry::finish_current_call([0; 5], kernel::syscall::USER_POINTER_END);
+    if k.resched_pending() {
+        // The general dispatch preempts the caller; a later load of it
+        // must know it entered by `syscall`.
+        if let Some(t) = k.thread_mut(caller) {
+            t.from_syscall = true;
+        }
+        return Some(Fast::Dispatch);
+    }
+    k.rearm_if_needed();
+    Some(Fast::Done(may_sysret as u64))
 }

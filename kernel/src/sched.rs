@@ -726,11 +726,48 @@ impl Kernel {
         self.switches += 1;
         // Neither the run queue nor the timers changed: as for a thread
         // that keeps the CPU, the timer is re-armed only if it must be.
+        self.rearm_if_needed();
+        Some(may_sysret as u64)
+    }
+
+    /// What `dispatch` does for a thread that keeps the CPU: re-arms the
+    /// timer if the run queue or the timers changed, or if console text
+    /// waits sooner than the armed deadline.
+    #[inline]
+    pub fn rearm_if_needed(&mut self) {
         let console = crate::console::next_send().is_some_and(|c| self.armed.is_none_or(|a| a > c));
         if self.timer_dirty || console {
             self.arm_timer();
         }
-        Some(may_sysret as u64)
+    }
+
+    /// Whether `id` is blocked in an IPC receive (with or without a
+    /// deadline): a thread the `Send` fast path may wake.
+    #[inline]
+    pub fn parked_in_receive(threads: &GenTable<Thread>, id: ThreadId) -> bool {
+        threads
+            .get(key_of_thread(id))
+            .is_some_and(|t| t.state == ThreadState::Blocked(Wait::IpcReceive))
+    }
+
+    /// Ends `id`'s receive with `regs` as its six result registers and puts
+    /// it at the back of the run queue: what `wake_with` does for a
+    /// `Completion::Received` (its deadline's timer, if any, goes).
+    #[inline]
+    pub fn wake_received(&mut self, id: ThreadId, regs: [u64; 6]) {
+        let Some(t) = self.threads.get_mut(key_of_thread(id)) else { return };
+        if !matches!(t.state, ThreadState::Blocked(_)) {
+            return;
+        }
+        if let Some(d) = t.deadline.take() {
+            remove_timer(&mut self.timers, d, id);
+        }
+        let [a, b, c, d, e, f] = regs;
+        let r = &mut t.ctx.regs;
+        (r.rax, r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) = (0, a, b, c, d, e, f);
+        t.state = ThreadState::Ready;
+        self.run_queue.push_back(id);
+        self.timer_dirty = true;
     }
 
     /// Makes `io`'s I/O bitmap the one the CPU checks (`None`: every port

@@ -34,6 +34,8 @@ extern "C" fn syscall_from_user(number: u64) -> u64 {
     let mut k = sched::lock();
     let fast = if number == alux_abi::Sys::SendReceive as u64 {
         crate::fastpath::send_receive(&mut k)
+    } else if number == alux_abi::Sys::Send as u64 {
+        crate::fastpath::send(&mut k)
     } else if number == alux_abi::Sys::SelfInfo as u64 {
         crate::fastpath::self_info(&k)
     } else if number == alux_abi::Sys::Yield as u64 {

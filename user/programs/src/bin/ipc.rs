@@ -877,8 +877,14 @@ fn raw_send_receive(h: u64, len: u64) -> Option<Error> {
     Error::from_code(rax)
 }
 
-/// `SendReceive` with the server's thread parked in a receive, so that
-/// the fast path would apply but for one thing each time: a handle never
+/// A raw `Send` of `len` bytes of 0x55 on handle `h`: the error.
+fn raw_send(h: u64, len: u64) -> Option<Error> {
+    let w = 0x5555_5555_5555_5555;
+    call(Sys::Send, [h, len, w, w, w, w]).err()
+}
+
+/// `SendReceive` and `Send` with the server's thread parked in a receive,
+/// so that the fast path would apply but for one thing each time: a handle never
 /// issued, a message too long, a port, another thread's end, a stale end,
 /// a receiver with a deadline, an event already pending for the caller, a
 /// closed peer. Each must fail with the general path's error (and reach
@@ -919,17 +925,22 @@ fn fast_refusal_steps(server: TaskId) -> Result<(), String> {
         }
     };
     settle();
-    expect("never issued", raw_send_receive(0x1234_5678, 4), Error::BadHandle)?;
-    expect("33 bytes", raw_send_receive(c1.handle().raw(), 33), Error::MessageTooLong)?;
     let port = Port::new().map_err(|e| format!("port: {}", e))?;
-    expect("a port", raw_send_receive(port.handle().raw(), 4), Error::NotConnected)?;
     let h1 = c1.handle().raw();
-    let foreign = thread::spawn(move || raw_send_receive(h1, 4)).map_err(|e| format!("{}", e))?;
-    expect("another thread's end", foreign.join().unwrap_or(None), Error::WrongThread)?;
+    // Each refusal for `SendReceive`, then for `Send`.
+    for (call, f) in [("SendReceive", raw_send_receive as fn(u64, u64) -> _), ("Send", raw_send)] {
+        println!("fast-refusals: {}", call);
+        expect("never issued", f(0x1234_5678, 4), Error::BadHandle)?;
+        expect("33 bytes", f(h1, 33), Error::MessageTooLong)?;
+        expect("a port", f(port.handle().raw(), 4), Error::NotConnected)?;
+        let foreign = thread::spawn(move || f(h1, 4)).map_err(|e| format!("{}", e))?;
+        expect("another thread's end", foreign.join().unwrap_or(None), Error::WrongThread)?;
+    }
     let h2 = c2.handle().raw();
     drop(c2);
     settle();
     expect("a closed end", raw_send_receive(h2, 4), Error::StaleHandle)?;
+    expect("a closed end (Send)", raw_send(h2, 4), Error::StaleHandle)?;
     // The server saw none of it: the next answer is to the next request.
     exchange(&c1, &ping_message(1))?;
     // A receiver parked with a deadline: the general path hands off.
@@ -938,6 +949,15 @@ fn fast_refusal_steps(server: TaskId) -> Result<(), String> {
     exchange(&c1, &t)?;
     settle();
     exchange(&c1, &ping_message(3))?;
+    // The same with `Send`, which wakes the receiver and drops its timer.
+    exchange(&c1, &t)?;
+    settle();
+    let m = ping_message(7);
+    c1.send(&m).map_err(|e| format!("send: {}", e))?;
+    let r = ipc::receive(LONG).map_err(|e| format!("receive: {}", e))?;
+    if r.message.data != pong_of(&m) {
+        return Err(format!("Send to a receiver with a deadline: got {:?}", r.message.data));
+    }
     // An event pending for the caller: it comes back at once, and the
     // request still reaches the server, whose answer comes next.
     let u = ping_message(4);
@@ -961,6 +981,7 @@ fn fast_refusal_steps(server: TaskId) -> Result<(), String> {
         return Err(format!("expected the peer's close, got {:?}", r.events));
     }
     expect("a closed peer", raw_send_receive(h1, 4), Error::PeerClosed)?;
+    expect("a closed peer (Send)", raw_send(h1, 4), Error::PeerClosed)?;
     Ok(())
 }
 
