@@ -75,17 +75,22 @@ pub fn self_info(k: &Kernel) -> Option<Fast> {
 
 /// `Yield`: the result (nothing) is written straight into the saved
 /// context, and the scheduler preempts the caller at once, exactly as the
-/// general path's `request_resched` and `dispatch` do. If another thread
+/// general path's `request_resched` and `dispatch` do: directly
+/// (`Kernel::fast_yield`) when another thread is ready and no hand-off is
+/// pending, else through `dispatch`. If another thread
 /// is ready, the switch will save the caller's vector registers anyway:
 /// they are released now, before the scheduler's Rust runs.
 #[inline(never)]
 pub fn yield_now(k: &mut Kernel) -> Option<Fast> {
     let (caller, ..) = crate::arch::entry::current_identity();
-    k.thread_mut(caller)?.from_syscall = true;
     if k.others_ready() {
         crate::arch::entry::release_vectors();
     }
     crate::arch::entry::finish_current_call([0; 5], kernel::syscall::USER_POINTER_END);
+    if let Some(may_sysret) = k.fast_yield(caller) {
+        return Some(Fast::Done(may_sysret));
+    }
+    k.thread_mut(caller)?.from_syscall = true;
     k.request_resched();
     Some(Fast::Dispatch)
 }

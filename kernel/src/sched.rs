@@ -730,6 +730,42 @@ impl Kernel {
         Some(may_sysret as u64)
     }
 
+    /// `Yield` by the current thread `caller` while another thread is
+    /// ready and no hand-off is pending: what `request_resched` and
+    /// `dispatch` do then (the caller to the back of the run queue, the
+    /// front one loaded with a fresh slice, the timer re-armed), without
+    /// the general dispatch's checks for cases that do not hold. Returns 1
+    /// if the loaded thread may leave through `sysretq`; `None` (nothing
+    /// changed) otherwise.
+    pub fn fast_yield(&mut self, caller: ThreadId) -> Option<u64> {
+        if self.handoff.is_some() || self.run_queue.is_empty() {
+            return None;
+        }
+        let t = self.threads.get_mut(key_of_thread(caller))?;
+        if t.state != ThreadState::Running {
+            return None;
+        }
+        t.from_syscall = true;
+        t.state = ThreadState::Ready;
+        self.run_queue.push_back(caller);
+        self.current = None;
+        self.resched = false;
+        let now = cpu::rdtsc();
+        while let Some(next) = self.run_queue.pop_front() {
+            if self.run_queue.is_empty() {
+                self.trim_run_queue();
+            }
+            if let Some(may_sysret) = self.load(next) {
+                self.switches += 1;
+                self.slice_end = now + self.slice_ticks;
+                self.arm_timer();
+                return Some(may_sysret as u64);
+            }
+        }
+        // Not reached: the caller itself is in the queue and loads.
+        None
+    }
+
     /// What `dispatch` does for a thread that keeps the CPU: re-arms the
     /// timer if the run queue or the timers changed, or if console text
     /// waits sooner than the armed deadline.
