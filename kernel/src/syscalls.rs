@@ -1,6 +1,8 @@
 //! System call handlers: safe functions from a decoded [`Syscall`] to a
 //! result. Decoding and encoding live in `kernel::syscall`; this module only
-//! carries calls out against the kernel state.
+//! carries calls out against the kernel state. `syscall_from_user` tries
+//! the fast paths (`fastpath.rs`) first for the calls that have one; every
+//! call they do not finish takes the general path here.
 
 use crate::arch::time;
 use crate::ipc_glue::{self, IpcOutcome};

@@ -12,7 +12,8 @@
 //!   come; every register must come back unchanged (system call returns,
 //!   `sysretq` and `iretq`, with and without a switch; interrupt returns).
 //! - `serve`, then `client TASK ROUNDS`: two tasks answer each other with
-//!   `SendReceive`, each call made with the caller's pattern in the XMM
+//!   `SendReceive` (the client every other round with `Send` then
+//!   `Receive`), each call made with the caller's pattern in the XMM
 //!   registers: the kernel hands the message straight to the other task's
 //!   thread, which must find its own registers, and every reply byte is
 //!   checked.
@@ -156,6 +157,40 @@ fn exchange(handle: u64, tag: u64, round: u64, msg: &[u8; 32]) -> Result<Receive
     Received::decode(regs).ok_or("malformed reply")
 }
 
+/// `Send` then `Receive` (without a time limit), each with `tag`'s pattern
+/// loaded: the `Send` fast path (the server waits in its receive) keeps
+/// the caller's registers without a switch; the `Receive` blocks and comes
+/// back after the server ran.
+fn send_then_receive(
+    handle: u64,
+    tag: u64,
+    round: u64,
+    msg: &[u8; 32],
+) -> Result<Received, &'static str> {
+    let want = pattern(tag, round);
+    let mut v = want;
+    let [w0, w1, w2, w3] = pack_message(msg);
+    let args = [handle, MESSAGE_MAX as u64, w0, w1, w2, w3];
+    let (rax, _) = sys::call_wide_keeping_vectors(Sys::Send as u64, args, &mut v);
+    if v != want {
+        println!("fpu: task {} round {}: registers changed across Send", tag, round);
+        return Err("registers changed");
+    }
+    if rax != 0 {
+        return Err("Send failed");
+    }
+    let forever = [alux_abi::syscall::WAIT_FOREVER, 0, 0, 0, 0, 0];
+    let (rax, regs) = sys::call_wide_keeping_vectors(Sys::Receive as u64, forever, &mut v);
+    if v != want {
+        println!("fpu: task {} round {}: registers changed across Receive", tag, round);
+        return Err("registers changed");
+    }
+    if rax != 0 {
+        return Err("Receive failed");
+    }
+    Received::decode(regs).ok_or("malformed reply")
+}
+
 fn message(round: u64, salt: u8) -> [u8; 32] {
     let mut m = [0u8; 32];
     for (j, b) in m.iter_mut().enumerate() {
@@ -210,7 +245,9 @@ fn client(server: TaskId, rounds: u64) -> u64 {
     let h = conn.handle().raw();
     for i in 0..rounds {
         let m = message(i, 0x3c);
-        let r = match exchange(h, 0xc1, i, &m) {
+        let r =
+            if i % 2 == 0 { exchange(h, 0xc1, i, &m) } else { send_then_receive(h, 0xc1, i, &m) };
+        let r = match r {
             Ok(r) => r,
             Err(why) => {
                 println!("fpu: client: round {}: {}", i, why);
@@ -226,7 +263,10 @@ fn client(server: TaskId, rounds: u64) -> u64 {
             return 1;
         }
     }
-    println!("fpu: client: {} SendReceive round trips, registers and bytes checked", rounds);
+    println!(
+        "fpu: client: {} round trips (SendReceive, Send and Receive), registers and bytes checked",
+        rounds
+    );
     0
 }
 
