@@ -22,7 +22,7 @@ use crate::objects::{
     BITMAP_WORDS, F_IN_WAIT_SET, F_KERNEL, F_SERVER,
 };
 use crate::quota::{Pool, Shares};
-use crate::types::{Completion, Deadline, KernelEndId, Limits, Outcome, SendReceive};
+use crate::types::{Completion, Deadline, KernelEndId, Limits, Outcome, ReceiveFast, SendReceive};
 
 /// One past the largest task or thread slot index accepted (IDs are
 /// expected to be the kernel's dense slab indices; the records are indexed
@@ -698,6 +698,44 @@ impl Ipc {
         }
         let to = receiver.id;
         Some((to, self.hand_over(i, p, owner, len, words)))
+    }
+
+    /// The `Receive` fast path's narrow entry: [`Ipc::receive`] with
+    /// [`Deadline::Never`], its result already in registers. `None` (and
+    /// nothing changed) where `receive` fails (an unknown caller, or one
+    /// already parked: `Busy`); else the same state change as `receive`:
+    /// the first ready end's events taken, with its peer buffer as words,
+    /// or the caller parked.
+    #[inline]
+    pub fn receive_fast(&mut self, caller: ThreadId) -> Option<ReceiveFast> {
+        let t = caller.index();
+        let th = self.threads.get(t as usize)?;
+        if !th.live || th.id != caller || th.wait != Wait::None {
+            return None;
+        }
+        let Some(i) = th.ready.head_opt() else {
+            self.threads[t as usize].wait = Wait::Receive;
+            return Some(ReceiveFast::Parked);
+        };
+        let ready = self.take_events(i);
+        // `message_of`, as words (no 32-byte value copied: this runs with
+        // the caller's vector registers live).
+        let e = &self.ends[i as usize];
+        let src = match e.state {
+            EndState::Connected => Some(&self.ends[e.peer as usize]),
+            EndState::PeerGone => Some(e),
+            _ => None,
+        };
+        let (len, [w0, w1, w2, w3]) = match src {
+            Some(src) => (src.len as u64, load_words(&src.buf)),
+            None => (0, [0; 4]),
+        };
+        let reason = ready.close_reason.map_or(0, |c| c.code() as u64);
+        let info = ready.events.bits() as u64
+            | (reason & 0xff) << 8
+            | (ready.peer_uid as u64) << 16
+            | len << 32;
+        Some(ReceiveFast::Done([ready.handle.raw(), info, w0, w1, w2, w3]))
     }
 
     /// The commit shared by the fast entries: stores `words` (`len` bytes)
@@ -1520,6 +1558,18 @@ fn keep(w: u64, k: u64, len: u64) -> u64 {
 fn mask_message(words: [u64; 4], len: u64) -> [u64; 4] {
     let [a, b, c, d] = words;
     [keep(a, 0, len), keep(b, 1, len), keep(c, 2, len), keep(d, 3, len)]
+}
+
+/// The four little-endian words of a message buffer (the layout of
+/// `alux_abi::syscall::pack_message`): four word loads.
+#[inline(always)]
+fn load_words(buf: &[u8; MESSAGE_MAX]) -> [u64; 4] {
+    let w = |k: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&buf[k * 8..k * 8 + 8]);
+        u64::from_le_bytes(b)
+    };
+    [w(0), w(1), w(2), w(3)]
 }
 
 /// Stores `words` into a message buffer, little-endian (the layout of

@@ -21,7 +21,7 @@ use alux_abi::ipc::kernel_end_kind;
 use alux_abi::{TaskId, ThreadId, Uid};
 use alux_ipc::{
     CloseReason, Completion, ConnState, Deadline, Error, Events, Handle, Ipc, KernelEndId, Limits,
-    Message, Outcome, Ready, SendReceive,
+    Message, Outcome, Ready, ReceiveFast, SendReceive,
 };
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -491,6 +491,10 @@ enum Op {
         len: usize,
         accept: bool,
     },
+    /// The kernel's `Receive` fast path: `receive_fast` (no time limit).
+    ReceiveFast {
+        t: usize,
+    },
     TimeOut {
         t: usize,
     },
@@ -545,6 +549,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(t, h, len, a)| Op::SendReceiveFast { t, h, len, accept: a != 0 }),
         3 => (t.clone(), h.clone(), 0..34usize, 0..4u8)
             .prop_map(|(t, h, len, a)| Op::SendFast { t, h, len, accept: a != 0 }),
+        3 => t.clone().prop_map(|t| Op::ReceiveFast { t }),
         2 => t.clone().prop_map(|t| Op::TimeOut { t }),
         1 => (t.clone(), uid, any::<bool>()).prop_map(|(t, uid, allow)| Op::SetPerm { t, uid, allow }),
         1 => (t.clone(), 0..3usize).prop_map(|(t, kind)| Op::KernelOpen { t, kind }),
@@ -571,6 +576,7 @@ fn rpc_op() -> impl Strategy<Value = Op> {
             .prop_map(|(t, h, len, a)| Op::SendReceiveFast { t, h, len, accept: a != 0 }),
         3 => (t.clone(), h.clone(), 0..34usize, 0..4u8)
             .prop_map(|(t, h, len, a)| Op::SendFast { t, h, len, accept: a != 0 }),
+        3 => t.clone().prop_map(|t| Op::ReceiveFast { t }),
         1 => (t.clone(), h.clone(), 0..34usize).prop_map(|(t, h, len)| Op::WriteSignal { t, h, len }),
         1 => (t.clone(), any::<bool>()).prop_map(|(t, block)| Op::PollAll { t, block }),
         // Parked threads do nothing else: time them out often.
@@ -1252,6 +1258,34 @@ impl Run {
                         self.apply(&Op::WriteSignal { t: ot, h: oh, len });
                     }
                     (None, Some(r)) => panic!("fast path outside the common case: {r:?}"),
+                }
+            }
+            Op::ReceiveFast { t } => {
+                let (t, id) = self.tid(t);
+                let real = self.ipc.receive_fast(id);
+                if self.m.thread(t).is_err() || self.m.threads[t].wait != MWait::None {
+                    // `receive` fails (`NoSuchThread`, `Busy`): refused.
+                    return assert_eq!(real, None);
+                }
+                match self.m.ready.iter().copied().find(|k| self.m.ends[k].owner == t) {
+                    Some(k) => {
+                        let ev = self.m.take(k);
+                        let (buf, _) = self.m.message(k);
+                        let Some(ReceiveFast::Done(regs)) = real else {
+                            panic!("receive_fast: want {k} got {real:?}")
+                        };
+                        let got = alux_abi::syscall::Received::decode(regs).expect("well-formed");
+                        assert_eq!(self.m.by_handle.get(&got.handle.raw()), Some(&k), "end");
+                        assert_eq!(got.events.bits(), ev, "events");
+                        let want = self.m.ready_of(k);
+                        assert_eq!((got.peer_uid, got.close_reason), (want.peer_uid, want.reason));
+                        assert_eq!(got.message.bytes(), &buf[..], "message");
+                        assert!(got.message.data[buf.len()..].iter().all(|&b| b == 0), "tail");
+                    }
+                    None => {
+                        assert_eq!(real, Some(ReceiveFast::Parked));
+                        self.m.threads[t].wait = MWait::Receive;
+                    }
                 }
             }
             Op::TimeOut { t } => {

@@ -1,6 +1,6 @@
 //! The system call fast paths: `SendReceive` and `Send` in their common
-//! case (the peer's thread parked in a receive), `SelfInfo` and `Yield`,
-//! carried out without the decoder, the typed call, the IPC
+//! case (the peer's thread parked in a receive), `Receive` without a time
+//! limit, `SelfInfo` and `Yield`, carried out without the decoder, the typed call, the IPC
 //! glue's enums, the general dispatch and the thread table: who runs is
 //! in the per-CPU block (`entry::current_identity`), and the argument and
 //! result registers are read and written in the saved context through it.
@@ -125,4 +125,45 @@ pub fn send(k: &mut Kernel) -> Option<Fast> {
     }
     k.rearm_if_needed();
     Some(Fast::Done(may_sysret as u64))
+}
+
+/// `Receive` without a time limit: the IPC core's `receive_fast` takes the
+/// first ready end's events and peer buffer as registers (written in
+/// place; no switch, so the caller's vector registers stay in the CPU), or
+/// parks the caller, which the scheduler then blocks like the general path
+/// does before choosing the next thread. `None`: nothing happened, take
+/// the general path (a timeout to arm, device work pending, or an error).
+#[inline(never)]
+pub fn receive(k: &mut Kernel) -> Option<Fast> {
+    let (caller, ..) = crate::arch::entry::current_identity();
+    let [timeout, ..] = crate::arch::entry::current_args();
+    if timeout != alux_abi::syscall::WAIT_FOREVER || crate::irq_glue::has_work(k) {
+        return None;
+    }
+    match k.ipc.receive_fast(caller)? {
+        alux_ipc::ReceiveFast::Done([a, b, c, d, e, f]) => {
+            let may_sysret = crate::arch::entry::finish_current_wide_call(
+                [0, a, b, c, d, e, f],
+                kernel::syscall::USER_POINTER_END,
+            );
+            if k.resched_pending() {
+                if let Some(t) = k.thread_mut(caller) {
+                    t.from_syscall = true;
+                }
+                return Some(Fast::Dispatch);
+            }
+            k.rearm_if_needed();
+            Some(Fast::Done(may_sysret as u64))
+        }
+        alux_ipc::ReceiveFast::Parked => {
+            // Another thread runs next (or the CPU idles): the scheduler's
+            // Rust may use SSE, and the switch saves them anyway.
+            crate::arch::entry::release_vectors();
+            if let Some(t) = k.thread_mut(caller) {
+                t.from_syscall = true;
+            }
+            k.block_current(crate::sched::Wait::IpcReceive, None);
+            Some(Fast::Dispatch)
+        }
+    }
 }

@@ -11,7 +11,7 @@ use crate::sched::{self, Kernel, Wait};
 use crate::task::SpawnRequest;
 use alloc::vec::Vec;
 use alux_abi::syscall::{map_flags, task_flags, KernelStats, SPAWN_IMAGE_MAX};
-use alux_abi::{Error, TaskId, ThreadId};
+use alux_abi::{Error, Sys, TaskId, ThreadId};
 use kernel::console_buffer::Queued;
 use kernel::paging::{PageFlags, PAGE_SIZE};
 use kernel::syscall::{decode, RawCall, SysResult, Syscall, Timeout, UserSlice};
@@ -34,16 +34,18 @@ enum Outcome {
 #[no_mangle]
 extern "C" fn syscall_from_user(number: u64) -> u64 {
     let mut k = sched::lock();
-    let fast = if number == alux_abi::Sys::SendReceive as u64 {
-        crate::fastpath::send_receive(&mut k)
-    } else if number == alux_abi::Sys::Send as u64 {
-        crate::fastpath::send(&mut k)
-    } else if number == alux_abi::Sys::SelfInfo as u64 {
-        crate::fastpath::self_info(&k)
-    } else if number == alux_abi::Sys::Yield as u64 {
-        crate::fastpath::yield_now(&mut k)
-    } else {
-        None
+    const SEND_RECEIVE: u64 = Sys::SendReceive as u64;
+    const SEND: u64 = Sys::Send as u64;
+    const RECEIVE: u64 = Sys::Receive as u64;
+    const SELF_INFO: u64 = Sys::SelfInfo as u64;
+    const YIELD: u64 = Sys::Yield as u64;
+    let fast = match number {
+        SEND_RECEIVE => crate::fastpath::send_receive(&mut k),
+        SEND => crate::fastpath::send(&mut k),
+        RECEIVE => crate::fastpath::receive(&mut k),
+        SELF_INFO => crate::fastpath::self_info(&k),
+        YIELD => crate::fastpath::yield_now(&mut k),
+        _ => None,
     };
     match fast {
         Some(crate::fastpath::Fast::Done(may_sysret)) => may_sysret,

@@ -220,6 +220,43 @@ pub fn finish_current_call(r: [u64; 5], user_pointer_end: u64) -> bool {
     rip < user_pointer_end
 }
 
+/// [`finish_current_call`] for the calls that return six registers
+/// (`rax`, then `rdi, rsi, rdx, r10, r8, r9`).
+#[inline(always)]
+pub fn finish_current_wide_call(r: [u64; 7], user_pointer_end: u64) -> bool {
+    let [rax, rdi, rsi, rdx, r10, r8, r9] = r;
+    let rip: u64;
+    // SAFETY: as for `finish_current_call`: the current thread's live
+    // `Regs`, whose result registers the call owns.
+    unsafe {
+        core::arch::asm!(
+            "mov {p}, gs:[24]",
+            "mov [{p} + {orax}], {rax}",
+            "mov [{p} + {ordi}], {rdi}",
+            "mov [{p} + {orsi}], {rsi}",
+            "mov [{p} + {ordx}], {rdx}",
+            "mov [{p} + {or10}], {r10}",
+            "mov [{p} + {or8}], {r8}",
+            "mov [{p} + {or9}], {r9}",
+            "mov {rip}, [{p} + {orip}]",
+            p = out(reg) _,
+            rip = lateout(reg) rip,
+            rax = in(reg) rax, rdi = in(reg) rdi, rsi = in(reg) rsi,
+            rdx = in(reg) rdx, r10 = in(reg) r10, r8 = in(reg) r8, r9 = in(reg) r9,
+            orax = const core::mem::offset_of!(Regs, rax),
+            ordi = const core::mem::offset_of!(Regs, rdi),
+            orsi = const core::mem::offset_of!(Regs, rsi),
+            ordx = const core::mem::offset_of!(Regs, rdx),
+            or10 = const core::mem::offset_of!(Regs, r10),
+            or8 = const core::mem::offset_of!(Regs, r8),
+            or9 = const core::mem::offset_of!(Regs, r9),
+            orip = const core::mem::offset_of!(Regs, rip),
+            options(nostack, preserves_flags),
+        );
+    }
+    rip < user_pointer_end
+}
+
 /// The current thread's six system call argument registers as saved by
 /// `syscall_entry` (`rdi, rsi, rdx, r10, r8, r9`), read with plain loads
 /// into general registers (never through a vector register: the fast
