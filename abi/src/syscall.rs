@@ -361,10 +361,15 @@ pub fn decode_ready(regs: [u64; 4]) -> Option<crate::ipc::Ready> {
 }
 
 /// Packs up to 32 message bytes into four registers, little-endian.
+#[inline]
 pub fn pack_message(data: &[u8]) -> [u64; 4] {
     let mut bytes = [0u8; 32];
-    let n = data.len().min(32);
-    bytes[..n].copy_from_slice(&data[..n]);
+    if let Some(full) = data.first_chunk::<32>() {
+        // The common full message: a fixed-size copy, four word loads.
+        bytes = *full;
+    } else {
+        bytes[..data.len()].copy_from_slice(data);
+    }
     let word = |i: usize| {
         let mut w = [0u8; 8];
         w.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
@@ -374,6 +379,7 @@ pub fn pack_message(data: &[u8]) -> [u64; 4] {
 }
 
 /// Unpacks [`pack_message`].
+#[inline]
 pub fn unpack_message(words: [u64; 4]) -> [u8; 32] {
     let mut bytes = [0u8; 32];
     for (i, w) in words.iter().enumerate() {
@@ -411,6 +417,7 @@ impl Received {
     }
 
     /// Unpacks [`Received::encode`]; `None` if malformed.
+    #[inline]
     pub fn decode(regs: [u64; 6]) -> Option<Received> {
         let info = regs[1];
         let events = crate::ipc::Events::from_bits((info & 0xff) as u32)?;

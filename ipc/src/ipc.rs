@@ -22,7 +22,7 @@ use crate::objects::{
     BITMAP_WORDS, F_IN_WAIT_SET, F_KERNEL, F_SERVER,
 };
 use crate::quota::{Pool, Shares};
-use crate::types::{Completion, Deadline, KernelEndId, Limits, Outcome, SendReceive};
+use crate::types::{Completion, Deadline, KernelEndId, Limits, Outcome, ReceiveFast, SendReceive};
 
 /// One past the largest task or thread slot index accepted (IDs are
 /// expected to be the kernel's dense slab indices; the records are indexed
@@ -587,6 +587,183 @@ impl Ipc {
         self.threads[t as usize].wait = Wait::Receive;
         let handoff = self.deliver_or_hand_off(p, Events::SIGNAL);
         Ok(SendReceive::Parked { handoff })
+    }
+
+    /// The `SendReceive` fast path's narrow entry: [`Ipc::send_receive`]
+    /// of `len` bytes packed little-endian in `words` (bytes at `len` and
+    /// beyond are ignored, as the general path ignores them), done only in
+    /// the common case where it hands the message straight to the peer's
+    /// thread parked in a receive: `h` is a connected, task-to-task end of
+    /// `caller`, the caller is not parked and has no end with events, the
+    /// peer end has none either, its owner is parked in a receive, and
+    /// `accept(owner)` agrees (the kernel's own check of that thread).
+    ///
+    /// Then the state changes exactly as `send_receive` changes it (the
+    /// caller parks in a receive, the peer wakes with the message) and the
+    /// woken thread's six result registers come back already encoded as
+    /// [`alux_abi::syscall::Received::encode`] lays them out, so the
+    /// message goes from the caller's registers to the receiver's as
+    /// words. Otherwise nothing changes and `None` comes back: the kernel
+    /// then runs the general path, which finds the same answer or the
+    /// precise error.
+    #[inline]
+    pub fn send_receive_fast(
+        &mut self,
+        caller: ThreadId,
+        h: Handle,
+        len: u64,
+        words: [u64; 4],
+        accept: impl FnOnce(ThreadId) -> bool,
+    ) -> Option<(ThreadId, [u64; 6])> {
+        // `thread_slot`, `end_slot` and `writable_end` in the one outcome
+        // that passes them all: a live caller record; the handle's
+        // generation current and its end owned by the caller (a connected
+        // end is live and has an owner, and no end ever has generation 0);
+        // at most 32 bytes; connected, to a task's end.
+        let t = caller.index();
+        let th = self.threads.get(t as usize)?;
+        if !th.live || th.id != caller || th.wait != Wait::None || th.ready.head_opt().is_some() {
+            return None;
+        }
+        let i = h.index();
+        let e = self.ends.get(i as usize)?;
+        if h.generation() != e.gen
+            || e.owner != t
+            || e.state != EndState::Connected
+            || e.flags & F_KERNEL != 0
+            || len > MESSAGE_MAX as u64
+        {
+            return None;
+        }
+        let p = e.peer;
+        let pe = self.ends.get(p as usize)?;
+        if pe.pending != 0 {
+            return None;
+        }
+        let owner = pe.owner;
+        let receiver = self.threads.get(owner as usize)?;
+        if receiver.wait != Wait::Receive || !accept(receiver.id) {
+            return None;
+        }
+        let to = receiver.id;
+        // Commit: what `send_receive` and `deliver_or_hand_off` change.
+        self.threads[t as usize].wait = Wait::Receive;
+        Some((to, self.hand_over(i, p, owner, len, words)))
+    }
+
+    /// The `Send` fast path's narrow entry: [`Ipc::write_signal`] of `len`
+    /// bytes packed in `words`, done only when the signal wakes the peer's
+    /// thread parked in a receive: `h` is a connected end of `caller`
+    /// (a task's or the kernel's peer alike: only a task's peer can be
+    /// parked), at most 32 bytes, the peer end has no events, its owner is
+    /// parked in a receive, and `accept(owner)` agrees.
+    ///
+    /// Then the state changes exactly as `write_signal` changes it, except
+    /// that the woken thread is returned with its six result registers
+    /// (laid out as [`alux_abi::syscall::Received::encode`]) instead of
+    /// being queued as a wakeup: the kernel wakes it. Otherwise nothing
+    /// changes and `None` comes back.
+    #[inline]
+    pub fn send_fast(
+        &mut self,
+        caller: ThreadId,
+        h: Handle,
+        len: u64,
+        words: [u64; 4],
+        accept: impl FnOnce(ThreadId) -> bool,
+    ) -> Option<(ThreadId, [u64; 6])> {
+        let t = caller.index();
+        let th = self.threads.get(t as usize)?;
+        if !th.live || th.id != caller {
+            return None;
+        }
+        let i = h.index();
+        let e = self.ends.get(i as usize)?;
+        if h.generation() != e.gen
+            || e.owner != t
+            || e.state != EndState::Connected
+            || len > MESSAGE_MAX as u64
+        {
+            return None;
+        }
+        let p = e.peer;
+        let pe = self.ends.get(p as usize)?;
+        if pe.pending != 0 || pe.owner == NIL {
+            return None;
+        }
+        let owner = pe.owner;
+        let receiver = self.threads.get(owner as usize)?;
+        if receiver.wait != Wait::Receive || !accept(receiver.id) {
+            return None;
+        }
+        let to = receiver.id;
+        Some((to, self.hand_over(i, p, owner, len, words)))
+    }
+
+    /// The `Receive` fast path's narrow entry: [`Ipc::receive`] with
+    /// [`Deadline::Never`], its result already in registers. `None` (and
+    /// nothing changed) where `receive` fails (an unknown caller, or one
+    /// already parked: `Busy`); else the same state change as `receive`:
+    /// the first ready end's events taken, with its peer buffer as words,
+    /// or the caller parked.
+    #[inline]
+    pub fn receive_fast(&mut self, caller: ThreadId) -> Option<ReceiveFast> {
+        let t = caller.index();
+        let th = self.threads.get(t as usize)?;
+        if !th.live || th.id != caller || th.wait != Wait::None {
+            return None;
+        }
+        let Some(i) = th.ready.head_opt() else {
+            self.threads[t as usize].wait = Wait::Receive;
+            return Some(ReceiveFast::Parked);
+        };
+        let ready = self.take_events(i);
+        // `message_of`, as words (no 32-byte value copied: this runs with
+        // the caller's vector registers live).
+        let e = &self.ends[i as usize];
+        let src = match e.state {
+            EndState::Connected => Some(&self.ends[e.peer as usize]),
+            EndState::PeerGone => Some(e),
+            _ => None,
+        };
+        let (len, [w0, w1, w2, w3]) = match src {
+            Some(src) => (src.len as u64, load_words(&src.buf)),
+            None => (0, [0; 4]),
+        };
+        let reason = ready.close_reason.map_or(0, |c| c.code() as u64);
+        let info = ready.events.bits() as u64
+            | (reason & 0xff) << 8
+            | (ready.peer_uid as u64) << 16
+            | len << 32;
+        Some(ReceiveFast::Done([ready.handle.raw(), info, w0, w1, w2, w3]))
+    }
+
+    /// The commit shared by the fast entries: stores `words` (`len` bytes)
+    /// in end `i`, and delivers `SIGNAL` to its peer end
+    /// `p`, whose owner (thread slot `owner`) is parked in a receive: its
+    /// wait ends and its six result registers come back.
+    #[inline(always)]
+    fn hand_over(&mut self, i: u32, p: u32, owner: u32, len: u64, words: [u64; 4]) -> [u64; 6] {
+        // Word by word in general registers (no array copy: the `Send`
+        // fast path runs with the caller's vector registers live).
+        let [mut w0, mut w1, mut w2, mut w3] = words;
+        if len < MESSAGE_MAX as u64 {
+            [w0, w1, w2, w3] =
+                [keep(w0, 0, len), keep(w1, 1, len), keep(w2, 2, len), keep(w3, 3, len)];
+        }
+        let e = &mut self.ends[i as usize];
+        store_words(&mut e.buf, [w0, w1, w2, w3]);
+        e.len = len as u8;
+        e.seq += 1;
+        self.threads[owner as usize].wait = Wait::None;
+        self.stamp += 1;
+        let pe = &mut self.ends[p as usize];
+        pe.ready_stamp = self.stamp;
+        let info = Events::SIGNAL.bits() as u64
+            | (pe.close_reason as u64) << 8
+            | (pe.peer_uid as u64) << 16
+            | len << 32;
+        [Handle::new(p, pe.gen).raw(), info, w0, w1, w2, w3]
     }
 
     /// What a read of end `i` returns now: the peer's buffer, the last data
@@ -1364,6 +1541,48 @@ pub(crate) struct Parts<'a> {
 /// it. Nothing refers to a dead record (lists hold live threads only, ends
 /// live tasks and threads), and lookups by ID treat a missing record as an
 /// unknown ID.
+/// Word `k` of a message with every byte at `len` and beyond cleared: what
+/// a store of the first `len` bytes leaves in a buffer (`len` at most 32).
+#[inline(always)]
+fn keep(w: u64, k: u64, len: u64) -> u64 {
+    let bytes = len.saturating_sub(k * 8).min(8);
+    if bytes == 8 {
+        w
+    } else {
+        w & ((1u64 << (bytes * 8)) - 1)
+    }
+}
+
+/// [`keep`] for all four words.
+#[cfg(test)]
+fn mask_message(words: [u64; 4], len: u64) -> [u64; 4] {
+    let [a, b, c, d] = words;
+    [keep(a, 0, len), keep(b, 1, len), keep(c, 2, len), keep(d, 3, len)]
+}
+
+/// The four little-endian words of a message buffer (the layout of
+/// `alux_abi::syscall::pack_message`): four word loads.
+#[inline(always)]
+fn load_words(buf: &[u8; MESSAGE_MAX]) -> [u64; 4] {
+    let w = |k: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&buf[k * 8..k * 8 + 8]);
+        u64::from_le_bytes(b)
+    };
+    [w(0), w(1), w(2), w(3)]
+}
+
+/// Stores `words` into a message buffer, little-endian (the layout of
+/// `alux_abi::syscall::pack_message`): four word stores.
+#[inline(always)]
+fn store_words(buf: &mut [u8; MESSAGE_MAX], words: [u64; 4]) {
+    let [a, b, c, d] = words;
+    buf[0..8].copy_from_slice(&a.to_le_bytes());
+    buf[8..16].copy_from_slice(&b.to_le_bytes());
+    buf[16..24].copy_from_slice(&c.to_le_bytes());
+    buf[24..32].copy_from_slice(&d.to_le_bytes());
+}
+
 fn trim_records<T>(v: &mut Vec<T>, live: impl Fn(&T) -> bool) {
     let before = v.len();
     while v.last().is_some_and(|r| !live(r)) {
@@ -1377,6 +1596,23 @@ fn trim_records<T>(v: &mut Vec<T>, live: impl Fn(&T) -> bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fast_path_stores_what_a_byte_store_would() {
+        let words = [u64::MAX; 4];
+        for len in 0..=32u64 {
+            let mut got = [0xaau8; MESSAGE_MAX];
+            store_words(&mut got, mask_message(words, len));
+            let mut want = [0u8; MESSAGE_MAX];
+            want[..len as usize].fill(0xff);
+            assert_eq!(got, want, "len {len}");
+        }
+        let words = [0x0807_0605_0403_0201, 0, 0, 0x2000_0000_0000_0000];
+        let mut b = [0u8; MESSAGE_MAX];
+        store_words(&mut b, words);
+        assert_eq!((b[0], b[7], b[31]), (1, 8, 0x20), "little-endian, as pack_message");
+        assert_eq!(alux_abi::syscall::pack_message(&b), words);
+    }
 
     fn world() -> (Ipc, ThreadId) {
         let mut ipc = Ipc::new(Limits::default());

@@ -98,6 +98,17 @@ pub enum Completion {
     Failed(Error),
 }
 
+/// What [`crate::Ipc::receive_fast`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReceiveFast {
+    /// An end had events: the caller's six result registers, laid out as
+    /// `alux_abi::syscall::Received::encode` lays them out.
+    Done([u64; 6]),
+    /// Nothing was ready: the caller is parked in a receive without a time
+    /// limit (as `receive` with `Deadline::Never` parks it).
+    Parked,
+}
+
 /// What [`crate::Ipc::send_receive`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SendReceive {

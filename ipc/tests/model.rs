@@ -21,7 +21,7 @@ use alux_abi::ipc::kernel_end_kind;
 use alux_abi::{TaskId, ThreadId, Uid};
 use alux_ipc::{
     CloseReason, Completion, ConnState, Deadline, Error, Events, Handle, Ipc, KernelEndId, Limits,
-    Message, Outcome, Ready, SendReceive,
+    Message, Outcome, Ready, ReceiveFast, SendReceive,
 };
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -401,31 +401,124 @@ struct MReady {
 
 #[derive(Clone, Debug)]
 enum Op {
-    NewTask { uid: Uid, privileged: bool },
-    NewThread { task: usize },
-    ExitThread { t: usize },
-    ExitTask { task: usize, killed: bool },
-    PortCreate { t: usize },
-    Push { t: usize, h: usize },
-    Withdraw { t: usize, h: usize },
-    Connect { t: usize, task: usize, block: bool },
-    Write { t: usize, h: usize, len: usize },
-    WriteSignal { t: usize, h: usize, len: usize },
-    Signal { t: usize, h: usize },
-    Read { t: usize, h: usize },
-    Close { t: usize, h: usize },
-    Info { t: usize, h: usize },
-    Poll { t: usize, hs: Vec<usize>, block: bool },
-    PollAll { t: usize, block: bool },
-    Receive { t: usize, block: bool },
-    SendReceive { t: usize, h: usize, len: usize },
-    TimeOut { t: usize },
-    SetPerm { t: usize, uid: Uid, allow: bool },
-    KernelOpen { t: usize, kind: usize },
-    KernelWriteSignal { k: usize, len: usize },
-    KernelClose { k: usize },
+    NewTask {
+        uid: Uid,
+        privileged: bool,
+    },
+    NewThread {
+        task: usize,
+    },
+    ExitThread {
+        t: usize,
+    },
+    ExitTask {
+        task: usize,
+        killed: bool,
+    },
+    PortCreate {
+        t: usize,
+    },
+    Push {
+        t: usize,
+        h: usize,
+    },
+    Withdraw {
+        t: usize,
+        h: usize,
+    },
+    Connect {
+        t: usize,
+        task: usize,
+        block: bool,
+    },
+    Write {
+        t: usize,
+        h: usize,
+        len: usize,
+    },
+    WriteSignal {
+        t: usize,
+        h: usize,
+        len: usize,
+    },
+    Signal {
+        t: usize,
+        h: usize,
+    },
+    Read {
+        t: usize,
+        h: usize,
+    },
+    Close {
+        t: usize,
+        h: usize,
+    },
+    Info {
+        t: usize,
+        h: usize,
+    },
+    Poll {
+        t: usize,
+        hs: Vec<usize>,
+        block: bool,
+    },
+    PollAll {
+        t: usize,
+        block: bool,
+    },
+    Receive {
+        t: usize,
+        block: bool,
+    },
+    SendReceive {
+        t: usize,
+        h: usize,
+        len: usize,
+    },
+    /// The kernel's fast path: `send_receive_fast` with the kernel's own
+    /// check answering `accept`, then (if it refused) the general call.
+    SendReceiveFast {
+        t: usize,
+        h: usize,
+        len: usize,
+        accept: bool,
+    },
+    /// The kernel's `Send` fast path: `send_fast`, then (if it refused)
+    /// the general `write_signal`.
+    SendFast {
+        t: usize,
+        h: usize,
+        len: usize,
+        accept: bool,
+    },
+    /// The kernel's `Receive` fast path: `receive_fast` (no time limit).
+    ReceiveFast {
+        t: usize,
+    },
+    TimeOut {
+        t: usize,
+    },
+    SetPerm {
+        t: usize,
+        uid: Uid,
+        allow: bool,
+    },
+    KernelOpen {
+        t: usize,
+        kind: usize,
+    },
+    KernelWriteSignal {
+        k: usize,
+        len: usize,
+    },
+    KernelClose {
+        k: usize,
+    },
     KernelTake,
-    Query { t: usize, h: usize },
+    Query {
+        t: usize,
+        h: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -452,6 +545,11 @@ fn op() -> impl Strategy<Value = Op> {
         5 => (t.clone(), any::<bool>()).prop_map(|(t, block)| Op::PollAll { t, block }),
         4 => (t.clone(), any::<bool>()).prop_map(|(t, block)| Op::Receive { t, block }),
         5 => (t.clone(), h.clone(), 0..34usize).prop_map(|(t, h, len)| Op::SendReceive { t, h, len }),
+        3 => (t.clone(), h.clone(), 0..34usize, 0..4u8)
+            .prop_map(|(t, h, len, a)| Op::SendReceiveFast { t, h, len, accept: a != 0 }),
+        3 => (t.clone(), h.clone(), 0..34usize, 0..4u8)
+            .prop_map(|(t, h, len, a)| Op::SendFast { t, h, len, accept: a != 0 }),
+        3 => t.clone().prop_map(|t| Op::ReceiveFast { t }),
         2 => t.clone().prop_map(|t| Op::TimeOut { t }),
         1 => (t.clone(), uid, any::<bool>()).prop_map(|(t, uid, allow)| Op::SetPerm { t, uid, allow }),
         1 => (t.clone(), 0..3usize).prop_map(|(t, kind)| Op::KernelOpen { t, kind }),
@@ -473,7 +571,12 @@ fn rpc_op() -> impl Strategy<Value = Op> {
         4 => (t.clone(), h.clone()).prop_map(|(t, h)| Op::Push { t, h }),
         4 => (t.clone(), 0..8usize, 0..4u8).prop_map(|(t, task, b)| Op::Connect { t, task, block: b == 0 }),
         6 => (t.clone(), 0..4u8).prop_map(|(t, b)| Op::Receive { t, block: b != 0 }),
-        8 => (t.clone(), h.clone(), 0..34usize).prop_map(|(t, h, len)| Op::SendReceive { t, h, len }),
+        4 => (t.clone(), h.clone(), 0..34usize).prop_map(|(t, h, len)| Op::SendReceive { t, h, len }),
+        6 => (t.clone(), h.clone(), 0..34usize, 0..4u8)
+            .prop_map(|(t, h, len, a)| Op::SendReceiveFast { t, h, len, accept: a != 0 }),
+        3 => (t.clone(), h.clone(), 0..34usize, 0..4u8)
+            .prop_map(|(t, h, len, a)| Op::SendFast { t, h, len, accept: a != 0 }),
+        3 => t.clone().prop_map(|t| Op::ReceiveFast { t }),
         1 => (t.clone(), h.clone(), 0..34usize).prop_map(|(t, h, len)| Op::WriteSignal { t, h, len }),
         1 => (t.clone(), any::<bool>()).prop_map(|(t, block)| Op::PollAll { t, block }),
         // Parked threads do nothing else: time them out often.
@@ -492,12 +595,23 @@ struct Run {
     cur: usize,
     /// Direct hand-offs seen (a `send_receive` that woke a receiver).
     handoffs: usize,
+    /// Of those, the ones `send_receive_fast` made.
+    fast_handoffs: usize,
+    /// Receivers `send_fast` woke.
+    fast_wakes: usize,
 }
 
 impl Run {
     fn new() -> Self {
-        let mut r =
-            Run { ipc: Ipc::new(LIMITS), m: Model::default(), step: 0, cur: 0, handoffs: 0 };
+        let mut r = Run {
+            ipc: Ipc::new(LIMITS),
+            m: Model::default(),
+            step: 0,
+            cur: 0,
+            handoffs: 0,
+            fast_handoffs: 0,
+            fast_wakes: 0,
+        };
         for (uid, privileged) in [(1, false), (2, false), (0, true)] {
             r.apply(&Op::NewTask { uid, privileged });
         }
@@ -1022,6 +1136,158 @@ impl Run {
                     }
                 }
             }
+            Op::SendReceiveFast { t: ot, h: oh, len, accept } => {
+                let (t, id) = self.tid(ot);
+                let h = self.connected_handle(oh);
+                let data = self.data(len);
+                // The registers: the bytes, then garbage the call ignores.
+                let mut raw = [0xeeu8; 32];
+                let n = len.min(32);
+                raw[..n].copy_from_slice(&data[..n]);
+                let words = alux_abi::syscall::pack_message(&raw);
+                // The common case, as the model sees it: a connected end to
+                // another task's end, the caller idle with nothing ready, the
+                // peer end quiet and its owner parked in a receive.
+                let case = self.writable(t, h, len).ok().and_then(|k| match self.m.ends[&k].st {
+                    St::Connected(Peer::End(p))
+                        if self.m.threads[t].wait == MWait::None
+                            && !self.m.ready.iter().any(|r| self.m.ends[r].owner == t)
+                            && self.m.ends[&p].pending == 0
+                            && self.m.threads[self.m.ends[&p].owner].wait == MWait::Receive =>
+                    {
+                        Some((k, p))
+                    }
+                    _ => None,
+                });
+                let mut asked = None;
+                let real = self.ipc.send_receive_fast(id, h, len as u64, words, |to| {
+                    asked = Some(to);
+                    accept
+                });
+                match (case, real) {
+                    (Some((k, p)), Some((to, regs))) => {
+                        assert!(accept, "fast path taken without the kernel's consent");
+                        let e = self.m.ends.get_mut(&k).unwrap();
+                        e.buf = data;
+                        e.seq += 1;
+                        self.m.threads[t].wait = MWait::Receive;
+                        let Some((w, MCompletion::Received(key, ev, buf, _))) =
+                            self.m.deliver_or_hand_off(p, Events::SIGNAL.bits())
+                        else {
+                            panic!("the model hands nothing off")
+                        };
+                        assert_eq!(to, self.m.threads[w].id, "handed-off thread");
+                        assert_eq!(asked, Some(to), "the kernel was asked about the receiver");
+                        let got = alux_abi::syscall::Received::decode(regs).expect("well-formed");
+                        assert_eq!(self.m.by_handle.get(&got.handle.raw()), Some(&key), "end");
+                        assert_eq!(got.events.bits(), ev, "events");
+                        let want = self.m.ready_of(key);
+                        assert_eq!((got.peer_uid, got.close_reason), (want.peer_uid, want.reason));
+                        assert_eq!(got.message.bytes(), &buf[..], "message");
+                        assert!(got.message.data[buf.len()..].iter().all(|&b| b == 0), "tail");
+                        self.handoffs += 1;
+                        self.fast_handoffs += 1;
+                    }
+                    (case, None) => {
+                        // Refused: nothing changed (`check` compares every
+                        // record after this op), and the kernel's check was
+                        // asked only in the common case.
+                        if case.is_none() {
+                            assert_eq!(asked, None, "the kernel asked outside the common case");
+                        } else {
+                            assert!(!accept && asked.is_some(), "common case refused");
+                        }
+                        self.check();
+                        self.apply(&Op::SendReceive { t: ot, h: oh, len });
+                    }
+                    (None, Some(r)) => panic!("fast path outside the common case: {r:?}"),
+                }
+            }
+            Op::SendFast { t: ot, h: oh, len, accept } => {
+                let (t, id) = self.tid(ot);
+                let h = self.connected_handle(oh);
+                let data = self.data(len);
+                let mut raw = [0x77u8; 32];
+                let n = len.min(32);
+                raw[..n].copy_from_slice(&data[..n]);
+                let words = alux_abi::syscall::pack_message(&raw);
+                // The case: a writable end whose peer is a task's end with no
+                // events, its owner parked in a receive.
+                let case = self.writable(t, h, len).ok().and_then(|k| match self.m.ends[&k].st {
+                    St::Connected(Peer::End(p))
+                        if self.m.ends[&p].pending == 0
+                            && self.m.threads[self.m.ends[&p].owner].wait == MWait::Receive =>
+                    {
+                        Some((k, p))
+                    }
+                    _ => None,
+                });
+                let mut asked = None;
+                let real = self.ipc.send_fast(id, h, len as u64, words, |to| {
+                    asked = Some(to);
+                    accept
+                });
+                match (case, real) {
+                    (Some((k, p)), Some((to, regs))) => {
+                        assert!(accept, "fast path taken without the kernel's consent");
+                        let e = self.m.ends.get_mut(&k).unwrap();
+                        e.buf = data;
+                        e.seq += 1;
+                        let Some((w, MCompletion::Received(key, ev, buf, _))) =
+                            self.m.deliver_or_hand_off(p, Events::SIGNAL.bits())
+                        else {
+                            panic!("the model wakes nobody")
+                        };
+                        assert_eq!((asked, to), (Some(to), self.m.threads[w].id), "woken thread");
+                        let got = alux_abi::syscall::Received::decode(regs).expect("well-formed");
+                        assert_eq!(self.m.by_handle.get(&got.handle.raw()), Some(&key), "end");
+                        assert_eq!(got.events.bits(), ev, "events");
+                        let want = self.m.ready_of(key);
+                        assert_eq!((got.peer_uid, got.close_reason), (want.peer_uid, want.reason));
+                        assert_eq!(got.message.bytes(), &buf[..], "message");
+                        assert!(got.message.data[buf.len()..].iter().all(|&b| b == 0), "tail");
+                        self.fast_wakes += 1;
+                    }
+                    (case, None) => {
+                        if case.is_none() {
+                            assert_eq!(asked, None, "the kernel asked outside the common case");
+                        } else {
+                            assert!(!accept && asked.is_some(), "common case refused");
+                        }
+                        self.check();
+                        self.apply(&Op::WriteSignal { t: ot, h: oh, len });
+                    }
+                    (None, Some(r)) => panic!("fast path outside the common case: {r:?}"),
+                }
+            }
+            Op::ReceiveFast { t } => {
+                let (t, id) = self.tid(t);
+                let real = self.ipc.receive_fast(id);
+                if self.m.thread(t).is_err() || self.m.threads[t].wait != MWait::None {
+                    // `receive` fails (`NoSuchThread`, `Busy`): refused.
+                    return assert_eq!(real, None);
+                }
+                match self.m.ready.iter().copied().find(|k| self.m.ends[k].owner == t) {
+                    Some(k) => {
+                        let ev = self.m.take(k);
+                        let (buf, _) = self.m.message(k);
+                        let Some(ReceiveFast::Done(regs)) = real else {
+                            panic!("receive_fast: want {k} got {real:?}")
+                        };
+                        let got = alux_abi::syscall::Received::decode(regs).expect("well-formed");
+                        assert_eq!(self.m.by_handle.get(&got.handle.raw()), Some(&k), "end");
+                        assert_eq!(got.events.bits(), ev, "events");
+                        let want = self.m.ready_of(k);
+                        assert_eq!((got.peer_uid, got.close_reason), (want.peer_uid, want.reason));
+                        assert_eq!(got.message.bytes(), &buf[..], "message");
+                        assert!(got.message.data[buf.len()..].iter().all(|&b| b == 0), "tail");
+                    }
+                    None => {
+                        assert_eq!(real, Some(ReceiveFast::Parked));
+                        self.m.threads[t].wait = MWait::Receive;
+                    }
+                }
+            }
             Op::TimeOut { t } => {
                 let (t, id) = self.tid(t);
                 let real = self.ipc.timed_out(id);
@@ -1391,4 +1657,66 @@ fn send_receive_hands_off_to_a_parked_receiver() {
         Op::SendReceive { t: 0, h: 0, len: 33 },
     ]);
     assert_eq!(run.handoffs, 2);
+}
+
+/// The fast path takes exactly the hand-offs the general call makes, with
+/// the same result (a short message with garbage past its length, then a
+/// full one), and refuses the rest: a sender with an event pending, a
+/// message too long, and any case the kernel's own check refuses.
+#[test]
+fn send_receive_fast_takes_the_common_case_only() {
+    let ops = |accept: bool| {
+        [
+            Op::PortCreate { t: 2 },
+            Op::Push { t: 2, h: 0 },
+            Op::Connect { t: 0, task: 1, block: false },
+            Op::Receive { t: 2, block: false },
+            Op::Receive { t: 2, block: true },
+            Op::SendReceiveFast { t: 0, h: 0, len: 5, accept },
+            Op::SendReceiveFast { t: 2, h: 0, len: 32, accept },
+            Op::SendReceiveFast { t: 0, h: 0, len: 7, accept },
+            // Thread 0 stops waiting and gets a signal it has not taken;
+            // thread 2 parks again.
+            Op::TimeOut { t: 0 },
+            Op::WriteSignal { t: 2, h: 0, len: 3 },
+            Op::Receive { t: 2, block: true },
+            // A pending event: no hand-off, the caller takes it at once.
+            Op::SendReceiveFast { t: 0, h: 0, len: 9, accept },
+            Op::TimeOut { t: 2 },
+            Op::Receive { t: 2, block: true },
+            // Too long: refused, and the general call's error.
+            Op::SendReceiveFast { t: 0, h: 0, len: 33, accept },
+        ]
+    };
+    let run = run_ops(&ops(true));
+    assert_eq!((run.handoffs, run.fast_handoffs), (3, 3));
+    let run = run_ops(&ops(false));
+    assert_eq!((run.handoffs, run.fast_handoffs), (3, 0));
+}
+
+/// `send_fast` wakes a receiver exactly as `write_signal` would (a short
+/// message with garbage past its length), and refuses a receiver the
+/// kernel refuses, a peer not waiting, and a message too long.
+#[test]
+fn send_fast_wakes_a_parked_receiver_only() {
+    let ops = |accept: bool| {
+        [
+            Op::PortCreate { t: 2 },
+            Op::Push { t: 2, h: 0 },
+            Op::Connect { t: 0, task: 1, block: false },
+            Op::Receive { t: 2, block: false },
+            Op::Receive { t: 2, block: true },
+            Op::SendFast { t: 0, h: 0, len: 6, accept },
+            // Thread 2 is awake now: the signal is queued the usual way.
+            Op::SendFast { t: 0, h: 0, len: 32, accept },
+            Op::Receive { t: 2, block: false },
+            Op::Receive { t: 2, block: true },
+            Op::SendFast { t: 0, h: 0, len: 33, accept },
+            Op::SendFast { t: 0, h: 0, len: 32, accept },
+        ]
+    };
+    let run = run_ops(&ops(true));
+    assert_eq!(run.fast_wakes, 2);
+    let run = run_ops(&ops(false));
+    assert_eq!(run.fast_wakes, 0);
 }

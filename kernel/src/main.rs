@@ -15,6 +15,7 @@ mod arch;
 mod boot_info;
 mod console;
 mod devices;
+mod fastpath;
 mod ipc_glue;
 mod irq_glue;
 mod kmap;
@@ -200,6 +201,12 @@ extern "C" fn kernel_entry(start_info: u64) -> ! {
     }
     time::init();
     lapic::init();
+    // CR0 and CR4 are final now: record CR0 with TS for the entry stubs.
+    let xsave = entry::init_fpu();
+    kprintln!(
+        "[kernel] vector state: {}, saved only when another thread needs the registers",
+        if xsave { "xsaveopt/xrstor (x87, SSE)" } else { "fxsave/fxrstor" }
+    );
     let state = |b| if b { "on" } else { "absent" };
     kprintln!(
         "[kernel] memory: {} frames free ({} MiB); TSC {} MHz; LAPIC timer {} kHz; SMEP {}, SMAP {}, UMIP {}; LDT null: {}",

@@ -91,6 +91,11 @@ pub struct Thread {
     pub root: u64,
     /// Its task has I/O ports granted (copied here for the switch path).
     pub io: bool,
+    /// Its task's uid and `task_flags` (fixed for the task's life), copied
+    /// here for the per-CPU identity (`entry::set_current_identity`).
+    pub uid: Uid,
+    /// See `uid`.
+    pub task_flags: u32,
 }
 
 impl Thread {
@@ -200,6 +205,9 @@ static KERNEL: Once<Mutex<Kernel>> = Once::new();
 pub fn install(k: Kernel) {
     KERNEL.call_once(|| Mutex::new(k));
 }
+
+/// The kernel lock, held.
+pub type KernelGuard = MutexGuard<'static, Kernel>;
 
 /// Takes the kernel lock.
 pub fn lock() -> MutexGuard<'static, Kernel> {
@@ -605,6 +613,7 @@ impl Kernel {
         let t = self.threads.get_mut(key_of_thread(id))?;
         t.state = ThreadState::Running;
         entry::set_current_context(&mut t.ctx);
+        entry::set_current_identity(id, t.task, t.uid, t.task_flags);
         let may_sysret = t.may_sysret();
         let root = t.root;
         let io = if t.io { Some(t.task) } else { None };
@@ -648,6 +657,153 @@ impl Kernel {
             self.run_queue.push_back(previous);
             self.timer_dirty = true;
         }
+    }
+
+    /// Whether a hand-off is already waiting to run (the fast path then
+    /// leaves the call to the general one).
+    pub fn hand_off_pending(&self) -> bool {
+        self.handoff.is_some()
+    }
+
+    /// Whether a thread other than the current one is ready to run.
+    pub fn others_ready(&self) -> bool {
+        self.handoff.is_some() || !self.run_queue.is_empty()
+    }
+
+    /// Whether the current thread is to be preempted at the next dispatch
+    /// (a fast path that keeps it running then leaves the call to the
+    /// general one, which switches).
+    pub fn resched_pending(&self) -> bool {
+        self.resched
+    }
+
+    /// Whether `id` is blocked in an IPC receive without a deadline: the
+    /// thread the fast path may switch to directly (a deadline would need
+    /// its timer taken out: the general path does that).
+    #[inline]
+    pub fn parked_for_hand_off(threads: &GenTable<Thread>, id: ThreadId) -> bool {
+        threads.get(key_of_thread(id)).is_some_and(|t| {
+            t.state == ThreadState::Blocked(Wait::IpcReceive) && t.deadline.is_none()
+        })
+    }
+
+    /// The fast path's switch, after the IPC core handed `to` a message
+    /// from `caller` (the current thread): the caller blocks in a receive
+    /// without deadline, `to` gets `regs` as its six result registers and
+    /// runs now, in the rest of the caller's time slice. The same end state
+    /// as `block_current`, `hand_off` and `dispatch` reach on the general
+    /// path, without the hand-off slot and the run queue. Returns 1 if
+    /// `to` may leave through `sysretq`; `None` (not reached: the IPC core
+    /// asked `parked_for_hand_off` under the same lock) if `to` is gone,
+    /// and then [`dispatch`] must choose the next thread.
+    #[inline(always)]
+    pub fn fast_hand_off(&mut self, caller: ThreadId, to: ThreadId, regs: [u64; 6]) -> Option<u64> {
+        if let Some(t) = self.threads.get_mut(key_of_thread(caller)) {
+            t.state = ThreadState::Blocked(Wait::IpcReceive);
+            t.deadline = None;
+            t.from_syscall = true;
+        }
+        self.current = None;
+        let t = self.threads.get_mut(key_of_thread(to))?;
+        let [a, b, c, d, e, f] = regs;
+        let r = &mut t.ctx.regs;
+        (r.rax, r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) = (0, a, b, c, d, e, f);
+        t.state = ThreadState::Running;
+        entry::set_current_context(&mut t.ctx);
+        entry::set_current_identity(to, t.task, t.uid, t.task_flags);
+        let may_sysret = t.may_sysret();
+        let root = t.root;
+        let io = if t.io { Some(t.task) } else { None };
+        self.current = Some(to);
+        if io != self.io_active {
+            self.switch_io(io);
+        }
+        if root != self.loaded_root {
+            // SAFETY: as in `load`: the PML4 of the thread's live task.
+            unsafe { cpu::write_cr3(root) };
+            self.loaded_root = root;
+        }
+        self.switches += 1;
+        // Neither the run queue nor the timers changed: as for a thread
+        // that keeps the CPU, the timer is re-armed only if it must be.
+        self.rearm_if_needed();
+        Some(may_sysret as u64)
+    }
+
+    /// `Yield` by the current thread `caller` while another thread is
+    /// ready and no hand-off is pending: what `request_resched` and
+    /// `dispatch` do then (the caller to the back of the run queue, the
+    /// front one loaded with a fresh slice, the timer re-armed), without
+    /// the general dispatch's checks for cases that do not hold. Returns 1
+    /// if the loaded thread may leave through `sysretq`; `None` (nothing
+    /// changed) otherwise.
+    pub fn fast_yield(&mut self, caller: ThreadId) -> Option<u64> {
+        if self.handoff.is_some() || self.run_queue.is_empty() {
+            return None;
+        }
+        let t = self.threads.get_mut(key_of_thread(caller))?;
+        if t.state != ThreadState::Running {
+            return None;
+        }
+        t.from_syscall = true;
+        t.state = ThreadState::Ready;
+        self.run_queue.push_back(caller);
+        self.current = None;
+        self.resched = false;
+        let now = cpu::rdtsc();
+        while let Some(next) = self.run_queue.pop_front() {
+            if self.run_queue.is_empty() {
+                self.trim_run_queue();
+            }
+            if let Some(may_sysret) = self.load(next) {
+                self.switches += 1;
+                self.slice_end = now + self.slice_ticks;
+                self.arm_timer();
+                return Some(may_sysret as u64);
+            }
+        }
+        // Not reached: the caller itself is in the queue and loads.
+        None
+    }
+
+    /// What `dispatch` does for a thread that keeps the CPU: re-arms the
+    /// timer if the run queue or the timers changed, or if console text
+    /// waits sooner than the armed deadline.
+    #[inline]
+    pub fn rearm_if_needed(&mut self) {
+        let console = crate::console::next_send().is_some_and(|c| self.armed.is_none_or(|a| a > c));
+        if self.timer_dirty || console {
+            self.arm_timer();
+        }
+    }
+
+    /// Whether `id` is blocked in an IPC receive (with or without a
+    /// deadline): a thread the `Send` fast path may wake.
+    #[inline]
+    pub fn parked_in_receive(threads: &GenTable<Thread>, id: ThreadId) -> bool {
+        threads
+            .get(key_of_thread(id))
+            .is_some_and(|t| t.state == ThreadState::Blocked(Wait::IpcReceive))
+    }
+
+    /// Ends `id`'s receive with `regs` as its six result registers and puts
+    /// it at the back of the run queue: what `wake_with` does for a
+    /// `Completion::Received` (its deadline's timer, if any, goes).
+    #[inline]
+    pub fn wake_received(&mut self, id: ThreadId, regs: [u64; 6]) {
+        let Some(t) = self.threads.get_mut(key_of_thread(id)) else { return };
+        if !matches!(t.state, ThreadState::Blocked(_)) {
+            return;
+        }
+        if let Some(d) = t.deadline.take() {
+            remove_timer(&mut self.timers, d, id);
+        }
+        let [a, b, c, d, e, f] = regs;
+        let r = &mut t.ctx.regs;
+        (r.rax, r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) = (0, a, b, c, d, e, f);
+        t.state = ThreadState::Ready;
+        self.run_queue.push_back(id);
+        self.timer_dirty = true;
     }
 
     /// Makes `io`'s I/O bitmap the one the CPU checks (`None`: every port

@@ -1,6 +1,8 @@
 //! System call handlers: safe functions from a decoded [`Syscall`] to a
 //! result. Decoding and encoding live in `kernel::syscall`; this module only
-//! carries calls out against the kernel state.
+//! carries calls out against the kernel state. `syscall_from_user` tries
+//! the fast paths (`fastpath.rs`) first for the calls that have one; every
+//! call they do not finish takes the general path here.
 
 use crate::arch::time;
 use crate::ipc_glue::{self, IpcOutcome};
@@ -9,7 +11,7 @@ use crate::sched::{self, Kernel, Wait};
 use crate::task::SpawnRequest;
 use alloc::vec::Vec;
 use alux_abi::syscall::{map_flags, task_flags, KernelStats, SPAWN_IMAGE_MAX};
-use alux_abi::{Error, TaskId, ThreadId};
+use alux_abi::{Error, Sys, TaskId, ThreadId};
 use kernel::console_buffer::Queued;
 use kernel::paging::{PageFlags, PAGE_SIZE};
 use kernel::syscall::{decode, RawCall, SysResult, Syscall, Timeout, UserSlice};
@@ -26,11 +28,38 @@ enum Outcome {
     Gone,
 }
 
-/// The `syscall` entry's Rust side. Returns 1 if the next context may leave
+/// The `syscall` entry's Rust side: the fast path for the calls that have
+/// one, else the general path. Returns 1 if the next context may leave
 /// through `sysretq`.
 #[no_mangle]
-extern "C" fn syscall_from_user() -> u64 {
+extern "C" fn syscall_from_user(number: u64) -> u64 {
     let mut k = sched::lock();
+    const SEND_RECEIVE: u64 = Sys::SendReceive as u64;
+    const SEND: u64 = Sys::Send as u64;
+    const RECEIVE: u64 = Sys::Receive as u64;
+    const SELF_INFO: u64 = Sys::SelfInfo as u64;
+    const YIELD: u64 = Sys::Yield as u64;
+    let fast = match number {
+        SEND_RECEIVE => crate::fastpath::send_receive(&mut k),
+        SEND => crate::fastpath::send(&mut k),
+        RECEIVE => crate::fastpath::receive(&mut k),
+        SELF_INFO => crate::fastpath::self_info(&k),
+        YIELD => crate::fastpath::yield_now(&mut k),
+        _ => None,
+    };
+    match fast {
+        Some(crate::fastpath::Fast::Done(may_sysret)) => may_sysret,
+        Some(crate::fastpath::Fast::Dispatch) => sched::dispatch(k),
+        None => general(k),
+    }
+}
+
+/// Every system call the fast path did not finish.
+#[inline(never)]
+fn general(mut k: sched::KernelGuard) -> u64 {
+    // The general path's Rust uses SSE: save the caller's vector state now
+    // rather than at the first #NM trap.
+    crate::arch::entry::release_vectors();
     let Some(caller) = k.current else {
         crate::fatal(format_args!("system call with no current thread"))
     };

@@ -417,6 +417,8 @@ impl Kernel {
             from_syscall: false,
             root,
             io,
+            uid,
+            task_flags: if privileged { task_flags::PRIVILEGED } else { 0 },
         }) {
             Ok(key) => key,
             Err(e) => {

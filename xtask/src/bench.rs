@@ -39,8 +39,8 @@ fn parse(line: &str) -> Option<Result_> {
 /// Every benchmark the `bench` scenario reports, with what one operation
 /// is. A run missing any of them fails.
 const BENCHMARKS: &[(&str, &str)] = &[
-    ("null_syscall", "SelfInfo: entry, decode, lookup, return"),
-    ("unknown_syscall", "rejected number: entry, decode error, return"),
+    ("null_syscall", "SelfInfo: entry, fast path (per-CPU identity), return"),
+    ("unknown_syscall", "rejected number: entry, general path, decode error, return"),
     ("yield_switch_pair", "2 threads: 2 yields + 2 switches (A to B, B to A)"),
     ("ipc_round_trip", "A Send, B wakes in Receive, Send back, A wakes in Receive"),
     ("ipc_round_trip_send_receive", "the same with one SendReceive call on each side"),

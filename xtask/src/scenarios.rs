@@ -39,7 +39,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "fpu",
-        about: "FPU/SSE state of two threads survives preemption",
+        about: "vector registers survive preemption, calls, hand-offs and others' faults",
         timeout_secs: 180,
     },
     Scenario { name: "faults", about: "each fault kind kills only its task", timeout_secs: 120 },

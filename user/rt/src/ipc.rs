@@ -259,6 +259,7 @@ pub fn receive(timeout: Option<Duration>) -> Result<Received, Error> {
 }
 
 /// Decodes the six registers `Receive` and `SendReceive` return.
+#[inline]
 fn received(rax: u64, regs: [u64; 6]) -> Result<Received, Error> {
     if rax != 0 {
         return Err(Error::from_code(rax).unwrap_or(Error::UnknownSyscall));
@@ -269,6 +270,7 @@ fn received(rax: u64, regs: [u64; 6]) -> Result<Received, Error> {
 /// Sends `data` on `conn` (write and signal), then waits without a time
 /// limit for the next event on any end of this thread and returns it with
 /// its peer buffer: one system call for a request/reply step.
+#[inline]
 pub fn send_receive(conn: &Connection, data: &[u8]) -> Result<Received, Error> {
     if data.len() > MESSAGE_MAX {
         return Err(Error::MessageTooLong);

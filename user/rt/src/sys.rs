@@ -42,6 +42,126 @@ pub fn call_raw(nr: u64, a: [u64; 6]) -> Result<[u64; 4], Error> {
     }
 }
 
+/// The 16 XMM registers, low quadword first in each.
+pub type Vectors = [[u64; 2]; 16];
+
+/// Issues call `nr` like [`call_wide`], with XMM0–XMM15 loaded from `v`
+/// just before `syscall` and stored back into `v` just after it: a test
+/// of the kernel's promise that no call changes a thread's vector
+/// registers (whatever happens meanwhile: a switch, another task's
+/// thread running, a fault elsewhere). Returns `rax` and the six result
+/// registers. Used by the `fpu` program.
+#[inline(never)]
+pub fn call_wide_keeping_vectors(nr: u64, a: [u64; 6], v: &mut Vectors) -> (u64, [u64; 6]) {
+    let rax: u64;
+    let [mut rdi, mut rsi, mut rdx, mut r10, mut r8, mut r9] = a;
+    let p = v.as_mut_ptr();
+    // SAFETY: as for `call_raw`; `p` points at 256 writable bytes (`v`),
+    // kept in r12, which `syscall` and the kernel preserve; every XMM
+    // register is declared clobbered.
+    unsafe {
+        asm!(
+            "movdqu xmm0, [r12]", "movdqu xmm1, [r12 + 16]",
+            "movdqu xmm2, [r12 + 32]", "movdqu xmm3, [r12 + 48]",
+            "movdqu xmm4, [r12 + 64]", "movdqu xmm5, [r12 + 80]",
+            "movdqu xmm6, [r12 + 96]", "movdqu xmm7, [r12 + 112]",
+            "movdqu xmm8, [r12 + 128]", "movdqu xmm9, [r12 + 144]",
+            "movdqu xmm10, [r12 + 160]", "movdqu xmm11, [r12 + 176]",
+            "movdqu xmm12, [r12 + 192]", "movdqu xmm13, [r12 + 208]",
+            "movdqu xmm14, [r12 + 224]", "movdqu xmm15, [r12 + 240]",
+            "syscall",
+            "movdqu [r12], xmm0", "movdqu [r12 + 16], xmm1",
+            "movdqu [r12 + 32], xmm2", "movdqu [r12 + 48], xmm3",
+            "movdqu [r12 + 64], xmm4", "movdqu [r12 + 80], xmm5",
+            "movdqu [r12 + 96], xmm6", "movdqu [r12 + 112], xmm7",
+            "movdqu [r12 + 128], xmm8", "movdqu [r12 + 144], xmm9",
+            "movdqu [r12 + 160], xmm10", "movdqu [r12 + 176], xmm11",
+            "movdqu [r12 + 192], xmm12", "movdqu [r12 + 208], xmm13",
+            "movdqu [r12 + 224], xmm14", "movdqu [r12 + 240], xmm15",
+            inlateout("rax") nr => rax,
+            inlateout("rdi") rdi,
+            inlateout("rsi") rsi,
+            inlateout("rdx") rdx,
+            inlateout("r10") r10,
+            inlateout("r8") r8,
+            inlateout("r9") r9,
+            inout("r12") p => _,
+            lateout("rcx") _,
+            lateout("r11") _,
+            out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _,
+            out("xmm4") _, out("xmm5") _, out("xmm6") _, out("xmm7") _,
+            out("xmm8") _, out("xmm9") _, out("xmm10") _, out("xmm11") _,
+            out("xmm12") _, out("xmm13") _, out("xmm14") _, out("xmm15") _,
+            options(nostack),
+        );
+    }
+    (rax, [rdi, rsi, rdx, r10, r8, r9])
+}
+
+/// Loads XMM0–XMM15 from `v`, runs `rounds` iterations of an empty loop
+/// (long enough to be preempted and to see interrupts), and stores the
+/// registers back: they must come back unchanged through every
+/// interrupt return.
+#[inline(never)]
+pub fn spin_keeping_vectors(rounds: u64, v: &mut Vectors) {
+    let p = v.as_mut_ptr();
+    // SAFETY: only registers and the 256 bytes of `v` are touched.
+    unsafe {
+        asm!(
+            "movdqu xmm0, [r12]", "movdqu xmm1, [r12 + 16]",
+            "movdqu xmm2, [r12 + 32]", "movdqu xmm3, [r12 + 48]",
+            "movdqu xmm4, [r12 + 64]", "movdqu xmm5, [r12 + 80]",
+            "movdqu xmm6, [r12 + 96]", "movdqu xmm7, [r12 + 112]",
+            "movdqu xmm8, [r12 + 128]", "movdqu xmm9, [r12 + 144]",
+            "movdqu xmm10, [r12 + 160]", "movdqu xmm11, [r12 + 176]",
+            "movdqu xmm12, [r12 + 192]", "movdqu xmm13, [r12 + 208]",
+            "movdqu xmm14, [r12 + 224]", "movdqu xmm15, [r12 + 240]",
+            "2:",
+            "sub {n}, 1",
+            "jnz 2b",
+            "movdqu [r12], xmm0", "movdqu [r12 + 16], xmm1",
+            "movdqu [r12 + 32], xmm2", "movdqu [r12 + 48], xmm3",
+            "movdqu [r12 + 64], xmm4", "movdqu [r12 + 80], xmm5",
+            "movdqu [r12 + 96], xmm6", "movdqu [r12 + 112], xmm7",
+            "movdqu [r12 + 128], xmm8", "movdqu [r12 + 144], xmm9",
+            "movdqu [r12 + 160], xmm10", "movdqu [r12 + 176], xmm11",
+            "movdqu [r12 + 192], xmm12", "movdqu [r12 + 208], xmm13",
+            "movdqu [r12 + 224], xmm14", "movdqu [r12 + 240], xmm15",
+            n = inout(reg) rounds.max(1) => _,
+            inout("r12") p => _,
+            out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _,
+            out("xmm4") _, out("xmm5") _, out("xmm6") _, out("xmm7") _,
+            out("xmm8") _, out("xmm9") _, out("xmm10") _, out("xmm11") _,
+            out("xmm12") _, out("xmm13") _, out("xmm14") _, out("xmm15") _,
+            options(nostack),
+        );
+    }
+}
+
+/// Loads XMM0–XMM15 from `v` and writes to address 0: the page fault kills
+/// the task with its vector registers full (a test that they never reach
+/// another thread).
+pub fn fault_with_vectors(v: &Vectors) -> ! {
+    let p = v.as_ptr();
+    // SAFETY: deliberately faults; nothing after the store runs.
+    unsafe {
+        asm!(
+            "movdqu xmm0, [r12]", "movdqu xmm1, [r12 + 16]",
+            "movdqu xmm2, [r12 + 32]", "movdqu xmm3, [r12 + 48]",
+            "movdqu xmm4, [r12 + 64]", "movdqu xmm5, [r12 + 80]",
+            "movdqu xmm6, [r12 + 96]", "movdqu xmm7, [r12 + 112]",
+            "movdqu xmm8, [r12 + 128]", "movdqu xmm9, [r12 + 144]",
+            "movdqu xmm10, [r12 + 160]", "movdqu xmm11, [r12 + 176]",
+            "movdqu xmm12, [r12 + 192]", "movdqu xmm13, [r12 + 208]",
+            "movdqu xmm14, [r12 + 224]", "movdqu xmm15, [r12 + 240]",
+            "mov qword ptr [0], 1",
+            "ud2",
+            in("r12") p,
+            options(noreturn, nostack),
+        );
+    }
+}
+
 /// Issues a call that returns six registers (`Receive`, `SendReceive`):
 /// `rax` and `rdi, rsi, rdx, r10, r8, r9`.
 #[inline(always)]

@@ -1,5 +1,7 @@
-//! Saved user-mode CPU state: what the entry stubs store on every kernel
-//! entry and restore on every return to user mode.
+//! Saved user-mode CPU state: the general registers the entry stubs store on
+//! every kernel entry and restore on every return to user mode, and the
+//! vector state, which is saved only when another thread needs the
+//! registers (see `entry.rs`, "Vector state").
 //!
 //! The layouts here are shared with the assembly in `entry.rs`; any change
 //! must be mirrored there (the offsets are checked at compile time).
@@ -90,17 +92,25 @@ impl TrapFrame {
     }
 }
 
-/// The `fxsave` image of the x87/SSE state.
+/// Bytes of [`FpuArea`]: the 512-byte legacy (`fxsave`) region and the
+/// 64-byte XSAVE header. The kernel enables only the x87 and SSE
+/// components in XCR0, so nothing follows the header.
+pub const FPU_AREA_SIZE: usize = 576;
+
+/// The saved x87/SSE state: an `fxsave` image, or an XSAVE image (standard
+/// format) when the CPU has XSAVE. 64-byte aligned, as `xsave` needs.
 #[derive(Clone, Copy)]
-#[repr(C, align(16))]
-pub struct FpuArea(pub [u8; 512]);
+#[repr(C, align(64))]
+pub struct FpuArea(pub [u8; FPU_AREA_SIZE]);
 
 impl FpuArea {
     /// The state a new thread starts with: x87 control word 0x37f (all
-    /// exceptions masked), MXCSR 0x1f80, every register zero. Nothing of any
-    /// other thread or of the kernel is in it.
+    /// exceptions masked), MXCSR 0x1f80, every register zero, and an XSAVE
+    /// header of zeros (every component in its initial state, which
+    /// `xrstor` loads as zeros). Nothing of any other thread or of the
+    /// kernel is in it.
     pub const fn initial() -> Self {
-        let mut a = [0u8; 512];
+        let mut a = [0u8; FPU_AREA_SIZE];
         a[0] = 0x7f;
         a[1] = 0x03;
         a[24] = 0x80;
@@ -185,7 +195,9 @@ impl Selectors {
 pub struct Context {
     /// General registers and return frame.
     pub regs: Regs,
-    /// x87/SSE registers.
+    /// x87/SSE registers, as of the last time another thread (or the
+    /// kernel) needed the CPU's: while this thread owns them
+    /// (`entry::fpu_owner`), the CPU holds the current values.
     pub fpu: FpuArea,
     /// DS, ES, FS and GS, as of the last switch away from this thread
     /// (while it runs, the CPU holds them).
@@ -226,6 +238,6 @@ impl Context {
 
 const _: () = {
     assert!(core::mem::size_of::<Regs>() == 160);
-    assert!(core::mem::offset_of!(Context, fpu) == 160);
+    assert!(core::mem::offset_of!(Context, fpu) % 64 == 0);
     assert!(core::mem::size_of::<TrapFrame>() == 176);
 };

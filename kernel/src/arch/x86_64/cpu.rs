@@ -191,6 +191,46 @@ pub fn read_cr4() -> u64 {
     v
 }
 
+/// CR0.TS: the next x87/SSE instruction raises #NM (see `entry.rs`,
+/// "Vector state").
+pub const CR0_TS: u64 = 1 << 3;
+
+/// CR4.OSXSAVE: `xsave`, `xrstor` and `xsetbv` are enabled.
+const CR4_OSXSAVE: u64 = 1 << 18;
+/// XCR0 bits: the x87 and SSE state components.
+const XCR0_X87_SSE: u64 = 0b11;
+
+/// Enables XSAVE for the x87 and SSE components only (XCR0 = 3) if CPUID
+/// reports both XSAVE (leaf 1, ECX bit 26) and XSAVEOPT (leaf 0xD
+/// sub-leaf 1, EAX bit 0). Returns whether it did. Larger components (AVX
+/// and up) stay disabled, so their instructions fault in user mode and
+/// their state never needs saving: the save area stays 576 bytes
+/// (`context::FPU_AREA_SIZE`). Without them the kernel keeps `fxsave`.
+pub fn enable_xsave() -> bool {
+    let leaf1 = core::arch::x86_64::__cpuid(1);
+    if leaf1.ecx & (1 << 26) == 0 || core::arch::x86_64::__cpuid(0).eax < 0xd {
+        return false;
+    }
+    if core::arch::x86_64::__cpuid_count(0xd, 1).eax & 1 == 0 {
+        return false;
+    }
+    let cr4 = read_cr4() | CR4_OSXSAVE;
+    // SAFETY: CPUID reports XSAVE, so CR4.OSXSAVE may be set and XCR0
+    // written; the x87 bit is mandatory and SSE is present on every x86_64
+    // CPU. No vector state is live yet (no thread has run).
+    unsafe {
+        asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags));
+        asm!(
+            "xsetbv",
+            in("ecx") 0u32,
+            in("eax") XCR0_X87_SSE as u32,
+            in("edx") (XCR0_X87_SSE >> 32) as u32,
+            options(nostack, preserves_flags),
+        );
+    }
+    true
+}
+
 /// CR0.WP: supervisor writes honour read-only pages.
 pub const CR0_WP: u64 = 1 << 16;
 /// EFER.NXE: the no-execute bit of page-table entries is honoured.

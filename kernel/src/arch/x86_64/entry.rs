@@ -1,11 +1,44 @@
 //! Kernel entry and exit: the per-CPU block, the IDT, the interrupt and
 //! exception stubs, the `syscall` entry and the one return-to-user path.
 //!
-//! Every entry from user mode saves the thread's registers and `fxsave`s its
-//! vector state into the current thread's [`Context`] (through the per-CPU
-//! block), then calls into Rust on a kernel stack. Every return to user mode
-//! goes through `return_to_user`, which restores whichever thread is current
-//! then: a context switch is just changing the per-CPU pointers.
+//! Every entry from user mode saves the thread's general registers into the
+//! current thread's [`Context`] (through the per-CPU block), then calls into
+//! Rust on a kernel stack. Every return to user mode goes through
+//! `return_to_user`, which restores whichever thread is current then: a
+//! context switch is just changing the per-CPU pointers.
+//!
+//! # Vector state
+//!
+//! No entry saves the x87/SSE registers. The CPU's vector registers belong
+//! to one context at a time, `fpu_owner` in the per-CPU block (0: they hold
+//! nothing anybody needs):
+//!
+//! - In user mode the owner is always the running thread's context.
+//! - Kernel Rust uses SSE nearly everywhere (the compiler copies structs
+//!   through XMM registers; the prebuilt `core` does too), so before it
+//!   runs, the owner's registers must be saved. Interrupts and exceptions
+//!   from user mode and the general system call path save them at once
+//!   ([`release_vectors`]: clear TS, save the owner's, owner 0).
+//! - System calls that take a fast path must not touch them. As a
+//!   guard, every `syscall` entry sets CR0.TS (one `mov cr0`): kernel code
+//!   that touches an x87/SSE register before the registers were released
+//!   traps (#NM, vector 7) before it changes anything, and the #NM stub,
+//!   pure assembly, releases them and lets the instruction run again. So
+//!   correctness never depends on what the compiler emits; only speed
+//!   does (a trap costs about 40 instructions more than the eager save).
+//! - `return_to_user` clears TS and, if the owner is not the context it
+//!   returns to, saves the owner's registers (if any) and restores the
+//!   returning context's: the one place a switch between threads moves
+//!   vector state. A thread that blocks and comes back with nobody else's
+//!   vector code in between pays nothing.
+//! - A freed context stops being the owner (`forget_context`).
+//!
+//! So no thread ever runs with another's vector registers, and user code
+//! never runs with TS set: there is no lazy restore in user mode, hence no
+//! speculative window onto a previous owner's registers (the "LazyFP"
+//! problem, CVE-2018-3665). Saves and restores use `xsaveopt`/`xrstor`
+//! (x87 and SSE components only) when CPUID reports XSAVE, else
+//! `fxsave`/`fxrstor`. See docs/decisions.md, "Vector state".
 //!
 //! Our own IDT type is used rather than the `x86_64` crate's: that one types
 //! each vector's handler for the `x86-interrupt` ABI (nightly only), while
@@ -14,9 +47,10 @@
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use super::context::{Context, Selectors, TrapFrame, USER_CS, USER_SS};
+use super::context::{Context, Regs, Selectors, TrapFrame, USER_CS, USER_SS};
 use super::cpu::wrmsr;
 use super::gdt::{IST_CRITICAL, IST_GENERAL};
+use alux_abi::{TaskId, ThreadId, Uid};
 use x86_64::instructions::tables::lidt;
 use x86_64::structures::DescriptorTablePointer;
 use x86_64::VirtAddr;
@@ -31,6 +65,20 @@ pub struct PerCpu {
     current_regs_end: AtomicU64,
     current_fpu: AtomicU64,
     may_sysret: AtomicU64,
+    /// The `FpuArea` whose thread's vector state the CPU's registers hold
+    /// (0: nobody's).
+    fpu_owner: AtomicU64,
+    /// CR0 with TS set: loaded on every entry from user mode.
+    cr0_guard: AtomicU64,
+    /// 1: save with `xsaveopt` and restore with `xrstor`; 0: `fxsave` and
+    /// `fxrstor`.
+    fpu_xsave: AtomicU64,
+    /// Who runs on this CPU (`set_current_identity`): the thread's raw ID,
+    /// its task's, and the task's uid with its `task_flags` above bit 32.
+    /// The fast paths read them instead of looking the thread up.
+    thread: AtomicU64,
+    task: AtomicU64,
+    ident: AtomicU64,
 }
 
 const _: () = {
@@ -40,6 +88,12 @@ const _: () = {
     assert!(core::mem::offset_of!(PerCpu, current_regs_end) == 32);
     assert!(core::mem::offset_of!(PerCpu, current_fpu) == 40);
     assert!(core::mem::offset_of!(PerCpu, may_sysret) == 48);
+    assert!(core::mem::offset_of!(PerCpu, fpu_owner) == 56);
+    assert!(core::mem::offset_of!(PerCpu, cr0_guard) == 64);
+    assert!(core::mem::offset_of!(PerCpu, fpu_xsave) == 72);
+    assert!(core::mem::offset_of!(PerCpu, thread) == 80);
+    assert!(core::mem::offset_of!(PerCpu, task) == 88);
+    assert!(core::mem::offset_of!(PerCpu, ident) == 96);
 };
 
 static BOOT_CPU: PerCpu = PerCpu {
@@ -50,6 +104,12 @@ static BOOT_CPU: PerCpu = PerCpu {
     current_regs_end: AtomicU64::new(0),
     current_fpu: AtomicU64::new(0),
     may_sysret: AtomicU64::new(0),
+    fpu_owner: AtomicU64::new(0),
+    cr0_guard: AtomicU64::new(0),
+    fpu_xsave: AtomicU64::new(0),
+    thread: AtomicU64::new(0),
+    task: AtomicU64::new(0),
+    ident: AtomicU64::new(0),
 };
 
 /// The context whose thread's DS/ES/FS/GS the CPU holds (0: no live
@@ -98,11 +158,180 @@ pub fn set_current_context(ctx: &mut Context) {
     BOOT_CPU.current_fpu.store(&raw mut ctx.fpu as u64, Ordering::Relaxed);
 }
 
-/// Called when a context is freed: if the CPU holds its selectors, they
-/// belong to nobody now (the next switch loads the new thread's).
+/// Records who runs on this CPU from now on (with
+/// [`set_current_context`], whenever the scheduler loads a thread).
+pub fn set_current_identity(thread: ThreadId, task: TaskId, uid: Uid, flags: u32) {
+    BOOT_CPU.thread.store(thread.raw(), Ordering::Relaxed);
+    BOOT_CPU.task.store(task.raw(), Ordering::Relaxed);
+    BOOT_CPU.ident.store(uid as u64 | (flags as u64) << 32, Ordering::Relaxed);
+}
+
+/// Who runs on this CPU: its thread, its task, the task's uid and
+/// `task_flags`, read from the per-CPU block through GS (no lookup).
+#[inline(always)]
+pub fn current_identity() -> (ThreadId, TaskId, Uid, u32) {
+    let (thread, task, ident): (u64, u64, u64);
+    // SAFETY: GS holds the per-CPU block in the kernel; three plain loads.
+    unsafe {
+        core::arch::asm!(
+            "mov {0}, gs:[80]",
+            "mov {1}, gs:[88]",
+            "mov {2}, gs:[96]",
+            out(reg) thread, out(reg) task, out(reg) ident,
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    (ThreadId::from_raw(thread), TaskId::from_raw(task), ident as Uid, (ident >> 32) as u32)
+}
+
+/// Writes a finished call's result registers (`rax, rdi, rsi, rdx, r10`)
+/// into the current thread's saved context, with plain stores, and says
+/// whether it may leave through `sysretq` (its return address is below
+/// `USER_POINTER_END`; it entered by `syscall`). For the fast paths.
+#[inline(always)]
+pub fn finish_current_call(r: [u64; 5], user_pointer_end: u64) -> bool {
+    let [rax, rdi, rsi, rdx, r10] = r;
+    let rip: u64;
+    // SAFETY: GS holds the per-CPU block in the kernel; `current_regs`
+    // points at the current thread's live `Regs` (the caller holds the
+    // kernel lock), whose result registers the call owns.
+    unsafe {
+        core::arch::asm!(
+            "mov {p}, gs:[24]",
+            "mov [{p} + {orax}], {rax}",
+            "mov [{p} + {ordi}], {rdi}",
+            "mov [{p} + {orsi}], {rsi}",
+            "mov [{p} + {ordx}], {rdx}",
+            "mov [{p} + {or10}], {r10}",
+            "mov {rip}, [{p} + {orip}]",
+            p = out(reg) _,
+            rip = lateout(reg) rip,
+            rax = in(reg) rax, rdi = in(reg) rdi, rsi = in(reg) rsi,
+            rdx = in(reg) rdx, r10 = in(reg) r10,
+            orax = const core::mem::offset_of!(Regs, rax),
+            ordi = const core::mem::offset_of!(Regs, rdi),
+            orsi = const core::mem::offset_of!(Regs, rsi),
+            ordx = const core::mem::offset_of!(Regs, rdx),
+            or10 = const core::mem::offset_of!(Regs, r10),
+            orip = const core::mem::offset_of!(Regs, rip),
+            options(nostack, preserves_flags),
+        );
+    }
+    rip < user_pointer_end
+}
+
+/// [`finish_current_call`] for the calls that return six registers
+/// (`rax`, then `rdi, rsi, rdx, r10, r8, r9`).
+#[inline(always)]
+pub fn finish_current_wide_call(r: [u64; 7], user_pointer_end: u64) -> bool {
+    let [rax, rdi, rsi, rdx, r10, r8, r9] = r;
+    let rip: u64;
+    // SAFETY: as for `finish_current_call`: the current thread's live
+    // `Regs`, whose result registers the call owns.
+    unsafe {
+        core::arch::asm!(
+            "mov {p}, gs:[24]",
+            "mov [{p} + {orax}], {rax}",
+            "mov [{p} + {ordi}], {rdi}",
+            "mov [{p} + {orsi}], {rsi}",
+            "mov [{p} + {ordx}], {rdx}",
+            "mov [{p} + {or10}], {r10}",
+            "mov [{p} + {or8}], {r8}",
+            "mov [{p} + {or9}], {r9}",
+            "mov {rip}, [{p} + {orip}]",
+            p = out(reg) _,
+            rip = lateout(reg) rip,
+            rax = in(reg) rax, rdi = in(reg) rdi, rsi = in(reg) rsi,
+            rdx = in(reg) rdx, r10 = in(reg) r10, r8 = in(reg) r8, r9 = in(reg) r9,
+            orax = const core::mem::offset_of!(Regs, rax),
+            ordi = const core::mem::offset_of!(Regs, rdi),
+            orsi = const core::mem::offset_of!(Regs, rsi),
+            ordx = const core::mem::offset_of!(Regs, rdx),
+            or10 = const core::mem::offset_of!(Regs, r10),
+            or8 = const core::mem::offset_of!(Regs, r8),
+            or9 = const core::mem::offset_of!(Regs, r9),
+            orip = const core::mem::offset_of!(Regs, rip),
+            options(nostack, preserves_flags),
+        );
+    }
+    rip < user_pointer_end
+}
+
+/// The current thread's six system call argument registers as saved by
+/// `syscall_entry` (`rdi, rsi, rdx, r10, r8, r9`), read with plain loads
+/// into general registers (never through a vector register: the fast
+/// path runs before the vector registers are released).
+#[inline(always)]
+pub fn current_args() -> [u64; 6] {
+    let (a0, a1, a2, a3, a4, a5): (u64, u64, u64, u64, u64, u64);
+    // SAFETY: GS holds the per-CPU block in the kernel; `current_regs`
+    // points at the current thread's live `Regs` (set by
+    // `set_current_context`, under the kernel lock the caller holds), and
+    // only reads are made.
+    unsafe {
+        core::arch::asm!(
+            "mov {p}, gs:[24]",
+            "mov {a0}, [{p} + {rdi}]",
+            "mov {a1}, [{p} + {rsi}]",
+            "mov {a2}, [{p} + {rdx}]",
+            "mov {a3}, [{p} + {r10}]",
+            "mov {a4}, [{p} + {r8}]",
+            "mov {a5}, [{p} + {r9}]",
+            p = out(reg) _,
+            a0 = out(reg) a0, a1 = out(reg) a1, a2 = out(reg) a2,
+            a3 = out(reg) a3, a4 = out(reg) a4, a5 = out(reg) a5,
+            rdi = const core::mem::offset_of!(Regs, rdi),
+            rsi = const core::mem::offset_of!(Regs, rsi),
+            rdx = const core::mem::offset_of!(Regs, rdx),
+            r10 = const core::mem::offset_of!(Regs, r10),
+            r8 = const core::mem::offset_of!(Regs, r8),
+            r9 = const core::mem::offset_of!(Regs, r9),
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    [a0, a1, a2, a3, a4, a5]
+}
+
+/// Called when a context is freed: if the CPU holds its selectors or its
+/// vector registers, they belong to nobody now (the next return to user
+/// mode loads the new thread's, and nothing saves into the freed memory).
 pub fn forget_context(ctx: &mut Context) {
     let me = ctx as *mut Context as u64;
     let _ = SELECTOR_OWNER.compare_exchange(me, 0, Ordering::Relaxed, Ordering::Relaxed);
+    let fpu = &raw mut ctx.fpu as u64;
+    let _ = BOOT_CPU.fpu_owner.compare_exchange(fpu, 0, Ordering::Relaxed, Ordering::Relaxed);
+}
+
+/// Saves the user's vector registers into their owner's context if the CPU
+/// holds them, and clears CR0.TS: from here on kernel code may use SSE.
+/// The next return to user mode restores the returning thread's.
+#[inline]
+pub fn release_vectors() {
+    // SAFETY: `fpu_release` only reads the per-CPU block through GS (the
+    // kernel's base while in the kernel), clears CR0.TS and writes the
+    // owner's `FpuArea`, a live context (`forget_context` clears the owner
+    // before a context is freed). It clobbers only rax, rdx and rdi.
+    unsafe {
+        core::arch::asm!(
+            "call fpu_release",
+            out("rax") _,
+            out("rdx") _,
+            out("rdi") _,
+        )
+    }
+}
+
+/// Chooses how vector state is saved (`xsaveopt`/`xrstor` if the CPU has
+/// XSAVE and XSAVEOPT, which [`super::cpu::enable_xsave`] then enabled for
+/// the x87 and SSE components) and records CR0 with TS set, which every
+/// entry from user mode loads. Called once at boot, after CR0 and CR4 took
+/// their final values and before the first thread runs. Returns whether
+/// XSAVE is used.
+pub fn init_fpu() -> bool {
+    let xsave = super::cpu::enable_xsave();
+    BOOT_CPU.fpu_xsave.store(xsave as u64, Ordering::Relaxed);
+    BOOT_CPU.cr0_guard.store(super::cpu::read_cr0() | super::cpu::CR0_TS, Ordering::Relaxed);
+    xsave
 }
 
 /// Restores the current context and enters user mode; never returns. Used
@@ -152,6 +381,14 @@ fn is_critical(vector: usize) -> bool {
     matches!(vector, 2 | 8 | 18)
 }
 
+/// #NM, device not available: raised in the kernel by its first x87/SSE
+/// instruction after an entry from user mode (CR0.TS). It runs on the
+/// stack it interrupted (no IST): it may interrupt a handler already on
+/// an IST stack, which a fresh IST stack would overwrite. It never comes
+/// from user mode (TS is clear there); if it did, the CPU would use the
+/// empty kernel stack of the TSS, which its stub alone uses.
+const DEVICE_NOT_AVAILABLE: usize = 7;
+
 /// Loads the IDT, points `gs` at the per-CPU block and programs the
 /// `syscall` MSRs. `kernel_stack_top` is the stack Rust runs on after any
 /// entry from user mode.
@@ -169,7 +406,13 @@ pub fn init(kernel_stack_top: u64) {
         *e = IdtEntry {
             offset_low: addr as u16,
             selector: kernel_cs,
-            ist: if is_critical(v) { IST_CRITICAL } else { IST_GENERAL } as u8,
+            ist: if v == DEVICE_NOT_AVAILABLE {
+                0
+            } else if is_critical(v) {
+                IST_CRITICAL
+            } else {
+                IST_GENERAL
+            } as u8,
             type_attr: 0x8e, // present, DPL 0, 64-bit interrupt gate
             offset_mid: (addr >> 16) as u16,
             offset_high: (addr >> 32) as u32,
@@ -209,9 +452,10 @@ pub fn init(kernel_stack_top: u64) {
 
 // The Rust side of the entries, implemented by the kernel proper.
 extern "C" {
-    /// Handles the system call saved in the current context. Returns 1 if
-    /// the (possibly new) current context may return with `sysretq`.
-    fn syscall_from_user() -> u64;
+    /// Handles the system call saved in the current context (`number` is
+    /// its `rax`). Returns 1 if the (possibly new) current context may
+    /// return with `sysretq`.
+    fn syscall_from_user(number: u64) -> u64;
     /// Handles an interrupt or exception from user mode.
     fn trap_from_user(frame: &TrapFrame) -> u64;
     /// Handles an interrupt or exception that interrupted the kernel.
@@ -258,6 +502,32 @@ global_asm!(
     pop rbx
     pop rax
 .endm
+
+/* Saves the CPU's vector registers into the area at \area (clobbers rax
+   and rdx). CR0.TS must be clear. */
+.macro FPU_SAVE area
+    cmp qword ptr gs:[72], 0
+    je 81f
+    mov eax, -1
+    mov edx, -1
+    xsaveopt64 [\area]
+    jmp 82f
+81: fxsave64 [\area]
+82:
+.endm
+
+/* Loads the vector registers from the area at \area (clobbers rax and
+   rdx). CR0.TS must be clear. */
+.macro FPU_RESTORE area
+    cmp qword ptr gs:[72], 0
+    je 83f
+    mov eax, -1
+    mov edx, -1
+    xrstor64 [\area]
+    jmp 84f
+83: fxrstor64 [\area]
+84:
+.endm
 .global isr_stubs
 .p2align 4
 isr_stubs:
@@ -284,12 +554,14 @@ isr_common:
     pushfq
     and qword ptr [rsp], ~0x40000
     popfq
+    cmp qword ptr [rsp], 7
+    je 5f
     test qword ptr [rsp + 24], 3
     jz 2f
     swapgs
     PUSH_GPRS
-    mov rax, gs:[40]
-    fxsave64 [rax]
+    /* The kernel's Rust uses SSE: save the thread's vector state first. */
+    call fpu_release
     mov rdi, rsp
     mov rsp, gs:[16]
     call {trap_from_user}
@@ -301,6 +573,39 @@ isr_common:
     POP_GPRS
     add rsp, 16
     iretq
+
+/* #NM: the kernel touched a vector register with CR0.TS set. Save the
+   owner's registers (if any) into its context; from now on the registers
+   are the kernel's scratch until return_to_user restores a thread's. */
+5:  test qword ptr [rsp + 24], 3
+    jnz 6f
+    push rax
+    push rdx
+    push rdi
+    call fpu_release
+    pop rdi
+    pop rdx
+    pop rax
+    add rsp, 16
+    iretq
+/* From user mode (never: TS is clear there): the registers are the
+   thread's own; let it go on. */
+6:  clts
+    add rsp, 16
+    iretq
+
+/* Clears CR0.TS and saves the vector registers into their owner's area,
+   if any: they are the kernel's scratch from now on. Clobbers rax, rdx,
+   rdi and the flags. */
+.global fpu_release
+fpu_release:
+    clts
+    mov rdi, gs:[56]
+    test rdi, rdi
+    jz 1f
+    FPU_SAVE rdi
+    mov qword ptr gs:[56], 0
+1:  ret
 
 .global syscall_entry
 .p2align 4
@@ -314,8 +619,10 @@ syscall_entry:
     push {user_cs}
     push rcx
     PUSH_GPRS
-    mov rax, gs:[40]
-    fxsave64 [rax]
+    mov rdi, rax
+    /* CR0.TS: vector instructions trap until the registers are released. */
+    mov rax, gs:[64]
+    mov cr0, rax
     mov rsp, gs:[16]
     call {syscall_from_user}
 
@@ -323,9 +630,18 @@ syscall_entry:
 .global return_to_user
 return_to_user:
     mov gs:[48], rax
-    mov rax, gs:[40]
-    fxrstor64 [rax]
-    mov rsp, gs:[24]
+    clts
+    /* The returning context's vector state, unless the CPU holds it. */
+    mov rdi, gs:[40]
+    mov rsi, gs:[56]
+    cmp rdi, rsi
+    je 4f
+    test rsi, rsi
+    jz 8f
+    FPU_SAVE rsi
+8:  FPU_RESTORE rdi
+    mov gs:[56], rdi
+4:  mov rsp, gs:[24]
     POP_GPRS
     cmp qword ptr gs:[48], 0
     jne 3f

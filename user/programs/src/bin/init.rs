@@ -150,9 +150,29 @@ fn preempt(init: &Init<'_>) -> Verdict {
 
 fn fpu(init: &Init<'_>) -> Verdict {
     let spinner = init.spawn("spinner", "")?;
-    let r = expect("fpu", init.run("fpu", "2000000"), TaskEnd::Exited(0));
+    let r = fpu_paths(init);
     task::kill(spinner).map_err(|e| format!("kill spinner: {}", e))?;
     r
+}
+
+/// Every path back to user mode keeps a thread's vector registers: across
+/// preemption (long computations), system call returns with and without
+/// a switch, interrupt returns, `SendReceive` hand-offs to another task's
+/// thread, and other tasks dying of faults with their registers full.
+fn fpu_paths(init: &Init<'_>) -> Verdict {
+    expect("fpu", init.run("fpu", "2000000"), TaskEnd::Exited(0))?;
+    let calls = init.spawn("fpu", "calls 3000")?;
+    let server = init.spawn("fpu", "serve")?;
+    let client = init.spawn("fpu", &format!("client {} 3000", server.raw()))?;
+    for _ in 0..10 {
+        match init.run("fpu", "fault") {
+            Ok(TaskEnd::Faulted(Fault::PageFault, 0)) => {}
+            other => return Err(format!("fpu fault: expected a page fault at 0, got {:?}", other)),
+        }
+    }
+    expect("fpu calls", task::wait(calls, WAIT), TaskEnd::Exited(0))?;
+    expect("fpu client", task::wait(client, WAIT), TaskEnd::Exited(0))?;
+    expect("fpu serve", task::wait(server, WAIT), TaskEnd::Exited(0))
 }
 
 fn faults(init: &Init<'_>) -> Verdict {
@@ -467,6 +487,15 @@ fn closes(init: &Init<'_>) -> Verdict {
 
 fn handles(init: &Init<'_>) -> Verdict {
     with_holder(init, "handles")?;
+    // The same refusals where the `SendReceive` fast path would otherwise
+    // apply (a receiver parked and waiting).
+    let server = init.spawn("ipc", "fast-server")?;
+    expect(
+        "fast-refusals",
+        init.run("ipc", &format!("fast-refusals {}", server.raw())),
+        TaskEnd::Exited(0),
+    )?;
+    expect("fast-server", task::wait(server, WAIT), TaskEnd::Exited(0))?;
     // Privileged calls work for init. (The page-fault end is memd's: an
     // interrupt line nobody uses here, COM2's, serves the check.)
     let end = alux_rt::ipc::open_kernel_end(alux_abi::ipc::kernel_end_kind::interrupt(3))

@@ -5,15 +5,19 @@
 //! `refused TASK`, `watch TASK REASON`, `mortal CLIENTS`, `fan N ROUNDS`,
 //! `fanclient TASK CONNS ROUNDS`, `timeouts TASK`, `handles TASK`, `closer`,
 //! `exiter`, `closes CLOSER EXITER`, `flood TASK`, `holder`, `names-test
-//! ns=ID`.
+//! ns=ID`, `fast-server`, `fast-refusals TASK` (the `SendReceive` fast
+//! path's refusals, with a receiver parked).
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
 use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
 use alloc::vec::Vec;
 use alux_abi::ipc::{CloseReason, Events, Handle};
+use alux_abi::syscall::Sys;
 use alux_abi::{Error, TaskId};
 use alux_rt::ipc::{self, Connection, Port};
 use alux_rt::names::{self, NameError, NameService};
@@ -508,30 +512,19 @@ fn handles(idle: TaskId, me: TaskId) -> u64 {
     let raw = port.handle();
     // A random number, and a handle whose slot exists with another generation.
     let random = Handle::from_raw(0x1357_9bdf_0246_8ace);
-    ok &= check(
-        "random handle",
-        call(alux_abi::syscall::Sys::Signal, [random.raw(), 0, 0, 0, 0, 0]),
-        Error::BadHandle,
-    );
-    ok &= check(
-        "null handle",
-        call(alux_abi::syscall::Sys::Signal, [0, 0, 0, 0, 0, 0]),
-        Error::BadHandle,
-    );
+    ok &=
+        check("random handle", call(Sys::Signal, [random.raw(), 0, 0, 0, 0, 0]), Error::BadHandle);
+    ok &= check("null handle", call(Sys::Signal, [0, 0, 0, 0, 0, 0]), Error::BadHandle);
     let closed = Port::new().expect("port");
     let stale = closed.handle();
     drop(closed);
-    ok &= check(
-        "stale handle",
-        call(alux_abi::syscall::Sys::Signal, [stale.raw(), 0, 0, 0, 0, 0]),
-        Error::StaleHandle,
-    );
-    let other = thread::spawn(move || {
-        call(alux_abi::syscall::Sys::ListenPush, [raw.raw(), 0, 0, 0, 0, 0]).map(|_| ())
-    })
-    .expect("thread")
-    .join()
-    .expect("result");
+    ok &=
+        check("stale handle", call(Sys::Signal, [stale.raw(), 0, 0, 0, 0, 0]), Error::StaleHandle);
+    let other =
+        thread::spawn(move || call(Sys::ListenPush, [raw.raw(), 0, 0, 0, 0, 0]).map(|_| ()))
+            .expect("thread")
+            .join()
+            .expect("result");
     ok &= check("another thread's handle", other, Error::WrongThread);
     ok &= check(
         "read on a port nobody connected to",
@@ -561,12 +554,12 @@ fn handles(idle: TaskId, me: TaskId) -> u64 {
     let long = [0u8; 33];
     ok &= check(
         "33-byte write",
-        call(alux_abi::syscall::Sys::Write, [p.handle().raw(), long.as_ptr() as u64, 33, 0, 0, 0]),
+        call(Sys::Write, [p.handle().raw(), long.as_ptr() as u64, 33, 0, 0, 0]),
         Error::MessageTooLong,
     );
     ok &= check(
         "write from a kernel pointer",
-        call(alux_abi::syscall::Sys::Write, [p.handle().raw(), 0xffff_8000_0000_0000, 8, 0, 0, 0]),
+        call(Sys::Write, [p.handle().raw(), 0xffff_8000_0000_0000, 8, 0, 0, 0]),
         Error::BadAddress,
     );
     ok &= check(
@@ -577,13 +570,13 @@ fn handles(idle: TaskId, me: TaskId) -> u64 {
     ok &= check("connection query, unprivileged", ipc::query_connection(1), Error::NotPrivileged);
     ok &= check(
         "permission for uid 65536",
-        call(alux_abi::syscall::Sys::SetConnectPermission, [65536, 0, 0, 0, 0, 0]),
+        call(Sys::SetConnectPermission, [65536, 0, 0, 0, 0, 0]),
         Error::InvalidArgument,
     );
     let many = [p.handle(); 65];
     ok &= check(
         "poll set over the limit",
-        call(alux_abi::syscall::Sys::Poll, [many.as_ptr() as u64, 65, 0, 0, 0, 0]),
+        call(Sys::Poll, [many.as_ptr() as u64, 65, 0, 0, 0, 0]),
         Error::InvalidArgument,
     );
     if ok {
@@ -833,6 +826,165 @@ fn names_test(ns: Option<TaskId>) -> u64 {
     }
 }
 
+/// The server of `fast-refusals`: two ports; answers every request on the
+/// end it came on with the bytes plus one (`Send`), from a `Receive`
+/// without a time limit, or with one after a request starting `T`; closes
+/// the end of a request starting `X` instead of answering. Ends when both
+/// connections are gone.
+fn fast_server() -> u64 {
+    let ports = [Port::new().expect("port"), Port::new().expect("port")];
+    for p in &ports {
+        p.listen().expect("listen");
+    }
+    let (mut closed, mut timed) = (0, false);
+    while closed < 2 {
+        let timeout = if timed { Some(Duration::from_secs(30)) } else { None };
+        let r = match ipc::receive(timeout) {
+            Ok(r) => r,
+            Err(e) => {
+                println!("fast-server: receive: {}", e);
+                return 1;
+            }
+        };
+        if r.events.contains(Events::PEER_CLOSED) {
+            closed += 1;
+            continue;
+        }
+        if !r.events.contains(Events::SIGNAL) {
+            continue;
+        }
+        let m = r.message.data;
+        timed = m[0] == b'T';
+        if m[0] == b'X' {
+            call(Sys::Close, [r.handle.raw(), 0, 0, 0, 0, 0]).expect("close");
+            closed += 1;
+            continue;
+        }
+        let [a, b, c, d] = alux_abi::syscall::pack_message(&pong_of(&m));
+        if let Err(e) = call(Sys::Send, [r.handle.raw(), 32, a, b, c, d]) {
+            println!("fast-server: send: {}", e);
+            return 1;
+        }
+    }
+    println!("fast-server: both connections closed");
+    0
+}
+
+/// A raw `SendReceive` of `len` bytes of 0x55 on handle `h`: the error.
+fn raw_send_receive(h: u64, len: u64) -> Option<Error> {
+    let w = 0x5555_5555_5555_5555;
+    let (rax, _) = alux_rt::sys::call_wide(Sys::SendReceive, [h, len, w, w, w, w]);
+    Error::from_code(rax)
+}
+
+/// A raw `Send` of `len` bytes of 0x55 on handle `h`: the error.
+fn raw_send(h: u64, len: u64) -> Option<Error> {
+    let w = 0x5555_5555_5555_5555;
+    call(Sys::Send, [h, len, w, w, w, w]).err()
+}
+
+/// `SendReceive` and `Send` with the server's thread parked in a receive,
+/// so that the fast path would apply but for one thing each time: a handle never
+/// issued, a message too long, a port, another thread's end, a stale end,
+/// a receiver with a deadline, an event already pending for the caller, a
+/// closed peer. Each must fail with the general path's error (and reach
+/// nobody) or succeed as the general path would; a valid exchange after
+/// the refusals proves the server saw none of them.
+fn fast_refusals(server: TaskId) -> u64 {
+    match fast_refusal_steps(server) {
+        Ok(()) => {
+            println!("fast-refusals: every refusal answered as the general path does");
+            0
+        }
+        Err(e) => {
+            println!("fast-refusals: {}", e);
+            1
+        }
+    }
+}
+
+fn fast_refusal_steps(server: TaskId) -> Result<(), String> {
+    let c1 = ipc::connect(server, LONG).map_err(|e| format!("connect: {}", e))?;
+    let c2 = ipc::connect(server, LONG).map_err(|e| format!("connect: {}", e))?;
+    let exchange = |conn: &Connection, m: &[u8; 32]| -> Result<(), String> {
+        let r = ipc::send_receive(conn, m).map_err(|e| format!("send_receive: {}", e))?;
+        if r.handle != conn.handle() || r.message.data != pong_of(m) {
+            return Err(format!("wrong answer {:?} to {:?}", r.message.data, m));
+        }
+        Ok(())
+    };
+    // Lets the server park in its receive again.
+    let settle = || time::sleep(Duration::from_millis(2));
+    exchange(&c1, &ping_message(0))?;
+    let expect = |what: &str, got: Option<Error>, want: Error| -> Result<(), String> {
+        if got == Some(want) {
+            println!("fast-refusals: {}: {:?}", what, want);
+            Ok(())
+        } else {
+            Err(format!("{}: expected {:?}, got {:?}", what, want, got))
+        }
+    };
+    settle();
+    let port = Port::new().map_err(|e| format!("port: {}", e))?;
+    let h1 = c1.handle().raw();
+    // Each refusal for `SendReceive`, then for `Send`.
+    for (call, f) in [("SendReceive", raw_send_receive as fn(u64, u64) -> _), ("Send", raw_send)] {
+        println!("fast-refusals: {}", call);
+        expect("never issued", f(0x1234_5678, 4), Error::BadHandle)?;
+        expect("33 bytes", f(h1, 33), Error::MessageTooLong)?;
+        expect("a port", f(port.handle().raw(), 4), Error::NotConnected)?;
+        let foreign = thread::spawn(move || f(h1, 4)).map_err(|e| format!("{}", e))?;
+        expect("another thread's end", foreign.join().unwrap_or(None), Error::WrongThread)?;
+    }
+    let h2 = c2.handle().raw();
+    drop(c2);
+    settle();
+    expect("a closed end", raw_send_receive(h2, 4), Error::StaleHandle)?;
+    expect("a closed end (Send)", raw_send(h2, 4), Error::StaleHandle)?;
+    // The server saw none of it: the next answer is to the next request.
+    exchange(&c1, &ping_message(1))?;
+    // A receiver parked with a deadline: the general path hands off.
+    let mut t = ping_message(2);
+    t[0] = b'T';
+    exchange(&c1, &t)?;
+    settle();
+    exchange(&c1, &ping_message(3))?;
+    // The same with `Send`, which wakes the receiver and drops its timer.
+    exchange(&c1, &t)?;
+    settle();
+    let m = ping_message(7);
+    c1.send(&m).map_err(|e| format!("send: {}", e))?;
+    let r = ipc::receive(LONG).map_err(|e| format!("receive: {}", e))?;
+    if r.message.data != pong_of(&m) {
+        return Err(format!("Send to a receiver with a deadline: got {:?}", r.message.data));
+    }
+    // An event pending for the caller: it comes back at once, and the
+    // request still reaches the server, whose answer comes next.
+    let u = ping_message(4);
+    c1.send(&u).map_err(|e| format!("send: {}", e))?;
+    settle();
+    let v = ping_message(5);
+    let r = ipc::send_receive(&c1, &v).map_err(|e| format!("send_receive: {}", e))?;
+    if r.message.data != pong_of(&u) {
+        return Err(format!("pending event: got {:?}", r.message.data));
+    }
+    let r = ipc::receive(LONG).map_err(|e| format!("receive: {}", e))?;
+    if r.message.data != pong_of(&v) {
+        return Err(format!("request after a pending event: got {:?}", r.message.data));
+    }
+    println!("fast-refusals: pending event taken first, request answered after");
+    // The server closes its end instead of answering.
+    let mut x = ping_message(6);
+    x[0] = b'X';
+    let r = ipc::send_receive(&c1, &x).map_err(|e| format!("send_receive: {}", e))?;
+    if !r.events.contains(Events::PEER_CLOSED) {
+        return Err(format!("expected the peer's close, got {:?}", r.events));
+    }
+    expect("a closed peer", raw_send_receive(h1, 4), Error::PeerClosed)?;
+    expect("a closed peer (Send)", raw_send(h1, 4), Error::PeerClosed)?;
+    Ok(())
+}
+
 /// Holds no ports; lives until killed (a target with an empty queue).
 fn holder() -> u64 {
     loop {
@@ -847,6 +999,8 @@ fn main(start: &Start) -> u64 {
     match role {
         "pong" => pong(),
         "pong-sr" => pong_send_receive(),
+        "fast-server" => fast_server(),
+        "fast-refusals" => fast_refusals(task_arg(w.next())),
         "ping-sr" => {
             let t = task_arg(w.next());
             ping_send_receive(t, num(w.next(), 100))

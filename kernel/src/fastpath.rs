@@ -1,0 +1,169 @@
+//! The system call fast paths: `SendReceive` and `Send` in their common
+//! case (the peer's thread parked in a receive), `Receive` without a time
+//! limit, `SelfInfo` and `Yield`, carried out without the decoder, the typed call, the IPC
+//! glue's enums, the general dispatch and the thread table: who runs is
+//! in the per-CPU block (`entry::current_identity`), and the argument and
+//! result registers are read and written in the saved context through it.
+//!
+//! It owns no rule. The IPC core decides, through its narrow entry
+//! [`alux_ipc::Ipc::send_receive_fast`], whether the call is the common
+//! case (a connected end of the caller, the peer's thread parked in a
+//! receive, nothing pending for the caller, no timeout to arm) and then
+//! changes its state exactly as the general path would; the scheduler
+//! switches to the receiver (`Kernel::fast_hand_off`). Anything else —
+//! a bad, stale or foreign handle, a closed peer, a kernel end, a receiver
+//! not waiting, a pending event, a hand-off or device work pending — makes
+//! it answer `None` with nothing changed, and the general path handles the
+//! call from the start, errors included.
+//!
+//! It must never touch user memory, allocate or block. Code that runs
+//! before the vector registers are released must not touch them (see
+//! `arch::entry`, "Vector state"; CR0.TS guards it if the compiler
+//! disagrees). A hand-off switches threads, which moves vector state
+//! anyway, so `send_receive` releases them once it knows it will switch
+//! (it may still fall back, then the general path finds them released).
+
+use crate::sched::Kernel;
+use alux_abi::ipc::Handle;
+
+/// What the fast path did with a system call.
+pub enum Fast {
+    /// Done; 1 if the (new) current context may leave through `sysretq`.
+    Done(u64),
+    /// Done, but the scheduler must choose the next thread (`dispatch`).
+    Dispatch,
+}
+
+/// `SendReceive` on the fast path; `None`: nothing happened, take the
+/// general path.
+#[inline(never)]
+pub fn send_receive(k: &mut Kernel) -> Option<Fast> {
+    let (caller, ..) = crate::arch::entry::current_identity();
+    let [h, len, w0, w1, w2, w3] = crate::arch::entry::current_args();
+    if k.hand_off_pending() || crate::irq_glue::has_work(k) {
+        return None;
+    }
+    // It hands the CPU to another thread, so the caller's vector state
+    // must be saved anyway (at the return to user mode, or here): saving
+    // it now lets the Rust below use SSE without a #NM trap.
+    crate::arch::entry::release_vectors();
+    let threads = &k.threads;
+    let (to, regs) =
+        k.ipc.send_receive_fast(caller, Handle::from_raw(h), len, [w0, w1, w2, w3], |to| {
+            Kernel::parked_for_hand_off(threads, to)
+        })?;
+    Some(k.fast_hand_off(caller, to, regs).map_or(Fast::Dispatch, Fast::Done))
+}
+
+/// `SelfInfo`: the caller's task, thread, uid and flags, from the per-CPU
+/// block; no lookup, no vector register touched, no switch. `None` if the
+/// caller is due to be preempted (the general path switches then).
+#[inline(never)]
+pub fn self_info(k: &Kernel) -> Option<Fast> {
+    if k.resched_pending() {
+        return None;
+    }
+    let (thread, task, uid, flags) = crate::arch::entry::current_identity();
+    let result = [0, task.raw(), thread.raw(), uid as u64, flags as u64];
+    // The thread entered by `syscall`; its `from_syscall` flag is left as
+    // it was: nothing reads it before the thread enters the kernel again,
+    // which sets it anew.
+    let may_sysret =
+        crate::arch::entry::finish_current_call(result, kernel::syscall::USER_POINTER_END);
+    Some(Fast::Done(may_sysret as u64))
+}
+
+/// `Yield`: the result (nothing) is written straight into the saved
+/// context, and the scheduler preempts the caller at once, exactly as the
+/// general path's `request_resched` and `dispatch` do: directly
+/// (`Kernel::fast_yield`) when another thread is ready and no hand-off is
+/// pending, else through `dispatch`. If another thread
+/// is ready, the switch will save the caller's vector registers anyway:
+/// they are released now, before the scheduler's Rust runs.
+#[inline(never)]
+pub fn yield_now(k: &mut Kernel) -> Option<Fast> {
+    let (caller, ..) = crate::arch::entry::current_identity();
+    if k.others_ready() {
+        crate::arch::entry::release_vectors();
+    }
+    crate::arch::entry::finish_current_call([0; 5], kernel::syscall::USER_POINTER_END);
+    if let Some(may_sysret) = k.fast_yield(caller) {
+        return Some(Fast::Done(may_sysret));
+    }
+    k.thread_mut(caller)?.from_syscall = true;
+    k.request_resched();
+    Some(Fast::Dispatch)
+}
+
+/// `Send` to a peer whose thread is parked in a receive: the IPC core's
+/// `send_fast` commits what `write_signal` would, the receiver gets its
+/// six registers and joins the run queue (as a queued wakeup would make
+/// it), and the caller runs on. No switch, so the caller's vector
+/// registers stay in the CPU. `None`: nothing happened, take the general
+/// path.
+#[inline(never)]
+pub fn send(k: &mut Kernel) -> Option<Fast> {
+    let (caller, ..) = crate::arch::entry::current_identity();
+    let [h, len, w0, w1, w2, w3] = crate::arch::entry::current_args();
+    if crate::irq_glue::has_work(k) {
+        return None;
+    }
+    let threads = &k.threads;
+    let (to, regs) = k.ipc.send_fast(caller, Handle::from_raw(h), len, [w0, w1, w2, w3], |to| {
+        Kernel::parked_in_receive(threads, to)
+    })?;
+    k.wake_received(to, regs);
+    let may_sysret =
+        crate::arch::entry::finish_current_call([0; 5], kernel::syscall::USER_POINTER_END);
+    if k.resched_pending() {
+        // The general dispatch preempts the caller; a later load of it
+        // must know it entered by `syscall`.
+        if let Some(t) = k.thread_mut(caller) {
+            t.from_syscall = true;
+        }
+        return Some(Fast::Dispatch);
+    }
+    k.rearm_if_needed();
+    Some(Fast::Done(may_sysret as u64))
+}
+
+/// `Receive` without a time limit: the IPC core's `receive_fast` takes the
+/// first ready end's events and peer buffer as registers (written in
+/// place; no switch, so the caller's vector registers stay in the CPU), or
+/// parks the caller, which the scheduler then blocks like the general path
+/// does before choosing the next thread. `None`: nothing happened, take
+/// the general path (a timeout to arm, device work pending, or an error).
+#[inline(never)]
+pub fn receive(k: &mut Kernel) -> Option<Fast> {
+    let (caller, ..) = crate::arch::entry::current_identity();
+    let [timeout, ..] = crate::arch::entry::current_args();
+    if timeout != alux_abi::syscall::WAIT_FOREVER || crate::irq_glue::has_work(k) {
+        return None;
+    }
+    match k.ipc.receive_fast(caller)? {
+        alux_ipc::ReceiveFast::Done([a, b, c, d, e, f]) => {
+            let may_sysret = crate::arch::entry::finish_current_wide_call(
+                [0, a, b, c, d, e, f],
+                kernel::syscall::USER_POINTER_END,
+            );
+            if k.resched_pending() {
+                if let Some(t) = k.thread_mut(caller) {
+                    t.from_syscall = true;
+                }
+                return Some(Fast::Dispatch);
+            }
+            k.rearm_if_needed();
+            Some(Fast::Done(may_sysret as u64))
+        }
+        alux_ipc::ReceiveFast::Parked => {
+            // Another thread runs next (or the CPU idles): the scheduler's
+            // Rust may use SSE, and the switch saves them anyway.
+            crate::arch::entry::release_vectors();
+            if let Some(t) = k.thread_mut(caller) {
+                t.from_syscall = true;
+            }
+            k.block_current(crate::sched::Wait::IpcReceive, None);
+            Some(Fast::Dispatch)
+        }
+    }
+}
