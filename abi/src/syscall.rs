@@ -245,6 +245,10 @@ pub struct KernelStats {
     pub caller_frames: u64,
     /// Hardware interrupts delivered to drivers' kernel ends so far.
     pub interrupts: u64,
+    /// TSC ticks the kernel spent idle (halted with nothing to run, and the
+    /// interrupt that ended each halt) since boot: what a benchmark that
+    /// waits for a device takes out of its elapsed time.
+    pub idle_tsc: u64,
 }
 
 /// How a task ended: `TaskWait` returns `(kind, detail)`.

@@ -201,6 +201,9 @@ pub struct Kernel {
 
 static KERNEL: Once<Mutex<Kernel>> = Once::new();
 
+/// TSC ticks spent idle in `dispatch` (`KernelStats::idle_tsc`).
+pub static IDLE_TSC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// Installs the kernel state. Called once at boot.
 pub fn install(k: Kernel) {
     KERNEL.call_once(|| Mutex::new(k));
@@ -891,7 +894,9 @@ pub fn dispatch(mut k: MutexGuard<'static, Kernel>) -> u64 {
         }
         k.arm_timer();
         drop(k);
+        let t0 = cpu::rdtsc();
         cpu::wait_for_interrupt();
+        IDLE_TSC.fetch_add(cpu::rdtsc() - t0, core::sync::atomic::Ordering::Relaxed);
         k = lock();
         let now = cpu::rdtsc();
         k.armed = None;

@@ -228,6 +228,7 @@ fn handle_core(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
                     + crate::traps::IDLE_TICKS.load(core::sync::atomic::Ordering::Relaxed),
                 switches: k.switches,
                 interrupts: k.irq.delivered(),
+                idle_tsc: crate::sched::IDLE_TSC.load(core::sync::atomic::Ordering::Relaxed),
                 caller_frames: k.task(task).map_or(0, |t| {
                     (t.pages + t.space.as_ref().map_or(0, |s| s.table_frames())) as u64
                 }),

@@ -27,15 +27,11 @@ impl Rng {
 }
 
 /// Measuring in guest instructions (`cargo xtask bench`), with the time the
-/// guest would idle while a device works taken out: a low-cost spinner
-/// thread keeps the CPU busy and counts its rounds, and the rounds' own
-/// instructions are subtracted (`docs/benchmarks.md`).
+/// guest idles while a device works taken out: the kernel counts the TSC
+/// ticks it spends halted (`KernelStats::idle_tsc`), and a measurement
+/// subtracts what that count grew by (`docs/benchmarks.md`).
 pub mod measure {
     use alloc::vec::Vec;
-    use core::sync::atomic::{AtomicU64, Ordering};
-    use core::time::Duration;
-
-    static SPINS: AtomicU64 = AtomicU64::new(0);
 
     /// The time-stamp counter (guest instructions under `-icount`).
     pub fn tsc() -> u64 {
@@ -44,36 +40,26 @@ pub mod measure {
         unsafe { core::arch::x86_64::_rdtsc() }
     }
 
-    /// The spinner's body: run it on a thread of its own. It yields every
-    /// round, so a woken thread runs at once.
-    pub fn spinner() {
-        loop {
-            SPINS.fetch_add(1, Ordering::Relaxed);
-            alux_rt::time::yield_now();
-        }
+    /// The kernel's idle count so far (0 if it cannot be read, which the
+    /// benchmarks then report as the whole elapsed time).
+    pub fn idle() -> u64 {
+        alux_rt::sys::kernel_stats().map_or(0, |s| s.idle_tsc)
     }
 
-    /// Spinner rounds so far.
-    pub fn spins() -> u64 {
-        SPINS.load(Ordering::Relaxed)
+    /// A point to measure from: `(idle, tsc)`, the idle count read first
+    /// so that its own call falls outside the measurement.
+    pub fn start() -> (u64, u64) {
+        let i = idle();
+        (i, tsc())
     }
 
-    /// Guest instructions per spinner round, in thousandths: measured over
-    /// a sleep during which only the spinner runs.
-    pub fn calibrate() -> u64 {
-        while spins() == 0 {
-            alux_rt::time::yield_now();
-        }
-        let (s0, t0) = (spins(), tsc());
-        alux_rt::time::sleep(Duration::from_millis(20));
-        let (s1, t1) = (spins(), tsc());
-        (t1 - t0) * 1000 / (s1 - s0).max(1)
-    }
-
-    /// Instructions between `(s0, t0)` and now, without the spinner's.
-    pub fn busy_since(s0: u64, t0: u64, per_spin: u64) -> u64 {
-        let (s1, t1) = (spins(), tsc());
-        ((t1 - t0) * 1000).saturating_sub((s1 - s0) * per_spin) / 1000
+    /// Busy instructions since `from` (a [`start`]), and whether the kernel
+    /// idled meanwhile (the operation really waited for its device).
+    pub fn busy_since(from: (u64, u64)) -> (u64, bool) {
+        let t = tsc();
+        let i = idle();
+        let idled = i - from.0;
+        ((t - from.1).saturating_sub(idled), idled > 0)
     }
 
     /// Prints one `BENCH` line: median, min and max of `samples`.

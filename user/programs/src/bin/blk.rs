@@ -573,14 +573,9 @@ fn unpriv_calls() -> Res<()> {
 
 // ---- disk benchmarks (`cargo xtask bench`; method in docs/benchmarks.md) ----
 
-use programs::measure::{calibrate, spinner, spins, tsc};
+use programs::measure::{busy_since, start};
 
-fn bench_kind(
-    d: &mut Disk,
-    name: &str,
-    per_spin: u64,
-    mut op: impl FnMut(&mut Disk, u64) -> Res<()>,
-) -> Res<()> {
+fn bench_kind(d: &mut Disk, name: &str, mut op: impl FnMut(&mut Disk, u64) -> Res<()>) -> Res<()> {
     const WARM_UP: u64 = 4;
     const SAMPLES: usize = 31;
     let mut samples = Vec::with_capacity(SAMPLES);
@@ -591,13 +586,12 @@ fn bench_kind(
         if tries > 4 * SAMPLES + WARM_UP as usize {
             return Err(format!("{}: only {} of {} operations waited", name, samples.len(), tries));
         }
-        let (s0, t0) = (spins(), tsc());
+        let from = start();
         op(d, i)?;
-        let (s1, t1) = (spins(), tsc());
+        let (busy, waited) = busy_since(from);
         i += 1;
         // Only operations whose submitter really waited for the device.
-        if i > WARM_UP && s1 > s0 {
-            let busy = ((t1 - t0) * 1000).saturating_sub((s1 - s0) * per_spin) / 1000;
+        if i > WARM_UP && waited {
             samples.push(busy);
         }
     }
@@ -608,17 +602,11 @@ fn bench_kind(
 fn bench(start: &Start) -> Res<()> {
     let drv = driver(start)?;
     let mut d = Disk::open(drv, 64 * 1024)?;
-    let spin = alux_rt::thread::spawn(spinner).map_err(|e| format!("spinner: {}", e))?;
-    let per_spin = calibrate();
-    println!("blk: spinner round = {}.{:03} guest instructions", per_spin / 1000, per_spin % 1000);
     // Scattered 4 KiB blocks, as the Linux reference does.
     let block = |i: u64| (i.wrapping_mul(0x9e37_79b9) % 60_000) * 8;
-    bench_kind(&mut d, "blk_read_4k", per_spin, |d, i| d.io(false, block(i), 8, 0))?;
-    bench_kind(&mut d, "blk_write_4k", per_spin, |d, i| d.io(true, block(i), 8, 0))?;
-    bench_kind(&mut d, "blk_read_64k_seq", per_spin, |d, i| {
-        d.io(false, 100_000 + i * 128, 128, 0)
-    })?;
-    drop(spin);
+    bench_kind(&mut d, "blk_read_4k", |d, i| d.io(false, block(i), 8, 0))?;
+    bench_kind(&mut d, "blk_write_4k", |d, i| d.io(true, block(i), 8, 0))?;
+    bench_kind(&mut d, "blk_read_64k_seq", |d, i| d.io(false, 100_000 + i * 128, 128, 0))?;
     Ok(())
 }
 

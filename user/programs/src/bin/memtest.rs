@@ -61,7 +61,7 @@ fn touch(bytes: usize, seed: u64) -> usize {
 
 /// `cargo xtask bench`'s paging figures (booted with `memd_pool=16`).
 fn bench() -> u64 {
-    use programs::measure::{busy_since, calibrate, report, spinner, spins, tsc};
+    use programs::measure::{busy_since, report, start, tsc};
     const PAGE: usize = 4096;
     let touch = |p: *mut u8, i: usize| {
         // SAFETY: `p` is a reservation of this task, and `i` pages past it
@@ -84,34 +84,33 @@ fn bench() -> u64 {
     let _ = unsafe { alux_rt::mem::release(p, runs * per_run * PAGE) };
 
     // Faults that must first push a dirty page to swap, then faults that
-    // bring a page back: the disk's waits are taken out with the spinner.
+    // bring a page back: the kernel's idle time (the disk's waits) is
+    // taken out.
     let Ok(st) = alux_rt::mem::stats() else { return 1 };
     let pages = st.frames_total as usize * 3;
     let Ok(p) = alux_rt::mem::reserve(pages * PAGE, true) else { return 1 };
-    let Ok(_spin) = thread::spawn(spinner) else { return 1 };
-    let per_spin = calibrate();
     let mut evict = Vec::new();
     let chunk = 32;
     for c in 0..pages / chunk {
-        let (s0, t0) = (spins(), tsc());
+        let from = start();
         for i in 0..chunk {
             touch(p, c * chunk + i);
         }
         // Once the pool is full, every fresh page costs an eviction.
         if c * chunk > st.frames_total as usize + 256 {
-            evict.push(busy_since(s0, t0, per_spin) / chunk as u64);
+            evict.push(busy_since(from).0 / chunk as u64);
         }
     }
     report("memd_fault_evict", evict);
     // The first pages written are on swap now: read them back.
     let mut swap_in = Vec::new();
     for c in 0..31 {
-        let (s0, t0) = (spins(), tsc());
+        let from = start();
         for i in 0..16 {
             // SAFETY: inside the reservation.
             unsafe { core::ptr::read_volatile(p.add((c * 16 + i) * PAGE)) };
         }
-        swap_in.push(busy_since(s0, t0, per_spin) / 16);
+        swap_in.push(busy_since(from).0 / 16);
     }
     report("memd_fault_swap_in", swap_in);
     let after = alux_rt::mem::stats().map(|s| (s.faults_swap, s.pages_out)).unwrap_or((0, 0));
