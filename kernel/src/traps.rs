@@ -80,6 +80,10 @@ extern "C" fn trap_from_kernel(frame: &mut TrapFrame) {
             lapic::end_of_interrupt();
             IDLE_TICKS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         }
+        // The NMI arm must stay free of SSE: an NMI may arrive while CR0.TS
+        // is clear with a user thread's vector state live in the registers
+        // (`entry::fpu_release`, `return_to_user`), or between the two
+        // `swapgs` of a selector load with TS set (`Selectors::load`).
         lapic::SPURIOUS_VECTOR | 2 => {}
         // A device line: noted, settled by the idle loop.
         v if crate::irq_glue::on_vector(v) => {}

@@ -178,7 +178,10 @@ impl Selectors {
         // `swapgs` that is the user's GS base, which is 0 already, and the
         // kernel's base is parked in KERNEL_GS_BASE meanwhile. Interrupts
         // are off; an NMI there enters through the kernel-mode path, which
-        // does not use GS.
+        // does not use GS as long as it runs no SSE: with CR0.TS set, an
+        // SSE instruction would raise #NM, whose stub reads the per-CPU
+        // block through GS (see `traps::trap_from_kernel`, which must stay
+        // free of SSE for its NMI arm).
         unsafe {
             core::arch::asm!(
                 "mov ds, {0:x}", "mov es, {1:x}", "mov fs, {2:x}",
