@@ -613,7 +613,15 @@ impl Kernel {
     /// address space in CR3. Returns whether it may leave through `sysretq`;
     /// `None` if it no longer exists.
     fn load(&mut self, id: ThreadId) -> Option<bool> {
+        self.load_with(id, |_| {})
+    }
+
+    /// [`Kernel::load`], with `write` filling in the thread's result
+    /// registers first (one lookup: the fast hand-off uses it).
+    #[inline(always)]
+    fn load_with(&mut self, id: ThreadId, write: impl FnOnce(&mut Regs)) -> Option<bool> {
         let t = self.threads.get_mut(key_of_thread(id))?;
+        write(&mut t.ctx.regs);
         t.state = ThreadState::Running;
         entry::set_current_context(&mut t.ctx);
         entry::set_current_identity(id, t.task, t.uid, t.task_flags);
@@ -707,25 +715,10 @@ impl Kernel {
             t.from_syscall = true;
         }
         self.current = None;
-        let t = self.threads.get_mut(key_of_thread(to))?;
         let [a, b, c, d, e, f] = regs;
-        let r = &mut t.ctx.regs;
-        (r.rax, r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) = (0, a, b, c, d, e, f);
-        t.state = ThreadState::Running;
-        entry::set_current_context(&mut t.ctx);
-        entry::set_current_identity(to, t.task, t.uid, t.task_flags);
-        let may_sysret = t.may_sysret();
-        let root = t.root;
-        let io = if t.io { Some(t.task) } else { None };
-        self.current = Some(to);
-        if io != self.io_active {
-            self.switch_io(io);
-        }
-        if root != self.loaded_root {
-            // SAFETY: as in `load`: the PML4 of the thread's live task.
-            unsafe { cpu::write_cr3(root) };
-            self.loaded_root = root;
-        }
+        let may_sysret = self.load_with(to, |r| {
+            (r.rax, r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) = (0, a, b, c, d, e, f);
+        })?;
         self.switches += 1;
         // Neither the run queue nor the timers changed: as for a thread
         // that keeps the CPU, the timer is re-armed only if it must be.

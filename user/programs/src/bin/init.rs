@@ -395,6 +395,25 @@ fn stats() -> Result<alux_abi::syscall::KernelStats, String> {
     alux_rt::sys::kernel_stats().map_err(|e| format!("kernel stats: {}", e))
 }
 
+/// The kernel's counts once the services are done reacting to what just
+/// ended (memd closes its side of a finished client's connection, and
+/// refills its ports, when it next runs): read until `key` is the same over
+/// 5 ms, for up to half a second.
+fn settled<K: PartialEq>(
+    key: impl Fn(&alux_abi::syscall::KernelStats) -> K,
+) -> Result<alux_abi::syscall::KernelStats, String> {
+    let mut last = stats()?;
+    for _ in 0..100 {
+        alux_rt::time::sleep(Duration::from_millis(5));
+        let now = stats()?;
+        if key(&now) == key(&last) {
+            return Ok(now);
+        }
+        last = now;
+    }
+    Ok(last)
+}
+
 fn leak(init: &Init<'_>, threads: u64, tasks: u64) -> Verdict {
     // The kernel's tables shrink back, so the baseline is the state before
     // these tasks and threads existed, after one cycle of each: memd's own
@@ -404,7 +423,12 @@ fn leak(init: &Init<'_>, threads: u64, tasks: u64) -> Verdict {
     // 11,000 cycles add must be nothing.
     expect("memd's first client", init.run("nop", ""), TaskEnd::Exited(0))?;
     expect("one thread cycle", init.run("churn", "1"), TaskEnd::Exited(0))?;
-    let before = stats()?;
+    // Init's own heap may grow meanwhile: compare the kernel's frames
+    // without the caller's own.
+    let key = |s: &alux_abi::syscall::KernelStats| {
+        (s.frames_used - s.caller_frames, s.heap_used, s.tasks, s.threads, s.ipc_ends)
+    };
+    let before = settled(key)?;
     println!("init: before: {:?}", before);
     expect("churn", init.run("churn", &format!("{}", threads)), TaskEnd::Exited(0))?;
     for i in 0..tasks {
@@ -414,13 +438,8 @@ fn leak(init: &Init<'_>, threads: u64, tasks: u64) -> Verdict {
         }
     }
     println!("init: {} thread and {} task create/exit cycles done", threads, tasks);
-    let after = stats()?;
+    let after = settled(key)?;
     println!("init: after:  {:?}", after);
-    // Init's own heap may have grown meanwhile: compare the kernel's frames
-    // without the caller's own.
-    let key = |s: &alux_abi::syscall::KernelStats| {
-        (s.frames_used - s.caller_frames, s.heap_used, s.tasks, s.threads, s.ipc_ends)
-    };
     if key(&before) != key(&after) {
         return Err(String::from("kernel frames, heap or object counts changed"));
     }
