@@ -40,6 +40,13 @@ crate::code_enum! {
         SelfInfo = 14,
         /// `(thread, timeout_ns) -> code`: wait for a thread of this task to end.
         ThreadJoin = 15,
+        /// `(thread, cpu)`: run a thread of this task only on CPU `cpu` (an
+        /// index below `CpuInfo`'s count), or on any CPU ([`CPU_ANY`]). It
+        /// moves at once (a running thread within an interrupt's time).
+        ThreadSetCpu = 16,
+        /// `() -> (cpu, count)`: the CPU the caller runs on (its index) and
+        /// how many CPUs run threads.
+        CpuInfo = 17,
 
         // --- basic IPC (see `crate::ipc`) ---
         /// `() -> handle`: create a port (an unconnected end of this thread).
@@ -156,6 +163,12 @@ pub const DMA_ALLOC_MAX: usize = 2 << 20;
 pub const SPAWN_READ_MAX: usize = 64 * 1024;
 /// Largest single `DmaPin` range.
 pub const DMA_PIN_MAX: usize = 16 << 20;
+
+/// Most CPUs the kernel runs threads on (CPU indexes are below this).
+pub const MAX_CPUS: usize = 16;
+
+/// `ThreadSetCpu`'s `cpu` for "any CPU": the thread is not pinned.
+pub const CPU_ANY: u64 = u64::MAX;
 
 /// Task flags: in `SpawnArgs::flags` and in `SelfInfo`.
 pub mod task_flags {

@@ -309,6 +309,24 @@ impl Kernel {
         }
     }
 
+    /// This CPU's index.
+    pub fn this_cpu(&self) -> usize {
+        0
+    }
+
+    /// CPUs that run threads.
+    pub fn cpus_online(&self) -> usize {
+        1
+    }
+
+    /// Pins `id` to `cpu` (`None`: any CPU).
+    pub fn set_thread_cpu(&mut self, _id: ThreadId, cpu: Option<u32>) -> Result<(), alux_abi::Error> {
+        match cpu {
+            Some(c) if c as usize >= self.cpus_online() => Err(alux_abi::Error::InvalidArgument),
+            _ => Ok(()),
+        }
+    }
+
     /// A live thread.
     pub fn thread(&self, id: ThreadId) -> Option<&Thread> {
         self.threads.get(key_of_thread(id))

@@ -126,6 +126,8 @@ pub enum Syscall {
     MemMap { len: u64, flags: u64 },
     MemUnmap { range: UserSlice },
     SelfInfo,
+    ThreadSetCpu { thread: ThreadId, cpu: Option<u32> },
+    CpuInfo,
     IoPortGrant { first: u16, count: u32 },
     MmioMap { phys: u64, len: u64 },
     DmaAlloc { len: u64 },
@@ -254,6 +256,15 @@ pub fn decode(raw: &RawCall) -> Result<Syscall, Error> {
             Syscall::MemUnmap { range: UserSlice::new(a0, a1)? }
         }
         Sys::SelfInfo => Syscall::SelfInfo,
+        Sys::ThreadSetCpu => Syscall::ThreadSetCpu {
+            thread: ThreadId::from_raw(a0),
+            cpu: match a1 {
+                alux_abi::syscall::CPU_ANY => None,
+                c if c < alux_abi::syscall::MAX_CPUS as u64 => Some(c as u32),
+                _ => return Err(Error::InvalidArgument),
+            },
+        },
+        Sys::CpuInfo => Syscall::CpuInfo,
         Sys::IoPortGrant => {
             // `a1` is checked before it is added: any u64 may come in.
             if a0 > u16::MAX as u64 || a1 == 0 || a1 > (1 << 16) - a0 {
@@ -459,10 +470,28 @@ mod tests {
 
     #[test]
     fn unknown_numbers_are_rejected() {
-        for n in [16u64, 31, 50, 1000, u64::MAX] {
+        for n in [18u64, 31, 50, 1000, u64::MAX] {
             if Sys::from_code(n).is_none() {
                 assert_eq!(call(n, [0; 6]), Err(Error::UnknownSyscall));
             }
+        }
+    }
+
+    #[test]
+    fn thread_set_cpu_checks_the_index() {
+        let n = Sys::ThreadSetCpu as u64;
+        let max = alux_abi::syscall::MAX_CPUS as u64;
+        let t = ThreadId::new(3, 1);
+        assert_eq!(
+            call(n, [t.raw(), max - 1, 0, 0, 0, 0]),
+            Ok(Syscall::ThreadSetCpu { thread: t, cpu: Some(max as u32 - 1) })
+        );
+        assert_eq!(
+            call(n, [t.raw(), alux_abi::syscall::CPU_ANY, 0, 0, 0, 0]),
+            Ok(Syscall::ThreadSetCpu { thread: t, cpu: None })
+        );
+        for bad in [max, max + 1, u64::MAX - 1] {
+            assert_eq!(call(n, [t.raw(), bad, 0, 0, 0, 0]), Err(Error::InvalidArgument));
         }
     }
 

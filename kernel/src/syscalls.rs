@@ -289,6 +289,14 @@ fn handle_core(k: &mut Kernel, caller: ThreadId, call: Syscall) -> Outcome {
             let flags = if t.privileged { task_flags::PRIVILEGED } else { 0 };
             Ok([task.raw(), caller.raw(), t.uid as u64, flags as u64])
         }
+        Syscall::CpuInfo => Ok([k.this_cpu() as u64, k.cpus_online() as u64, 0, 0]),
+        Syscall::ThreadSetCpu { thread, cpu } => {
+            if k.thread(thread).map(|t| t.task) != Some(task) {
+                Err(Error::NoSuchThread)
+            } else {
+                k.set_thread_cpu(thread, cpu).map(|()| [0; 4])
+            }
+        }
     };
     Outcome::Done(result)
 }

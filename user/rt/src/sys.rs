@@ -194,6 +194,19 @@ pub fn self_info() -> Result<(TaskId, ThreadId, u64, u64), Error> {
     Ok((TaskId::from_raw(t), ThreadId::from_raw(th), uid, flags))
 }
 
+/// The CPU the caller runs on (its index) and how many CPUs run threads.
+pub fn cpu_info() -> Result<(u32, u32), Error> {
+    let [cpu, count, ..] = call(Sys::CpuInfo, [0; 6])?;
+    Ok((cpu as u32, count as u32))
+}
+
+/// Runs `thread` (of this task) only on CPU `cpu`, or on any CPU (`None`).
+/// `InvalidArgument` if there is no such CPU.
+pub fn thread_set_cpu(thread: ThreadId, cpu: Option<u32>) -> Result<(), Error> {
+    let cpu = cpu.map_or(alux_abi::syscall::CPU_ANY, u64::from);
+    call(Sys::ThreadSetCpu, [thread.raw(), cpu, 0, 0, 0, 0]).map(|_| ())
+}
+
 /// Kernel resource usage.
 pub fn kernel_stats() -> Result<alux_abi::syscall::KernelStats, Error> {
     let mut s = alux_abi::syscall::KernelStats::default();

@@ -37,7 +37,7 @@ struct Stack(core::cell::UnsafeCell<[u8; IST_STACK_SIZE]>);
 unsafe impl Sync for Stack {}
 
 /// The most CPUs the kernel runs on; more in the MADT are left out.
-pub const MAX_CPUS: usize = 16;
+pub const MAX_CPUS: usize = alux_abi::syscall::MAX_CPUS;
 
 static CRITICAL_STACKS: [Stack; MAX_CPUS] =
     [const { Stack(core::cell::UnsafeCell::new([0; IST_STACK_SIZE])) }; MAX_CPUS];

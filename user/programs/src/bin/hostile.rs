@@ -57,6 +57,9 @@ fn allowed(sys: Sys) -> (&'static [Error], bool) {
         Sys::MemMap => (&[InvalidArgument, OutOfMemory, NotPrivileged], true),
         Sys::MemUnmap => (&[InvalidArgument, BadAddress], false),
         Sys::ThreadJoin => (&[NoSuchThread, InvalidArgument, TimedOut], false),
+        Sys::CpuInfo => (&[], true),
+        // Succeeds only on this thread (its own ID) with a real CPU.
+        Sys::ThreadSetCpu => (&[NoSuchThread, InvalidArgument], true),
         Sys::PortCreate => (&[LimitReached], true),
         Sys::ListenPush => {
             (&[BadHandle, StaleHandle, WrongThread, AlreadyQueued, WrongKind, QueueFull], false)
