@@ -97,8 +97,10 @@ pub struct Thread {
     pub uid: Uid,
     /// See `uid`.
     pub task_flags: u32,
-    /// The CPU whose run queue it joins when it becomes ready, and where
-    /// it runs (or ran last).
+    /// The CPU where it runs (or ran last), whose run queue it joins when
+    /// it becomes ready (a ready thread is in this CPU's queue or hand-off
+    /// slot). A running thread pinned elsewhere (`ThreadSetCpu`) already
+    /// names its new CPU here; it leaves at its CPU's next dispatch.
     pub cpu: usize,
     /// It runs only on `cpu` (`ThreadSetCpu`).
     pub pinned: bool,
@@ -381,7 +383,7 @@ impl Kernel {
     }
 
     /// The thread running on this CPU, if any.
-    #[inline]
+    #[inline(always)]
     pub fn current(&self) -> Option<ThreadId> {
         self.cpus[entry::cpu_index()].current
     }
@@ -404,7 +406,9 @@ impl Kernel {
         t.pinned = cpu.is_some();
         let Some(to) = cpu else { return Ok(()) };
         let (from, state) = (t.cpu, t.state);
-        if from == to {
+        // Where it runs, if it does (`cpu` may already name its next CPU).
+        let on = self.cpus[..self.online].iter().position(|c| c.current == Some(id));
+        if from == to && on.is_none_or(|c| c == to) {
             return Ok(());
         }
         match state {
@@ -420,10 +424,14 @@ impl Kernel {
             }
             ThreadState::Running => {
                 // It leaves at its CPU's next dispatch, which puts it in
-                // `to`'s run queue.
-                entry::set_resched(from, true);
-                if from != here {
-                    smp::kick(from);
+                // `to`'s run queue (`cpu` names where it is to run).
+                t.cpu = to;
+                let on = on.unwrap_or(from);
+                if on != to {
+                    entry::set_resched(on, true);
+                    if on != here {
+                        smp::kick(on);
+                    }
                 }
             }
             ThreadState::Blocked(_) => t.cpu = to,
@@ -595,6 +603,7 @@ impl Kernel {
 
     /// Blocks the current thread on `wait` until woken or until `deadline`
     /// (absolute TSC) passes.
+    #[inline(always)]
     pub fn block_current(&mut self, wait: Wait, deadline: Option<u64>) {
         let here = entry::cpu_index();
         let Some(id) = self.cpus[here].current else { return };
@@ -712,6 +721,7 @@ impl Kernel {
     }
 
     /// Asks for the current thread to be preempted at the next dispatch.
+    #[inline(always)]
     pub fn request_resched(&mut self) {
         entry::set_resched(entry::cpu_index(), true);
     }
@@ -733,6 +743,7 @@ impl Kernel {
     /// The fast path of every return: the current thread keeps the CPU and
     /// everything is loaded already. Its `sysretq` flag, or `None` if the
     /// scheduler must choose.
+    #[inline(always)]
     fn still_current(&self) -> Option<bool> {
         if entry::resched_pending() {
             return None;
@@ -909,11 +920,13 @@ impl Kernel {
 
     /// Whether a hand-off is already waiting to run here (the fast path
     /// then leaves the call to the general one).
+    #[inline(always)]
     pub fn hand_off_pending(&self) -> bool {
         self.cpus[entry::cpu_index()].handoff.is_some()
     }
 
     /// Whether a thread other than the current one is ready to run here.
+    #[inline(always)]
     pub fn others_ready(&self) -> bool {
         let c = &self.cpus[entry::cpu_index()];
         c.handoff.is_some() || !c.run_queue.is_empty()
@@ -922,6 +935,7 @@ impl Kernel {
     /// Whether the current thread is to be preempted at the next dispatch
     /// (a fast path that keeps it running then leaves the call to the
     /// general one, which switches).
+    #[inline(always)]
     pub fn resched_pending(&self) -> bool {
         entry::resched_pending()
     }
@@ -1009,7 +1023,7 @@ impl Kernel {
     /// What `dispatch` does for a thread that keeps the CPU: re-arms the
     /// timer if the run queue or the timers changed, or if console text
     /// waits sooner than the armed deadline.
-    #[inline]
+    #[inline(always)]
     pub fn rearm_if_needed(&mut self) {
         let c = &self.cpus[entry::cpu_index()];
         let console = crate::console::next_send().is_some_and(|t| c.armed == 0 || c.armed > t);
