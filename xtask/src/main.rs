@@ -44,7 +44,10 @@ Options (bench):
 
 Options (test):
   --release             test the optimised kernel
-  --only NAME           run only this QEMU scenario
+  --only NAME           run only this QEMU scenario (with each of its CPU counts)
+  --cpus N              boot the selected scenarios with N CPUs instead of their own
+                        counts (most boot with 2; smp with 4; smp-stress,
+                        smp-shootdown and smp-kill once with 2 and once with 4)
   --no-host             skip the host tests
 ";
 
@@ -94,7 +97,7 @@ fn run_checked(cmd: &mut Command) -> Result<(), String> {
 /// The user programs packed into the boot module.
 pub const PROGRAMS: &[&str] = &[
     "init", "demo", "spinner", "fpu", "fault", "hostile", "churn", "nop", "ipc", "bench", "names",
-    "console", "wide", "cpustate", "pools", "memtest", "blk", "shmtest",
+    "console", "wide", "cpustate", "pools", "memtest", "blk", "shmtest", "smptest",
 ];
 
 /// The drivers and services packed into the boot module: each is its own
@@ -290,7 +293,7 @@ fn cmd_run(mut args: pico_args::Arguments) -> Result<bool, String> {
     };
     qemu::ensure_installed()?;
     let a = build(release)?;
-    let mut opts = qemu::Options::new(&a, &scenarios::cmdline(&scenario));
+    let mut opts = qemu::Options::new(&a, &scenarios::cmdline(&scenario, cpus));
     opts.gdb = gdb;
     opts.kvm = kvm;
     let disk = target_dir().join("disk.img");
