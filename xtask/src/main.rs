@@ -19,7 +19,7 @@ Commands:
   build                 build the kernel and the boot module
   run                   build, then boot alux in QEMU with the serial console here
   test                  host tests (cargo test), then every QEMU scenario
-  bench                 IPC benchmarks under QEMU (guest instruction counts)
+  bench                 IPC, disk, paging and SMP benchmarks under QEMU (guest instructions)
   lint                  rustfmt check and clippy (host crates, kernel and user programs)
   help                  this text
 
@@ -41,6 +41,8 @@ Options (bench):
   --baseline FILE       print each median next to the one in FILE (a bench.json
                         an earlier run wrote; copy target/bench.json away first) and
                         their ratio
+  --no-smp              only the first boot (1 CPU): skip the SMP figures, which boot
+                        scenario=bench-smp with 1, 2 and 4 CPUs
 
 Options (test):
   --release             test the optimised kernel

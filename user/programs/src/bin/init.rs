@@ -896,6 +896,21 @@ fn bench(init: &Init<'_>) -> Verdict {
     expect("bench server", task::wait(server, WAIT), TaskEnd::Exited(0))
 }
 
+/// The SMP figures (`cargo xtask bench` boots this with 1, 2 and 4 CPUs):
+/// the controller, the server threads and the workers, kernel-backed like
+/// the other IPC benchmarks (no memd).
+fn bench_smp(init: &Init<'_>, cpus: Option<u64>) -> Verdict {
+    let cpus = cpus.ok_or("no cpus=N on the command line")?;
+    let control = init.spawn("bench", &format!("smp-control {}", cpus))?;
+    let server = init.spawn("bench", "smp-server 4")?;
+    let client =
+        init.spawn("bench", &format!("smp-client {} {} 4", server.raw(), control.raw()))?;
+    let long = Some(Duration::from_secs(600));
+    expect("SMP benchmarks", task::wait(control, long), TaskEnd::Exited(0))?;
+    expect("SMP bench workers", task::wait(client, long), TaskEnd::Exited(0))?;
+    expect("SMP bench server", task::wait(server, long), TaskEnd::Exited(0))
+}
+
 /// The name service and a virtio-blk driver registered with it.
 struct Blk {
     names: TaskId,
@@ -1395,12 +1410,17 @@ fn main(start: &Start) -> u64 {
     // every scenario runs on it, except `boot` (the bare kernel, for the
     // KVM probe), `memd` (which starts its own, with its options) and
     // `pools` (which checks the kernel's accounting of the memory it gives
-    // tasks itself, with no memd in the way).
+    // tasks itself, with no memd in the way), and the benchmarks (`bench`
+    // starts memd after its IPC and disk figures; `bench-smp`, the SMP IPC
+    // figures, runs without it).
     // The block scenarios and the benchmarks drive the disk themselves:
     // memd runs there without swap.
     let swap = !(scenario.starts_with("blk-") || scenario == "bench");
     let mut names = None;
-    if !matches!(scenario, "boot" | "memd" | "memd-swap" | "memd-death" | "pools" | "bench") {
+    if !matches!(
+        scenario,
+        "boot" | "memd" | "memd-swap" | "memd-death" | "pools" | "bench" | "bench-smp"
+    ) {
         match start_memd(&init, swap, "") {
             Ok(n) => names = Some(n),
             Err(why) => {
@@ -1462,6 +1482,7 @@ fn main(start: &Start) -> u64 {
             expect("memd benchmarks", init.run("memtest", "bench"), TaskEnd::Exited(0))?;
             shm_pair(&init, names, "bench", "")
         }),
+        "bench-smp" => bench_smp(&init, start.arg_value("cpus")),
         "blk-patterns" => blk_patterns(&init),
         "blk-persist" => blk_persist(&init, start.arg_value("boot").unwrap_or(0)),
         "blk-bad" => blk_bad(&init),
