@@ -1223,22 +1223,31 @@ fn smp_stress(init: &Init<'_>, cpus: Option<u64>) -> Verdict {
     Ok(())
 }
 
-/// Iterations of `smp-shootdown`.
+/// Iterations of `smp-shootdown`: with the kernel's `MemUnmap`, and with
+/// memd's `PageUnmap`.
 const SHOOTDOWN_ITERATIONS: u64 = 256;
+const SHOOTDOWN_MEMD_ITERATIONS: u64 = 128;
 
 /// A page read in a tight loop by threads pinned to some CPUs while a
-/// thread pinned to another unmaps it and gets its frame back with other
+/// thread pinned to another has it unmapped and its frame filled with other
 /// data: a reader must fault at its own word, and none may read anything
 /// but the page's value. The unmapping CPU goes round the CPUs; every
-/// other iteration all other CPUs read, else one of them.
+/// other iteration all other CPUs read, else one of them. First with the
+/// kernel's own memory (`MemUnmap`), then with memd's (`PageUnmap`).
 fn smp_shootdown(init: &Init<'_>, cpus: Option<u64>) -> Verdict {
     let n = smp_cpus(cpus)?;
     if n < 2 {
         return Err(format!("a shootdown needs at least 2 CPUs; {} run threads", n));
     }
+    shootdowns(init, n, false, SHOOTDOWN_ITERATIONS)?;
+    shootdowns(init, n, true, SHOOTDOWN_MEMD_ITERATIONS)
+}
+
+fn shootdowns(init: &Init<'_>, n: u32, memd: bool, iterations: u64) -> Verdict {
     let me = alux_rt::sys::self_info().map_err(|e| format!("{}", e))?.0;
+    let mode = if memd { "memd" } else { "kernel" };
     let (mut reused, mut faulted) = (0u64, 0u64);
-    for i in 0..SHOOTDOWN_ITERATIONS {
+    for i in 0..iterations {
         let unmap = (i % u64::from(n)) as u32;
         let others = ((1u64 << n) - 1) & !(1 << unmap);
         let mask = if (i / u64::from(n)) % 2 == 0 {
@@ -1248,17 +1257,28 @@ fn smp_shootdown(init: &Init<'_>, cpus: Option<u64>) -> Verdict {
             1 << ((u64::from(unmap) + 1 + k) % u64::from(n))
         };
         let readers: alloc::vec::Vec<u32> = (0..n).filter(|c| mask & (1 << c) != 0).collect();
-        let what =
-            format!("iteration {} (unmap on CPU {}, readers on CPUs {:?})", i, unmap, readers);
+        let what = format!(
+            "{} iteration {} (unmap on CPU {}, readers on CPUs {:?})",
+            mode, i, unmap, readers
+        );
         let port = Port::new().map_err(|e| format!("port: {}", e))?;
         port.listen().map_err(|e| format!("listen: {}", e))?;
-        // Privileged: its memory is the kernel's (DmaAlloc, MemUnmap).
+        // Privileged: its memory is the kernel's (DmaAlloc, MemUnmap);
+        // unprivileged: memd's.
         let child = init
             .spawn_as(
                 "smptest",
-                &format!("shootdown {} {} {} init={} cpus={}", unmap, mask, i, me.raw(), n),
+                &format!(
+                    "shootdown {} {} {} {} init={} cpus={}",
+                    mode,
+                    unmap,
+                    mask,
+                    i,
+                    me.raw(),
+                    n
+                ),
                 1,
-                true,
+                !memd,
             )
             .map_err(|e| format!("spawn shootdown: {}", e))?;
         let conn = accept_from(port, child, &what)?;
@@ -1276,7 +1296,7 @@ fn smp_shootdown(init: &Init<'_>, cpus: Option<u64>) -> Verdict {
                 if a >= va && a < va + 8 * readers.len() as u64 && (a - va) % 8 == 0 =>
             {
                 faulted += 1;
-                if last == b'R' {
+                if last == b'R' || last == b'M' {
                     reused += 1;
                 }
             }
@@ -1302,10 +1322,19 @@ fn smp_shootdown(init: &Init<'_>, cpus: Option<u64>) -> Verdict {
             }
         }
     }
-    println!(
-        "init: {} unmaps: each time a reader faulted at its word and none read other data; the frame was reused with other data before the fault {} times",
-        faulted, reused
-    );
+    if memd {
+        // memd backs the new page with the frame it freed last, which the
+        // task cannot see: it only knows the page was filled.
+        println!(
+            "init: {} unmaps (memd's PageUnmap): each time a reader faulted at its word and none read other data; a new page (memd's last freed frame) was filled with other data before the fault {} times",
+            faulted, reused
+        );
+    } else {
+        println!(
+            "init: {} unmaps (MemUnmap): each time a reader faulted at its word and none read other data; the same frame was back in use with other data before the fault {} times",
+            faulted, reused
+        );
+    }
     Ok(())
 }
 

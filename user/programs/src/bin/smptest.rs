@@ -23,13 +23,17 @@
 //!   killed.
 //! - `victim`: on every CPU a spinner, a thread blocked in `Receive` and a
 //!   sleeper, until killed.
-//! - `shootdown UNMAP_CPU READER_MASK ITERATION init=ID` (privileged, so its
-//!   memory is the kernel's: `DmaAlloc` and `MemUnmap`): readers pinned to
-//!   the CPUs of READER_MASK read one page in a tight loop while the main
-//!   thread, pinned to UNMAP_CPU, unmaps it and allocates until it gets the
-//!   same frame back, which it fills with other data. A reader must fault
-//!   at its own word of the page; one that reads anything but the page's
-//!   old value ends the task with `SAW_OTHER + reader`.
+//! - `shootdown MODE UNMAP_CPU READER_MASK ITERATION init=ID`: readers
+//!   pinned to the CPUs of READER_MASK read one page in a tight loop while
+//!   the main thread, pinned to UNMAP_CPU, has it unmapped and its frame
+//!   filled with other data. MODE `kernel` (a privileged task, its memory
+//!   the kernel's): `MemUnmap`, then `DmaAlloc` until the same frame comes
+//!   back (it tells the physical address). MODE `memd` (a paged task): the
+//!   page goes back to memd (`Release`, so memd's `PageUnmap`, from memd's
+//!   CPU) and a new page is reserved and touched, which memd backs with the
+//!   frame it freed last (its free list is a stack). A reader must fault at
+//!   its own word of the page; one that reads anything but the page's old
+//!   value ends the task with `SAW_OTHER + reader`.
 //! - `cpuinfo foreign=THREAD`: `CpuInfo` and `ThreadSetCpu`: pinning
 //!   oneself, a running and a blocked thread, and every refusal.
 //! - `witness MODE init=ID` and `kill-victim MODE witness=ID exit_cpu=E`:
@@ -506,24 +510,48 @@ static READS: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
 
 fn shootdown(start: &Start) -> Outcome {
     let n = cpu_count(start)?;
-    let mut w = start.arg_words().skip(1);
-    let mut num = || w.next().and_then(programs::parse_u64).ok_or("shootdown: bad arguments");
-    let (unmap_cpu, mask, iteration) = (num()? as u32, num()?, num()?);
+    let words: Vec<&str> = start.arg_words().collect();
+    let memd = match words.get(1).copied() {
+        Some("memd") => true,
+        Some("kernel") => false,
+        other => return Err(format!("mode {:?}: want kernel or memd", other)),
+    };
+    let num = |i: usize| {
+        words.get(i).copied().and_then(programs::parse_u64).ok_or("shootdown: bad arguments")
+    };
+    let (unmap_cpu, mask, iteration) = (num(2)? as u32, num(3)?, num(4)?);
     let init = TaskId::from_raw(start.arg_value("init").ok_or("no init=ID")?);
     let readers: Vec<u32> = (0..n).filter(|c| mask & (1 << c) != 0).collect();
     if unmap_cpu >= n || readers.is_empty() || readers.contains(&unmap_cpu) {
         return Err(format!("bad roles: unmap on {}, readers {:?}", unmap_cpu, readers));
     }
+    if memd != alux_rt::mem::pager().is_some() {
+        return Err(format!("mode memd is for a paged task: paged is {}", !memd));
+    }
     pin_self(unmap_cpu)?;
     let conn = ipc::connect(init, LONG).map_err(|e| format!("connect to init: {}", e))?;
-    let [va, phys, ..] =
-        call(Sys::DmaAlloc, [4096, 0, 0, 0, 0, 0]).map_err(|e| format!("DmaAlloc: {}", e))?;
+    // A fresh page; `phys` only when the kernel says it.
+    let page = || -> Result<(u64, u64), String> {
+        if memd {
+            let a = alux_rt::mem::reserve(4096, true).map_err(|e| format!("reserve: {}", e))?;
+            Ok((a as u64, 0))
+        } else {
+            let [a, p, ..] = call(Sys::DmaAlloc, [4096, 0, 0, 0, 0, 0])
+                .map_err(|e| format!("DmaAlloc: {}", e))?;
+            Ok((a, p))
+        }
+    };
+    let fill = |a: u64, v: u64| {
+        for i in 0..512 {
+            // SAFETY: `a` is a page of this task's, mapped (or, with memd,
+            // reserved: the first store faults it in) read-write.
+            unsafe { word(a as usize + 8 * i) }.store(v, Ordering::Release);
+        }
+    };
+    let (va, phys) = page()?;
     let old = 0x01d0_0000_0000_0000 | iteration;
     let new = 0x0e30_0000_0000_0000 | iteration;
-    for i in 0..512 {
-        // SAFETY: the page was just mapped read-write, 4096 bytes at `va`.
-        unsafe { word(va as usize + 8 * i) }.store(old, Ordering::Release);
-    }
+    fill(va, old);
     for (k, &cpu) in readers.iter().enumerate() {
         let at = va as usize + 8 * k;
         thread::spawn(move || {
@@ -533,9 +561,9 @@ fn shootdown(start: &Start) -> Outcome {
             let p = at as *const u64;
             let mut reads = 0u64;
             loop {
-                // SAFETY: the page is mapped until the main thread unmaps
-                // it; from then on this read must fault, which ends the
-                // task (the point of the test).
+                // SAFETY: the page is mapped until the main thread has it
+                // unmapped; from then on this read must fault, which ends
+                // the task (the point of the test).
                 let v = unsafe { core::ptr::read_volatile(p) };
                 if v != old {
                     fail_task(
@@ -570,31 +598,42 @@ fn shootdown(start: &Start) -> Outcome {
     m[8..16].copy_from_slice(&va.to_le_bytes());
     m[16..24].copy_from_slice(&phys.to_le_bytes());
     conn.call(&m, LONG).map_err(|e| format!("telling init: {}", e))?;
-    // SAFETY: only the readers use the page, and their next read must
-    // fault.
-    unsafe { sys::mem_unmap(va as *mut u8, 4096) }.map_err(|e| format!("MemUnmap: {}", e))?;
-    // The frame again, with other data: allocate until it comes back.
-    let mut reused = None;
-    for tries in 1..=1024u64 {
-        let [a, p, ..] = call(Sys::DmaAlloc, [4096, 0, 0, 0, 0, 0])
-            .map_err(|e| format!("DmaAlloc after the unmap: {}", e))?;
-        for i in 0..512 {
-            // SAFETY: just mapped read-write, 4096 bytes at `a`.
-            unsafe { word(a as usize + 8 * i) }.store(new, Ordering::Release);
-        }
-        if p == phys {
-            reused = Some((a, tries));
-            break;
+    // The frame again, with other data. Nothing may be allocated from here
+    // on (until a failure is reported): memd reuses addresses, and a heap
+    // growing into the old page's address would put other data there
+    // legitimately.
+    let mut m = [0u8; 32];
+    if memd {
+        // Reserved before the release, so at another address; touched
+        // after it, so backed by the frame memd freed last: the old page's.
+        let (a, _) = page()?;
+        // SAFETY: only the readers use the page, and their next read must
+        // fault.
+        unsafe { alux_rt::mem::release(va as *mut u8, 4096) }
+            .map_err(|e| format!("release: {}", e))?;
+        fill(a, new);
+        m[0] = b'M';
+        m[8..16].copy_from_slice(&a.to_le_bytes());
+    } else {
+        // SAFETY: as above.
+        unsafe { sys::mem_unmap(va as *mut u8, 4096) }.map_err(|e| format!("MemUnmap: {}", e))?;
+        // Allocate until the frame comes back.
+        m[0] = b'N';
+        for tries in 1..=1024u64 {
+            let (a, p) = page()?;
+            fill(a, new);
+            if p == phys {
+                m[0] = b'R';
+                m[8..16].copy_from_slice(&a.to_le_bytes());
+                m[16..24].copy_from_slice(&tries.to_le_bytes());
+                break;
+            }
         }
     }
-    let mut m = [0u8; 32];
-    match reused {
-        Some((a, tries)) => {
-            m[0] = b'R';
-            m[8..16].copy_from_slice(&a.to_le_bytes());
-            m[16..24].copy_from_slice(&tries.to_le_bytes());
-        }
-        None => m[0] = b'N',
+    if u64_at(&m, 8) == va {
+        // Not a kernel fault: the test could not tell a stale TLB entry
+        // from the page's address in use again.
+        fail_task("shootdown", shoot::SETUP, "the new page got the old page's address");
     }
     let _ = conn.send(&m);
     // A reader faulting ends the task meanwhile; this is the failure.
@@ -605,10 +644,7 @@ fn shootdown(start: &Start) -> Outcome {
     fail_task(
         "shootdown",
         shoot::NO_FAULT,
-        &format!(
-            "no reader faulted within 3 s after the unmap (frame reused: {})",
-            reused.is_some()
-        ),
+        &format!("no reader faulted within 3 s after the unmap (then: {:?})", m[0] as char),
     )
 }
 
