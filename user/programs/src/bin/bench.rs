@@ -335,8 +335,21 @@ fn smp_serve() -> Result<(), (&'static str, Failed)> {
     let name = "smp_server";
     let port = Port::new().map_err(|e| (name, err("PortCreate")(e)))?;
     port.listen().map_err(|e| (name, err("ListenPush")(e)))?;
-    let (conn, _) = port.accept(LONG).map_err(|(_, e)| (name, err("accept")(e)))?;
-    let mut r = ipc::receive(None).map_err(|e| (name, err("Receive")(e)))?;
+    let (conn, opened) = port.accept(LONG).map_err(|(_, e)| (name, err("accept")(e)))?;
+    // The first request may have come with the open: one poll reports all
+    // of an end's events, so no further event would say so.
+    let mut r = if opened.events.contains(Events::SIGNAL) {
+        let m = conn.read().map_err(|e| (name, err("Read")(e)))?;
+        Received {
+            handle: conn.handle(),
+            events: Events::SIGNAL,
+            close_reason: None,
+            peer_uid: opened.peer_uid,
+            message: m,
+        }
+    } else {
+        ipc::receive(None).map_err(|e| (name, err("Receive")(e)))?
+    };
     loop {
         if r.events.contains(Events::PEER_CLOSED) {
             return Ok(());

@@ -1084,14 +1084,25 @@ fn pin_init(cpu: Option<u32>) -> Verdict {
     }
 }
 
+/// A connection a child made to init, and whether its first message came
+/// with the open (one poll reports all of an end's events: that message is
+/// in the buffer already, and no further event will say so).
+struct FromChild {
+    conn: Connection,
+    pending: bool,
+}
+
 /// Waits for `child` to take `port`; fails if the child ends first (its
 /// end says why) or nothing comes within two minutes.
-fn accept_from(port: Port, child: TaskId, what: &str) -> Result<Connection, String> {
+fn accept_from(port: Port, child: TaskId, what: &str) -> Result<FromChild, String> {
     let mut port = port;
     let t0 = alux_rt::time::now();
     loop {
         match port.accept(Some(Duration::from_millis(100))) {
-            Ok((c, _)) => return Ok(c),
+            Ok((conn, opened)) => {
+                let pending = opened.events.contains(alux_abi::ipc::Events::SIGNAL);
+                return Ok(FromChild { conn, pending });
+            }
             Err((p, Error::TimedOut)) => port = p,
             Err((_, e)) => return Err(format!("{}: accept: {}", what, e)),
         }
@@ -1104,9 +1115,13 @@ fn accept_from(port: Port, child: TaskId, what: &str) -> Result<Connection, Stri
     }
 }
 
-/// The next message `child` sends on `conn`; fails if the child ends
-/// first.
-fn message_from(conn: &Connection, child: TaskId, what: &str) -> Result<[u8; 32], String> {
+/// The next message `child` sends on its connection; fails if the child
+/// ends first.
+fn message_from(c: &mut FromChild, child: TaskId, what: &str) -> Result<[u8; 32], String> {
+    let conn = &c.conn;
+    if core::mem::take(&mut c.pending) {
+        return conn.read().map(|m| m.data).map_err(|e| format!("{}: read: {}", what, e));
+    }
     let t0 = alux_rt::time::now();
     loop {
         match conn.wait(Some(Duration::from_millis(100))) {
@@ -1281,8 +1296,9 @@ fn shootdowns(init: &Init<'_>, n: u32, memd: bool, iterations: u64) -> Verdict {
                 !memd,
             )
             .map_err(|e| format!("spawn shootdown: {}", e))?;
-        let conn = accept_from(port, child, &what)?;
-        let m = message_from(&conn, child, &what)?;
+        let mut from = accept_from(port, child, &what)?;
+        let m = message_from(&mut from, child, &what)?;
+        let conn = from.conn;
         if m[0] != b'U' || usize::from(m[1]) != readers.len() {
             return Err(format!("{}: it said {:02x?}", what, &m[..2]));
         }
@@ -1355,8 +1371,9 @@ fn kill_round(init: &Init<'_>, n: u32, mode: &str, killer: u32, exit_cpu: u32) -
     )?;
     let what =
         format!("{} (init on CPU {}, victim's main thread on CPU {})", mode, killer, exit_cpu);
-    let conn = accept_from(port, witness, &format!("the witness of {}", what))?;
-    let m = message_from(&conn, witness, &format!("the witness of {}", what))?;
+    let mut from = accept_from(port, witness, &format!("the witness of {}", what))?;
+    let m = message_from(&mut from, witness, &format!("the witness of {}", what))?;
+    let conn = from.conn;
     if m[0] != b'R' {
         return Err(format!("{}: the witness said {:02x?}", what, &m[..1]));
     }
