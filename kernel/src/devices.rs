@@ -116,6 +116,8 @@ fn map_run(
             for j in 0..i {
                 let _ = space.unmap(frames, base + j * PAGE_SIZE);
             }
+            let root = space.root();
+            k.shootdown(root);
             return Err(e);
         }
     }

@@ -48,10 +48,15 @@ pub fn send_receive(k: &mut Kernel) -> Option<Fast> {
     // it now lets the Rust below use SSE without a #NM trap.
     crate::arch::entry::release_vectors();
     let threads = &k.threads;
-    let (to, regs) =
-        k.ipc.send_receive_fast(caller, Handle::from_raw(h), len, [w0, w1, w2, w3], |to| {
-            Kernel::parked_for_hand_off(threads, to)
-        })?;
+    let here = k.this_cpu();
+    let (to, regs) = k.ipc.send_receive_fast(
+        caller,
+        Handle::from_raw(h),
+        len,
+        [w0, w1, w2, w3],
+        #[inline(always)]
+        |to| Kernel::parked_for_hand_off(threads, to, here),
+    )?;
     Some(k.fast_hand_off(caller, to, regs).map_or(Fast::Dispatch, Fast::Done))
 }
 

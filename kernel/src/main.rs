@@ -196,6 +196,7 @@ extern "C" fn kernel_entry(start_info: u64) -> ! {
     let on = cpu::enable_protections();
     // The final kernel half, W^X; every address space copies it.
     let kernel_root = kmap::install(&mut frames);
+    arch::smp::set_kernel_root(kernel_root);
     if info.cmdline.split(|&b| b == b' ').any(|w| w == b"selftest=wx") {
         kmap::self_test();
     }
@@ -270,7 +271,8 @@ extern "C" fn kernel_entry(start_info: u64) -> ! {
     k.init = Some(init);
     kprintln!("[kernel] init is task {}; boot took {} us", init, time::now_ns() / 1000);
     sched::install(k);
-    let may_sysret = sched::dispatch(sched::lock());
-    debug_assert_eq!(may_sysret, 0);
+    // The other CPUs may have started init already: this one runs whatever
+    // it finds (`enter_user` leaves through `iretq`, right for any context).
+    sched::dispatch(sched::lock());
     entry::enter_user()
 }

@@ -338,8 +338,8 @@ pub fn page_map(
     }
 }
 
-/// `PageUnmap`: the one path that takes a pool page away from a task.
-/// (With several CPUs, the TLB shootdown goes here.)
+/// `PageUnmap`: the one path that takes a pool page away from a task; no
+/// CPU's TLB maps the page when it returns (`Kernel::shootdown`).
 pub fn page_unmap(k: &mut Kernel, me: TaskId, task: TaskId, va: u64) -> SysResult {
     require_pager(k, me)?;
     paged_task(k, task)?;
@@ -356,8 +356,9 @@ pub fn page_unmap(k: &mut Kernel, me: TaskId, task: TaskId, va: u64) -> SysResul
     let now = t.pages + space.table_frames();
     let freed = t.charged.saturating_sub(now);
     t.charged = now;
-    let (uid, privileged) = (t.uid, t.privileged);
+    let (uid, privileged, root) = (t.uid, t.privileged, space.root());
     k.page_pool.release(uid, privileged, freed);
+    k.shootdown(root);
     Ok([(pa - pool.0) / PAGE_SIZE, bits_of(f), 0, 0])
 }
 

@@ -7,7 +7,8 @@
 //! beyond loading a thread's context and address space.
 
 use crate::arch::context::{Context, Regs};
-use crate::arch::{cpu, entry, lapic, time};
+use crate::arch::gdt::MAX_CPUS;
+use crate::arch::{cpu, entry, lapic, smp, time};
 use crate::mm::AddressSpace;
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
@@ -96,6 +97,11 @@ pub struct Thread {
     pub uid: Uid,
     /// See `uid`.
     pub task_flags: u32,
+    /// The CPU whose run queue it joins when it becomes ready, and where
+    /// it runs (or ran last).
+    pub cpu: usize,
+    /// It runs only on `cpu` (`ThreadSetCpu`).
+    pub pinned: bool,
 }
 
 impl Thread {
@@ -138,6 +144,49 @@ pub struct Task {
     pub spawn: Option<crate::pager::PendingSpawn>,
 }
 
+/// One CPU's scheduling state, under the kernel lock like the rest. 128
+/// bytes, so that finding this CPU's is one shift.
+#[repr(align(128))]
+pub struct CpuSched {
+    /// The thread on this CPU (its state is `Running`), if any.
+    current: Option<ThreadId>,
+    run_queue: VecDeque<ThreadId>,
+    /// A thread handed a message directly: it runs next here (see
+    /// `hand_off`).
+    handoff: Option<ThreadId>,
+    slice_end: u64,
+    /// The deadline the timer is armed for (0: none).
+    armed: u64,
+    /// The run queue or the timers changed since the timer was last armed.
+    timer_dirty: bool,
+    loaded_root: u64,
+    /// The task whose I/O bitmap is switched on in this CPU's TSS, if any.
+    io_active: Option<TaskId>,
+    /// The task whose I/O bitmap this CPU's TSS holds (on or off), if any.
+    io_loaded: Option<TaskId>,
+    /// Halted in `dispatch` (the lock released) until an interrupt.
+    idle: bool,
+}
+
+const _: () = assert!(core::mem::size_of::<CpuSched>() == 128);
+
+impl CpuSched {
+    fn new(kernel_root: u64) -> Self {
+        CpuSched {
+            current: None,
+            run_queue: VecDeque::new(),
+            handoff: None,
+            slice_end: 0,
+            armed: 0,
+            timer_dirty: false,
+            loaded_root: kernel_root,
+            io_active: None,
+            io_loaded: None,
+            idle: false,
+        }
+    }
+}
+
 /// Everything the kernel knows, guarded by the kernel lock.
 pub struct Kernel {
     /// Physical frames.
@@ -158,23 +207,12 @@ pub struct Kernel {
     pub thread_pool: Pool,
     /// Frames of task memory (pages and page tables) per uid.
     pub page_pool: Pool,
-    /// The thread on the CPU (its state is `Running`), if any.
-    pub current: Option<ThreadId>,
-    run_queue: VecDeque<ThreadId>,
-    /// A thread handed a message directly: it runs next (see `hand_off`).
-    handoff: Option<ThreadId>,
+    /// Each CPU's scheduling state, by CPU index (`online` of them used).
+    cpus: [CpuSched; MAX_CPUS],
+    /// CPUs that run threads (the boot CPU and the APs that came up).
+    online: usize,
     timers: TimerSet<u64, ThreadId>,
-    resched: bool,
-    slice_end: u64,
     slice_ticks: u64,
-    armed: Option<u64>,
-    /// The run queue or the timers changed since the timer was last armed.
-    timer_dirty: bool,
-    loaded_root: u64,
-    /// The task whose I/O bitmap is switched on in the TSS, if any.
-    io_active: Option<TaskId>,
-    /// The task whose I/O bitmap the TSS holds (on or off), if any.
-    io_loaded: Option<TaskId>,
     /// I/O port claims: which task may use which ports.
     pub ports: kernel::claims::Claims<TaskId>,
     /// Device memory claims: which task has mapped which physical range.
@@ -212,12 +250,43 @@ pub fn install(k: Kernel) {
 /// The kernel lock, held.
 pub type KernelGuard = MutexGuard<'static, Kernel>;
 
-/// Takes the kernel lock.
+/// Takes the kernel lock. While another CPU holds it, this one answers
+/// that CPU's requests (`smp::answer`: a TLB flush, leaving an address
+/// space, stopping its thread), which the holder may be waiting for.
+#[inline]
 pub fn lock() -> MutexGuard<'static, Kernel> {
-    match KERNEL.get() {
-        Some(k) => k.lock(),
-        None => crate::fatal(format_args!("kernel entered before initialisation")),
+    let Some(m) = KERNEL.get() else {
+        crate::fatal(format_args!("kernel entered before initialisation"))
+    };
+    match m.try_lock() {
+        Some(k) => k,
+        None => lock_contended(m),
     }
+}
+
+/// [`lock`] while another CPU holds it: spin, answering its requests.
+#[cold]
+#[inline(never)]
+fn lock_contended(m: &'static Mutex<Kernel>) -> MutexGuard<'static, Kernel> {
+    loop {
+        smp::answer();
+        core::hint::spin_loop();
+        if let Some(k) = m.try_lock() {
+            return k;
+        }
+    }
+}
+
+/// A started AP's entry into the scheduler (called by `arch::smp` once the
+/// CPU is set up): it waits for the kernel state, then runs threads like
+/// every CPU. Never returns.
+#[no_mangle]
+extern "C" fn ap_ready() -> ! {
+    while KERNEL.get().is_none() {
+        core::hint::spin_loop();
+    }
+    dispatch(lock());
+    entry::enter_user()
 }
 
 /// Writes a call's result into saved registers (`rax, rdi, rsi, rdx, r10`).
@@ -283,18 +352,10 @@ impl Kernel {
             task_pool: Pool::new(Shares::split(MAX_TASKS)),
             thread_pool: Pool::new(Shares::split(MAX_THREADS)),
             page_pool: Pool::new(page_shares(frame_count)),
-            current: None,
-            run_queue: VecDeque::new(),
-            handoff: None,
+            cpus: core::array::from_fn(|_| CpuSched::new(kernel_root)),
+            online: smp::online(),
             timers: TimerSet::new(),
-            resched: false,
-            slice_end: 0,
             slice_ticks: (TIME_SLICE_NS as u128 * time::tsc_hz() as u128 / 1_000_000_000) as u64,
-            armed: None,
-            timer_dirty: false,
-            loaded_root: kernel_root,
-            io_active: None,
-            io_loaded: None,
             ports: kernel::claims::Claims::new(crate::devices::kernel_ports()),
             mmio: kernel::claims::Claims::new(device_memory_forbidden),
             devices: kernel::claims::Claims::new(Vec::new()),
@@ -311,20 +372,115 @@ impl Kernel {
 
     /// This CPU's index.
     pub fn this_cpu(&self) -> usize {
-        0
+        entry::cpu_index()
     }
 
     /// CPUs that run threads.
     pub fn cpus_online(&self) -> usize {
-        1
+        self.online
     }
 
-    /// Pins `id` to `cpu` (`None`: any CPU).
-    pub fn set_thread_cpu(&mut self, _id: ThreadId, cpu: Option<u32>) -> Result<(), alux_abi::Error> {
-        match cpu {
-            Some(c) if c as usize >= self.cpus_online() => Err(alux_abi::Error::InvalidArgument),
-            _ => Ok(()),
+    /// The thread running on this CPU, if any.
+    #[inline]
+    pub fn current(&self) -> Option<ThreadId> {
+        self.cpus[entry::cpu_index()].current
+    }
+
+    /// Runs `id` only on `cpu` from now on (`None`: on any CPU). A ready
+    /// thread moves to that CPU's run queue; a thread running on another
+    /// CPU is preempted there (an IPI), and one running here at the next
+    /// dispatch. `InvalidArgument` if `cpu` does not run threads.
+    pub fn set_thread_cpu(
+        &mut self,
+        id: ThreadId,
+        cpu: Option<u32>,
+    ) -> Result<(), alux_abi::Error> {
+        let cpu = cpu.map(|c| c as usize);
+        if cpu.is_some_and(|c| c >= self.online) {
+            return Err(alux_abi::Error::InvalidArgument);
         }
+        let here = entry::cpu_index();
+        let t = self.threads.get_mut(key_of_thread(id)).ok_or(alux_abi::Error::NoSuchThread)?;
+        t.pinned = cpu.is_some();
+        let Some(to) = cpu else { return Ok(()) };
+        let (from, state) = (t.cpu, t.state);
+        if from == to {
+            return Ok(());
+        }
+        match state {
+            ThreadState::Ready => {
+                let c = &mut self.cpus[from];
+                if c.handoff == Some(id) {
+                    c.handoff = None;
+                } else {
+                    c.run_queue.retain(|x| *x != id);
+                }
+                t.cpu = to;
+                queue_ready(&mut self.cpus, self.online, t);
+            }
+            ThreadState::Running => {
+                // It leaves at its CPU's next dispatch, which puts it in
+                // `to`'s run queue.
+                entry::set_resched(from, true);
+                if from != here {
+                    smp::kick(from);
+                }
+            }
+            ThreadState::Blocked(_) => t.cpu = to,
+        }
+        Ok(())
+    }
+
+    /// Stops every thread of `threads` that runs on another CPU: each such
+    /// CPU is asked to leave user mode and answers from the kernel without
+    /// the lock (`smp::ask`), its registers saved into the thread's context
+    /// and its vector registers released; it then has no current thread,
+    /// so when it gets the lock it chooses another. After this the threads
+    /// may be freed: no CPU runs them or will write their contexts.
+    pub fn stop_elsewhere(&mut self, threads: &[ThreadId]) {
+        if self.online == 1 {
+            return;
+        }
+        let here = entry::cpu_index();
+        let mut mask = 0u32;
+        for (c, cpu) in self.cpus[..self.online].iter().enumerate() {
+            if c != here && cpu.current.is_some_and(|t| threads.contains(&t)) {
+                mask |= 1 << c;
+            }
+        }
+        if mask == 0 {
+            return;
+        }
+        smp::ask(cpus_in(mask), 0);
+        for c in cpus_in(mask) {
+            self.cpus[c].current = None;
+            entry::mark_stopped(c);
+        }
+    }
+
+    /// Flushes the TLB of every other CPU that has `root` loaded: called
+    /// after a mapping of `root` was removed or weakened (this CPU's entry
+    /// was invalidated by the caller), before its frame can be reused.
+    pub fn shootdown(&mut self, root: u64) {
+        if self.online == 1 {
+            return;
+        }
+        let mask = self.cpus_with_root(root);
+        if mask != 0 {
+            smp::ask(cpus_in(mask), 0);
+        }
+    }
+
+    /// The other CPUs (a bit each) whose loaded tables are `root`.
+    fn cpus_with_root(&self, root: u64) -> u32 {
+        let here = entry::cpu_index();
+        let mut mask = 0u32;
+        for (c, cpu) in self.cpus[..self.online].iter().enumerate() {
+            if c != here && cpu.loaded_root == root {
+                mask |= 1 << c;
+            }
+        }
+        mask
     }
 
     /// A live thread.
@@ -404,8 +560,10 @@ impl Kernel {
     /// last thread.
     fn trim_run_queue(&mut self) {
         let kept = self.run_queue_kept();
-        if self.run_queue.capacity() > kept {
-            self.run_queue.shrink_to(kept);
+        for c in &mut self.cpus[..self.online] {
+            if c.run_queue.capacity() > kept {
+                c.run_queue.shrink_to(kept);
+            }
         }
         let timers = if self.threads.is_empty() { 0 } else { kept };
         if self.timers.capacity() > timers {
@@ -419,32 +577,34 @@ impl Kernel {
     /// heap cannot grow them).
     pub fn reserve_run_queue(&mut self) -> Result<(), alux_abi::Error> {
         let want = self.threads.len() + 1;
-        self.run_queue
-            .try_reserve(want.saturating_sub(self.run_queue.len()))
-            .map_err(|_| alux_abi::Error::OutOfMemory)?;
+        for c in &mut self.cpus[..self.online] {
+            c.run_queue
+                .try_reserve(want.saturating_sub(c.run_queue.len()))
+                .map_err(|_| alux_abi::Error::OutOfMemory)?;
+        }
         self.timers.reserve(want).map_err(|_| alux_abi::Error::OutOfMemory)
     }
 
-    /// Puts a thread at the back of the run queue.
+    /// Puts a thread at the back of a run queue (`queue_ready`).
     pub fn make_ready(&mut self, id: ThreadId) {
-        if let Some(t) = self.thread_mut(id) {
+        if let Some(t) = self.threads.get_mut(key_of_thread(id)) {
             t.state = ThreadState::Ready;
-            self.run_queue.push_back(id);
-            self.timer_dirty = true;
+            queue_ready(&mut self.cpus, self.online, t);
         }
     }
 
     /// Blocks the current thread on `wait` until woken or until `deadline`
     /// (absolute TSC) passes.
     pub fn block_current(&mut self, wait: Wait, deadline: Option<u64>) {
-        let Some(id) = self.current else { return };
+        let here = entry::cpu_index();
+        let Some(id) = self.cpus[here].current else { return };
         if let Some(t) = self.thread_mut(id) {
             t.state = ThreadState::Blocked(wait);
             t.deadline = deadline;
         }
         if let Some(d) = deadline {
             self.timers.insert(d, id);
-            self.timer_dirty = true;
+            self.cpus[here].timer_dirty = true;
         }
     }
 
@@ -479,8 +639,7 @@ impl Kernel {
         }
         write(wait, &mut t.ctx.regs);
         t.state = ThreadState::Ready;
-        self.run_queue.push_back(id);
-        self.timer_dirty = true;
+        queue_ready(&mut self.cpus, self.online, t);
     }
 
     /// Threads blocked on `wait`.
@@ -492,22 +651,26 @@ impl Kernel {
             .collect()
     }
 
-    /// Takes a thread out of the run queue and the timers.
+    /// Takes a thread out of the run queue and the timers. A thread
+    /// running on another CPU must have been stopped (`stop_elsewhere`).
     fn unschedule(&mut self, id: ThreadId) {
         let Some(t) = self.thread_mut(id) else { return };
-        let state = t.state;
+        let (state, cpu) = (t.state, t.cpu);
         let deadline = t.deadline.take();
         if state == ThreadState::Ready {
-            self.run_queue.retain(|x| *x != id);
-            if self.handoff == Some(id) {
-                self.handoff = None;
+            let c = &mut self.cpus[cpu];
+            c.run_queue.retain(|x| *x != id);
+            if c.handoff == Some(id) {
+                c.handoff = None;
             }
         }
         if let Some(d) = deadline {
             remove_timer(&mut self.timers, d, id);
         }
-        if self.current == Some(id) {
-            self.current = None;
+        for c in &mut self.cpus[..self.online] {
+            if c.current == Some(id) {
+                c.current = None;
+            }
         }
     }
 
@@ -550,19 +713,20 @@ impl Kernel {
 
     /// Asks for the current thread to be preempted at the next dispatch.
     pub fn request_resched(&mut self) {
-        self.resched = true;
+        entry::set_resched(entry::cpu_index(), true);
     }
 
-    /// Called on a timer interrupt.
+    /// Called on a timer interrupt (each CPU's own timer).
     pub fn on_timer_tick(&mut self) {
+        let here = entry::cpu_index();
         self.ticks += 1;
-        self.armed = None;
-        self.timer_dirty = true;
+        self.cpus[here].armed = 0;
+        self.cpus[here].timer_dirty = true;
         let now = cpu::rdtsc();
         self.expire_timers(now);
         self.console_pump();
-        if now >= self.slice_end {
-            self.resched = true;
+        if now >= self.cpus[here].slice_end {
+            entry::set_resched(here, true);
         }
     }
 
@@ -570,24 +734,28 @@ impl Kernel {
     /// everything is loaded already. Its `sysretq` flag, or `None` if the
     /// scheduler must choose.
     fn still_current(&self) -> Option<bool> {
-        if self.resched {
+        if entry::resched_pending() {
             return None;
         }
-        let t = self.thread(self.current?)?;
+        let c = &self.cpus[entry::cpu_index()];
+        let t = self.thread(c.current?)?;
         (t.state == ThreadState::Running).then_some(t.may_sysret())
     }
 
-    /// Chooses the thread to run and loads it; `None` if nothing can run.
+    /// Chooses the thread to run on this CPU and loads it; `None` if
+    /// nothing can run here.
     fn pick_and_load(&mut self) -> Option<bool> {
+        let here = entry::cpu_index();
         let now = cpu::rdtsc();
-        let running =
-            self.current.filter(|&c| self.thread(c).map(|t| t.state) == Some(ThreadState::Running));
-        if let Some(t) = self.handoff.take() {
+        let running = self.cpus[here]
+            .current
+            .filter(|&c| self.thread(c).map(|t| t.state) == Some(ThreadState::Running));
+        if let Some(t) = self.cpus[here].handoff.take() {
             if running.is_some() {
                 // The current thread did not block after all: the hand-off
                 // target waits its turn like any woken thread.
-                self.run_queue.push_back(t);
-                self.timer_dirty = true;
+                self.cpus[here].run_queue.push_back(t);
+                self.cpus[here].timer_dirty = true;
             } else if let Some(may_sysret) = self.load(t) {
                 // It runs in the rest of the blocked thread's time slice:
                 // neither the slice nor the run queue changed, so the timer
@@ -597,34 +765,73 @@ impl Kernel {
             }
         }
         if let Some(cur) = running {
-            if !self.resched {
+            // A thread pinned to another CPU since it was loaded leaves.
+            let stays = self.thread(cur).is_some_and(|t| !t.pinned || t.cpu == here);
+            if !entry::resched_pending() && stays {
                 return self.sysret_flag(cur);
             }
-            self.resched = false;
-            if self.run_queue.is_empty() {
-                self.slice_end = now + self.slice_ticks;
-                self.timer_dirty = true;
+            entry::set_resched(here, false);
+            if self.cpus[here].run_queue.is_empty() && stays {
+                self.cpus[here].slice_end = now + self.slice_ticks;
+                self.cpus[here].timer_dirty = true;
+                self.refresh_io();
                 return self.sysret_flag(cur);
             }
             self.make_ready(cur);
         }
-        self.current = None;
-        self.resched = false;
-        while let Some(next) = self.run_queue.pop_front() {
-            if self.run_queue.is_empty() {
+        self.cpus[here].current = None;
+        entry::set_resched(here, false);
+        while let Some(next) = self.cpus[here].run_queue.pop_front() {
+            if self.cpus[here].run_queue.is_empty() {
                 // After a burst of runnable threads: give the memory back,
                 // keeping room for every live thread (`reserve_run_queue`).
                 self.trim_run_queue();
             }
             if let Some(may_sysret) = self.load(next) {
                 self.switches += 1;
-                self.slice_end = now + self.slice_ticks;
-                self.timer_dirty = true;
+                self.cpus[here].slice_end = now + self.slice_ticks;
+                self.cpus[here].timer_dirty = true;
                 return Some(may_sysret);
             }
         }
-        self.timer_dirty = true;
+        self.cpus[here].timer_dirty = true;
         None
+    }
+
+    /// An idle CPU takes the first thread not pinned elsewhere from another
+    /// CPU's run queue. Whether it found one.
+    fn steal(&mut self) -> bool {
+        if self.online == 1 {
+            return false;
+        }
+        let here = entry::cpu_index();
+        for c in 0..self.online {
+            if c == here {
+                continue;
+            }
+            let threads = &self.threads;
+            let found = self.cpus[c]
+                .run_queue
+                .iter()
+                .position(|&id| threads.get(key_of_thread(id)).is_some_and(|t| !t.pinned));
+            if let Some(id) = found.and_then(|i| self.cpus[c].run_queue.remove(i)) {
+                if let Some(t) = self.threads.get_mut(key_of_thread(id)) {
+                    t.cpu = here;
+                }
+                self.cpus[here].run_queue.push_back(id);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Loads the current thread's task's I/O bitmap again if another CPU
+    /// changed it meanwhile (`forget_io`).
+    fn refresh_io(&mut self) {
+        let c = &self.cpus[entry::cpu_index()];
+        if let (Some(task), None) = (c.io_active, c.io_loaded) {
+            self.switch_io(Some(task));
+        }
     }
 
     /// Makes `id` the running thread: its context for the return path, its
@@ -638,23 +845,27 @@ impl Kernel {
     /// registers first (one lookup: the fast hand-off uses it).
     #[inline(always)]
     fn load_with(&mut self, id: ThreadId, write: impl FnOnce(&mut Regs)) -> Option<bool> {
+        let here = entry::cpu_index();
         let t = self.threads.get_mut(key_of_thread(id))?;
         write(&mut t.ctx.regs);
         t.state = ThreadState::Running;
+        t.cpu = here;
         entry::set_current_context(&mut t.ctx);
         entry::set_current_identity(id, t.task, t.uid, t.task_flags);
         let may_sysret = t.may_sysret();
         let root = t.root;
         let io = if t.io { Some(t.task) } else { None };
-        self.current = Some(id);
-        if io != self.io_active {
+        let c = &mut self.cpus[here];
+        c.current = Some(id);
+        if io != c.io_active {
             self.switch_io(io);
         }
-        if root != self.loaded_root {
+        let c = &mut self.cpus[here];
+        if root != c.loaded_root {
             // SAFETY: `root` is the PML4 of the thread's live task, whose
             // upper half is the kernel's (built by `AddressSpace::new`).
             unsafe { cpu::write_cr3(root) };
-            self.loaded_root = root;
+            c.loaded_root = root;
         }
         Some(may_sysret)
     }
@@ -670,6 +881,7 @@ impl Kernel {
     /// result registers). The IPC fast path: a request goes straight to the
     /// server that waits for it.
     pub fn hand_off(&mut self, id: ThreadId, write: impl FnOnce(&mut Regs)) {
+        let here = entry::cpu_index();
         let Some(t) = self.threads.get_mut(key_of_thread(id)) else { return };
         // The IPC core hands off only a thread it had parked in a receive,
         // which the kernel blocked the same way: both models agree.
@@ -682,37 +894,48 @@ impl Kernel {
         }
         write(&mut t.ctx.regs);
         t.state = ThreadState::Ready;
-        if let Some(previous) = self.handoff.replace(id) {
-            self.run_queue.push_back(previous);
-            self.timer_dirty = true;
+        if t.pinned && t.cpu != here {
+            // Pinned to another CPU: it runs there, woken like any thread.
+            queue_ready(&mut self.cpus, self.online, t);
+            return;
+        }
+        t.cpu = here;
+        let c = &mut self.cpus[here];
+        if let Some(previous) = c.handoff.replace(id) {
+            c.run_queue.push_back(previous);
+            c.timer_dirty = true;
         }
     }
 
-    /// Whether a hand-off is already waiting to run (the fast path then
-    /// leaves the call to the general one).
+    /// Whether a hand-off is already waiting to run here (the fast path
+    /// then leaves the call to the general one).
     pub fn hand_off_pending(&self) -> bool {
-        self.handoff.is_some()
+        self.cpus[entry::cpu_index()].handoff.is_some()
     }
 
-    /// Whether a thread other than the current one is ready to run.
+    /// Whether a thread other than the current one is ready to run here.
     pub fn others_ready(&self) -> bool {
-        self.handoff.is_some() || !self.run_queue.is_empty()
+        let c = &self.cpus[entry::cpu_index()];
+        c.handoff.is_some() || !c.run_queue.is_empty()
     }
 
     /// Whether the current thread is to be preempted at the next dispatch
     /// (a fast path that keeps it running then leaves the call to the
     /// general one, which switches).
     pub fn resched_pending(&self) -> bool {
-        self.resched
+        entry::resched_pending()
     }
 
-    /// Whether `id` is blocked in an IPC receive without a deadline: the
-    /// thread the fast path may switch to directly (a deadline would need
-    /// its timer taken out: the general path does that).
-    #[inline]
-    pub fn parked_for_hand_off(threads: &GenTable<Thread>, id: ThreadId) -> bool {
+    /// Whether `id` is blocked in an IPC receive without a deadline and
+    /// may run on CPU `here`: the thread the fast path may switch to
+    /// directly (a deadline would need its timer taken out: the general
+    /// path does that).
+    #[inline(always)]
+    pub fn parked_for_hand_off(threads: &GenTable<Thread>, id: ThreadId, here: usize) -> bool {
         threads.get(key_of_thread(id)).is_some_and(|t| {
-            t.state == ThreadState::Blocked(Wait::IpcReceive) && t.deadline.is_none()
+            t.state == ThreadState::Blocked(Wait::IpcReceive)
+                && t.deadline.is_none()
+                && (!t.pinned || t.cpu == here)
         })
     }
 
@@ -732,7 +955,7 @@ impl Kernel {
             t.deadline = None;
             t.from_syscall = true;
         }
-        self.current = None;
+        self.cpus[entry::cpu_index()].current = None;
         let [a, b, c, d, e, f] = regs;
         let may_sysret = self.load_with(to, |r| {
             (r.rax, r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) = (0, a, b, c, d, e, f);
@@ -752,26 +975,29 @@ impl Kernel {
     /// if the loaded thread may leave through `sysretq`; `None` (nothing
     /// changed) otherwise.
     pub fn fast_yield(&mut self, caller: ThreadId) -> Option<u64> {
-        if self.handoff.is_some() || self.run_queue.is_empty() {
+        let here = entry::cpu_index();
+        let c = &self.cpus[here];
+        if c.handoff.is_some() || c.run_queue.is_empty() {
             return None;
         }
         let t = self.threads.get_mut(key_of_thread(caller))?;
-        if t.state != ThreadState::Running {
+        if t.state != ThreadState::Running || (t.pinned && t.cpu != here) {
             return None;
         }
         t.from_syscall = true;
         t.state = ThreadState::Ready;
-        self.run_queue.push_back(caller);
-        self.current = None;
-        self.resched = false;
+        let c = &mut self.cpus[here];
+        c.run_queue.push_back(caller);
+        c.current = None;
+        entry::set_resched(here, false);
         let now = cpu::rdtsc();
-        while let Some(next) = self.run_queue.pop_front() {
-            if self.run_queue.is_empty() {
+        while let Some(next) = self.cpus[here].run_queue.pop_front() {
+            if self.cpus[here].run_queue.is_empty() {
                 self.trim_run_queue();
             }
             if let Some(may_sysret) = self.load(next) {
                 self.switches += 1;
-                self.slice_end = now + self.slice_ticks;
+                self.cpus[here].slice_end = now + self.slice_ticks;
                 self.arm_timer();
                 return Some(may_sysret as u64);
             }
@@ -785,8 +1011,9 @@ impl Kernel {
     /// waits sooner than the armed deadline.
     #[inline]
     pub fn rearm_if_needed(&mut self) {
-        let console = crate::console::next_send().is_some_and(|c| self.armed.is_none_or(|a| a > c));
-        if self.timer_dirty || console {
+        let c = &self.cpus[entry::cpu_index()];
+        let console = crate::console::next_send().is_some_and(|t| c.armed == 0 || c.armed > t);
+        if c.timer_dirty || console {
             self.arm_timer();
         }
     }
@@ -816,53 +1043,78 @@ impl Kernel {
         let r = &mut t.ctx.regs;
         (r.rax, r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) = (0, a, b, c, d, e, f);
         t.state = ThreadState::Ready;
-        self.run_queue.push_back(id);
-        self.timer_dirty = true;
+        queue_ready(&mut self.cpus, self.online, t);
     }
 
     /// Makes `io`'s I/O bitmap the one the CPU checks (`None`: every port
     /// denied). The bitmap is copied only if the TSS holds another task's.
     pub fn switch_io(&mut self, io: Option<TaskId>) {
+        let here = entry::cpu_index();
         match io {
-            Some(task) if self.io_loaded == Some(task) => {
+            Some(task) if self.cpus[here].io_loaded == Some(task) => {
                 crate::arch::gdt::set_io_bitmap_enabled(true)
             }
             Some(task) => {
                 let map = self.task(task).and_then(|t| t.io_ports.as_ref());
                 crate::arch::gdt::load_io_bitmap(map);
-                self.io_loaded = map.map(|_| task);
+                self.cpus[here].io_loaded = map.map(|_| task);
             }
             None => crate::arch::gdt::set_io_bitmap_enabled(false),
         }
-        self.io_active = io;
+        self.cpus[here].io_active = io;
     }
 
     /// Forgets `task`'s I/O bitmap (changed, or the task ended): the next
-    /// load copies it again, and the CPU stops using it now.
+    /// load copies it again, and this CPU stops using it now. Another CPU
+    /// running a thread of `task` (a grant by a sibling thread) is
+    /// preempted and loads the new bitmap (`refresh_io`); one that only
+    /// holds the bitmap switches it off at its next load of another task
+    /// (`io_active` still names `task` there).
     pub fn forget_io(&mut self, task: TaskId) {
-        if self.io_loaded == Some(task) {
-            self.io_loaded = None;
+        let here = entry::cpu_index();
+        for c in 0..self.online {
+            if self.cpus[c].io_loaded == Some(task) {
+                self.cpus[c].io_loaded = None;
+            }
+            if c != here && self.cpus[c].io_active == Some(task) && self.cpus[c].current.is_some() {
+                entry::set_resched(c, true);
+                smp::kick(c);
+            }
         }
-        if self.io_active == Some(task) {
+        if self.cpus[here].io_active == Some(task) {
             self.switch_io(None);
         }
     }
 
-    /// Stops using `root` before it is freed.
+    /// Makes every CPU stop using `root` before it is freed: this one
+    /// loads the kernel's tables, and any other that has `root` loaded
+    /// (none runs a thread of it: `stop_elsewhere`) is asked to.
     pub fn forget_root(&mut self, root: u64) {
-        if self.loaded_root == root {
+        let here = entry::cpu_index();
+        if self.cpus[here].loaded_root == root {
             // SAFETY: the kernel's own root maps the kernel like every other.
             unsafe { cpu::write_cr3(self.kernel_root) };
-            self.loaded_root = self.kernel_root;
+            self.cpus[here].loaded_root = self.kernel_root;
+        }
+        if self.online > 1 {
+            let mask = self.cpus_with_root(root);
+            if mask != 0 {
+                smp::ask(cpus_in(mask), root);
+                for c in cpus_in(mask) {
+                    self.cpus[c].loaded_root = self.kernel_root;
+                }
+            }
         }
     }
 
     fn arm_timer(&mut self) {
-        self.timer_dirty = false;
+        let here = entry::cpu_index();
+        let c = &mut self.cpus[here];
+        c.timer_dirty = false;
         let mut next = self.timers.first().map(|(d, _)| d);
-        if self.current.is_some() && !self.run_queue.is_empty() {
+        if c.current.is_some() && !c.run_queue.is_empty() {
             // Others wait for the CPU: end this slice on time.
-            next = Some(next.map_or(self.slice_end, |d| d.min(self.slice_end)));
+            next = Some(next.map_or(c.slice_end, |d| d.min(c.slice_end)));
         }
         if let Some(c) = crate::console::next_send() {
             // Console text waits: come back when the port can take more.
@@ -871,11 +1123,42 @@ impl Kernel {
         let Some(deadline) = next else { return };
         let now = cpu::rdtsc();
         // An earlier deadline still pending will fire first and re-arm.
-        if matches!(self.armed, Some(a) if a <= deadline && a > now) {
+        if c.armed != 0 && c.armed <= deadline && c.armed > now {
             return;
         }
         lapic::arm_timer_tsc(deadline.saturating_sub(now));
-        self.armed = Some(deadline);
+        c.armed = deadline.max(1);
+    }
+}
+
+/// The CPUs named by the bits of `mask`.
+fn cpus_in(mask: u32) -> impl Iterator<Item = usize> + Clone {
+    (0..MAX_CPUS).filter(move |c| mask & (1 << c) != 0)
+}
+
+/// Puts `t` (made `Ready` by the caller) at the back of a run queue: its
+/// CPU's if it is pinned there or that CPU idles, else an idle CPU's, else
+/// this CPU's (a woken thread runs where it was woken: an IPC server next
+/// to its client). Another CPU is sent an IPI: it wakes if it idles, and
+/// if it runs a thread it arms the end of that thread's slice.
+#[inline]
+fn queue_ready(cpus: &mut [CpuSched; MAX_CPUS], online: usize, t: &mut Thread) {
+    let here = entry::cpu_index();
+
+    let target = if online == 1 {
+        here
+    } else if t.pinned || cpus[t.cpu].idle {
+        t.cpu
+    } else {
+        cpus[..online].iter().position(|c| c.idle).unwrap_or(here)
+    };
+    t.cpu = target;
+    let c = &mut cpus[target];
+    c.run_queue.push_back(t.id);
+    c.timer_dirty = true;
+    if target != here {
+        c.idle = false;
+        smp::kick(target);
     }
 }
 
@@ -884,17 +1167,22 @@ impl Kernel {
 /// chosen context may leave through `sysretq`.
 pub fn dispatch(mut k: MutexGuard<'static, Kernel>) -> u64 {
     if let Some(may_sysret) = k.still_current() {
-        // Console text waiting sooner than the armed timer needs it too.
-        let console = crate::console::next_send().is_some_and(|c| k.armed.is_none_or(|a| a > c));
-        if k.timer_dirty || console {
-            k.arm_timer();
-        }
+        k.rearm_if_needed();
         return may_sysret as u64;
+    }
+    if k.online > 1 {
+        // The thread this CPU ran may be chosen by another CPU as soon as
+        // the lock is released: its vector registers go to its context
+        // now, not at this CPU's return to user mode.
+        entry::release_vectors();
     }
     loop {
         if let Some(may_sysret) = k.pick_and_load() {
             k.arm_timer();
             return may_sysret as u64;
+        }
+        if k.steal() {
+            continue;
         }
         // Nothing to run: the console may have the CPU, one FIFO load at a
         // time, with expired timers checked between loads.
@@ -904,13 +1192,19 @@ pub fn dispatch(mut k: MutexGuard<'static, Kernel>) -> u64 {
             continue;
         }
         k.arm_timer();
+        // Another CPU may load the thread that ran here last: its
+        // selectors go to its context before the lock is released.
+        entry::park_selectors();
+        let here = entry::cpu_index();
+        k.cpus[here].idle = true;
         drop(k);
         let t0 = cpu::rdtsc();
         cpu::wait_for_interrupt();
         IDLE_TSC.fetch_add(cpu::rdtsc() - t0, core::sync::atomic::Ordering::Relaxed);
         k = lock();
         let now = cpu::rdtsc();
-        k.armed = None;
+        k.cpus[here].idle = false;
+        k.cpus[here].armed = 0;
         k.expire_timers(now);
         // A device may have interrupted the idle loop.
         crate::ipc_glue::deliver_wakeups(&mut k);

@@ -34,6 +34,12 @@ enum Outcome {
 #[no_mangle]
 extern "C" fn syscall_from_user(number: u64) -> u64 {
     let mut k = sched::lock();
+    if crate::arch::entry::current_stopped() {
+        // Its thread was stopped by another CPU while this one waited for
+        // the lock (`Kernel::stop_elsewhere`): the call is dropped with it,
+        // and its context (which the per-CPU block still names) is gone.
+        return sched::dispatch(k);
+    }
     const SEND_RECEIVE: u64 = Sys::SendReceive as u64;
     const SEND: u64 = Sys::Send as u64;
     const RECEIVE: u64 = Sys::Receive as u64;
@@ -60,7 +66,7 @@ fn general(mut k: sched::KernelGuard) -> u64 {
     // The general path's Rust uses SSE: save the caller's vector state now
     // rather than at the first #NM trap.
     crate::arch::entry::release_vectors();
-    let Some(caller) = k.current else {
+    let Some(caller) = k.current() else {
         crate::fatal(format_args!("system call with no current thread"))
     };
     crate::mm::clear_denied();
@@ -409,6 +415,10 @@ fn mem_map(k: &mut Kernel, task: TaskId, len: u64, flags: u64) -> SysResult {
                     let _ = frames.free(f);
                 }
             }
+            // A sibling thread on another CPU may have reached the pages
+            // meanwhile: its TLB goes before the lock is released.
+            let root = space.root();
+            k.shootdown(root);
             k.uncharge(task, cost);
             return Err(e);
         }
@@ -436,16 +446,27 @@ fn mem_unmap(k: &mut Kernel, task: TaskId, range: UserSlice) -> SysResult {
             _ => return Err(Error::InvalidArgument),
         }
     }
+    let mut unmapped = 0;
+    let mut result = Ok([0; 4]);
     for i in 0..pages {
-        let f = space.unmap(frames, range.addr() + i * PAGE_SIZE)?;
-        crate::task::release_frame(pins, frames, f);
+        match space.unmap(frames, range.addr() + i * PAGE_SIZE) {
+            Ok(f) => crate::task::release_frame(pins, frames, f),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+        unmapped += 1;
     }
-    t.pages = t.pages.saturating_sub(pages as usize);
+    t.pages = t.pages.saturating_sub(unmapped as usize);
     // Pages and the page tables pruned with them go back to the share.
     let now = t.pages + space.table_frames();
     let freed = t.charged.saturating_sub(now);
     t.charged = now;
-    let (uid, privileged) = (t.uid, t.privileged);
+    let (uid, privileged, root) = (t.uid, t.privileged, space.root());
     k.page_pool.release(uid, privileged, freed);
-    Ok([0; 4])
+    // The frames are free, but nobody can take one before the lock is
+    // released: by then no CPU's TLB maps them.
+    k.shootdown(root);
+    result
 }

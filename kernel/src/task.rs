@@ -408,6 +408,7 @@ impl Kernel {
         self.thread_pool.charge(uid, privileged, 1)?;
         let mut ctx = Box::new(Context::new_user(entry, stack_top));
         ctx.regs.rdi = arg;
+        let cpu = self.this_cpu();
         let key = match self.threads.insert_with(|k| Thread {
             id: ThreadId::new(k.index, k.generation),
             task,
@@ -419,6 +420,8 @@ impl Kernel {
             io,
             uid,
             task_flags: if privileged { task_flags::PRIVILEGED } else { 0 },
+            cpu,
+            pinned: false,
         }) {
             Ok(key) => key,
             Err(e) => {
@@ -441,6 +444,7 @@ impl Kernel {
         let Some(task) = self.thread(id).map(|t| t.task) else {
             return;
         };
+        self.stop_elsewhere(&[id]);
         self.ipc.remove_thread(id);
         crate::ipc_glue::deliver_wakeups(self);
         self.remove_thread_record(id);
@@ -475,6 +479,9 @@ impl Kernel {
             (task.uid, task.privileged, task.charged, task.paged);
         task.charged = 0;
         task.spawn = None;
+        // Its threads running on other CPUs leave them before anything of
+        // the task is freed.
+        self.stop_elsewhere(&threads);
         // A driver's devices stop their DMA before anything of the driver
         // is freed: a device must never write memory that is reused.
         crate::devices::stop_devices(self, id);

@@ -22,8 +22,10 @@ extern "C" fn trap_from_user(frame: &TrapFrame) -> u64 {
     if cpu::rflags() & cpu::RFLAGS_KERNEL_CLEAR != 0 {
         crate::fatal(format_args!("entered from user mode with DF or AC set"));
     }
+    // Another CPU may be waiting for this one to leave user mode.
+    crate::arch::smp::answer();
     let mut k = sched::lock();
-    if let Some(cur) = k.current {
+    if let Some(cur) = k.current() {
         if let Some(t) = k.thread_mut(cur) {
             t.ctx.regs = frame.regs();
             t.from_syscall = false;
@@ -36,14 +38,14 @@ extern "C" fn trap_from_user(frame: &TrapFrame) -> u64 {
         0..=31 => {
             let fault = Fault::from_vector(vector);
             let detail = if fault == Fault::PageFault { cpu::read_cr2() } else { frame.rip };
-            let paged = match k.current {
+            let paged = match k.current() {
                 // A paged task's page fault goes to the memory daemon.
                 Some(cur) if fault == Fault::PageFault => {
                     crate::pager::cpu_fault(&mut k, cur, detail, frame.error)
                 }
                 _ => false,
             };
-            if let (false, Some(cur)) = (paged, k.current) {
+            if let (false, Some(cur)) = (paged, k.current()) {
                 let task = k.thread(cur).map(|t| t.task);
                 if let Some(task) = task {
                     crate::kprintln!(
@@ -64,6 +66,9 @@ extern "C" fn trap_from_user(frame: &TrapFrame) -> u64 {
             k.on_timer_tick();
         }
         lapic::SPURIOUS_VECTOR => {}
+        // Another CPU's request (answered above) or wake-up: the dispatch
+        // below looks at this CPU's run queue.
+        lapic::IPI_VECTOR => lapic::end_of_interrupt(),
         v if crate::irq_glue::on_vector(v) => crate::ipc_glue::deliver_wakeups(&mut k),
         _ => lapic::end_of_interrupt(),
     }
@@ -85,6 +90,13 @@ extern "C" fn trap_from_kernel(frame: &mut TrapFrame) {
         // (`entry::fpu_release`, `return_to_user`), or between the two
         // `swapgs` of a selector load with TS set (`Selectors::load`).
         lapic::SPURIOUS_VECTOR | 2 => {}
+        // Another CPU's request or wake-up, taken while idling: answered
+        // here (the lock is not taken); the idle loop then looks at the
+        // run queue.
+        lapic::IPI_VECTOR => {
+            crate::arch::smp::answer();
+            lapic::end_of_interrupt();
+        }
         // A device line: noted, settled by the idle loop.
         v if crate::irq_glue::on_vector(v) => {}
         v if v >= 32 => lapic::end_of_interrupt(),

@@ -63,6 +63,12 @@ impl Port {
     /// Waits until a client has connected to this port, then returns the
     /// connection and the `OPENED` event (client task and uid). On a
     /// timeout or error the port comes back with the error, still listening.
+    ///
+    /// The client may already have written, signalled or closed: one poll
+    /// reports all of an end's events, so they come in this `Ready` too
+    /// and will not be reported again. A server that goes on with
+    /// [`receive`] or [`Connection::wait`] takes them first
+    /// ([`Connection::after_open`]).
     pub fn accept(self, timeout: Option<Duration>) -> Result<(Connection, Ready), (Port, Error)> {
         match poll(&[self.handle], timeout) {
             Ok(r) if r.events.contains(Events::OPENED) => Ok((self.into_connection(), r)),
@@ -201,6 +207,25 @@ impl Connection {
         let [len, seq, ..] =
             call(Sys::Read, [self.handle.raw(), data.as_mut_ptr() as u64, 0, 0, 0, 0])?;
         Ok(Message { data, len: len as u8, seq })
+    }
+
+    /// What came with `opened` (the `Ready` [`Port::accept`] returned)
+    /// besides the open itself, as `Receive` reports it, with the peer's
+    /// buffer; `None` if the open came alone. See [`Port::accept`].
+    pub fn after_open(&self, opened: &Ready) -> Result<Option<Received>, Error> {
+        let events = Events::from_bits(opened.events.bits() & !Events::OPENED.bits())
+            .unwrap_or(Events::NONE);
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let m = self.read()?;
+        Ok(Some(Received {
+            handle: opened.handle,
+            events,
+            close_reason: opened.close_reason,
+            peer_uid: opened.peer_uid,
+            message: Message { data: m.data, len: m.len, seq: 0 },
+        }))
     }
 
     /// Waits for an event on this end alone.

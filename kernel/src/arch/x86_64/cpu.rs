@@ -107,6 +107,15 @@ pub fn rflags() -> u64 {
 /// DF (string instructions go up) and AC (SMAP stays in force).
 pub const RFLAGS_KERNEL_CLEAR: u64 = (1 << 10) | (1 << 18);
 
+/// The page tables loaded (CR3, the PML4's physical address).
+#[inline]
+pub fn read_cr3() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR3 has no side effects.
+    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) }
+    v
+}
+
 /// Switches address space.
 ///
 /// # Safety
@@ -136,14 +145,6 @@ pub fn wait_for_interrupt() {
     // tells the compiler vector registers may change. `cli` restores the
     // interrupts-off invariant.
     unsafe { asm!("sti", "hlt", "cli", clobber_abi("C")) }
-}
-
-/// Halts with interrupts off: only an NMI, INIT or SIPI wakes the CPU.
-#[inline]
-pub fn halt() {
-    // SAFETY: `hlt` changes no state; with IF clear no maskable interrupt
-    // runs.
-    unsafe { asm!("hlt", options(nomem, nostack, preserves_flags)) }
 }
 
 /// Which optional protections [`enable_protections`] turned on.

@@ -49,7 +49,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::context::{Context, Regs, Selectors, TrapFrame, USER_CS, USER_SS};
 use super::cpu::wrmsr;
-use super::gdt::{IST_CRITICAL, IST_GENERAL};
+use super::gdt::{IST_CRITICAL, IST_GENERAL, MAX_CPUS};
 use alux_abi::{TaskId, ThreadId, Uid};
 use x86_64::instructions::tables::lidt;
 use x86_64::structures::DescriptorTablePointer;
@@ -79,6 +79,16 @@ pub struct PerCpu {
     thread: AtomicU64,
     task: AtomicU64,
     ident: AtomicU64,
+    /// This CPU's index (0: the boot CPU), for `cpu_index`.
+    index: AtomicU64,
+    /// Nonzero: the scheduler must choose again at this CPU's next
+    /// dispatch (kept here, not in the kernel state, so that the fast
+    /// paths test it with one instruction). Written under the kernel lock.
+    resched: AtomicU64,
+    /// The context whose thread's DS/ES/FS/GS this CPU holds (0: no live
+    /// thread's). The kernel itself never loads these registers, so they
+    /// keep the values of the last thread that ran here in user mode.
+    selector_owner: AtomicU64,
 }
 
 const _: () = {
@@ -94,29 +104,69 @@ const _: () = {
     assert!(core::mem::offset_of!(PerCpu, thread) == 80);
     assert!(core::mem::offset_of!(PerCpu, task) == 88);
     assert!(core::mem::offset_of!(PerCpu, ident) == 96);
+    assert!(core::mem::offset_of!(PerCpu, index) == 104);
+    assert!(core::mem::offset_of!(PerCpu, resched) == 112);
 };
 
-static BOOT_CPU: PerCpu = PerCpu {
-    self_ptr: AtomicU64::new(0),
-    user_rsp_scratch: AtomicU64::new(0),
-    kernel_stack_top: AtomicU64::new(0),
-    current_regs: AtomicU64::new(0),
-    current_regs_end: AtomicU64::new(0),
-    current_fpu: AtomicU64::new(0),
-    may_sysret: AtomicU64::new(0),
-    fpu_owner: AtomicU64::new(0),
-    cr0_guard: AtomicU64::new(0),
-    fpu_xsave: AtomicU64::new(0),
-    thread: AtomicU64::new(0),
-    task: AtomicU64::new(0),
-    ident: AtomicU64::new(0),
-};
+/// Each CPU's block, by CPU index.
+static PER_CPU: [PerCpu; MAX_CPUS] = [const {
+    PerCpu {
+        self_ptr: AtomicU64::new(0),
+        user_rsp_scratch: AtomicU64::new(0),
+        kernel_stack_top: AtomicU64::new(0),
+        current_regs: AtomicU64::new(0),
+        current_regs_end: AtomicU64::new(0),
+        current_fpu: AtomicU64::new(0),
+        may_sysret: AtomicU64::new(0),
+        fpu_owner: AtomicU64::new(0),
+        cr0_guard: AtomicU64::new(0),
+        fpu_xsave: AtomicU64::new(0),
+        thread: AtomicU64::new(0),
+        task: AtomicU64::new(0),
+        ident: AtomicU64::new(0),
+        index: AtomicU64::new(0),
+        resched: AtomicU64::new(0),
+        selector_owner: AtomicU64::new(0),
+    }
+}; MAX_CPUS];
 
-/// The context whose thread's DS/ES/FS/GS the CPU holds (0: no live
-/// thread's). The kernel itself never loads these registers, so they keep
-/// the values of the last thread that ran in user mode. (One CPU: with SMP
-/// this moves into the per-CPU block.)
-static SELECTOR_OWNER: AtomicU64 = AtomicU64::new(0);
+/// This CPU's block (through GS, which holds it in the kernel).
+#[inline(always)]
+fn this() -> &'static PerCpu {
+    let block: u64;
+    // SAFETY: GS holds this CPU's per-CPU block in the kernel; one load of
+    // its `self_ptr`.
+    unsafe {
+        core::arch::asm!(
+            "mov {0}, gs:[0]",
+            out(reg) block,
+            options(pure, nomem, nostack, preserves_flags)
+        )
+    };
+    // SAFETY: `init_cpu` set `self_ptr` to this CPU's entry of `PER_CPU`
+    // (a static) before GS was pointed at it.
+    unsafe { &*(block as *const PerCpu) }
+}
+
+/// The index of the CPU this runs on (0: the boot CPU), from its per-CPU
+/// block: one load, always below `MAX_CPUS` (so indexing a per-CPU array
+/// needs no bounds check).
+#[inline(always)]
+pub fn cpu_index() -> usize {
+    let index: u64;
+    // SAFETY: GS holds this CPU's per-CPU block in the kernel; one load.
+    // `pure, nomem`: the value is fixed for the CPU once `init_cpu` wrote
+    // it, and kernel code never moves to another CPU (it is never
+    // preempted), so the compiler may reuse one load for a whole function.
+    unsafe {
+        core::arch::asm!(
+            "mov {0}, gs:[104]",
+            out(reg) index,
+            options(pure, nomem, nostack, preserves_flags)
+        )
+    };
+    index as usize & (MAX_CPUS - 1)
+}
 
 /// Makes `ctx` the context the next return to user mode restores, and the
 /// one the next entry from user mode saves into.
@@ -124,15 +174,18 @@ static SELECTOR_OWNER: AtomicU64 = AtomicU64::new(0);
 /// At a switch to another thread it also swaps DS/ES/FS/GS: the CPU's
 /// values go to the thread that loaded them, and `ctx`'s are loaded if
 /// they differ, so no thread ever sees another's selectors.
+#[inline(always)]
 pub fn set_current_context(ctx: &mut Context) {
+    let cpu = this();
     let me = ctx as *mut Context as u64;
-    let owner = SELECTOR_OWNER.load(Ordering::Relaxed);
+    let owner = cpu.selector_owner.load(Ordering::Relaxed);
     if owner != me {
         let live = if owner != 0 {
             // SAFETY: `owner` is a live, boxed context: a context clears
-            // SELECTOR_OWNER when it is dropped (`forget_context`), and
-            // contexts never move. Nothing else refers to its selectors now:
-            // they are only touched here, under the kernel lock.
+            // every CPU's `selector_owner` when it is dropped
+            // (`forget_context`), and contexts never move. Nothing else
+            // refers to its selectors now: they are only touched by the CPU
+            // that owns them, under the kernel lock.
             unsafe {
                 let slot = &raw mut (*(owner as *mut Context)).selectors;
                 Selectors::save(slot);
@@ -148,22 +201,76 @@ pub fn set_current_context(ctx: &mut Context) {
             // could load.
             unsafe { ctx.selectors.load() };
         }
-        SELECTOR_OWNER.store(me, Ordering::Relaxed);
+        cpu.selector_owner.store(me, Ordering::Relaxed);
     }
     let regs = &raw mut ctx.regs as u64;
-    BOOT_CPU.current_regs.store(regs, Ordering::Relaxed);
-    BOOT_CPU
-        .current_regs_end
-        .store(regs + core::mem::size_of_val(&ctx.regs) as u64, Ordering::Relaxed);
-    BOOT_CPU.current_fpu.store(&raw mut ctx.fpu as u64, Ordering::Relaxed);
+    cpu.current_regs.store(regs, Ordering::Relaxed);
+    cpu.current_regs_end.store(regs + core::mem::size_of_val(&ctx.regs) as u64, Ordering::Relaxed);
+    cpu.current_fpu.store(&raw mut ctx.fpu as u64, Ordering::Relaxed);
+}
+
+/// Saves the selectors this CPU holds into their thread's context and
+/// forgets the owner: called before the CPU idles, so that another CPU
+/// that loads that thread finds its selectors up to date.
+pub fn park_selectors() {
+    let cpu = this();
+    let owner = cpu.selector_owner.swap(0, Ordering::Relaxed);
+    if owner != 0 {
+        // SAFETY: as in `set_current_context`: a live boxed context, whose
+        // selectors only this CPU touches while it owns them, under the
+        // kernel lock.
+        unsafe { Selectors::save(&raw mut (*(owner as *mut Context)).selectors) };
+    }
 }
 
 /// Records who runs on this CPU from now on (with
 /// [`set_current_context`], whenever the scheduler loads a thread).
+#[inline(always)]
 pub fn set_current_identity(thread: ThreadId, task: TaskId, uid: Uid, flags: u32) {
-    BOOT_CPU.thread.store(thread.raw(), Ordering::Relaxed);
-    BOOT_CPU.task.store(task.raw(), Ordering::Relaxed);
-    BOOT_CPU.ident.store(uid as u64 | (flags as u64) << 32, Ordering::Relaxed);
+    let cpu = this();
+    cpu.thread.store(thread.raw(), Ordering::Relaxed);
+    cpu.task.store(task.raw(), Ordering::Relaxed);
+    cpu.ident.store(uid as u64 | (flags as u64) << 32, Ordering::Relaxed);
+}
+
+/// `thread` of a CPU whose thread another CPU stopped (`mark_stopped`).
+const STOPPED: u64 = u64::MAX;
+
+/// Records that CPU `cpu`'s thread was stopped by this one (under the
+/// kernel lock, while `cpu` waits for it): its next system call finds
+/// that out with [`current_stopped`] before it reads anything of the
+/// thread.
+pub fn mark_stopped(cpu: usize) {
+    PER_CPU[cpu].thread.store(STOPPED, Ordering::Relaxed);
+}
+
+/// Whether this CPU's thread was stopped by another CPU (`mark_stopped`)
+/// since it was loaded: one compare.
+#[inline(always)]
+pub fn current_stopped() -> bool {
+    let thread: u64;
+    // SAFETY: GS holds the per-CPU block in the kernel; one load.
+    unsafe {
+        core::arch::asm!("mov {0}, gs:[80]", out(reg) thread, options(nostack, readonly, preserves_flags))
+    };
+    thread == STOPPED
+}
+
+/// Whether this CPU must choose its thread again at its next dispatch.
+#[inline(always)]
+pub fn resched_pending() -> bool {
+    let r: u64;
+    // SAFETY: GS holds the per-CPU block in the kernel; one load.
+    unsafe {
+        core::arch::asm!("mov {0}, gs:[112]", out(reg) r, options(nostack, readonly, preserves_flags))
+    };
+    r != 0
+}
+
+/// Sets or clears CPU `cpu`'s "choose again" flag (under the kernel lock).
+#[inline(always)]
+pub fn set_resched(cpu: usize, on: bool) {
+    PER_CPU[cpu].resched.store(on as u64, Ordering::Relaxed);
 }
 
 /// Who runs on this CPU: its thread, its task, the task's uid and
@@ -292,14 +399,20 @@ pub fn current_args() -> [u64; 6] {
     [a0, a1, a2, a3, a4, a5]
 }
 
-/// Called when a context is freed: if the CPU holds its selectors or its
+/// Called when a context is freed: if a CPU holds its selectors or its
 /// vector registers, they belong to nobody now (the next return to user
 /// mode loads the new thread's, and nothing saves into the freed memory).
+/// Another CPU can hold them only while it is stopped in the kernel
+/// without the lock (`sched`, "stopping a thread on another CPU"), having
+/// released its vector registers already; it reads its selector owner
+/// only under the lock, which the caller holds.
 pub fn forget_context(ctx: &mut Context) {
     let me = ctx as *mut Context as u64;
-    let _ = SELECTOR_OWNER.compare_exchange(me, 0, Ordering::Relaxed, Ordering::Relaxed);
     let fpu = &raw mut ctx.fpu as u64;
-    let _ = BOOT_CPU.fpu_owner.compare_exchange(fpu, 0, Ordering::Relaxed, Ordering::Relaxed);
+    for cpu in &PER_CPU {
+        let _ = cpu.selector_owner.compare_exchange(me, 0, Ordering::Relaxed, Ordering::Relaxed);
+        let _ = cpu.fpu_owner.compare_exchange(fpu, 0, Ordering::Relaxed, Ordering::Relaxed);
+    }
 }
 
 /// Saves the user's vector registers into their owner's context if the CPU
@@ -329,13 +442,15 @@ pub fn release_vectors() {
 /// XSAVE is used.
 pub fn init_fpu() -> bool {
     let xsave = super::cpu::enable_xsave();
-    BOOT_CPU.fpu_xsave.store(xsave as u64, Ordering::Relaxed);
-    BOOT_CPU.cr0_guard.store(super::cpu::read_cr0() | super::cpu::CR0_TS, Ordering::Relaxed);
+    let cpu = this();
+    cpu.fpu_xsave.store(xsave as u64, Ordering::Relaxed);
+    cpu.cr0_guard.store(super::cpu::read_cr0() | super::cpu::CR0_TS, Ordering::Relaxed);
     xsave
 }
 
-/// Restores the current context and enters user mode; never returns. Used
-/// once at boot to start the first thread.
+/// Restores the current context and enters user mode through `iretq`
+/// (right for any saved context); never returns. Used once per CPU, for
+/// the first thread it runs.
 pub fn enter_user() -> ! {
     // SAFETY: `set_current_context` has pointed the per-CPU block at a live
     // context; `return_to_user` restores it and `iretq`s to ring 3. GS base
@@ -389,9 +504,9 @@ fn is_critical(vector: usize) -> bool {
 /// empty kernel stack of the TSS, which its stub alone uses.
 const DEVICE_NOT_AVAILABLE: usize = 7;
 
-/// Loads the IDT, points `gs` at the per-CPU block and programs the
-/// `syscall` MSRs. `kernel_stack_top` is the stack Rust runs on after any
-/// entry from user mode.
+/// Builds and loads the IDT, points `gs` at the boot CPU's per-CPU block
+/// and programs its `syscall` MSRs. `kernel_stack_top` is the stack Rust
+/// runs on after any entry from user mode.
 pub fn init(kernel_stack_top: u64) {
     let base = isr_stubs as *const () as u64;
     let kernel_cs = {
@@ -425,10 +540,35 @@ pub fn init(kernel_stack_top: u64) {
     };
     // SAFETY: the IDT is static and every entry points at a valid stub.
     unsafe { lidt(&ptr) };
+    init_cpu(0, kernel_stack_top);
+}
 
-    let percpu = &BOOT_CPU as *const PerCpu as u64;
-    BOOT_CPU.self_ptr.store(percpu, Ordering::Relaxed);
-    BOOT_CPU.kernel_stack_top.store(kernel_stack_top, Ordering::Relaxed);
+/// Sets up another CPU's entry: the boot CPU's IDT (complete before any AP
+/// starts), its own per-CPU block in `gs`, and the `syscall` MSRs.
+pub fn init_ap(cpu: usize, kernel_stack_top: u64) {
+    // SAFETY: `init` built the IDT before the APs were started and nothing
+    // changes it afterwards: a shared reference to read its address.
+    let idt = unsafe { &*core::ptr::addr_of!(IDT) };
+    let ptr = DescriptorTablePointer {
+        limit: (core::mem::size_of::<Idt>() - 1) as u16,
+        base: VirtAddr::new(idt as *const Idt as u64),
+    };
+    // SAFETY: the IDT is static and every entry points at a valid stub.
+    unsafe { lidt(&ptr) };
+    init_cpu(cpu, kernel_stack_top);
+}
+
+/// Points `gs` at CPU `cpu`'s block and programs its `syscall` MSRs.
+fn init_cpu(cpu: usize, kernel_stack_top: u64) {
+    let kernel_cs = {
+        use x86_64::instructions::segmentation::Segment;
+        x86_64::instructions::segmentation::CS::get_reg().0
+    };
+    let block = &PER_CPU[cpu];
+    let percpu = block as *const PerCpu as u64;
+    block.self_ptr.store(percpu, Ordering::Relaxed);
+    block.index.store(cpu as u64, Ordering::Relaxed);
+    block.kernel_stack_top.store(kernel_stack_top, Ordering::Relaxed);
     const IA32_GS_BASE: u32 = 0xc000_0101;
     const IA32_KERNEL_GS_BASE: u32 = 0xc000_0102;
     const IA32_STAR: u32 = 0xc000_0081;

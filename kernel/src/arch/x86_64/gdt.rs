@@ -73,20 +73,19 @@ const IO_MAP_ON: u16 = core::mem::size_of::<TaskStateSegment>() as u16;
 const IO_MAP_OFF: u16 = u16::MAX;
 static GDT: [Once<GlobalDescriptorTable>; MAX_CPUS] = [const { Once::new() }; MAX_CPUS];
 
-/// Turns the I/O bitmap already in the TSS on or off. (The boot CPU's: only
-/// it runs user threads so far.)
+/// Turns the I/O bitmap already in this CPU's TSS on or off.
 pub fn set_io_bitmap_enabled(on: bool) {
-    let t = TSS[0].0.get();
+    let t = TSS[super::entry::cpu_index()].0.get();
     // SAFETY: as in `load_io_bitmap`.
     unsafe { (*t).tss.iomap_base = if on { IO_MAP_ON } else { IO_MAP_OFF } }
 }
 
-/// Switches the I/O bitmap: `Some(map)` copies `map` in and turns it on,
-/// `None` turns it off (every port denied). Called under the kernel lock
-/// when a thread of another task is loaded.
+/// Switches this CPU's I/O bitmap: `Some(map)` copies `map` in and turns
+/// it on, `None` turns it off (every port denied). Called under the kernel
+/// lock when a thread of another task is loaded.
 pub fn load_io_bitmap(map: Option<&IoBitmap>) {
-    let t = TSS[0].0.get();
-    // SAFETY: the kernel lock serialises every writer of the TSS, and no
+    let t = TSS[super::entry::cpu_index()].0.get();
+    // SAFETY: only this CPU writes its TSS, under the kernel lock, and no
     // reference to it is alive (only raw pointers are used after boot);
     // the CPU reads the new bitmap at the next I/O instruction.
     unsafe {
@@ -153,12 +152,8 @@ pub fn init_cpu(cpu: usize, kernel_stack_top: u64) {
         SS::set_reg(kdata);
         load_tss(tss_sel);
     }
-    if cpu == 0 {
-        load_io_bitmap(None);
-    } else {
-        // SAFETY: this CPU's own TSS, not yet used by anybody else.
-        unsafe { (*t).tss.iomap_base = IO_MAP_OFF };
-    }
+    // SAFETY: this CPU's own TSS, not yet used by anybody else.
+    unsafe { (*t).tss.iomap_base = IO_MAP_OFF };
     // No LDT: a selector with the table-indicator bit set faults.
     super::cpu::load_null_ldt();
 }

@@ -110,6 +110,15 @@ fn send_ipi_raw(apic_id: u32, low: u32) {
     }
 }
 
+/// The vector of the kernel's own inter-processor interrupt: "look at the
+/// scheduler and at your request mailbox" (`arch::smp`).
+pub const IPI_VECTOR: u8 = 0x3f;
+
+/// A fixed interrupt with `vector` to the CPU with local APIC ID `apic_id`.
+pub fn send_ipi(apic_id: u32, vector: u8) {
+    send_ipi_raw(apic_id, vector as u32);
+}
+
 /// INIT to one CPU (it waits for a startup IPI).
 pub fn send_init(apic_id: u32) {
     send_ipi_raw(apic_id, 0b101 << 8 | ICR_LEVEL_ASSERT);

@@ -45,9 +45,6 @@ static AP_STACKS: [Stack; MAX_CPUS] =
 static ONLINE: AtomicUsize = AtomicUsize::new(1);
 /// Set by an AP once it is up (its CPU index).
 static CAME_UP: AtomicU32 = AtomicU32::new(0);
-/// The IDT register of the boot CPU, for the APs: `(base, limit)`.
-static IDT_BASE: AtomicU64 = AtomicU64::new(0);
-static IDT_LIMIT: AtomicU64 = AtomicU64::new(0);
 
 /// Each CPU's local APIC ID, by CPU index (index 0: the boot CPU).
 static APIC_IDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(u32::MAX) }; MAX_CPUS];
@@ -204,9 +201,6 @@ pub fn start_aps(apic_ids: &[u32], kernel_root: u64, silent: Option<u32>) {
         crate::kprintln!("[kernel] SMP: 1 CPU (APIC ID {})", me);
         return;
     }
-    let idt = x86_64::instructions::tables::sidt();
-    IDT_BASE.store(idt.base.as_u64(), Ordering::Relaxed);
-    IDT_LIMIT.store(idt.limit as u64, Ordering::Relaxed);
     prepare(kernel_root);
     let params = &raw const ap_trampoline_params as u64 - &raw const ap_trampoline_start as u64;
     let mut up = alloc::vec![me];
@@ -278,21 +272,109 @@ pub fn start_aps(apic_ids: &[u32], kernel_root: u64, silent: Option<u32>) {
 
 /// An AP's first Rust code, on its own stack with the final kernel tables,
 /// interrupts off. Sets up the CPU like the boot CPU, says it is up, and
-/// waits (the scheduler does not give APs threads yet).
+/// hands itself to the scheduler (`ap_ready`, the kernel's), which never
+/// returns.
 extern "C" fn ap_main(cpu: usize) -> ! {
     let stack_top = AP_STACKS[cpu].0.get() as u64 + AP_STACK_SIZE as u64;
     gdt::init_cpu(cpu, stack_top);
-    let idt = x86_64::structures::DescriptorTablePointer {
-        limit: IDT_LIMIT.load(Ordering::Relaxed) as u16,
-        base: x86_64::VirtAddr::new(IDT_BASE.load(Ordering::Relaxed)),
-    };
-    // SAFETY: the boot CPU's IDT, static and complete before any AP starts.
-    unsafe { x86_64::instructions::tables::lidt(&idt) };
+    super::entry::init_ap(cpu, stack_top);
     cpu::enable_protections();
     lapic::init_ap();
+    super::entry::init_fpu();
     CAME_UP.store(cpu as u32, Ordering::Release);
-    loop {
-        // Interrupts stay off: nothing is routed here yet.
-        cpu::halt();
+    // SAFETY: `ap_ready` is the kernel's Rust entry for a started AP, on
+    // this CPU's own stack with its per-CPU block in GS.
+    unsafe { ap_ready() }
+}
+
+extern "C" {
+    /// The scheduler's side of a started AP (it waits for the kernel state
+    /// and runs threads). Never returns.
+    fn ap_ready() -> !;
+}
+
+// --- requests between CPUs ---
+//
+// A CPU holding the kernel lock may ask others to flush their TLB, to stop
+// using an address space, or just to leave user mode (the thread it runs
+// is being stopped): it writes the request into the target's mailbox,
+// sends the kernel's IPI and waits for the answer. A target answers in its
+// IPI handler, and in the loop that waits for the kernel lock (the asker
+// holds it, so a target spinning for it could otherwise never answer).
+// Answering never takes the lock.
+
+/// Per CPU: requests asked (a count) and answered (the count answered).
+static ASKED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static ANSWERED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// Per CPU: the address space to leave with the request (0: none): if the
+/// CPU has it loaded, it switches to the kernel's own tables.
+static LEAVE_ROOT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// The kernel's own page tables (every address space's upper half).
+static KERNEL_ROOT: AtomicU64 = AtomicU64::new(0);
+
+/// Records the kernel's own tables, which a CPU loads to leave an address
+/// space. Called once at boot, before any request.
+pub fn set_kernel_root(root: u64) {
+    KERNEL_ROOT.store(root, Ordering::Release);
+}
+
+/// Sends the kernel's IPI to CPU `cpu` (it enters the kernel if it runs
+/// user code, or wakes if it idles).
+pub fn kick(cpu: usize) {
+    let id = APIC_IDS[cpu].load(Ordering::Acquire);
+    if id != u32::MAX {
+        lapic::send_ipi(id, lapic::IPI_VECTOR);
     }
+}
+
+/// Asks each CPU in `cpus` (never this one) to flush its TLB (its non-global
+/// entries, by reloading CR3) and to release its vector registers, and, if
+/// it has `leave_root` loaded, to load the kernel's tables instead; returns
+/// once every one has answered. The caller holds the kernel lock, so a CPU
+/// asked is either in user mode (the IPI brings it into the kernel, where
+/// it answers before it waits for the lock), waiting for the lock, or idle
+/// (the IPI wakes it): it answers within one interrupt's time.
+pub fn ask(cpus: impl Iterator<Item = usize> + Clone, leave_root: u64) {
+    let me = super::entry::cpu_index();
+    for c in cpus.clone() {
+        debug_assert_ne!(c, me);
+        LEAVE_ROOT[c].store(leave_root, Ordering::Relaxed);
+        ASKED[c].fetch_add(1, Ordering::Release);
+        kick(c);
+    }
+    for c in cpus {
+        let want = ASKED[c].load(Ordering::Relaxed);
+        while ANSWERED[c].load(Ordering::Acquire) != want {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// Answers this CPU's pending request, if any (see [`ask`]). Called with
+/// interrupts off, without the kernel lock.
+#[inline]
+pub fn answer() {
+    let me = super::entry::cpu_index();
+    let asked = ASKED[me].load(Ordering::Acquire);
+    if asked == ANSWERED[me].load(Ordering::Relaxed) {
+        return;
+    }
+    answer_slow(me, asked);
+}
+
+#[inline(never)]
+fn answer_slow(me: usize, asked: u64) {
+    // The thread this CPU ran may be freed once the answer is out: its
+    // vector registers go to its context first, and nothing here may
+    // touch them after.
+    super::entry::release_vectors();
+    let leave = LEAVE_ROOT[me].load(Ordering::Relaxed);
+    let loaded = cpu::read_cr3();
+    let next =
+        if leave != 0 && loaded == leave { KERNEL_ROOT.load(Ordering::Acquire) } else { loaded };
+    // SAFETY: `next` is either the tables already loaded (reloading them
+    // flushes the non-global TLB entries) or the kernel's own, which map
+    // the kernel like every address space.
+    unsafe { cpu::write_cr3(next) };
+    ANSWERED[me].store(asked, Ordering::Release);
 }

@@ -127,13 +127,17 @@ fn measure(name: &str, mut f: impl FnMut() -> Result<(), Failed>) -> Result<(), 
 fn server() -> u64 {
     let port = Port::new().expect("port");
     port.listen().expect("listen");
-    let (conn, _) = port.accept(LONG).expect("accept");
+    let (conn, opened) = port.accept(LONG).expect("accept");
     let fail = |call: &str, e: Error| {
         println!("BENCH-ABORT name=server call={} why=error:{:?}", call, e);
         1
     };
-    // A request already received by the SendReceive loop below.
-    let mut pending: Option<Received> = None;
+    // A request already received by the SendReceive loop below (or with
+    // the open: see `Port::accept`).
+    let mut pending: Option<Received> = match conn.after_open(&opened) {
+        Ok(r) => r,
+        Err(e) => return fail("Read", e),
+    };
     loop {
         let r = match pending.take().map_or_else(|| ipc::receive(None), Ok) {
             Ok(r) => r,

@@ -203,10 +203,11 @@ fn message(round: u64, salt: u8) -> [u8; 32] {
 fn serve() -> u64 {
     let port = Port::new().expect("port");
     port.listen().expect("listen");
-    let (conn, _) = port.accept(LONG).expect("accept");
+    let (conn, opened) = port.accept(LONG).expect("accept");
     let h = conn.handle().raw();
-    // The first request.
-    let mut r = match ipc::receive(LONG) {
+    // The first request (it may have come with the open: `Port::accept`).
+    let first = conn.after_open(&opened).expect("after open");
+    let mut r = match first.map_or_else(|| ipc::receive(LONG), Ok) {
         Ok(r) => r,
         Err(e) => {
             println!("fpu: serve: receive: {}", e);

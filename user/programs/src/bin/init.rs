@@ -9,6 +9,7 @@ extern crate alloc;
 
 use alloc::format;
 use alloc::string::String;
+use alux_abi::ipc::Events;
 use alux_abi::syscall::{Fault, TaskEnd};
 use alux_abi::{Error, TaskId};
 use alux_rt::ipc::{Connection, Port};
@@ -576,8 +577,11 @@ impl Init<'_> {
         let task = self
             .spawn_as("pools", args, uid, false)
             .map_err(|e| format!("spawn pools {}: {}", args, e))?;
-        let (gate, _) = port.accept(WAIT).map_err(|(_, e)| format!("gate accept: {}", e))?;
-        gate.wait(WAIT).map_err(|e| format!("gate report: {}", e))?;
+        let (gate, opened) = port.accept(WAIT).map_err(|(_, e)| format!("gate accept: {}", e))?;
+        // The report may have come with the open (see `Port::accept`).
+        if !opened.events.contains(Events::SIGNAL) {
+            gate.wait(WAIT).map_err(|e| format!("gate report: {}", e))?;
+        }
         let m = gate.read().map_err(|e| format!("gate read: {}", e))?;
         let mut report = [0u64; 4];
         for (r, chunk) in report.iter_mut().zip(m.data.chunks_exact(8)) {

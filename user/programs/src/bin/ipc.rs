@@ -56,8 +56,10 @@ fn pong() -> u64 {
     let (conn, opened) = port.accept(LONG).expect("accept");
     println!("pong: client task {} (uid {}) connected", opened.peer_task, opened.peer_uid);
     let mut served = 0u64;
+    // The first ping may have come with the open (see `Port::accept`).
+    let mut first = Some(opened);
     loop {
-        let r = match conn.wait(LONG) {
+        let r = match first.take().map_or_else(|| conn.wait(LONG), Ok) {
             Ok(r) => r,
             Err(e) => {
                 println!("pong: wait failed: {}", e);
@@ -112,9 +114,10 @@ fn ping(server: TaskId, n: u64) -> u64 {
 fn pong_send_receive() -> u64 {
     let port = Port::new().expect("port");
     port.listen().expect("listen");
-    let (conn, _) = port.accept(LONG).expect("accept");
+    let (conn, opened) = port.accept(LONG).expect("accept");
     let mut served = 0u64;
-    let mut r = match ipc::receive(LONG) {
+    let first = conn.after_open(&opened).expect("after open");
+    let mut r = match first.map_or_else(|| ipc::receive(LONG), Ok) {
         Ok(r) => r,
         Err(e) => {
             println!("pong-sr: first receive failed: {}", e);
@@ -608,8 +611,10 @@ fn closer() -> u64 {
     b.join();
     let p = Port::new().expect("port");
     p.listen().expect("listen");
-    let (c, _) = p.accept(LONG).expect("accept");
-    let _ = c.wait(LONG); // the client's "now die"
+    let (c, opened) = p.accept(LONG).expect("accept");
+    if !opened.events.contains(Events::SIGNAL) {
+        let _ = c.wait(LONG); // the client's "now die"
+    }
     let me = alux_rt::sys::self_info().expect("self").0;
     let _ = alux_rt::task::kill(me); // TaskKilled
     1
@@ -619,8 +624,10 @@ fn closer() -> u64 {
 fn exiter() -> u64 {
     let p = Port::new().expect("port");
     p.listen().expect("listen");
-    let (c, _) = p.accept(LONG).expect("accept");
-    let _ = c.wait(LONG);
+    let (c, opened) = p.accept(LONG).expect("accept");
+    if !opened.events.contains(Events::SIGNAL) {
+        let _ = c.wait(LONG);
+    }
     // Keep the end open: the task's exit must close it (dropping it here
     // would close it first, with reason Closed).
     core::mem::forget(c);

@@ -236,14 +236,21 @@ fn streaming(conn: &Connection, server: bool, mib: u64, pressure: bool) -> R {
 
 /// Waits for a 1-byte message from the peer (a step of the negotiation).
 fn step_wait(conn: &Connection, seen: &mut u64) -> Result<u8, &'static str> {
+    // The buffer first: a step may have come before this end was accepted,
+    // its signal reported with the open (see `Port::accept`).
     loop {
-        let r = conn.wait(Some(WAIT)).map_err(|_| "no step")?;
         let m = conn.read().map_err(|_| "read")?;
         if m.seq != *seen && m.len == 1 {
             *seen = m.seq;
             return Ok(m.data[0]);
         }
+        let r = conn.wait(Some(WAIT)).map_err(|_| "no step")?;
         if r.events.contains(Events::PEER_CLOSED) {
+            let m = conn.read().map_err(|_| "read")?;
+            if m.seq != *seen && m.len == 1 {
+                *seen = m.seq;
+                return Ok(m.data[0]);
+            }
             return Err("peer closed");
         }
     }
