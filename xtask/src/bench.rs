@@ -1,10 +1,14 @@
 //! `cargo xtask bench`: boots the release kernel with `scenario=bench`
 //! under TCG with `-icount shift=0`, where the guest TSC counts
 //! instructions, and collects the `BENCH` lines the benchmark programs
-//! print. Writes the results as JSON to `target/bench.json` and prints a
-//! table, both labelled with what was really measured (instructions only
-//! under TCG with `-icount`; TSC cycles under KVM). A `BENCH-ABORT` line, a
-//! missing benchmark or a failed scenario fails the command.
+//! print; then (unless `--no-smp`) boots `scenario=bench-smp` with 1, 2 and
+//! 4 CPUs for the SMP figures (`docs/benchmarks.md` says what each counts:
+//! under `-icount` the CPUs take turns and the clock counts the
+//! instructions of all of them). Writes the results as JSON to
+//! `target/bench.json` and prints a table, both labelled with what was
+//! really measured (instructions only under TCG with `-icount`; TSC cycles
+//! under KVM). A `BENCH-ABORT` line, a missing benchmark or a failed
+//! scenario fails the command.
 
 use crate::qemu::{self, Options};
 use std::fmt::Write as _;
@@ -64,8 +68,78 @@ const BENCHMARKS: &[(&str, &str)] = &[
     ("shm_doorbell_32b", "a 32-byte ring message to a reader asleep until it has it"),
 ];
 
-fn describe(name: &str) -> &'static str {
-    BENCHMARKS.iter().find(|(n, _)| *n == name).map_or("", |(_, what)| what)
+/// The CPU counts the SMP figures are measured with, a boot each.
+const SMP_CPUS: &[u32] = &[1, 2, 4];
+
+/// The SMP figures a boot with `cpus` CPUs reports, with what one
+/// operation is: `ipc_rt_same_cpu_cpusN`, `ipc_rt_cross_cpu_cpusN` (2 CPUs
+/// or more) and `ipc_rt_Ppair(s)_cpusN` for 1, 2 and 4 pairs.
+fn smp_benchmarks(cpus: u32) -> Vec<(String, String)> {
+    let mut v = vec![(
+        format!("ipc_rt_same_cpu_cpus{cpus}"),
+        format!("SendReceive round trip, both threads pinned to CPU 0 ({cpus} CPUs booted)"),
+    )];
+    if cpus >= 2 {
+        v.push((
+            format!("ipc_rt_cross_cpu_cpus{cpus}"),
+            format!(
+                "the same, client on CPU 0 and server on CPU 1: both CPUs' instructions ({cpus} CPUs)"
+            ),
+        ));
+    }
+    for pairs in [1, 2, 4] {
+        v.push((
+            format!("ipc_rt_{pairs}pair{}_cpus{cpus}", if pairs > 1 { "s" } else { "" }),
+            format!(
+                "{pairs} pair{} at once, pair i pinned to CPU i mod {cpus}: all CPUs' instructions per round trip",
+                if pairs > 1 { "s" } else { "" }
+            ),
+        ));
+    }
+    v
+}
+
+fn describe(name: &str) -> String {
+    if let Some((_, what)) = BENCHMARKS.iter().find(|(n, _)| *n == name) {
+        return what.to_string();
+    }
+    SMP_CPUS
+        .iter()
+        .flat_map(|&c| smp_benchmarks(c))
+        .find(|(n, _)| n == name)
+        .map_or(String::new(), |(_, what)| what)
+}
+
+/// Boots `opts` and collects its results, every one of `expected` among
+/// them. On failure the log is printed and the error says why.
+fn run_boot(opts: &Options, expected: &[String]) -> Result<(Vec<Result_>, qemu::Outcome), String> {
+    let outcome = qemu::run(opts)?;
+    let results: Vec<Result_> = outcome.log.lines().filter_map(parse).collect();
+    let aborts: Vec<&str> =
+        outcome.log.lines().filter(|l| l.contains("BENCH-ABORT")).map(str::trim).collect();
+    let missing: Vec<&str> = expected
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !results.iter().any(|r| r.name == *n))
+        .collect();
+    if !outcome.success() || !aborts.is_empty() || !missing.is_empty() {
+        println!("{}", outcome.log);
+        let mut why = format!(
+            "benchmark run ({}, {} CPU{}) failed: {}",
+            opts.cmdline,
+            opts.cpus,
+            if opts.cpus == 1 { "" } else { "s" },
+            outcome.describe()
+        );
+        for a in &aborts {
+            let _ = write!(why, "\n  {a}");
+        }
+        if !missing.is_empty() {
+            let _ = write!(why, "\n  no result for: {}", missing.join(", "));
+        }
+        return Err(why);
+    }
+    Ok((results, outcome))
 }
 
 /// What the figures count, from how QEMU really ran (not from what was
@@ -114,6 +188,7 @@ fn read_baseline(path: &str) -> Result<Vec<(String, u64)>, String> {
 pub fn cmd_bench(mut args: pico_args::Arguments) -> Result<bool, String> {
     let debug = args.contains("--debug");
     let kvm = args.contains("--kvm");
+    let smp = !args.contains("--no-smp");
     let baseline: Option<String> =
         args.opt_value_from_str("--baseline").map_err(|e| e.to_string())?;
     crate::reject_unused(args)?;
@@ -136,28 +211,36 @@ pub fn cmd_bench(mut args: pico_args::Arguments) -> Result<bool, String> {
     qemu::fresh_disk(&disk)?;
     opts.disk = Some(disk);
     opts.disk_options = "throttling.iops-total=500".into();
-    let outcome = qemu::run(&opts)?;
-    let results: Vec<Result_> = outcome.log.lines().filter_map(parse).collect();
-    let aborts: Vec<&str> =
-        outcome.log.lines().filter(|l| l.contains("BENCH-ABORT")).map(str::trim).collect();
-    let missing: Vec<&str> = BENCHMARKS
-        .iter()
-        .map(|(n, _)| *n)
-        .filter(|n| !results.iter().any(|r| r.name == *n))
-        .collect();
     let path = crate::target_dir().join("bench.json");
-    if !outcome.success() || !aborts.is_empty() || !missing.is_empty() {
-        println!("{}", outcome.log);
-        // No results from a failed run, nor stale ones from an earlier run.
+    // No results from a failed run, nor stale ones from an earlier run.
+    let failed = |why: String| {
         let _ = std::fs::remove_file(&path);
-        let mut why = format!("benchmark run failed: {}", outcome.describe());
-        for a in &aborts {
-            let _ = write!(why, "\n  {a}");
+        Err(why)
+    };
+    let expected: Vec<String> = BENCHMARKS.iter().map(|(n, _)| n.to_string()).collect();
+    let (mut results, outcome) = match run_boot(&opts, &expected) {
+        Ok(r) => r,
+        Err(why) => return failed(why),
+    };
+    // The SMP figures: their own boots, without the disk.
+    for &cpus in if smp { SMP_CPUS } else { &[] } {
+        let mut o = Options::new(&artifacts, &crate::scenarios::cmdline("bench-smp", cpus));
+        o.timeout = Duration::from_secs(600);
+        o.icount = true;
+        o.kvm = kvm;
+        o.cpus = cpus;
+        let expected: Vec<String> = smp_benchmarks(cpus).into_iter().map(|(n, _)| n).collect();
+        match run_boot(&o, &expected) {
+            Ok((r, o)) if o.used_kvm == outcome.used_kvm && o.icount == outcome.icount => {
+                results.extend(r)
+            }
+            Ok(_) => {
+                return failed(format!(
+                    "the {cpus}-CPU boot ran with another accelerator than the first: units differ"
+                ))
+            }
+            Err(why) => return failed(why),
         }
-        if !missing.is_empty() {
-            let _ = write!(why, "\n  no result for: {}", missing.join(", "));
-        }
-        return Err(why);
     }
     let (unit, accel) = unit_of(&outcome);
     let fallback = kvm && !outcome.used_kvm;
@@ -227,7 +310,7 @@ pub fn cmd_bench(mut args: pico_args::Arguments) -> Result<bool, String> {
             r.min,
             r.max,
             r.runs,
-            json_str(describe(&r.name)),
+            json_str(&describe(&r.name)),
             if i + 1 < results.len() { "," } else { "" }
         );
     }

@@ -19,7 +19,7 @@ Commands:
   build                 build the kernel and the boot module
   run                   build, then boot alux in QEMU with the serial console here
   test                  host tests (cargo test), then every QEMU scenario
-  bench                 IPC benchmarks under QEMU (guest instruction counts)
+  bench                 IPC, disk, paging and SMP benchmarks under QEMU (guest instructions)
   lint                  rustfmt check and clippy (host crates, kernel and user programs)
   help                  this text
 
@@ -41,10 +41,15 @@ Options (bench):
   --baseline FILE       print each median next to the one in FILE (a bench.json
                         an earlier run wrote; copy target/bench.json away first) and
                         their ratio
+  --no-smp              only the first boot (1 CPU): skip the SMP figures, which boot
+                        scenario=bench-smp with 1, 2 and 4 CPUs
 
 Options (test):
   --release             test the optimised kernel
-  --only NAME           run only this QEMU scenario
+  --only NAME           run only this QEMU scenario (with each of its CPU counts)
+  --cpus N              boot the selected scenarios with N CPUs instead of their own
+                        counts (most boot with 2; smp with 4; smp-stress,
+                        smp-shootdown and smp-kill once with 2 and once with 4)
   --no-host             skip the host tests
 ";
 
@@ -94,7 +99,7 @@ fn run_checked(cmd: &mut Command) -> Result<(), String> {
 /// The user programs packed into the boot module.
 pub const PROGRAMS: &[&str] = &[
     "init", "demo", "spinner", "fpu", "fault", "hostile", "churn", "nop", "ipc", "bench", "names",
-    "console", "wide", "cpustate", "pools", "memtest", "blk", "shmtest",
+    "console", "wide", "cpustate", "pools", "memtest", "blk", "shmtest", "smptest",
 ];
 
 /// The drivers and services packed into the boot module: each is its own
@@ -290,7 +295,7 @@ fn cmd_run(mut args: pico_args::Arguments) -> Result<bool, String> {
     };
     qemu::ensure_installed()?;
     let a = build(release)?;
-    let mut opts = qemu::Options::new(&a, &scenarios::cmdline(&scenario));
+    let mut opts = qemu::Options::new(&a, &scenarios::cmdline(&scenario, cpus));
     opts.gdb = gdb;
     opts.kvm = kvm;
     let disk = target_dir().join("disk.img");
