@@ -22,7 +22,9 @@ use crate::objects::{
     BITMAP_WORDS, F_IN_WAIT_SET, F_KERNEL, F_SERVER,
 };
 use crate::quota::{Pool, Shares};
-use crate::types::{Completion, Deadline, KernelEndId, Limits, Outcome, ReceiveFast, SendReceive};
+use crate::types::{
+    Completion, Deadline, KernelEndId, Limits, Outcome, PollFast, ReceiveFast, SendReceive,
+};
 
 /// One past the largest task or thread slot index accepted (IDs are
 /// expected to be the kernel's dense slab indices; the records are indexed
@@ -736,6 +738,56 @@ impl Ipc {
             | (ready.peer_uid as u64) << 16
             | len << 32;
         Some(ReceiveFast::Done([ready.handle.raw(), info, w0, w1, w2, w3]))
+    }
+
+    /// The `Poll` fast path's narrow entry: [`Ipc::poll`] of the set
+    /// `[h]`, with any deadline but [`Deadline::Now`] if `park`, else with
+    /// `Deadline::Now`; its result already in registers. The same state
+    /// change as `poll`: `h`'s events taken, or the caller parked on `h`
+    /// alone. `None` (and nothing changed) where `poll` fails (an unknown
+    /// caller, one already parked: `Busy`, a bad, stale or foreign handle),
+    /// where it would answer `TimedOut` (nothing ready and `!park`), and
+    /// where parking would have to allocate the caller's wait set (its
+    /// first poll: the general path grows it; later polls reuse it).
+    #[inline]
+    pub fn poll_fast(&mut self, caller: ThreadId, h: Handle, park: bool) -> Option<PollFast> {
+        let t = caller.index();
+        let th = self.threads.get(t as usize)?;
+        if !th.live || th.id != caller || th.wait != Wait::None {
+            return None;
+        }
+        // `end_slot`'s one success: the handle's generation current and
+        // its end owned by the caller (a free slot has no owner, and no
+        // live end has generation 0).
+        let i = h.index();
+        let e = self.ends.get(i as usize)?;
+        if h.generation() != e.gen || e.owner != t {
+            return None;
+        }
+        if e.pending != 0 {
+            // `take_events` and `encode_ready`, as words: this runs with
+            // the caller's vector registers live (no switch follows).
+            self.threads[t as usize].ready.unlink(&mut self.ends, ready_links, i);
+            let e = &mut self.ends[i as usize];
+            let events = e.pending as u64;
+            e.pending = 0;
+            let info = events | (e.close_reason as u64) << 8 | (e.peer_uid as u64) << 16;
+            return Some(PollFast::Done([
+                Handle::new(i, e.gen).raw(),
+                info,
+                e.peer_task.raw(),
+                e.conn_id,
+            ]));
+        }
+        let th = &mut self.threads[t as usize];
+        if !park || th.wait_set.capacity() == 0 {
+            return None;
+        }
+        th.wait_set.clear();
+        th.wait_set.push(i);
+        th.wait = Wait::PollSet;
+        self.ends[i as usize].flags |= F_IN_WAIT_SET;
+        Some(PollFast::Parked)
     }
 
     /// The commit shared by the fast entries: stores `words` (`len` bytes)

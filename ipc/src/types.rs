@@ -109,6 +109,17 @@ pub enum ReceiveFast {
     Parked,
 }
 
+/// What [`crate::Ipc::poll_fast`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PollFast {
+    /// The end had events (now taken): the caller's four result registers,
+    /// laid out as `alux_abi::syscall::encode_ready` lays them out.
+    Done([u64; 4]),
+    /// Nothing was ready: the caller is parked on the one end (as `poll`
+    /// parks it); the kernel arms its deadline.
+    Parked,
+}
+
 /// What [`crate::Ipc::send_receive`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SendReceive {

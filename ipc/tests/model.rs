@@ -21,7 +21,7 @@ use alux_abi::ipc::kernel_end_kind;
 use alux_abi::{TaskId, ThreadId, Uid};
 use alux_ipc::{
     CloseReason, Completion, ConnState, Deadline, Error, Events, Handle, Ipc, KernelEndId, Limits,
-    Message, Outcome, Ready, ReceiveFast, SendReceive,
+    Message, Outcome, PollFast, Ready, ReceiveFast, SendReceive,
 };
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -495,6 +495,13 @@ enum Op {
     ReceiveFast {
         t: usize,
     },
+    /// The kernel's `Poll` fast path for one handle: `poll_fast`, then (if
+    /// it refused) the general `poll` of `[h]`.
+    PollFast {
+        t: usize,
+        h: usize,
+        block: bool,
+    },
     TimeOut {
         t: usize,
     },
@@ -550,6 +557,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (t.clone(), h.clone(), 0..34usize, 0..4u8)
             .prop_map(|(t, h, len, a)| Op::SendFast { t, h, len, accept: a != 0 }),
         3 => t.clone().prop_map(|t| Op::ReceiveFast { t }),
+        4 => (t.clone(), h.clone(), any::<bool>()).prop_map(|(t, h, block)| Op::PollFast { t, h, block }),
         2 => t.clone().prop_map(|t| Op::TimeOut { t }),
         1 => (t.clone(), uid, any::<bool>()).prop_map(|(t, uid, allow)| Op::SetPerm { t, uid, allow }),
         1 => (t.clone(), 0..3usize).prop_map(|(t, kind)| Op::KernelOpen { t, kind }),
@@ -577,6 +585,7 @@ fn rpc_op() -> impl Strategy<Value = Op> {
         3 => (t.clone(), h.clone(), 0..34usize, 0..4u8)
             .prop_map(|(t, h, len, a)| Op::SendFast { t, h, len, accept: a != 0 }),
         3 => t.clone().prop_map(|t| Op::ReceiveFast { t }),
+        3 => (t.clone(), h.clone(), 0..4u8).prop_map(|(t, h, b)| Op::PollFast { t, h, block: b != 0 }),
         1 => (t.clone(), h.clone(), 0..34usize).prop_map(|(t, h, len)| Op::WriteSignal { t, h, len }),
         1 => (t.clone(), any::<bool>()).prop_map(|(t, block)| Op::PollAll { t, block }),
         // Parked threads do nothing else: time them out often.
@@ -599,6 +608,11 @@ struct Run {
     fast_handoffs: usize,
     /// Receivers `send_fast` woke.
     fast_wakes: usize,
+    /// Polls `poll_fast` answered (`Done`) and parked.
+    fast_polls: (usize, usize),
+    /// Threads a general `poll` has parked: their wait set has room, so
+    /// `poll_fast` must not refuse to park them.
+    poll_parked: HashSet<ThreadId>,
 }
 
 impl Run {
@@ -611,6 +625,8 @@ impl Run {
             handoffs: 0,
             fast_handoffs: 0,
             fast_wakes: 0,
+            fast_polls: (0, 0),
+            poll_parked: HashSet::new(),
         };
         for (uid, privileged) in [(1, false), (2, false), (0, true)] {
             r.apply(&Op::NewTask { uid, privileged });
@@ -1017,6 +1033,7 @@ impl Run {
                 let pick = self.m.ready.iter().copied().find(|k| keys.contains(k));
                 if pick.is_none() && block {
                     self.m.threads[t].wait = MWait::Set(keys);
+                    self.poll_parked.insert(id);
                 }
                 self.poll_result(t, real, pick, block);
             }
@@ -1286,6 +1303,47 @@ impl Run {
                         assert_eq!(real, Some(ReceiveFast::Parked));
                         self.m.threads[t].wait = MWait::Receive;
                     }
+                }
+            }
+            Op::PollFast { t: ot, h: oh, block } => {
+                let (t, id) = self.tid(ot);
+                let h = self.handle(oh);
+                let real = self.ipc.poll_fast(id, h, block);
+                // Where `poll` of `[h]` succeeds, as the model sees it: a
+                // live caller not parked, `h` one of its ends.
+                let key = match self.m.thread(t) {
+                    Ok(_) if self.m.threads[t].wait == MWait::None => self.m.resolve(t, h).ok(),
+                    _ => None,
+                };
+                match (key, real) {
+                    (Some(k), Some(PollFast::Done(regs))) => {
+                        assert_ne!(self.m.ends[&k].pending, 0, "an end without events answered");
+                        let ev = self.m.take(k);
+                        let r = alux_abi::syscall::decode_ready(regs).expect("well-formed");
+                        self.check_ready(&r, k, ev);
+                        self.fast_polls.0 += 1;
+                    }
+                    (Some(k), Some(PollFast::Parked)) => {
+                        assert!(block, "parked without a deadline to wait for");
+                        assert_eq!(self.m.ends[&k].pending, 0, "parked on an end with events");
+                        self.m.threads[t].wait = MWait::Set(vec![k]);
+                        self.fast_polls.1 += 1;
+                    }
+                    (key, None) => {
+                        // Refused: nothing changed. With an end of the
+                        // caller, only where `poll` would time out or must
+                        // grow the wait set (the thread never parked in one).
+                        if let Some(k) = key {
+                            assert_eq!(self.m.ends[&k].pending, 0, "events refused");
+                            assert!(
+                                !block || !self.poll_parked.contains(&id),
+                                "a park refused although the wait set has room"
+                            );
+                        }
+                        self.check();
+                        self.apply(&Op::Poll { t: ot, hs: vec![oh], block });
+                    }
+                    (None, Some(r)) => panic!("fast poll where poll fails: {r:?}"),
                 }
             }
             Op::TimeOut { t } => {
@@ -1719,4 +1777,37 @@ fn send_fast_wakes_a_parked_receiver_only() {
     assert_eq!(run.fast_wakes, 2);
     let run = run_ops(&ops(false));
     assert_eq!(run.fast_wakes, 0);
+}
+
+/// `poll_fast` answers a one-end poll exactly as `poll` would: events
+/// taken at once, or the caller parked on the end (once a general poll has
+/// given its wait set room), woken by the peer's signal; it refuses a
+/// foreign, stale or bad handle, a caller already parked, and a poll that
+/// would time out, each then failing in the general call as before.
+#[test]
+fn poll_fast_takes_the_common_case_only() {
+    // Threads 0 and 1 are task 0's, 2 and 3 task 1's (see `Run::new`).
+    let run = run_ops(&[
+        Op::PortCreate { t: 2 },
+        Op::Push { t: 2, h: 0 },
+        Op::Connect { t: 0, task: 1, block: false },
+        // Thread 2's end has OPENED pending: taken at once.
+        Op::PollFast { t: 2, h: 0, block: true },
+        // Nothing ready, no deadline: refused, `TimedOut` from `poll`.
+        Op::PollFast { t: 2, h: 0, block: false },
+        // Nothing ready: the first park grows the wait set (general).
+        Op::PollFast { t: 2, h: 0, block: true },
+        Op::WriteSignal { t: 0, h: 0, len: 4 },
+        // Parked on its end now: woken by the signal, then parks again.
+        Op::PollFast { t: 2, h: 0, block: true },
+        // Already parked: refused, `Busy`.
+        Op::PollFast { t: 2, h: 0, block: true },
+        Op::Signal { t: 0, h: 0 },
+        // Another thread's end, a bad handle: refused.
+        Op::PollFast { t: 3, h: 0, block: true },
+        Op::PollFast { t: 2, h: 63, block: true },
+        Op::Close { t: 0, h: 0 },
+        Op::PollFast { t: 2, h: 0, block: true },
+    ]);
+    assert_eq!(run.fast_polls, (2, 1));
 }
