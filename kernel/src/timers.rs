@@ -1,7 +1,11 @@
 //! The set of armed deadlines: `(deadline, thread)` pairs, earliest first.
 //!
-//! A sorted `Vec` (latest first, so the earliest leaves from the end in
-//! O(1)) whose room is reserved ahead: the kernel reserves one entry per
+//! A sorted `Vec`, earliest first, whose room is reserved ahead. IPC
+//! deadlines are mostly generous timeouts that are cancelled long before
+//! they pass (a reply arrives), so the deadline armed last is usually the
+//! latest and the one cancelled first: both happen at the end of the
+//! `Vec`, with no search and nothing moved; a deadline that passes leaves
+//! from the front. The room is reserved ahead: the kernel reserves one entry per
 //! live thread when it creates the thread ([`TimerSet::reserve`], which can
 //! fail with the heap), and a thread has at most one deadline, so arming a
 //! deadline never allocates and cannot fail. This module owns only that
@@ -11,7 +15,7 @@ use alloc::vec::Vec;
 
 /// Armed deadlines of type `(D, T)`, ordered by `D` then `T`.
 pub struct TimerSet<D, T> {
-    /// Sorted latest first.
+    /// Sorted earliest first.
     entries: Vec<(D, T)>,
 }
 
@@ -46,7 +50,12 @@ impl<D: Ord + Copy, T: Ord + Copy> TimerSet<D, T> {
     /// (which the kernel's one-entry-per-thread reservation rules out).
     pub fn insert(&mut self, deadline: D, id: T) {
         let key = (deadline, id);
-        let at = self.entries.partition_point(|e| *e > key);
+        if self.entries.last().is_none_or(|last| *last < key) {
+            // The latest yet: the common case, no search.
+            self.entries.push(key);
+            return;
+        }
+        let at = self.entries.partition_point(|e| *e < key);
         if self.entries.get(at) != Some(&key) {
             self.entries.insert(at, key);
         }
@@ -55,7 +64,12 @@ impl<D: Ord + Copy, T: Ord + Copy> TimerSet<D, T> {
     /// Disarms a deadline, if armed.
     pub fn remove(&mut self, deadline: D, id: T) {
         let key = (deadline, id);
-        let at = self.entries.partition_point(|e| *e > key);
+        if self.entries.last() == Some(&key) {
+            // The latest: the common case, no search.
+            self.entries.pop();
+            return;
+        }
+        let at = self.entries.partition_point(|e| *e < key);
         if self.entries.get(at) == Some(&key) {
             self.entries.remove(at);
         }
@@ -63,7 +77,7 @@ impl<D: Ord + Copy, T: Ord + Copy> TimerSet<D, T> {
 
     /// The earliest deadline.
     pub fn first(&self) -> Option<(D, T)> {
-        self.entries.last().copied()
+        self.entries.first().copied()
     }
 
     /// Armed deadlines.
