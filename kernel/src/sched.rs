@@ -258,8 +258,7 @@ pub fn page_shares(frames: usize) -> Shares {
 
 /// Converts a relative timeout in nanoseconds to an absolute TSC deadline.
 pub fn deadline_after(ns: u64) -> u64 {
-    let ticks =
-        (ns as u128 * time::tsc_hz() as u128 / 1_000_000_000).min(u64::MAX as u128 / 2) as u64;
+    let ticks = time::ns_to_tsc(ns).min(u64::MAX as u128 / 2) as u64;
     cpu::rdtsc().saturating_add(ticks)
 }
 
@@ -320,7 +319,11 @@ impl Kernel {
     }
 
     /// Pins `id` to `cpu` (`None`: any CPU).
-    pub fn set_thread_cpu(&mut self, _id: ThreadId, cpu: Option<u32>) -> Result<(), alux_abi::Error> {
+    pub fn set_thread_cpu(
+        &mut self,
+        _id: ThreadId,
+        cpu: Option<u32>,
+    ) -> Result<(), alux_abi::Error> {
         match cpu {
             Some(c) if c as usize >= self.cpus_online() => Err(alux_abi::Error::InvalidArgument),
             _ => Ok(()),
@@ -761,23 +764,76 @@ impl Kernel {
         }
         t.from_syscall = true;
         t.state = ThreadState::Ready;
-        self.run_queue.push_back(caller);
         self.current = None;
         self.resched = false;
         let now = cpu::rdtsc();
-        while let Some(next) = self.run_queue.pop_front() {
-            if self.run_queue.is_empty() {
-                self.trim_run_queue();
-            }
+        if let [front] = self.run_queue.as_mut_slices().0 {
+            // One thread queued: the caller to the back and the front out
+            // is one swap in place.
+            let next = core::mem::replace(front, caller);
             if let Some(may_sysret) = self.load(next) {
-                self.switches += 1;
-                self.slice_end = now + self.slice_ticks;
-                self.arm_timer();
-                return Some(may_sysret as u64);
+                return Some(self.start_slice(now, may_sysret));
+            }
+        } else {
+            self.run_queue.push_back(caller);
+        }
+        self.run_front(now)
+    }
+
+    /// The current thread has just blocked in a fast path
+    /// ([`Kernel::block_in_call`]): what `dispatch` then does when no
+    /// hand-off is pending and a thread is ready (the run queue's front
+    /// loaded with a fresh slice, the timer armed), without its checks for
+    /// cases that do not hold. Returns 1 if the loaded thread may leave
+    /// through `sysretq`; `None` if nothing was loaded (a hand-off is
+    /// pending or nobody is ready): [`dispatch`] must choose, or idle.
+    pub fn fast_run_next(&mut self) -> Option<u64> {
+        if self.handoff.is_some() || self.run_queue.is_empty() {
+            return None;
+        }
+        self.current = None;
+        self.resched = false;
+        self.run_front(cpu::rdtsc())
+    }
+
+    /// Loads the run queue's front with a fresh slice from `now` (the
+    /// tail of `pick_and_load` and `dispatch`). The queue's room is not
+    /// trimmed here when it empties: it only grows when a thread is made
+    /// (`reserve_run_queue`) and is trimmed when one is removed.
+    #[inline(always)]
+    fn run_front(&mut self, now: u64) -> Option<u64> {
+        while let Some(next) = self.run_queue.pop_front() {
+            if let Some(may_sysret) = self.load(next) {
+                return Some(self.start_slice(now, may_sysret));
             }
         }
-        // Not reached: the caller itself is in the queue and loads.
         None
+    }
+
+    /// A thread was just loaded by a switch: it gets a fresh slice from
+    /// `now`, and the timer is armed for it.
+    #[inline(always)]
+    fn start_slice(&mut self, now: u64, may_sysret: bool) -> u64 {
+        self.switches += 1;
+        self.slice_end = now + self.slice_ticks;
+        self.arm_timer();
+        may_sysret as u64
+    }
+
+    /// The current thread `id` blocks in a system call on `wait` until it
+    /// is woken or `deadline` (absolute TSC) passes: `block_current` for a
+    /// fast path, with the flag the general path sets on entry (its saved
+    /// state came from `syscall`), in one lookup.
+    pub fn block_in_call(&mut self, id: ThreadId, wait: Wait, deadline: Option<u64>) {
+        if let Some(t) = self.threads.get_mut(key_of_thread(id)) {
+            t.state = ThreadState::Blocked(wait);
+            t.deadline = deadline;
+            t.from_syscall = true;
+        }
+        if let Some(d) = deadline {
+            self.timers.insert(d, id);
+            self.timer_dirty = true;
+        }
     }
 
     /// What `dispatch` does for a thread that keeps the CPU: re-arms the
@@ -859,23 +915,31 @@ impl Kernel {
 
     fn arm_timer(&mut self) {
         self.timer_dirty = false;
-        let mut next = self.timers.first().map(|(d, _)| d);
+        let mut next = self.timers.first().map_or(u64::MAX, |(d, _)| d);
         if self.current.is_some() && !self.run_queue.is_empty() {
             // Others wait for the CPU: end this slice on time.
-            next = Some(next.map_or(self.slice_end, |d| d.min(self.slice_end)));
+            next = next.min(self.slice_end);
         }
         if let Some(c) = crate::console::next_send() {
             // Console text waits: come back when the port can take more.
-            next = Some(next.map_or(c, |d| d.min(c)));
+            next = next.min(c);
         }
-        let Some(deadline) = next else { return };
-        let now = cpu::rdtsc();
-        // An earlier deadline still pending will fire first and re-arm.
-        if matches!(self.armed, Some(a) if a <= deadline && a > now) {
+        if next == u64::MAX {
             return;
         }
-        lapic::arm_timer_tsc(deadline.saturating_sub(now));
-        self.armed = Some(deadline);
+        // A deadline armed no later than this one fires first, and its
+        // interrupt re-arms (`on_timer_tick`). It may have passed already:
+        // the kernel runs with interrupts off, so its interrupt is pending
+        // and comes at the return to user mode (or the idle loop's `sti`)
+        // and `armed` is `None` only once it has been handled. The LAPIC
+        // timer and `armed` are this CPU's (per CPU once threads run on
+        // several).
+        if self.armed.is_some_and(|a| a <= next) {
+            return;
+        }
+        let now = cpu::rdtsc();
+        lapic::arm_timer_tsc(next.saturating_sub(now));
+        self.armed = Some(next);
     }
 }
 
