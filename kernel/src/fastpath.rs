@@ -1,6 +1,6 @@
 //! The system call fast paths: `SendReceive` and `Send` in their common
 //! case (the peer's thread parked in a receive), `Receive` without a time
-//! limit, `SelfInfo` and `Yield`, carried out without the decoder, the typed call, the IPC
+//! limit, `Poll` of one end, `SelfInfo` and `Yield`, carried out without the decoder, the typed call, the IPC
 //! glue's enums, the general dispatch and the thread table: who runs is
 //! in the per-CPU block (`entry::current_identity`), and the argument and
 //! result registers are read and written in the saved context through it.
@@ -164,6 +164,53 @@ pub fn receive(k: &mut Kernel) -> Option<Fast> {
             }
             k.block_current(crate::sched::Wait::IpcReceive, None);
             Some(Fast::Dispatch)
+        }
+    }
+}
+
+/// `Poll` of one end, the common wait for a reply
+/// (`alux_rt::ipc::Connection::wait`): the handle is read from user
+/// memory in one page walk (`mm::read_user_word`), and the IPC core's
+/// `poll_fast` takes the end's events (written in place as four result
+/// registers; no switch, so the caller's vector registers stay in the
+/// CPU) or parks the caller on it. A parked caller blocks with its
+/// deadline and the run queue's front runs at once
+/// (`Kernel::fast_run_next`), else `dispatch` chooses. `None`: nothing
+/// happened, take the general path (a set of several ends, a handle the
+/// walk cannot read, any error, a poll that would time out at once,
+/// device work pending).
+#[inline(never)]
+pub fn poll(k: &mut Kernel) -> Option<Fast> {
+    use alux_abi::syscall::{NO_WAIT, WAIT_FOREVER};
+    let (caller, ..) = crate::arch::entry::current_identity();
+    let [set, count, timeout, ..] = crate::arch::entry::current_args();
+    if count != 1 || crate::irq_glue::has_work(k) {
+        return None;
+    }
+    // The caller's own address space is the one the CPU runs in.
+    let h = crate::mm::read_user_word(crate::arch::cpu::read_cr3(), set)?;
+    match k.ipc.poll_fast(caller, Handle::from_raw(h), timeout != NO_WAIT)? {
+        alux_ipc::PollFast::Done([a, b, c, d]) => {
+            let may_sysret = crate::arch::entry::finish_current_call(
+                [0, a, b, c, d],
+                kernel::syscall::USER_POINTER_END,
+            );
+            if k.resched_pending() {
+                if let Some(t) = k.thread_mut(caller) {
+                    t.from_syscall = true;
+                }
+                return Some(Fast::Dispatch);
+            }
+            k.rearm_if_needed();
+            Some(Fast::Done(may_sysret as u64))
+        }
+        alux_ipc::PollFast::Parked => {
+            // Another thread runs next (or the CPU idles): the Rust below
+            // may use SSE, and the switch saves the registers anyway.
+            crate::arch::entry::release_vectors();
+            let deadline = (timeout != WAIT_FOREVER).then(|| crate::sched::deadline_after(timeout));
+            k.block_in_call(caller, crate::sched::Wait::Ipc, deadline);
+            Some(k.fast_run_next().map_or(Fast::Dispatch, Fast::Done))
         }
     }
 }

@@ -37,12 +37,14 @@ extern "C" fn syscall_from_user(number: u64) -> u64 {
     const SEND_RECEIVE: u64 = Sys::SendReceive as u64;
     const SEND: u64 = Sys::Send as u64;
     const RECEIVE: u64 = Sys::Receive as u64;
+    const POLL: u64 = Sys::Poll as u64;
     const SELF_INFO: u64 = Sys::SelfInfo as u64;
     const YIELD: u64 = Sys::Yield as u64;
     let fast = match number {
         SEND_RECEIVE => crate::fastpath::send_receive(&mut k),
         SEND => crate::fastpath::send(&mut k),
         RECEIVE => crate::fastpath::receive(&mut k),
+        POLL => crate::fastpath::poll(&mut k),
         SELF_INFO => crate::fastpath::self_info(&k),
         YIELD => crate::fastpath::yield_now(&mut k),
         _ => None,

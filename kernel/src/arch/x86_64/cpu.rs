@@ -118,6 +118,16 @@ pub unsafe fn write_cr3(root: u64) {
     unsafe { asm!("mov cr3, {}", in(reg) root, options(nostack, preserves_flags)) }
 }
 
+/// The address space the CPU runs in: CR3, the physical address of its
+/// PML4 (no PCID bits: PCIDs are not used).
+#[inline]
+pub fn read_cr3() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR3 has no side effects.
+    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) }
+    v
+}
+
 /// The faulting address of the last page fault.
 #[inline]
 pub fn read_cr2() -> u64 {
