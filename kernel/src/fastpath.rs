@@ -38,7 +38,7 @@ pub enum Fast {
 /// general path.
 #[inline(never)]
 pub fn send_receive(k: &mut Kernel) -> Option<Fast> {
-    let (caller, ..) = crate::arch::entry::current_identity();
+    let caller = crate::arch::entry::current_thread();
     let [h, len, w0, w1, w2, w3] = crate::arch::entry::current_args();
     if k.hand_off_pending() || crate::irq_glue::has_work(k) {
         return None;
@@ -82,7 +82,7 @@ pub fn self_info(k: &Kernel) -> Option<Fast> {
 /// they are released now, before the scheduler's Rust runs.
 #[inline(never)]
 pub fn yield_now(k: &mut Kernel) -> Option<Fast> {
-    let (caller, ..) = crate::arch::entry::current_identity();
+    let caller = crate::arch::entry::current_thread();
     if k.others_ready() {
         crate::arch::entry::release_vectors();
     }
@@ -103,7 +103,7 @@ pub fn yield_now(k: &mut Kernel) -> Option<Fast> {
 /// path.
 #[inline(never)]
 pub fn send(k: &mut Kernel) -> Option<Fast> {
-    let (caller, ..) = crate::arch::entry::current_identity();
+    let caller = crate::arch::entry::current_thread();
     let [h, len, w0, w1, w2, w3] = crate::arch::entry::current_args();
     if crate::irq_glue::has_work(k) {
         return None;
@@ -135,7 +135,7 @@ pub fn send(k: &mut Kernel) -> Option<Fast> {
 /// the general path (a timeout to arm, device work pending, or an error).
 #[inline(never)]
 pub fn receive(k: &mut Kernel) -> Option<Fast> {
-    let (caller, ..) = crate::arch::entry::current_identity();
+    let caller = crate::arch::entry::current_thread();
     let [timeout, ..] = crate::arch::entry::current_args();
     if timeout != alux_abi::syscall::WAIT_FOREVER || crate::irq_glue::has_work(k) {
         return None;
@@ -182,7 +182,7 @@ pub fn receive(k: &mut Kernel) -> Option<Fast> {
 #[inline(never)]
 pub fn poll(k: &mut Kernel) -> Option<Fast> {
     use alux_abi::syscall::{NO_WAIT, WAIT_FOREVER};
-    let (caller, ..) = crate::arch::entry::current_identity();
+    let caller = crate::arch::entry::current_thread();
     let [set, count, timeout, ..] = crate::arch::entry::current_args();
     if count != 1 || crate::irq_glue::has_work(k) {
         return None;

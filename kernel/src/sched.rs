@@ -824,6 +824,7 @@ impl Kernel {
     /// is woken or `deadline` (absolute TSC) passes: `block_current` for a
     /// fast path, with the flag the general path sets on entry (its saved
     /// state came from `syscall`), in one lookup.
+    #[inline]
     pub fn block_in_call(&mut self, id: ThreadId, wait: Wait, deadline: Option<u64>) {
         if let Some(t) = self.threads.get_mut(key_of_thread(id)) {
             t.state = ThreadState::Blocked(wait);
@@ -873,7 +874,12 @@ impl Kernel {
         (r.rax, r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) = (0, a, b, c, d, e, f);
         t.state = ThreadState::Ready;
         self.run_queue.push_back(id);
-        self.timer_dirty = true;
+        // Someone waits for the CPU now, so the slice end counts: a
+        // deadline armed no later covers it (see `arm_timer`); a deadline
+        // taken out never needs an earlier one.
+        if self.armed.is_none_or(|a| a > self.slice_end) {
+            self.timer_dirty = true;
+        }
     }
 
     /// Makes `io`'s I/O bitmap the one the CPU checks (`None`: every port

@@ -124,6 +124,7 @@ static SELECTOR_OWNER: AtomicU64 = AtomicU64::new(0);
 /// At a switch to another thread it also swaps DS/ES/FS/GS: the CPU's
 /// values go to the thread that loaded them, and `ctx`'s are loaded if
 /// they differ, so no thread ever sees another's selectors.
+#[inline]
 pub fn set_current_context(ctx: &mut Context) {
     let me = ctx as *mut Context as u64;
     let owner = SELECTOR_OWNER.load(Ordering::Relaxed);
@@ -164,6 +165,22 @@ pub fn set_current_identity(thread: ThreadId, task: TaskId, uid: Uid, flags: u32
     BOOT_CPU.thread.store(thread.raw(), Ordering::Relaxed);
     BOOT_CPU.task.store(task.raw(), Ordering::Relaxed);
     BOOT_CPU.ident.store(uid as u64 | (flags as u64) << 32, Ordering::Relaxed);
+}
+
+/// The thread that runs on this CPU, read from the per-CPU block through
+/// GS (one load; [`current_identity`] has the rest).
+#[inline(always)]
+pub fn current_thread() -> ThreadId {
+    let thread: u64;
+    // SAFETY: GS holds the per-CPU block in the kernel; one plain load.
+    unsafe {
+        core::arch::asm!(
+            "mov {0}, gs:[80]",
+            out(reg) thread,
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    ThreadId::from_raw(thread)
 }
 
 /// Who runs on this CPU: its thread, its task, the task's uid and
