@@ -23,7 +23,7 @@ use crate::objects::{
 };
 use crate::quota::{Pool, Shares};
 use crate::types::{
-    Completion, Deadline, KernelEndId, Limits, Outcome, PollFast, ReceiveFast, SendReceive,
+    Completion, Deadline, KernelEndId, Limits, Outcome, PollFast, ReceiveFast, SendReceive, Woken,
 };
 
 /// One past the largest task or thread slot index accepted (IDs are
@@ -655,16 +655,18 @@ impl Ipc {
 
     /// The `Send` fast path's narrow entry: [`Ipc::write_signal`] of `len`
     /// bytes packed in `words`, done only when the signal wakes the peer's
-    /// thread parked in a receive: `h` is a connected end of `caller`
-    /// (a task's or the kernel's peer alike: only a task's peer can be
-    /// parked), at most 32 bytes, the peer end has no events, its owner is
-    /// parked in a receive, and `accept(owner)` agrees.
+    /// thread, parked in a receive or in a poll that waits for the peer end
+    /// (a poll of all its ends, or of a set naming it): `h` is a connected
+    /// end of `caller` (a task's or the kernel's peer alike: only a task's
+    /// peer can be parked), at most 32 bytes, the peer end has no events,
+    /// its owner waits for it, and `accept(owner, in_receive)` agrees (the
+    /// kernel's own check that the thread is blocked in a receive, or in a
+    /// poll).
     ///
     /// Then the state changes exactly as `write_signal` changes it, except
-    /// that the woken thread is returned with its six result registers
-    /// (laid out as [`alux_abi::syscall::Received::encode`]) instead of
-    /// being queued as a wakeup: the kernel wakes it. Otherwise nothing
-    /// changes and `None` comes back.
+    /// that the woken thread is returned with its result registers
+    /// ([`Woken`]) instead of being queued as a wakeup: the kernel wakes
+    /// it. Otherwise nothing changes and `None` comes back.
     #[inline]
     pub fn send_fast(
         &mut self,
@@ -672,8 +674,61 @@ impl Ipc {
         h: Handle,
         len: u64,
         words: [u64; 4],
-        accept: impl FnOnce(ThreadId) -> bool,
-    ) -> Option<(ThreadId, [u64; 6])> {
+        accept: impl FnOnce(ThreadId, bool) -> bool,
+    ) -> Option<(ThreadId, Woken)> {
+        if len > MESSAGE_MAX as u64 {
+            return None;
+        }
+        let (i, p, owner, in_receive) = self.woken_by_signal(caller, h)?;
+        let to = self.threads[owner as usize].id;
+        if !accept(to, in_receive) {
+            return None;
+        }
+        if in_receive {
+            let regs = self.hand_over(i, p, owner, len, words);
+            return Some((to, Woken { in_receive, regs }));
+        }
+        self.store_words_of(i, len, words);
+        let [a, b, c, d] = self.end_poll(p, owner);
+        Some((to, Woken { in_receive, regs: [a, b, c, d, 0, 0] }))
+    }
+
+    /// The `Signal` fast path's narrow entry: [`Ipc::signal`], done only
+    /// when it wakes the peer's thread, as [`Ipc::send_fast`] (without the
+    /// message: a receiver gets the buffer the caller last wrote). The
+    /// same state change as `signal`, the woken thread returned with its
+    /// result registers instead of queued; otherwise `None` and nothing
+    /// changed.
+    #[inline]
+    pub fn signal_fast(
+        &mut self,
+        caller: ThreadId,
+        h: Handle,
+        accept: impl FnOnce(ThreadId, bool) -> bool,
+    ) -> Option<(ThreadId, Woken)> {
+        let (i, p, owner, in_receive) = self.woken_by_signal(caller, h)?;
+        let to = self.threads[owner as usize].id;
+        if !accept(to, in_receive) {
+            return None;
+        }
+        if in_receive {
+            // `message_of(p)`: the peer of `p` is `i`.
+            let e = &self.ends[i as usize];
+            let (len, words) = (e.len as u64, load_words(&e.buf));
+            let regs = self.end_receive(p, owner, len, words);
+            return Some((to, Woken { in_receive, regs }));
+        }
+        let [a, b, c, d] = self.end_poll(p, owner);
+        Some((to, Woken { in_receive, regs: [a, b, c, d, 0, 0] }))
+    }
+
+    /// The checks `send_fast` and `signal_fast` share, changing nothing:
+    /// `h` a connected end of a live `caller`, its peer end a task's with
+    /// no events, whose owner waits for it. The end, its peer, the peer's
+    /// owner (a thread slot), and whether that one waits in a receive
+    /// (else in a poll).
+    #[inline(always)]
+    fn woken_by_signal(&self, caller: ThreadId, h: Handle) -> Option<(u32, u32, u32, bool)> {
         let t = caller.index();
         let th = self.threads.get(t as usize)?;
         if !th.live || th.id != caller {
@@ -681,11 +736,7 @@ impl Ipc {
         }
         let i = h.index();
         let e = self.ends.get(i as usize)?;
-        if h.generation() != e.gen
-            || e.owner != t
-            || e.state != EndState::Connected
-            || len > MESSAGE_MAX as u64
-        {
+        if h.generation() != e.gen || e.owner != t || e.state != EndState::Connected {
             return None;
         }
         let p = e.peer;
@@ -694,12 +745,13 @@ impl Ipc {
             return None;
         }
         let owner = pe.owner;
-        let receiver = self.threads.get(owner as usize)?;
-        if receiver.wait != Wait::Receive || !accept(receiver.id) {
-            return None;
-        }
-        let to = receiver.id;
-        Some((to, self.hand_over(i, p, owner, len, words)))
+        let in_receive = match self.threads.get(owner as usize)?.wait {
+            Wait::Receive => true,
+            Wait::PollAll => false,
+            Wait::PollSet if pe.flags & F_IN_WAIT_SET != 0 => false,
+            _ => return None,
+        };
+        Some((i, p, owner, in_receive))
     }
 
     /// The `Receive` fast path's narrow entry: [`Ipc::receive`] with
@@ -749,7 +801,7 @@ impl Ipc {
     /// where it would answer `TimedOut` (nothing ready and `!park`), and
     /// where parking would have to allocate the caller's wait set (its
     /// first poll: the general path grows it; later polls reuse it).
-    #[inline]
+    #[inline(always)]
     pub fn poll_fast(&mut self, caller: ThreadId, h: Handle, park: bool) -> Option<PollFast> {
         let t = caller.index();
         let th = self.threads.get(t as usize)?;
@@ -796,6 +848,14 @@ impl Ipc {
     /// wait ends and its six result registers come back.
     #[inline(always)]
     fn hand_over(&mut self, i: u32, p: u32, owner: u32, len: u64, words: [u64; 4]) -> [u64; 6] {
+        let words = self.store_words_of(i, len, words);
+        self.end_receive(p, owner, len, words)
+    }
+
+    /// `store` of `len` bytes packed in `words` into end `i`; the words as
+    /// stored (bytes past `len` cleared).
+    #[inline(always)]
+    fn store_words_of(&mut self, i: u32, len: u64, words: [u64; 4]) -> [u64; 4] {
         // Word by word in general registers (no array copy: the `Send`
         // fast path runs with the caller's vector registers live).
         let [mut w0, mut w1, mut w2, mut w3] = words;
@@ -807,6 +867,16 @@ impl Ipc {
         store_words(&mut e.buf, [w0, w1, w2, w3]);
         e.len = len as u8;
         e.seq += 1;
+        [w0, w1, w2, w3]
+    }
+
+    /// What `deliver_or_hand_off(p, SIGNAL)` does for an end `p` without
+    /// events whose owner (slot `owner`) is parked in a receive: the wait
+    /// ends and the events go straight to it, never on the ready list. Its
+    /// six result registers, with `len` bytes in `words` as its message.
+    #[inline(always)]
+    fn end_receive(&mut self, p: u32, owner: u32, len: u64, words: [u64; 4]) -> [u64; 6] {
+        let [w0, w1, w2, w3] = words;
         self.threads[owner as usize].wait = Wait::None;
         self.stamp += 1;
         let pe = &mut self.ends[p as usize];
@@ -816,6 +886,21 @@ impl Ipc {
             | (pe.peer_uid as u64) << 16
             | len << 32;
         [Handle::new(p, pe.gen).raw(), info, w0, w1, w2, w3]
+    }
+
+    /// [`Ipc::end_receive`] for an owner parked in a poll that waits for
+    /// `p`: its wait ends (a poll set's flags cleared) and its four result
+    /// registers come back, laid out as `encode_ready`.
+    #[inline(always)]
+    fn end_poll(&mut self, p: u32, owner: u32) -> [u64; 4] {
+        self.clear_wait(owner);
+        self.stamp += 1;
+        let pe = &mut self.ends[p as usize];
+        pe.ready_stamp = self.stamp;
+        let info = Events::SIGNAL.bits() as u64
+            | (pe.close_reason as u64) << 8
+            | (pe.peer_uid as u64) << 16;
+        [Handle::new(p, pe.gen).raw(), info, pe.peer_task.raw(), pe.conn_id]
     }
 
     /// What a read of end `i` returns now: the peer's buffer, the last data

@@ -33,7 +33,7 @@ pub use alux_abi::ipc::{
 pub use alux_abi::Error;
 pub use ipc::{Ipc, MAX_ID_INDEX};
 pub use types::{
-    Completion, Deadline, KernelEndId, Limits, Outcome, PollFast, ReceiveFast, SendReceive,
+    Completion, Deadline, KernelEndId, Limits, Outcome, PollFast, ReceiveFast, SendReceive, Woken,
 };
 
 /// Bytes of kernel memory one connection costs in the end slab: its two end
