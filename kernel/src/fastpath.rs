@@ -95,9 +95,10 @@ pub fn yield_now(k: &mut Kernel) -> Option<Fast> {
     Some(Fast::Dispatch)
 }
 
-/// `Send` to a peer whose thread is parked in a receive: the IPC core's
-/// `send_fast` commits what `write_signal` would, the receiver gets its
-/// six registers and joins the run queue (as a queued wakeup would make
+/// `Send` to a peer whose thread waits for it (parked in a receive, or in
+/// a poll of all its ends or of a set naming the peer end): the IPC core's
+/// `send_fast` commits what `write_signal` would, the woken thread gets its
+/// result registers and joins the run queue (as a queued wakeup would make
 /// it), and the caller runs on. No switch, so the caller's vector
 /// registers stay in the CPU. `None`: nothing happened, take the general
 /// path.
@@ -109,10 +110,36 @@ pub fn send(k: &mut Kernel) -> Option<Fast> {
         return None;
     }
     let threads = &k.threads;
-    let (to, regs) = k.ipc.send_fast(caller, Handle::from_raw(h), len, [w0, w1, w2, w3], |to| {
-        Kernel::parked_in_receive(threads, to)
+    let (to, woken) =
+        k.ipc.send_fast(caller, Handle::from_raw(h), len, [w0, w1, w2, w3], |to, in_receive| {
+            Kernel::parked_in_receive(threads, to, in_receive)
+        })?;
+    k.wake_received(to, woken);
+    finish_signal(k, caller)
+}
+
+/// `Signal` to a peer whose thread waits for it, as [`send`] without the
+/// message (`signal_fast`: a receiver gets the buffer the caller last
+/// wrote).
+#[inline(never)]
+pub fn signal(k: &mut Kernel) -> Option<Fast> {
+    let caller = crate::arch::entry::current_thread();
+    let [h, ..] = crate::arch::entry::current_args();
+    if crate::irq_glue::has_work(k) {
+        return None;
+    }
+    let threads = &k.threads;
+    let (to, woken) = k.ipc.signal_fast(caller, Handle::from_raw(h), |to, in_receive| {
+        Kernel::parked_in_receive(threads, to, in_receive)
     })?;
-    k.wake_received(to, regs);
+    k.wake_received(to, woken);
+    finish_signal(k, caller)
+}
+
+/// The caller of a `Send` or `Signal` that woke a thread: its result
+/// (nothing), and it runs on unless it is due to be preempted.
+#[inline(always)]
+fn finish_signal(k: &mut Kernel, caller: alux_abi::ThreadId) -> Option<Fast> {
     let may_sysret =
         crate::arch::entry::finish_current_call([0; 5], kernel::syscall::USER_POINTER_END);
     if k.resched_pending() {
@@ -168,27 +195,42 @@ pub fn receive(k: &mut Kernel) -> Option<Fast> {
     }
 }
 
-/// `Poll` of one end, the common wait for a reply
-/// (`alux_rt::ipc::Connection::wait`): the handle is read from user
-/// memory in one page walk (`mm::read_user_word`), and the IPC core's
-/// `poll_fast` takes the end's events (written in place as four result
-/// registers; no switch, so the caller's vector registers stay in the
-/// CPU) or parks the caller on it. A parked caller blocks with its
-/// deadline and the run queue's front runs at once
-/// (`Kernel::fast_run_next`), else `dispatch` chooses. `None`: nothing
-/// happened, take the general path (a set of several ends, a handle the
-/// walk cannot read, any error, a poll that would time out at once,
-/// device work pending).
+/// `PollOne`, the common wait for a reply (`alux_rt::ipc::Connection::
+/// wait`): the handle and the timeout in registers, then [`poll_end`].
+#[inline(never)]
+pub fn poll_one(k: &mut Kernel) -> Option<Fast> {
+    let [h, timeout, ..] = crate::arch::entry::current_args();
+    if crate::irq_glue::has_work(k) {
+        return None;
+    }
+    poll_end(k, h, timeout)
+}
+
+/// `Poll` of a set of one end: the handle is read from user memory in one
+/// page walk (`mm::read_user_word`, which refuses whatever the general
+/// path's copy would refuse), then [`poll_end`].
 #[inline(never)]
 pub fn poll(k: &mut Kernel) -> Option<Fast> {
-    use alux_abi::syscall::{NO_WAIT, WAIT_FOREVER};
-    let caller = crate::arch::entry::current_thread();
     let [set, count, timeout, ..] = crate::arch::entry::current_args();
     if count != 1 || crate::irq_glue::has_work(k) {
         return None;
     }
     // The caller's own address space is the one the CPU runs in.
     let h = crate::mm::read_user_word(crate::arch::cpu::read_cr3(), set)?;
+    poll_end(k, h, timeout)
+}
+
+/// A poll of the one end `h`: the IPC core's `poll_fast` takes its events
+/// (written in place as four result registers; no switch, so the caller's
+/// vector registers stay in the CPU) or parks the caller on it. A parked
+/// caller blocks with its deadline and the run queue's front runs at once
+/// (`Kernel::fast_run_next`), else `dispatch` chooses. `None`: nothing
+/// happened, take the general path (any error, or a poll that would time
+/// out at once).
+#[inline(always)]
+fn poll_end(k: &mut Kernel, h: u64, timeout: u64) -> Option<Fast> {
+    use alux_abi::syscall::{NO_WAIT, WAIT_FOREVER};
+    let caller = crate::arch::entry::current_thread();
     match k.ipc.poll_fast(caller, Handle::from_raw(h), timeout != NO_WAIT)? {
         alux_ipc::PollFast::Done([a, b, c, d]) => {
             let may_sysret = crate::arch::entry::finish_current_call(

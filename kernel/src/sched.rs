@@ -848,20 +848,21 @@ impl Kernel {
         }
     }
 
-    /// Whether `id` is blocked in an IPC receive (with or without a
-    /// deadline): a thread the `Send` fast path may wake.
+    /// Whether `id` is blocked in an IPC receive (`in_receive`) or in a
+    /// poll, with or without a deadline: a thread the `Send` and `Signal`
+    /// fast paths may wake.
     #[inline]
-    pub fn parked_in_receive(threads: &GenTable<Thread>, id: ThreadId) -> bool {
-        threads
-            .get(key_of_thread(id))
-            .is_some_and(|t| t.state == ThreadState::Blocked(Wait::IpcReceive))
+    pub fn parked_in_receive(threads: &GenTable<Thread>, id: ThreadId, in_receive: bool) -> bool {
+        let wait = if in_receive { Wait::IpcReceive } else { Wait::Ipc };
+        threads.get(key_of_thread(id)).is_some_and(|t| t.state == ThreadState::Blocked(wait))
     }
 
-    /// Ends `id`'s receive with `regs` as its six result registers and puts
-    /// it at the back of the run queue: what `wake_with` does for a
-    /// `Completion::Received` (its deadline's timer, if any, goes).
+    /// Ends `id`'s receive or poll with `woken`'s result registers (six
+    /// for a receive, four for a poll) and puts it at the back of the run
+    /// queue: what `wake_with` does for a `Completion::Received` or
+    /// `Completion::Polled` (its deadline's timer, if any, goes).
     #[inline]
-    pub fn wake_received(&mut self, id: ThreadId, regs: [u64; 6]) {
+    pub fn wake_received(&mut self, id: ThreadId, woken: alux_ipc::Woken) {
         let Some(t) = self.threads.get_mut(key_of_thread(id)) else { return };
         if !matches!(t.state, ThreadState::Blocked(_)) {
             return;
@@ -869,9 +870,8 @@ impl Kernel {
         if let Some(d) = t.deadline.take() {
             remove_timer(&mut self.timers, d, id);
         }
-        let [a, b, c, d, e, f] = regs;
-        let r = &mut t.ctx.regs;
-        (r.rax, r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) = (0, a, b, c, d, e, f);
+        let [a, b, c, d, e, f] = woken.regs;
+        t.ctx.regs.set_results(0, [a, b, c, d], woken.in_receive.then_some([e, f]));
         t.state = ThreadState::Ready;
         self.run_queue.push_back(id);
         // Someone waits for the CPU now, so the slice end counts: a

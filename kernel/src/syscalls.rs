@@ -38,6 +38,8 @@ extern "C" fn syscall_from_user(number: u64) -> u64 {
     const SEND: u64 = Sys::Send as u64;
     const RECEIVE: u64 = Sys::Receive as u64;
     const POLL: u64 = Sys::Poll as u64;
+    const POLL_ONE: u64 = Sys::PollOne as u64;
+    const SIGNAL: u64 = Sys::Signal as u64;
     const SELF_INFO: u64 = Sys::SelfInfo as u64;
     const YIELD: u64 = Sys::Yield as u64;
     let fast = match number {
@@ -45,6 +47,8 @@ extern "C" fn syscall_from_user(number: u64) -> u64 {
         SEND => crate::fastpath::send(&mut k),
         RECEIVE => crate::fastpath::receive(&mut k),
         POLL => crate::fastpath::poll(&mut k),
+        POLL_ONE => crate::fastpath::poll_one(&mut k),
+        SIGNAL => crate::fastpath::signal(&mut k),
         SELF_INFO => crate::fastpath::self_info(&k),
         YIELD => crate::fastpath::yield_now(&mut k),
         _ => None,

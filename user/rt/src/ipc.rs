@@ -203,9 +203,10 @@ impl Connection {
         Ok(Message { data, len: len as u8, seq })
     }
 
-    /// Waits for an event on this end alone.
+    /// Waits for an event on this end alone (`PollOne`: the handle in a
+    /// register).
     pub fn wait(&self, timeout: Option<Duration>) -> Result<Ready, Error> {
-        poll(&[self.handle], timeout)
+        ready(call(Sys::PollOne, [self.handle.raw(), timeout_ns(timeout), 0, 0, 0, 0])?)
     }
 
     /// Sends `data` and waits for the peer's answer: the common
