@@ -767,7 +767,7 @@ impl Kernel {
         self.current = None;
         self.resched = false;
         let now = cpu::rdtsc();
-        if let [front] = self.run_queue.as_mut_slices().0 {
+        if let (1, Some(front)) = (self.run_queue.len(), self.run_queue.front_mut()) {
             // One thread queued: the caller to the back and the front out
             // is one swap in place.
             let next = core::mem::replace(front, caller);
