@@ -77,19 +77,18 @@ pub fn self_info(k: &Kernel) -> Option<Fast> {
 /// context, and the scheduler preempts the caller at once, exactly as the
 /// general path's `request_resched` and `dispatch` do: directly
 /// (`Kernel::fast_yield`) when another thread is ready and no hand-off is
-/// pending, else through `dispatch`. If another thread
-/// is ready, the switch will save the caller's vector registers anyway:
-/// they are released now, before the scheduler's Rust runs.
+/// pending, else through `dispatch`. The caller's vector registers stay in
+/// the CPU until the return to user mode saves them for the thread that
+/// runs next (`fast_yield` and the load use no SSE: CR0.TS would trap it,
+/// which costs time, never correctness); `dispatch` releases them first.
 #[inline(never)]
 pub fn yield_now(k: &mut Kernel) -> Option<Fast> {
     let caller = crate::arch::entry::current_thread();
-    if k.others_ready() {
-        crate::arch::entry::release_vectors();
-    }
     crate::arch::entry::finish_current_call([0; 5], kernel::syscall::USER_POINTER_END);
     if let Some(may_sysret) = k.fast_yield(caller) {
         return Some(Fast::Done(may_sysret));
     }
+    crate::arch::entry::release_vectors();
     k.thread_mut(caller)?.from_syscall = true;
     k.request_resched();
     Some(Fast::Dispatch)

@@ -771,7 +771,7 @@ impl Kernel {
             // One thread queued: the caller to the back and the front out
             // is one swap in place.
             let next = core::mem::replace(front, caller);
-            if let Some(may_sysret) = self.load(next) {
+            if let Some(may_sysret) = self.load_with(next, |_| {}) {
                 return Some(self.start_slice(now, may_sysret));
             }
         } else {
@@ -803,20 +803,26 @@ impl Kernel {
     #[inline(always)]
     fn run_front(&mut self, now: u64) -> Option<u64> {
         while let Some(next) = self.run_queue.pop_front() {
-            if let Some(may_sysret) = self.load(next) {
+            if let Some(may_sysret) = self.load_with(next, |_| {}) {
                 return Some(self.start_slice(now, may_sysret));
             }
         }
         None
     }
 
-    /// A thread was just loaded by a switch: it gets a fresh slice from
-    /// `now`, and the timer is armed for it.
+    /// A thread was just loaded by a switch from a thread that yielded or
+    /// blocked: it gets a fresh slice from `now`, and the timer is re-armed
+    /// if it must be. The deadline the timer needs is the earliest of the
+    /// first timer, the slice end if others are ready, and the console's;
+    /// the switch moved the slice end later and the run queue can only
+    /// have emptied, so none of them came earlier: unless the timers or
+    /// the queue changed since the timer was last armed (`timer_dirty`) or
+    /// console text waits, the armed deadline still comes first.
     #[inline(always)]
     fn start_slice(&mut self, now: u64, may_sysret: bool) -> u64 {
         self.switches += 1;
         self.slice_end = now + self.slice_ticks;
-        self.arm_timer();
+        self.rearm_if_needed();
         may_sysret as u64
     }
 
@@ -833,7 +839,11 @@ impl Kernel {
         }
         if let Some(d) = deadline {
             self.timers.insert(d, id);
-            self.timer_dirty = true;
+            // The timer is re-armed only if this deadline comes before the
+            // armed one (see `start_slice`).
+            if self.armed.is_none_or(|a| a > d) {
+                self.timer_dirty = true;
+            }
         }
     }
 
