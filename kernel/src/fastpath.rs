@@ -123,7 +123,7 @@ pub fn send(k: &mut Kernel) -> Option<Fast> {
 #[inline(never)]
 pub fn signal(k: &mut Kernel) -> Option<Fast> {
     let caller = crate::arch::entry::current_thread();
-    let [h, ..] = crate::arch::entry::current_args();
+    let [h, _] = crate::arch::entry::current_args2();
     if crate::irq_glue::has_work(k) {
         return None;
     }
@@ -198,7 +198,7 @@ pub fn receive(k: &mut Kernel) -> Option<Fast> {
 /// wait`): the handle and the timeout in registers, then [`poll_end`].
 #[inline(never)]
 pub fn poll_one(k: &mut Kernel) -> Option<Fast> {
-    let [h, timeout, ..] = crate::arch::entry::current_args();
+    let [h, timeout] = crate::arch::entry::current_args2();
     if crate::irq_glue::has_work(k) {
         return None;
     }

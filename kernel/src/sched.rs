@@ -787,6 +787,7 @@ impl Kernel {
     /// cases that do not hold. Returns 1 if the loaded thread may leave
     /// through `sysretq`; `None` if nothing was loaded (a hand-off is
     /// pending or nobody is ready): [`dispatch`] must choose, or idle.
+    #[inline]
     pub fn fast_run_next(&mut self) -> Option<u64> {
         if self.handoff.is_some() || self.run_queue.is_empty() {
             return None;

@@ -254,6 +254,7 @@ pub fn poll(handles: &[Handle], timeout: Option<Duration>) -> Result<Ready, Erro
 
 /// Waits for an event on any end of this thread and returns it with that
 /// end's peer buffer, all in registers: a poll and a read in one call.
+#[inline]
 pub fn receive(timeout: Option<Duration>) -> Result<Received, Error> {
     let (rax, regs) = crate::sys::call_wide(Sys::Receive, [timeout_ns(timeout), 0, 0, 0, 0, 0]);
     received(rax, regs)

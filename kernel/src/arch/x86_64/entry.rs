@@ -274,6 +274,28 @@ pub fn finish_current_wide_call(r: [u64; 7], user_pointer_end: u64) -> bool {
     rip < user_pointer_end
 }
 
+/// The current thread's first two system call argument registers (`rdi,
+/// rsi`), as [`current_args`] reads them, for the calls that take no more.
+#[inline(always)]
+pub fn current_args2() -> [u64; 2] {
+    let (a0, a1): (u64, u64);
+    // SAFETY: as for `current_args`: reads of the current thread's live
+    // `Regs` through the per-CPU block.
+    unsafe {
+        core::arch::asm!(
+            "mov {p}, gs:[24]",
+            "mov {a0}, [{p} + {rdi}]",
+            "mov {a1}, [{p} + {rsi}]",
+            p = out(reg) _,
+            a0 = out(reg) a0, a1 = out(reg) a1,
+            rdi = const core::mem::offset_of!(Regs, rdi),
+            rsi = const core::mem::offset_of!(Regs, rsi),
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    [a0, a1]
+}
+
 /// The current thread's six system call argument registers as saved by
 /// `syscall_entry` (`rdi, rsi, rdx, r10, r8, r9`), read with plain loads
 /// into general registers (never through a vector register: the fast

@@ -37,12 +37,12 @@ pub fn tsc_hz() -> u64 {
 }
 
 /// TSC ticks in `ns` nanoseconds: never fewer than the exact figure, and
-/// more by under `1 + ns / 2^32` (a tick, plus one per 4.3 s). A
+/// more by under `2 + ns / 2^32` (two ticks, plus one per 4.3 s). A
 /// multiplication, no division: timeouts are converted on the system call
 /// fast paths.
 #[inline]
 pub fn ns_to_tsc(ns: u64) -> u128 {
-    (ns as u128 * TSC_PER_NS_Q32.load(Ordering::Relaxed) as u128).div_ceil(1 << 32)
+    ((ns as u128 * TSC_PER_NS_Q32.load(Ordering::Relaxed) as u128) >> 32) + 1
 }
 
 /// Nanoseconds since boot.
