@@ -661,36 +661,35 @@ impl Ipc {
     /// peer can be parked), at most 32 bytes, the peer end has no events,
     /// its owner waits for it, and `accept(owner, in_receive)` agrees (the
     /// kernel's own check that the thread is blocked in a receive, or in a
-    /// poll).
+    /// poll; what it gives is handed back, so that the kernel need not
+    /// look the thread up again). Nothing fails after `accept` agreed.
     ///
     /// Then the state changes exactly as `write_signal` changes it, except
     /// that the woken thread is returned with its result registers
     /// ([`Woken`]) instead of being queued as a wakeup: the kernel wakes
     /// it. Otherwise nothing changes and `None` comes back.
     #[inline]
-    pub fn send_fast(
+    pub fn send_fast<R>(
         &mut self,
         caller: ThreadId,
         h: Handle,
         len: u64,
         words: [u64; 4],
-        accept: impl FnOnce(ThreadId, bool) -> bool,
-    ) -> Option<(ThreadId, Woken)> {
+        accept: impl FnOnce(ThreadId, bool) -> Option<R>,
+    ) -> Option<(ThreadId, R, Woken)> {
         if len > MESSAGE_MAX as u64 {
             return None;
         }
         let (i, p, owner, in_receive) = self.woken_by_signal(caller, h)?;
         let to = self.threads[owner as usize].id;
-        if !accept(to, in_receive) {
-            return None;
-        }
+        let r = accept(to, in_receive)?;
         if in_receive {
             let regs = self.hand_over(i, p, owner, len, words);
-            return Some((to, Woken { in_receive, regs }));
+            return Some((to, r, Woken { in_receive, regs }));
         }
         self.store_words_of(i, len, words);
         let [a, b, c, d] = self.end_poll(p, owner);
-        Some((to, Woken { in_receive, regs: [a, b, c, d, 0, 0] }))
+        Some((to, r, Woken { in_receive, regs: [a, b, c, d, 0, 0] }))
     }
 
     /// The `Signal` fast path's narrow entry: [`Ipc::signal`], done only
@@ -700,26 +699,24 @@ impl Ipc {
     /// result registers instead of queued; otherwise `None` and nothing
     /// changed.
     #[inline]
-    pub fn signal_fast(
+    pub fn signal_fast<R>(
         &mut self,
         caller: ThreadId,
         h: Handle,
-        accept: impl FnOnce(ThreadId, bool) -> bool,
-    ) -> Option<(ThreadId, Woken)> {
+        accept: impl FnOnce(ThreadId, bool) -> Option<R>,
+    ) -> Option<(ThreadId, R, Woken)> {
         let (i, p, owner, in_receive) = self.woken_by_signal(caller, h)?;
         let to = self.threads[owner as usize].id;
-        if !accept(to, in_receive) {
-            return None;
-        }
+        let r = accept(to, in_receive)?;
         if in_receive {
             // `message_of(p)`: the peer of `p` is `i`.
             let e = &self.ends[i as usize];
             let (len, words) = (e.len as u64, load_words(&e.buf));
             let regs = self.end_receive(p, owner, len, words);
-            return Some((to, Woken { in_receive, regs }));
+            return Some((to, r, Woken { in_receive, regs }));
         }
         let [a, b, c, d] = self.end_poll(p, owner);
-        Some((to, Woken { in_receive, regs: [a, b, c, d, 0, 0] }))
+        Some((to, r, Woken { in_receive, regs: [a, b, c, d, 0, 0] }))
     }
 
     /// The checks `send_fast` and `signal_fast` share, changing nothing:

@@ -1241,10 +1241,10 @@ impl Run {
                 let mut asked = None;
                 let real = self.ipc.send_fast(id, h, len as u64, words, |to, in_receive| {
                     asked = Some((to, in_receive));
-                    accept
+                    accept.then_some(())
                 });
                 match (case, real) {
-                    (Some((k, p)), Some((to, woken))) => {
+                    (Some((k, p)), Some((to, (), woken))) => {
                         assert!(accept, "fast path taken without the kernel's consent");
                         let e = self.m.ends.get_mut(&k).unwrap();
                         e.buf = data;
@@ -1265,10 +1265,10 @@ impl Run {
                 let mut asked = None;
                 let real = self.ipc.signal_fast(id, h, |to, in_receive| {
                     asked = Some((to, in_receive));
-                    accept
+                    accept.then_some(())
                 });
                 match (case, real) {
-                    (Some((_, p)), Some((to, woken))) => {
+                    (Some((_, p)), Some((to, (), woken))) => {
                         assert!(accept, "fast path taken without the kernel's consent");
                         self.check_woken(p, to, woken, asked);
                     }

@@ -108,12 +108,13 @@ pub fn send(k: &mut Kernel) -> Option<Fast> {
     if crate::irq_glue::has_work(k) {
         return None;
     }
-    let threads = &k.threads;
-    let (to, woken) =
+    let threads = &mut k.threads;
+    let (to, (regs, deadline), woken) =
         k.ipc.send_fast(caller, Handle::from_raw(h), len, [w0, w1, w2, w3], |to, in_receive| {
-            Kernel::parked_in_receive(threads, to, in_receive)
+            Kernel::take_parked(threads, to, in_receive)
         })?;
-    k.wake_received(to, woken);
+    set_woken_results(regs, woken);
+    k.queue_woken(to, deadline);
     finish_signal(k, caller)
 }
 
@@ -127,12 +128,22 @@ pub fn signal(k: &mut Kernel) -> Option<Fast> {
     if crate::irq_glue::has_work(k) {
         return None;
     }
-    let threads = &k.threads;
-    let (to, woken) = k.ipc.signal_fast(caller, Handle::from_raw(h), |to, in_receive| {
-        Kernel::parked_in_receive(threads, to, in_receive)
-    })?;
-    k.wake_received(to, woken);
+    let threads = &mut k.threads;
+    let (to, (regs, deadline), woken) =
+        k.ipc.signal_fast(caller, Handle::from_raw(h), |to, in_receive| {
+            Kernel::take_parked(threads, to, in_receive)
+        })?;
+    set_woken_results(regs, woken);
+    k.queue_woken(to, deadline);
     finish_signal(k, caller)
+}
+
+/// The result registers of a thread a `Send` or `Signal` woke: six for a
+/// receive, four for a poll.
+#[inline(always)]
+fn set_woken_results(regs: &mut crate::arch::context::Regs, woken: alux_ipc::Woken) {
+    let [a, b, c, d, e, f] = woken.regs;
+    regs.set_results(0, [a, b, c, d], woken.in_receive.then_some([e, f]));
 }
 
 /// The caller of a `Send` or `Signal` that woke a thread: its result

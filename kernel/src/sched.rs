@@ -859,31 +859,36 @@ impl Kernel {
         }
     }
 
-    /// Whether `id` is blocked in an IPC receive (`in_receive`) or in a
-    /// poll, with or without a deadline: a thread the `Send` and `Signal`
-    /// fast paths may wake.
+    /// The kernel's consent to a fast `Send` or `Signal` waking `id` (the
+    /// IPC core's `accept`): it must be blocked in an IPC receive
+    /// (`in_receive`) or in a poll, with or without a deadline. If so its
+    /// wait ends here, as the IPC core commits right after consenting:
+    /// the thread is `Ready`, and its registers (for the results) and the
+    /// deadline it had come back; [`Kernel::queue_woken`] does the rest.
+    /// One lookup for the check and the wake.
     #[inline]
-    pub fn parked_in_receive(threads: &GenTable<Thread>, id: ThreadId, in_receive: bool) -> bool {
+    pub fn take_parked(
+        threads: &mut GenTable<Thread>,
+        id: ThreadId,
+        in_receive: bool,
+    ) -> Option<(&mut Regs, Option<u64>)> {
+        let t = threads.get_mut(key_of_thread(id))?;
         let wait = if in_receive { Wait::IpcReceive } else { Wait::Ipc };
-        threads.get(key_of_thread(id)).is_some_and(|t| t.state == ThreadState::Blocked(wait))
+        if t.state != ThreadState::Blocked(wait) {
+            return None;
+        }
+        t.state = ThreadState::Ready;
+        Some((&mut t.ctx.regs, t.deadline.take()))
     }
 
-    /// Ends `id`'s receive or poll with `woken`'s result registers (six
-    /// for a receive, four for a poll) and puts it at the back of the run
-    /// queue: what `wake_with` does for a `Completion::Received` or
-    /// `Completion::Polled` (its deadline's timer, if any, goes).
+    /// The rest of what `wake_with` does for a thread [`Kernel::take_parked`]
+    /// woke, its result registers written: the timer of its `deadline`
+    /// goes, and it joins the back of the run queue.
     #[inline]
-    pub fn wake_received(&mut self, id: ThreadId, woken: alux_ipc::Woken) {
-        let Some(t) = self.threads.get_mut(key_of_thread(id)) else { return };
-        if !matches!(t.state, ThreadState::Blocked(_)) {
-            return;
-        }
-        if let Some(d) = t.deadline.take() {
+    pub fn queue_woken(&mut self, id: ThreadId, deadline: Option<u64>) {
+        if let Some(d) = deadline {
             remove_timer(&mut self.timers, d, id);
         }
-        let [a, b, c, d, e, f] = woken.regs;
-        t.ctx.regs.set_results(0, [a, b, c, d], woken.in_receive.then_some([e, f]));
-        t.state = ThreadState::Ready;
         self.run_queue.push_back(id);
         // Someone waits for the CPU now, so the slice end counts: a
         // deadline armed no later covers it (see `arm_timer`); a deadline
