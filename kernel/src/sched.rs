@@ -754,6 +754,7 @@ impl Kernel {
     /// the general dispatch's checks for cases that do not hold. Returns 1
     /// if the loaded thread may leave through `sysretq`; `None` (nothing
     /// changed) otherwise.
+    #[inline]
     pub fn fast_yield(&mut self, caller: ThreadId) -> Option<u64> {
         if self.handoff.is_some() || self.run_queue.is_empty() {
             return None;

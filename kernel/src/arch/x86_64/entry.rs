@@ -670,16 +670,26 @@ syscall_entry:
 return_to_user:
     mov gs:[48], rax
     clts
-    /* The returning context's vector state, unless the CPU holds it. */
+    /* The returning context's vector state, unless the CPU holds it; the
+       owner's saved first (both with one choice of instructions). */
     mov rdi, gs:[40]
     mov rsi, gs:[56]
     cmp rdi, rsi
     je 4f
+    mov eax, -1
+    mov edx, -1
+    cmp qword ptr gs:[72], 0
+    je 9f
     test rsi, rsi
     jz 8f
-    FPU_SAVE rsi
-8:  FPU_RESTORE rdi
-    mov gs:[56], rdi
+    xsaveopt64 [rsi]
+8:  xrstor64 [rdi]
+    jmp 7f
+9:  test rsi, rsi
+    jz 6f
+    fxsave64 [rsi]
+6:  fxrstor64 [rdi]
+7:  mov gs:[56], rdi
 4:  mov rsp, gs:[24]
     POP_GPRS
     cmp qword ptr gs:[48], 0
