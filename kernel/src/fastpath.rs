@@ -81,6 +81,13 @@ pub fn self_info(k: &Kernel) -> Option<Fast> {
 /// the CPU until the return to user mode saves them for the thread that
 /// runs next (`fast_yield` and the load use no SSE: CR0.TS would trap it,
 /// which costs time, never correctness); `dispatch` releases them first.
+///
+/// One CPU only: the caller is back in the run queue before its registers
+/// are saved, which happens after the kernel lock is released. With one
+/// CPU nothing runs in between; once threads run on several, another CPU
+/// could load the caller from its stale saved state, so this path must
+/// then call `release_vectors` before `fast_yield`, as the blocking fast
+/// paths do (docs/design.md, "The kernel lock and SMP readiness").
 #[inline(never)]
 pub fn yield_now(k: &mut Kernel) -> Option<Fast> {
     let caller = crate::arch::entry::current_thread();
