@@ -1,27 +1,39 @@
-//! The system call fast paths: `SendReceive` and `Send` in their common
-//! case (the peer's thread parked in a receive), `Receive` without a time
-//! limit, `Poll` of one end, `SelfInfo` and `Yield`, carried out without the decoder, the typed call, the IPC
-//! glue's enums, the general dispatch and the thread table: who runs is
-//! in the per-CPU block (`entry::current_identity`), and the argument and
-//! result registers are read and written in the saved context through it.
+//! The system call fast paths, carried out without the decoder, the typed
+//! call, the IPC glue's enums and the general dispatch: who runs is in the
+//! per-CPU block (`entry::current_thread`), and the argument and result
+//! registers are read and written in the saved context through it.
 //!
-//! It owns no rule. The IPC core decides, through its narrow entry
-//! [`alux_ipc::Ipc::send_receive_fast`], whether the call is the common
-//! case (a connected end of the caller, the peer's thread parked in a
-//! receive, nothing pending for the caller, no timeout to arm) and then
-//! changes its state exactly as the general path would; the scheduler
-//! switches to the receiver (`Kernel::fast_hand_off`). Anything else —
-//! a bad, stale or foreign handle, a closed peer, a kernel end, a receiver
-//! not waiting, a pending event, a hand-off or device work pending — makes
-//! it answer `None` with nothing changed, and the general path handles the
-//! call from the start, errors included.
+//! - `SendReceive` to a peer thread parked in a receive: a direct switch
+//!   to it (`Kernel::fast_hand_off`);
+//! - `Send` and `Signal` to a peer thread that waits for the end (in a
+//!   receive, or a poll of all its ends or of a set naming the end): it is
+//!   woken with its result registers and queued, the caller runs on;
+//! - `Receive` without a time limit, and `PollOne` or `Poll` of one end:
+//!   the events at once, or the caller parks and the run queue's front
+//!   runs (`Kernel::fast_run_next`);
+//! - `SelfInfo`, and `Yield` with a direct switch (`Kernel::fast_yield`).
 //!
-//! It must never touch user memory, allocate or block. Code that runs
-//! before the vector registers are released must not touch them (see
-//! `arch::entry`, "Vector state"; CR0.TS guards it if the compiler
-//! disagrees). A hand-off switches threads, which moves vector state
-//! anyway, so `send_receive` releases them once it knows it will switch
-//! (it may still fall back, then the general path finds them released).
+//! It owns no rule. The IPC core decides, through its narrow entries
+//! ([`alux_ipc::Ipc::send_receive_fast`], `send_fast`, `signal_fast`,
+//! `receive_fast`, `poll_fast`), whether the call is the common case and
+//! then changes its state exactly as the general path would; the kernel
+//! consents to waking a thread only if its own record agrees. Anything
+//! else — a bad, stale or foreign handle, a closed peer, a kernel end, a
+//! thread not waiting, a pending event, a poll that would time out at
+//! once, a hand-off or device work pending — makes it answer `None` with
+//! nothing changed, and the general path handles the call from the start,
+//! errors included.
+//!
+//! It must never allocate, write user memory, or block other than by
+//! parking the caller as the general path would. Its one read of user
+//! memory is `Poll`'s single handle, through one page walk that refuses
+//! whatever the general path's copy would refuse (`mm::read_user_word`).
+//! Code that runs before the vector registers are released must not touch
+//! them (see `arch::entry`, "Vector state"; CR0.TS guards it if the
+//! compiler disagrees). A path that switches threads releases them once
+//! it knows it will switch (it may still fall back, then the general path
+//! finds them released); `Yield` leaves the save to the return to user
+//! mode (see [`yield_now`]).
 
 use crate::sched::Kernel;
 use alux_abi::ipc::Handle;
