@@ -91,6 +91,9 @@ crate::code_enum! {
         /// `Send`, then `Receive` without a time limit, in one call: the
         /// request/reply step of an RPC client or server.
         SendReceive = 49,
+        /// `(handle, timeout_ns) -> (handle, events)`: `Poll` of this one end,
+        /// its handle in a register (no set in memory to read).
+        PollOne = 50,
 
         // --- device access for drivers (privileged; see `docs/drivers.md`) ---
         /// `(first_port, count)`: let this task use I/O ports

@@ -22,7 +22,9 @@ use crate::objects::{
     BITMAP_WORDS, F_IN_WAIT_SET, F_KERNEL, F_SERVER,
 };
 use crate::quota::{Pool, Shares};
-use crate::types::{Completion, Deadline, KernelEndId, Limits, Outcome, ReceiveFast, SendReceive};
+use crate::types::{
+    Completion, Deadline, KernelEndId, Limits, Outcome, PollFast, ReceiveFast, SendReceive, Woken,
+};
 
 /// One past the largest task or thread slot index accepted (IDs are
 /// expected to be the kernel's dense slab indices; the records are indexed
@@ -653,25 +655,77 @@ impl Ipc {
 
     /// The `Send` fast path's narrow entry: [`Ipc::write_signal`] of `len`
     /// bytes packed in `words`, done only when the signal wakes the peer's
-    /// thread parked in a receive: `h` is a connected end of `caller`
-    /// (a task's or the kernel's peer alike: only a task's peer can be
-    /// parked), at most 32 bytes, the peer end has no events, its owner is
-    /// parked in a receive, and `accept(owner)` agrees.
+    /// thread, parked in a receive or in a poll that waits for the peer end
+    /// (a poll of all its ends, or of a set naming it): `h` is a connected
+    /// end of `caller` (a task's or the kernel's peer alike: only a task's
+    /// peer can be parked), at most 32 bytes, the peer end has no events,
+    /// its owner waits for it, and `accept(owner, in_receive)` agrees (the
+    /// kernel's own check that the thread is blocked in a receive, or in a
+    /// poll; what it gives is handed back, so that the kernel need not
+    /// look the thread up again). Nothing fails after `accept` agreed.
     ///
     /// Then the state changes exactly as `write_signal` changes it, except
-    /// that the woken thread is returned with its six result registers
-    /// (laid out as [`alux_abi::syscall::Received::encode`]) instead of
-    /// being queued as a wakeup: the kernel wakes it. Otherwise nothing
-    /// changes and `None` comes back.
+    /// that the woken thread is returned with its result registers
+    /// ([`Woken`]) instead of being queued as a wakeup: the kernel wakes
+    /// it. Otherwise nothing changes and `None` comes back.
     #[inline]
-    pub fn send_fast(
+    pub fn send_fast<R>(
         &mut self,
         caller: ThreadId,
         h: Handle,
         len: u64,
         words: [u64; 4],
-        accept: impl FnOnce(ThreadId) -> bool,
-    ) -> Option<(ThreadId, [u64; 6])> {
+        accept: impl FnOnce(ThreadId, bool) -> Option<R>,
+    ) -> Option<(ThreadId, R, Woken)> {
+        if len > MESSAGE_MAX as u64 {
+            return None;
+        }
+        let (i, p, owner, in_receive) = self.woken_by_signal(caller, h)?;
+        let to = self.threads[owner as usize].id;
+        let r = accept(to, in_receive)?;
+        if in_receive {
+            let regs = self.hand_over(i, p, owner, len, words);
+            return Some((to, r, Woken { in_receive, regs }));
+        }
+        self.store_words_of(i, len, words);
+        let [a, b, c, d] = self.end_poll(p, owner);
+        Some((to, r, Woken { in_receive, regs: [a, b, c, d, 0, 0] }))
+    }
+
+    /// The `Signal` fast path's narrow entry: [`Ipc::signal`], done only
+    /// when it wakes the peer's thread, as [`Ipc::send_fast`] (without the
+    /// message: a receiver gets the buffer the caller last wrote). The
+    /// same state change as `signal`, the woken thread returned with its
+    /// result registers instead of queued; otherwise `None` and nothing
+    /// changed.
+    #[inline]
+    pub fn signal_fast<R>(
+        &mut self,
+        caller: ThreadId,
+        h: Handle,
+        accept: impl FnOnce(ThreadId, bool) -> Option<R>,
+    ) -> Option<(ThreadId, R, Woken)> {
+        let (i, p, owner, in_receive) = self.woken_by_signal(caller, h)?;
+        let to = self.threads[owner as usize].id;
+        let r = accept(to, in_receive)?;
+        if in_receive {
+            // `message_of(p)`: the peer of `p` is `i`.
+            let e = &self.ends[i as usize];
+            let (len, words) = (e.len as u64, load_words(&e.buf));
+            let regs = self.end_receive(p, owner, len, words);
+            return Some((to, r, Woken { in_receive, regs }));
+        }
+        let [a, b, c, d] = self.end_poll(p, owner);
+        Some((to, r, Woken { in_receive, regs: [a, b, c, d, 0, 0] }))
+    }
+
+    /// The checks `send_fast` and `signal_fast` share, changing nothing:
+    /// `h` a connected end of a live `caller`, its peer end a task's with
+    /// no events, whose owner waits for it. The end, its peer, the peer's
+    /// owner (a thread slot), and whether that one waits in a receive
+    /// (else in a poll).
+    #[inline(always)]
+    fn woken_by_signal(&self, caller: ThreadId, h: Handle) -> Option<(u32, u32, u32, bool)> {
         let t = caller.index();
         let th = self.threads.get(t as usize)?;
         if !th.live || th.id != caller {
@@ -679,11 +733,7 @@ impl Ipc {
         }
         let i = h.index();
         let e = self.ends.get(i as usize)?;
-        if h.generation() != e.gen
-            || e.owner != t
-            || e.state != EndState::Connected
-            || len > MESSAGE_MAX as u64
-        {
+        if h.generation() != e.gen || e.owner != t || e.state != EndState::Connected {
             return None;
         }
         let p = e.peer;
@@ -692,12 +742,13 @@ impl Ipc {
             return None;
         }
         let owner = pe.owner;
-        let receiver = self.threads.get(owner as usize)?;
-        if receiver.wait != Wait::Receive || !accept(receiver.id) {
-            return None;
-        }
-        let to = receiver.id;
-        Some((to, self.hand_over(i, p, owner, len, words)))
+        let in_receive = match self.threads.get(owner as usize)?.wait {
+            Wait::Receive => true,
+            Wait::PollAll => false,
+            Wait::PollSet if pe.flags & F_IN_WAIT_SET != 0 => false,
+            _ => return None,
+        };
+        Some((i, p, owner, in_receive))
     }
 
     /// The `Receive` fast path's narrow entry: [`Ipc::receive`] with
@@ -738,12 +789,70 @@ impl Ipc {
         Some(ReceiveFast::Done([ready.handle.raw(), info, w0, w1, w2, w3]))
     }
 
+    /// The `Poll` fast path's narrow entry: [`Ipc::poll`] of the set
+    /// `[h]`, with any deadline but [`Deadline::Now`] if `park`, else with
+    /// `Deadline::Now`; its result already in registers. The same state
+    /// change as `poll`: `h`'s events taken, or the caller parked on `h`
+    /// alone. `None` (and nothing changed) where `poll` fails (an unknown
+    /// caller, one already parked: `Busy`, a bad, stale or foreign handle),
+    /// where it would answer `TimedOut` (nothing ready and `!park`), and
+    /// where parking would have to allocate the caller's wait set (its
+    /// first poll: the general path grows it; later polls reuse it).
+    #[inline(always)]
+    pub fn poll_fast(&mut self, caller: ThreadId, h: Handle, park: bool) -> Option<PollFast> {
+        let t = caller.index();
+        let th = self.threads.get(t as usize)?;
+        if !th.live || th.id != caller || th.wait != Wait::None {
+            return None;
+        }
+        // `end_slot`'s one success: the handle's generation current and
+        // its end owned by the caller (a free slot has no owner, and no
+        // live end has generation 0).
+        let i = h.index();
+        let e = self.ends.get(i as usize)?;
+        if h.generation() != e.gen || e.owner != t {
+            return None;
+        }
+        if e.pending != 0 {
+            // `take_events` and `encode_ready`, as words: this runs with
+            // the caller's vector registers live (no switch follows).
+            self.threads[t as usize].ready.unlink(&mut self.ends, ready_links, i);
+            let e = &mut self.ends[i as usize];
+            let events = e.pending as u64;
+            e.pending = 0;
+            let info = events | (e.close_reason as u64) << 8 | (e.peer_uid as u64) << 16;
+            return Some(PollFast::Done([
+                Handle::new(i, e.gen).raw(),
+                info,
+                e.peer_task.raw(),
+                e.conn_id,
+            ]));
+        }
+        let th = &mut self.threads[t as usize];
+        if !park || th.wait_set.capacity() == 0 {
+            return None;
+        }
+        th.wait_set.clear();
+        th.wait_set.push(i);
+        th.wait = Wait::PollSet;
+        self.ends[i as usize].flags |= F_IN_WAIT_SET;
+        Some(PollFast::Parked)
+    }
+
     /// The commit shared by the fast entries: stores `words` (`len` bytes)
     /// in end `i`, and delivers `SIGNAL` to its peer end
     /// `p`, whose owner (thread slot `owner`) is parked in a receive: its
     /// wait ends and its six result registers come back.
     #[inline(always)]
     fn hand_over(&mut self, i: u32, p: u32, owner: u32, len: u64, words: [u64; 4]) -> [u64; 6] {
+        let words = self.store_words_of(i, len, words);
+        self.end_receive(p, owner, len, words)
+    }
+
+    /// `store` of `len` bytes packed in `words` into end `i`; the words as
+    /// stored (bytes past `len` cleared).
+    #[inline(always)]
+    fn store_words_of(&mut self, i: u32, len: u64, words: [u64; 4]) -> [u64; 4] {
         // Word by word in general registers (no array copy: the `Send`
         // fast path runs with the caller's vector registers live).
         let [mut w0, mut w1, mut w2, mut w3] = words;
@@ -755,6 +864,16 @@ impl Ipc {
         store_words(&mut e.buf, [w0, w1, w2, w3]);
         e.len = len as u8;
         e.seq += 1;
+        [w0, w1, w2, w3]
+    }
+
+    /// What `deliver_or_hand_off(p, SIGNAL)` does for an end `p` without
+    /// events whose owner (slot `owner`) is parked in a receive: the wait
+    /// ends and the events go straight to it, never on the ready list. Its
+    /// six result registers, with `len` bytes in `words` as its message.
+    #[inline(always)]
+    fn end_receive(&mut self, p: u32, owner: u32, len: u64, words: [u64; 4]) -> [u64; 6] {
+        let [w0, w1, w2, w3] = words;
         self.threads[owner as usize].wait = Wait::None;
         self.stamp += 1;
         let pe = &mut self.ends[p as usize];
@@ -764,6 +883,21 @@ impl Ipc {
             | (pe.peer_uid as u64) << 16
             | len << 32;
         [Handle::new(p, pe.gen).raw(), info, w0, w1, w2, w3]
+    }
+
+    /// [`Ipc::end_receive`] for an owner parked in a poll that waits for
+    /// `p`: its wait ends (a poll set's flags cleared) and its four result
+    /// registers come back, laid out as `encode_ready`.
+    #[inline(always)]
+    fn end_poll(&mut self, p: u32, owner: u32) -> [u64; 4] {
+        self.clear_wait(owner);
+        self.stamp += 1;
+        let pe = &mut self.ends[p as usize];
+        pe.ready_stamp = self.stamp;
+        let info = Events::SIGNAL.bits() as u64
+            | (pe.close_reason as u64) << 8
+            | (pe.peer_uid as u64) << 16;
+        [Handle::new(p, pe.gen).raw(), info, pe.peer_task.raw(), pe.conn_id]
     }
 
     /// What a read of end `i` returns now: the peer's buffer, the last data

@@ -32,7 +32,9 @@ pub use alux_abi::ipc::{
 };
 pub use alux_abi::Error;
 pub use ipc::{Ipc, MAX_ID_INDEX};
-pub use types::{Completion, Deadline, KernelEndId, Limits, Outcome, ReceiveFast, SendReceive};
+pub use types::{
+    Completion, Deadline, KernelEndId, Limits, Outcome, PollFast, ReceiveFast, SendReceive, Woken,
+};
 
 /// Bytes of kernel memory one connection costs in the end slab: its two end
 /// slots (a kernel end also takes two: the task's and the kernel's side).

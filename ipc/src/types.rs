@@ -109,6 +109,32 @@ pub enum ReceiveFast {
     Parked,
 }
 
+/// What [`crate::Ipc::poll_fast`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PollFast {
+    /// The end had events (now taken): the caller's four result registers,
+    /// laid out as `alux_abi::syscall::encode_ready` lays them out.
+    Done([u64; 4]),
+    /// Nothing was ready: the caller is parked on the one end (as `poll`
+    /// parks it); the kernel arms its deadline.
+    Parked,
+}
+
+/// The wait a fast `Send` or `Signal` ended ([`crate::Ipc::send_fast`],
+/// [`crate::Ipc::signal_fast`]), with the woken thread's result registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Woken {
+    /// Whether the thread waited in a receive (else in a poll of all its
+    /// ends, or of a set naming the end).
+    pub in_receive: bool,
+    /// A receive's six result registers, laid out as
+    /// `alux_abi::syscall::Received::encode` lays them out; for a poll,
+    /// the first four are its result registers, laid out as
+    /// `alux_abi::syscall::encode_ready`, and the last two are zero (a
+    /// poll returns four registers and leaves the others alone).
+    pub regs: [u64; 6],
+}
+
 /// What [`crate::Ipc::send_receive`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SendReceive {

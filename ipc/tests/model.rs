@@ -21,7 +21,7 @@ use alux_abi::ipc::kernel_end_kind;
 use alux_abi::{TaskId, ThreadId, Uid};
 use alux_ipc::{
     CloseReason, Completion, ConnState, Deadline, Error, Events, Handle, Ipc, KernelEndId, Limits,
-    Message, Outcome, Ready, ReceiveFast, SendReceive,
+    Message, Outcome, PollFast, Ready, ReceiveFast, SendReceive, Woken,
 };
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -491,9 +491,23 @@ enum Op {
         len: usize,
         accept: bool,
     },
+    /// The kernel's `Signal` fast path: `signal_fast`, then (if it
+    /// refused) the general `signal`.
+    SignalFast {
+        t: usize,
+        h: usize,
+        accept: bool,
+    },
     /// The kernel's `Receive` fast path: `receive_fast` (no time limit).
     ReceiveFast {
         t: usize,
+    },
+    /// The kernel's `Poll` fast path for one handle: `poll_fast`, then (if
+    /// it refused) the general `poll` of `[h]`.
+    PollFast {
+        t: usize,
+        h: usize,
+        block: bool,
     },
     TimeOut {
         t: usize,
@@ -549,7 +563,9 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(t, h, len, a)| Op::SendReceiveFast { t, h, len, accept: a != 0 }),
         3 => (t.clone(), h.clone(), 0..34usize, 0..4u8)
             .prop_map(|(t, h, len, a)| Op::SendFast { t, h, len, accept: a != 0 }),
+        3 => (t.clone(), h.clone(), 0..4u8).prop_map(|(t, h, a)| Op::SignalFast { t, h, accept: a != 0 }),
         3 => t.clone().prop_map(|t| Op::ReceiveFast { t }),
+        4 => (t.clone(), h.clone(), any::<bool>()).prop_map(|(t, h, block)| Op::PollFast { t, h, block }),
         2 => t.clone().prop_map(|t| Op::TimeOut { t }),
         1 => (t.clone(), uid, any::<bool>()).prop_map(|(t, uid, allow)| Op::SetPerm { t, uid, allow }),
         1 => (t.clone(), 0..3usize).prop_map(|(t, kind)| Op::KernelOpen { t, kind }),
@@ -576,7 +592,9 @@ fn rpc_op() -> impl Strategy<Value = Op> {
             .prop_map(|(t, h, len, a)| Op::SendReceiveFast { t, h, len, accept: a != 0 }),
         3 => (t.clone(), h.clone(), 0..34usize, 0..4u8)
             .prop_map(|(t, h, len, a)| Op::SendFast { t, h, len, accept: a != 0 }),
+        2 => (t.clone(), h.clone(), 0..4u8).prop_map(|(t, h, a)| Op::SignalFast { t, h, accept: a != 0 }),
         3 => t.clone().prop_map(|t| Op::ReceiveFast { t }),
+        3 => (t.clone(), h.clone(), 0..4u8).prop_map(|(t, h, b)| Op::PollFast { t, h, block: b != 0 }),
         1 => (t.clone(), h.clone(), 0..34usize).prop_map(|(t, h, len)| Op::WriteSignal { t, h, len }),
         1 => (t.clone(), any::<bool>()).prop_map(|(t, block)| Op::PollAll { t, block }),
         // Parked threads do nothing else: time them out often.
@@ -597,8 +615,13 @@ struct Run {
     handoffs: usize,
     /// Of those, the ones `send_receive_fast` made.
     fast_handoffs: usize,
-    /// Receivers `send_fast` woke.
-    fast_wakes: usize,
+    /// Threads `send_fast` and `signal_fast` woke: in a receive, in a poll.
+    fast_wakes: (usize, usize),
+    /// Polls `poll_fast` answered (`Done`) and parked.
+    fast_polls: (usize, usize),
+    /// Threads a general `poll` has parked: their wait set has room, so
+    /// `poll_fast` must not refuse to park them.
+    poll_parked: HashSet<ThreadId>,
 }
 
 impl Run {
@@ -610,7 +633,9 @@ impl Run {
             cur: 0,
             handoffs: 0,
             fast_handoffs: 0,
-            fast_wakes: 0,
+            fast_wakes: (0, 0),
+            fast_polls: (0, 0),
+            poll_parked: HashSet::new(),
         };
         for (uid, privileged) in [(1, false), (2, false), (0, true)] {
             r.apply(&Op::NewTask { uid, privileged });
@@ -1017,6 +1042,7 @@ impl Run {
                 let pick = self.m.ready.iter().copied().find(|k| keys.contains(k));
                 if pick.is_none() && block {
                     self.m.threads[t].wait = MWait::Set(keys);
+                    self.poll_parked.insert(id);
                 }
                 self.poll_result(t, real, pick, block);
             }
@@ -1211,51 +1237,44 @@ impl Run {
                 let n = len.min(32);
                 raw[..n].copy_from_slice(&data[..n]);
                 let words = alux_abi::syscall::pack_message(&raw);
-                // The case: a writable end whose peer is a task's end with no
-                // events, its owner parked in a receive.
-                let case = self.writable(t, h, len).ok().and_then(|k| match self.m.ends[&k].st {
-                    St::Connected(Peer::End(p))
-                        if self.m.ends[&p].pending == 0
-                            && self.m.threads[self.m.ends[&p].owner].wait == MWait::Receive =>
-                    {
-                        Some((k, p))
-                    }
-                    _ => None,
-                });
+                let case = self.writable(t, h, len).ok().and_then(|k| self.signal_wakes(k));
                 let mut asked = None;
-                let real = self.ipc.send_fast(id, h, len as u64, words, |to| {
-                    asked = Some(to);
-                    accept
+                let real = self.ipc.send_fast(id, h, len as u64, words, |to, in_receive| {
+                    asked = Some((to, in_receive));
+                    accept.then_some(())
                 });
                 match (case, real) {
-                    (Some((k, p)), Some((to, regs))) => {
+                    (Some((k, p)), Some((to, (), woken))) => {
                         assert!(accept, "fast path taken without the kernel's consent");
                         let e = self.m.ends.get_mut(&k).unwrap();
                         e.buf = data;
                         e.seq += 1;
-                        let Some((w, MCompletion::Received(key, ev, buf, _))) =
-                            self.m.deliver_or_hand_off(p, Events::SIGNAL.bits())
-                        else {
-                            panic!("the model wakes nobody")
-                        };
-                        assert_eq!((asked, to), (Some(to), self.m.threads[w].id), "woken thread");
-                        let got = alux_abi::syscall::Received::decode(regs).expect("well-formed");
-                        assert_eq!(self.m.by_handle.get(&got.handle.raw()), Some(&key), "end");
-                        assert_eq!(got.events.bits(), ev, "events");
-                        let want = self.m.ready_of(key);
-                        assert_eq!((got.peer_uid, got.close_reason), (want.peer_uid, want.reason));
-                        assert_eq!(got.message.bytes(), &buf[..], "message");
-                        assert!(got.message.data[buf.len()..].iter().all(|&b| b == 0), "tail");
-                        self.fast_wakes += 1;
+                        self.check_woken(p, to, woken, asked);
                     }
                     (case, None) => {
-                        if case.is_none() {
-                            assert_eq!(asked, None, "the kernel asked outside the common case");
-                        } else {
-                            assert!(!accept && asked.is_some(), "common case refused");
-                        }
-                        self.check();
+                        self.check_refused(case.is_some(), accept, asked.is_some());
                         self.apply(&Op::WriteSignal { t: ot, h: oh, len });
+                    }
+                    (None, Some(r)) => panic!("fast path outside the common case: {r:?}"),
+                }
+            }
+            Op::SignalFast { t: ot, h: oh, accept } => {
+                let (t, id) = self.tid(ot);
+                let h = self.connected_handle(oh);
+                let case = self.writable(t, h, 0).ok().and_then(|k| self.signal_wakes(k));
+                let mut asked = None;
+                let real = self.ipc.signal_fast(id, h, |to, in_receive| {
+                    asked = Some((to, in_receive));
+                    accept.then_some(())
+                });
+                match (case, real) {
+                    (Some((_, p)), Some((to, (), woken))) => {
+                        assert!(accept, "fast path taken without the kernel's consent");
+                        self.check_woken(p, to, woken, asked);
+                    }
+                    (case, None) => {
+                        self.check_refused(case.is_some(), accept, asked.is_some());
+                        self.apply(&Op::Signal { t: ot, h: oh });
                     }
                     (None, Some(r)) => panic!("fast path outside the common case: {r:?}"),
                 }
@@ -1286,6 +1305,47 @@ impl Run {
                         assert_eq!(real, Some(ReceiveFast::Parked));
                         self.m.threads[t].wait = MWait::Receive;
                     }
+                }
+            }
+            Op::PollFast { t: ot, h: oh, block } => {
+                let (t, id) = self.tid(ot);
+                let h = self.handle(oh);
+                let real = self.ipc.poll_fast(id, h, block);
+                // Where `poll` of `[h]` succeeds, as the model sees it: a
+                // live caller not parked, `h` one of its ends.
+                let key = match self.m.thread(t) {
+                    Ok(_) if self.m.threads[t].wait == MWait::None => self.m.resolve(t, h).ok(),
+                    _ => None,
+                };
+                match (key, real) {
+                    (Some(k), Some(PollFast::Done(regs))) => {
+                        assert_ne!(self.m.ends[&k].pending, 0, "an end without events answered");
+                        let ev = self.m.take(k);
+                        let r = alux_abi::syscall::decode_ready(regs).expect("well-formed");
+                        self.check_ready(&r, k, ev);
+                        self.fast_polls.0 += 1;
+                    }
+                    (Some(k), Some(PollFast::Parked)) => {
+                        assert!(block, "parked without a deadline to wait for");
+                        assert_eq!(self.m.ends[&k].pending, 0, "parked on an end with events");
+                        self.m.threads[t].wait = MWait::Set(vec![k]);
+                        self.fast_polls.1 += 1;
+                    }
+                    (key, None) => {
+                        // Refused: nothing changed. With an end of the
+                        // caller, only where `poll` would time out or must
+                        // grow the wait set (the thread never parked in one).
+                        if let Some(k) = key {
+                            assert_eq!(self.m.ends[&k].pending, 0, "events refused");
+                            assert!(
+                                !block || !self.poll_parked.contains(&id),
+                                "a park refused although the wait set has room"
+                            );
+                        }
+                        self.check();
+                        self.apply(&Op::Poll { t: ot, hs: vec![oh], block });
+                    }
+                    (None, Some(r)) => panic!("fast poll where poll fails: {r:?}"),
                 }
             }
             Op::TimeOut { t } => {
@@ -1442,6 +1502,67 @@ impl Run {
                 }
             }
         }
+    }
+
+    /// Where a signal on the caller's end `k` wakes its peer's thread (the
+    /// fast entries' case): `k`'s peer a task's end with no events, whose
+    /// owner waits for it in a receive or a poll. `(k, peer)`.
+    fn signal_wakes(&self, k: Key) -> Option<(Key, Key)> {
+        let St::Connected(Peer::End(p)) = self.m.ends[&k].st else { return None };
+        let pe = &self.m.ends[&p];
+        let waits = match &self.m.threads[pe.owner].wait {
+            MWait::Receive | MWait::All => true,
+            MWait::Set(set) => set.contains(&p),
+            _ => false,
+        };
+        (pe.pending == 0 && waits).then_some((k, p))
+    }
+
+    /// A fast `Send` or `Signal` woke `to` with `woken`: the model delivers
+    /// the signal to `p` and must wake the same thread, with the same
+    /// result, after asking the kernel about it and its kind of wait.
+    fn check_woken(&mut self, p: Key, to: ThreadId, woken: Woken, asked: Option<(ThreadId, bool)>) {
+        let owner = self.m.ends[&p].owner;
+        let in_receive = self.m.threads[owner].wait == MWait::Receive;
+        assert_eq!(asked, Some((to, in_receive)), "the kernel was asked about the woken thread");
+        match self.m.deliver_or_hand_off(p, Events::SIGNAL.bits()) {
+            Some((w, MCompletion::Received(key, ev, buf, _))) => {
+                assert!(woken.in_receive, "a receiver woken as a poll");
+                assert_eq!(to, self.m.threads[w].id, "woken thread");
+                let got = alux_abi::syscall::Received::decode(woken.regs).expect("well-formed");
+                assert_eq!(self.m.by_handle.get(&got.handle.raw()), Some(&key), "end");
+                assert_eq!(got.events.bits(), ev, "events");
+                let want = self.m.ready_of(key);
+                assert_eq!((got.peer_uid, got.close_reason), (want.peer_uid, want.reason));
+                assert_eq!(got.message.bytes(), &buf[..], "message");
+                assert!(got.message.data[buf.len()..].iter().all(|&b| b == 0), "tail");
+                self.fast_wakes.0 += 1;
+            }
+            None => {
+                let Some((w, MCompletion::Polled(key, ev))) = self.m.wakeups.pop() else {
+                    panic!("the model wakes nobody")
+                };
+                assert!(!woken.in_receive, "a poller woken as a receive");
+                assert_eq!(to, self.m.threads[w].id, "woken thread");
+                let [a, b, c, d, e, f] = woken.regs;
+                assert_eq!([e, f], [0, 0], "a poll's last two registers");
+                let r = alux_abi::syscall::decode_ready([a, b, c, d]).expect("well-formed");
+                self.check_ready(&r, key, ev);
+                self.fast_wakes.1 += 1;
+            }
+            other => panic!("woken: model {other:?}, fast path {woken:?}"),
+        }
+    }
+
+    /// A fast entry refused: nothing changed (`check` compares every record
+    /// now), and the kernel's check was asked only in the common case.
+    fn check_refused(&mut self, case: bool, accept: bool, asked: bool) {
+        if case {
+            assert!(!accept && asked, "common case refused");
+        } else {
+            assert!(!asked, "the kernel asked outside the common case");
+        }
+        self.check();
     }
 
     fn writable(&self, t: usize, h: Handle, len: usize) -> Result<Key, Error> {
@@ -1716,7 +1837,81 @@ fn send_fast_wakes_a_parked_receiver_only() {
         ]
     };
     let run = run_ops(&ops(true));
-    assert_eq!(run.fast_wakes, 2);
+    assert_eq!(run.fast_wakes, (2, 0));
     let run = run_ops(&ops(false));
-    assert_eq!(run.fast_wakes, 0);
+    assert_eq!(run.fast_wakes, (0, 0));
+}
+
+/// `send_fast` and `signal_fast` wake a thread parked in a poll of all its
+/// ends, or of a set naming the end, with the poll's four registers, as
+/// the general calls' wakeups would; a poll of a set without the end, a
+/// kernel end's peer and a closed peer are left to the general calls.
+#[test]
+fn signal_fast_wakes_a_waiting_thread_only() {
+    // Threads 0 and 1 are task 0's, 2 and 3 task 1's, 4 task 2's
+    // (privileged: it opens a kernel end).
+    let ops = |accept: bool| {
+        [
+            Op::PortCreate { t: 2 },
+            Op::Push { t: 2, h: 0 },
+            Op::Connect { t: 0, task: 1, block: false },
+            Op::PortCreate { t: 2 },
+            Op::Push { t: 2, h: 1 },
+            Op::Connect { t: 0, task: 1, block: false },
+            // Take the OPENED events, then wait in a poll of all ends.
+            Op::PollAll { t: 2, block: false },
+            Op::PollAll { t: 2, block: false },
+            Op::PollAll { t: 2, block: true },
+            Op::SignalFast { t: 0, h: 0, accept },
+            // A set of one end: a signal on it wakes, on the other does not.
+            Op::Poll { t: 2, hs: vec![0], block: true },
+            Op::SignalFast { t: 0, h: 1, accept },
+            Op::SendFast { t: 0, h: 0, len: 9, accept },
+            Op::PollAll { t: 2, block: false },
+            Op::Receive { t: 2, block: true },
+            Op::SignalFast { t: 0, h: 1, accept },
+            // A kernel end's peer has no thread: the general call.
+            Op::KernelOpen { t: 4, kind: 0 },
+            Op::SignalFast { t: 4, h: 0, accept },
+            Op::Close { t: 2, h: 0 },
+            Op::SignalFast { t: 0, h: 0, accept },
+        ]
+    };
+    let run = run_ops(&ops(true));
+    assert_eq!(run.fast_wakes, (1, 2));
+    let run = run_ops(&ops(false));
+    assert_eq!(run.fast_wakes, (0, 0));
+}
+
+/// `poll_fast` answers a one-end poll exactly as `poll` would: events
+/// taken at once, or the caller parked on the end (once a general poll has
+/// given its wait set room), woken by the peer's signal; it refuses a
+/// foreign, stale or bad handle, a caller already parked, and a poll that
+/// would time out, each then failing in the general call as before.
+#[test]
+fn poll_fast_takes_the_common_case_only() {
+    // Threads 0 and 1 are task 0's, 2 and 3 task 1's (see `Run::new`).
+    let run = run_ops(&[
+        Op::PortCreate { t: 2 },
+        Op::Push { t: 2, h: 0 },
+        Op::Connect { t: 0, task: 1, block: false },
+        // Thread 2's end has OPENED pending: taken at once.
+        Op::PollFast { t: 2, h: 0, block: true },
+        // Nothing ready, no deadline: refused, `TimedOut` from `poll`.
+        Op::PollFast { t: 2, h: 0, block: false },
+        // Nothing ready: the first park grows the wait set (general).
+        Op::PollFast { t: 2, h: 0, block: true },
+        Op::WriteSignal { t: 0, h: 0, len: 4 },
+        // Parked on its end now: woken by the signal, then parks again.
+        Op::PollFast { t: 2, h: 0, block: true },
+        // Already parked: refused, `Busy`.
+        Op::PollFast { t: 2, h: 0, block: true },
+        Op::Signal { t: 0, h: 0 },
+        // Another thread's end, a bad handle: refused.
+        Op::PollFast { t: 3, h: 0, block: true },
+        Op::PollFast { t: 2, h: 63, block: true },
+        Op::Close { t: 0, h: 0 },
+        Op::PollFast { t: 2, h: 0, block: true },
+    ]);
+    assert_eq!(run.fast_polls, (2, 1));
 }

@@ -176,6 +176,10 @@ pub fn handle(k: &mut Kernel, caller: ThreadId, call: IpcCall) -> Result<IpcOutc
             let o = k.ipc.poll(caller, &set[..count as usize], deadline(timeout))?;
             park(k, Wait::Ipc, o, |r| encode_ready(&r))
         }
+        IpcCall::PollOne { handle, timeout } => {
+            let o = k.ipc.poll(caller, &[Handle::from_raw(handle)], deadline(timeout))?;
+            park(k, Wait::Ipc, o, |r| encode_ready(&r))
+        }
         IpcCall::PollAll { timeout } => {
             let o = k.ipc.poll_all(caller, deadline(timeout))?;
             park(k, Wait::Ipc, o, |r| encode_ready(&r))

@@ -337,6 +337,29 @@ impl AddressSpace {
     }
 }
 
+/// The 8-byte word at user address `va` (8-byte aligned) in the address
+/// space whose PML4 is `root`, where [`AddressSpace::copy_in`] of those 8
+/// bytes would succeed: `va` non-null and below the user pointer end, its
+/// page present and user-accessible in the walk's effective flags, RAM in
+/// the direct map. `None` where the copy would fail: the caller (a system
+/// call fast path) then leaves the call to the general path, which copies
+/// and reports the error, or has the pager bring a paged task's page in.
+/// One walk, nothing noted, nothing copied to a buffer.
+#[inline]
+pub fn read_user_word(root: u64, va: u64) -> Option<u64> {
+    if !va.is_multiple_of(8) || va == 0 || va > kernel::syscall::USER_POINTER_END - 8 {
+        return None;
+    }
+    let (pa, flags) = paging::user_translate(&PhysTablesRead, root, va)?;
+    if !kernel_may_copy(pa, flags) {
+        return None;
+    }
+    // SAFETY: `pa` is RAM inside the direct map (checked just above),
+    // mapped to user mode at `va`; 8-byte aligned, so the word does not
+    // cross its page. A plain read of user data.
+    Some(unsafe { (phys_to_virt(pa) as *const u64).read_volatile() })
+}
+
 /// Whether the kernel may copy a user page's bytes through the direct map:
 /// RAM inside it. A driver's device memory (uncached, `MmioMap`) is never
 /// read or written by the kernel on a task's behalf, and memory beyond the

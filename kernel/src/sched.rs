@@ -329,8 +329,7 @@ pub fn page_shares(frames: usize) -> Shares {
 
 /// Converts a relative timeout in nanoseconds to an absolute TSC deadline.
 pub fn deadline_after(ns: u64) -> u64 {
-    let ticks =
-        (ns as u128 * time::tsc_hz() as u128 / 1_000_000_000).min(u64::MAX as u128 / 2) as u64;
+    let ticks = time::ns_to_tsc(ns).min(u64::MAX as u128 / 2) as u64;
     cpu::rdtsc().saturating_add(ticks)
 }
 
@@ -988,6 +987,7 @@ impl Kernel {
     /// the general dispatch's checks for cases that do not hold. Returns 1
     /// if the loaded thread may leave through `sysretq`; `None` (nothing
     /// changed) otherwise.
+    #[inline]
     pub fn fast_yield(&mut self, caller: ThreadId) -> Option<u64> {
         let here = entry::cpu_index();
         let c = &self.cpus[here];
@@ -1001,23 +1001,92 @@ impl Kernel {
         t.from_syscall = true;
         t.state = ThreadState::Ready;
         let c = &mut self.cpus[here];
-        c.run_queue.push_back(caller);
         c.current = None;
         entry::set_resched(here, false);
         let now = cpu::rdtsc();
-        while let Some(next) = self.cpus[here].run_queue.pop_front() {
-            if self.cpus[here].run_queue.is_empty() {
-                self.trim_run_queue();
+        if let (1, Some(front)) = (c.run_queue.len(), c.run_queue.front_mut()) {
+            // One thread queued: the caller to the back and the front out
+            // is one swap in place.
+            let next = core::mem::replace(front, caller);
+            if let Some(may_sysret) = self.load_with(next, |_| {}) {
+                return Some(self.start_slice(here, now, may_sysret));
             }
-            if let Some(may_sysret) = self.load(next) {
-                self.switches += 1;
-                self.cpus[here].slice_end = now + self.slice_ticks;
-                self.arm_timer();
-                return Some(may_sysret as u64);
+        } else {
+            c.run_queue.push_back(caller);
+        }
+        self.run_front(here, now)
+    }
+
+    /// The current thread has just blocked in a fast path
+    /// ([`Kernel::block_in_call`]): what `dispatch` then does when no
+    /// hand-off is pending and a thread is ready here (the run queue's
+    /// front loaded with a fresh slice, the timer armed), without its
+    /// checks for cases that do not hold. Returns 1 if the loaded thread
+    /// may leave through `sysretq`; `None` if nothing was loaded (a
+    /// hand-off is pending or nobody is ready here): [`dispatch`] must
+    /// choose, steal or idle.
+    #[inline]
+    pub fn fast_run_next(&mut self) -> Option<u64> {
+        let here = entry::cpu_index();
+        let c = &mut self.cpus[here];
+        if c.handoff.is_some() || c.run_queue.is_empty() {
+            return None;
+        }
+        c.current = None;
+        entry::set_resched(here, false);
+        self.run_front(here, cpu::rdtsc())
+    }
+
+    /// Loads this CPU's (`here`) run queue's front with a fresh slice from
+    /// `now` (the tail of `pick_and_load`). The queue's room is not trimmed
+    /// here when it empties: it only grows when a thread is made
+    /// (`reserve_run_queue`) and is trimmed when one is removed.
+    #[inline(always)]
+    fn run_front(&mut self, here: usize, now: u64) -> Option<u64> {
+        while let Some(next) = self.cpus[here].run_queue.pop_front() {
+            if let Some(may_sysret) = self.load_with(next, |_| {}) {
+                return Some(self.start_slice(here, now, may_sysret));
             }
         }
-        // Not reached: the caller itself is in the queue and loads.
         None
+    }
+
+    /// A thread was just loaded by a switch from a thread that yielded or
+    /// blocked: it gets a fresh slice from `now`, and the timer is re-armed
+    /// if it must be. The deadline the timer needs is the earliest of the
+    /// first timer, the slice end if others are ready, and the console's;
+    /// the switch moved the slice end later and the run queue can only
+    /// have emptied, so none of them came earlier: unless the timers or
+    /// the queue changed since the timer was last armed (`timer_dirty`) or
+    /// console text waits, the armed deadline still comes first.
+    #[inline(always)]
+    fn start_slice(&mut self, here: usize, now: u64, may_sysret: bool) -> u64 {
+        self.switches += 1;
+        self.cpus[here].slice_end = now + self.slice_ticks;
+        self.rearm_if_needed();
+        may_sysret as u64
+    }
+
+    /// The current thread `id` blocks in a system call on `wait` until it
+    /// is woken or `deadline` (absolute TSC) passes: `block_current` for a
+    /// fast path, with the flag the general path sets on entry (its saved
+    /// state came from `syscall`), in one lookup.
+    #[inline]
+    pub fn block_in_call(&mut self, id: ThreadId, wait: Wait, deadline: Option<u64>) {
+        if let Some(t) = self.threads.get_mut(key_of_thread(id)) {
+            t.state = ThreadState::Blocked(wait);
+            t.deadline = deadline;
+            t.from_syscall = true;
+        }
+        if let Some(d) = deadline {
+            self.timers.insert(d, id);
+            // This CPU's timer is re-armed only if this deadline comes
+            // before the armed one (see `start_slice`).
+            let c = &mut self.cpus[entry::cpu_index()];
+            if c.armed == 0 || c.armed > d {
+                c.timer_dirty = true;
+            }
+        }
     }
 
     /// What `dispatch` does for a thread that keeps the CPU: re-arms the
@@ -1032,31 +1101,37 @@ impl Kernel {
         }
     }
 
-    /// Whether `id` is blocked in an IPC receive (with or without a
-    /// deadline): a thread the `Send` fast path may wake.
+    /// The kernel's consent to a fast `Send` or `Signal` waking `id` (the
+    /// IPC core's `accept`): it must be blocked in an IPC receive
+    /// (`in_receive`) or in a poll, with or without a deadline. If so its
+    /// wait ends here, as the IPC core commits right after consenting:
+    /// the thread is `Ready`, and its registers (for the results) and the
+    /// deadline it had come back; [`Kernel::queue_woken`] does the rest.
+    /// One lookup for the check and the wake.
     #[inline]
-    pub fn parked_in_receive(threads: &GenTable<Thread>, id: ThreadId) -> bool {
-        threads
-            .get(key_of_thread(id))
-            .is_some_and(|t| t.state == ThreadState::Blocked(Wait::IpcReceive))
+    pub fn take_parked(
+        threads: &mut GenTable<Thread>,
+        id: ThreadId,
+        in_receive: bool,
+    ) -> Option<(&mut Regs, Option<u64>)> {
+        let t = threads.get_mut(key_of_thread(id))?;
+        let wait = if in_receive { Wait::IpcReceive } else { Wait::Ipc };
+        if t.state != ThreadState::Blocked(wait) {
+            return None;
+        }
+        t.state = ThreadState::Ready;
+        Some((&mut t.ctx.regs, t.deadline.take()))
     }
 
-    /// Ends `id`'s receive with `regs` as its six result registers and puts
-    /// it at the back of the run queue: what `wake_with` does for a
-    /// `Completion::Received` (its deadline's timer, if any, goes).
+    /// The rest of what `wake_with` does for a thread [`Kernel::take_parked`]
+    /// woke, its result registers written: the timer of its `deadline`
+    /// goes, and it joins the back of the run queue.
     #[inline]
-    pub fn wake_received(&mut self, id: ThreadId, regs: [u64; 6]) {
-        let Some(t) = self.threads.get_mut(key_of_thread(id)) else { return };
-        if !matches!(t.state, ThreadState::Blocked(_)) {
-            return;
-        }
-        if let Some(d) = t.deadline.take() {
+    pub fn queue_woken(&mut self, id: ThreadId, deadline: Option<u64>) {
+        if let Some(d) = deadline {
             remove_timer(&mut self.timers, d, id);
         }
-        let [a, b, c, d, e, f] = regs;
-        let r = &mut t.ctx.regs;
-        (r.rax, r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9) = (0, a, b, c, d, e, f);
-        t.state = ThreadState::Ready;
+        let Some(t) = self.threads.get_mut(key_of_thread(id)) else { return };
         queue_ready(&mut self.cpus, self.online, t);
     }
 
@@ -1125,23 +1200,30 @@ impl Kernel {
         let here = entry::cpu_index();
         let c = &mut self.cpus[here];
         c.timer_dirty = false;
-        let mut next = self.timers.first().map(|(d, _)| d);
+        let mut next = self.timers.first().map_or(u64::MAX, |(d, _)| d);
         if c.current.is_some() && !c.run_queue.is_empty() {
             // Others wait for the CPU: end this slice on time.
-            next = Some(next.map_or(c.slice_end, |d| d.min(c.slice_end)));
+            next = next.min(c.slice_end);
         }
         if let Some(c) = crate::console::next_send() {
             // Console text waits: come back when the port can take more.
-            next = Some(next.map_or(c, |d| d.min(c)));
+            next = next.min(c);
         }
-        let Some(deadline) = next else { return };
-        let now = cpu::rdtsc();
-        // An earlier deadline still pending will fire first and re-arm.
-        if c.armed != 0 && c.armed <= deadline && c.armed > now {
+        if next == u64::MAX {
             return;
         }
-        lapic::arm_timer_tsc(deadline.saturating_sub(now));
-        c.armed = deadline.max(1);
+        // A deadline armed no later than this one fires first, and its
+        // interrupt re-arms (`on_timer_tick`). It may have passed already:
+        // the kernel runs with interrupts off, so its interrupt is pending
+        // and comes at the return to user mode (or the idle loop's `sti`),
+        // and `armed` is 0 only once it has been handled. The LAPIC timer
+        // and `armed` are this CPU's.
+        if c.armed != 0 && c.armed <= next {
+            return;
+        }
+        let now = cpu::rdtsc();
+        lapic::arm_timer_tsc(next.saturating_sub(now));
+        c.armed = next.max(1);
     }
 }
 
@@ -1169,7 +1251,11 @@ fn queue_ready(cpus: &mut [CpuSched; MAX_CPUS], online: usize, t: &mut Thread) {
     t.cpu = target;
     let c = &mut cpus[target];
     c.run_queue.push_back(t.id);
-    c.timer_dirty = true;
+    // Someone waits for the CPU now, so its slice end counts: a deadline
+    // armed no later covers it (see `arm_timer`).
+    if c.armed == 0 || c.armed > c.slice_end {
+        c.timer_dirty = true;
+    }
     if target != here {
         c.idle = false;
         smp::kick(target);

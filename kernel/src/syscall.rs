@@ -159,6 +159,7 @@ pub enum IpcCall {
     Signal { handle: u64 },
     WriteSignal { handle: u64, data: UserSlice },
     Poll { handles: UserSlice, count: u64, timeout: Timeout },
+    PollOne { handle: u64, timeout: Timeout },
     PollAll { timeout: Timeout },
     Close { handle: u64 },
     ConnectionInfo { handle: u64, out: UserSlice },
@@ -384,6 +385,7 @@ pub fn decode(raw: &RawCall) -> Result<Syscall, Error> {
                 timeout: Timeout::decode(a2),
             })
         }
+        Sys::PollOne => Syscall::Ipc(IpcCall::PollOne { handle: a0, timeout: Timeout::decode(a1) }),
         Sys::PollAll => Syscall::Ipc(IpcCall::PollAll { timeout: Timeout::decode(a0) }),
         Sys::Close => Syscall::Ipc(IpcCall::Close { handle: a0 }),
         Sys::ConnectionInfo => {
@@ -607,6 +609,12 @@ mod tests {
             call(p, [0x1000, 3, u64::MAX, 0, 0, 0]),
             Ok(Syscall::Ipc(IpcCall::Poll { timeout: Timeout::Never, .. }))
         ));
+        // One end in a register: any handle value decodes (the IPC core
+        // judges it), as does any timeout.
+        assert_eq!(
+            call(Sys::PollOne as u64, [7, 0, 0, 0, 0, 0]),
+            Ok(Syscall::Ipc(IpcCall::PollOne { handle: 7, timeout: Timeout::Now }))
+        );
     }
 
     #[test]

@@ -1,17 +1,22 @@
 //! The set of armed deadlines: `(deadline, thread)` pairs, earliest first.
 //!
-//! A sorted `Vec` (latest first, so the earliest leaves from the end in
-//! O(1)) whose room is reserved ahead: the kernel reserves one entry per
-//! live thread when it creates the thread ([`TimerSet::reserve`], which can
-//! fail with the heap), and a thread has at most one deadline, so arming a
-//! deadline never allocates and cannot fail. This module owns only that
-//! order and that room; it must never read a clock or wake anyone.
+//! A sorted `Vec`, earliest first. IPC deadlines are mostly generous
+//! timeouts that are cancelled long before they pass (the reply comes), so
+//! the deadline armed last is usually the latest, and the one cancelled
+//! first: both happen at the end of the `Vec`, with no search and nothing
+//! moved. A deadline that passes leaves from the front, and one armed or
+//! cancelled inside moves the entries after it. The room is reserved
+//! ahead: the kernel reserves one entry per live thread when it creates
+//! the thread ([`TimerSet::reserve`], which can fail with the heap), and a
+//! thread has at most one deadline, so arming a deadline never allocates
+//! and cannot fail. This module owns only that order and that room; it
+//! must never read a clock or wake anyone.
 
 use alloc::vec::Vec;
 
 /// Armed deadlines of type `(D, T)`, ordered by `D` then `T`.
 pub struct TimerSet<D, T> {
-    /// Sorted latest first.
+    /// Sorted earliest first.
     entries: Vec<(D, T)>,
 }
 
@@ -44,26 +49,49 @@ impl<D: Ord + Copy, T: Ord + Copy> TimerSet<D, T> {
 
     /// Arms a deadline. Allocates only if the room reserved is used up
     /// (which the kernel's one-entry-per-thread reservation rules out).
+    #[inline]
     pub fn insert(&mut self, deadline: D, id: T) {
         let key = (deadline, id);
-        let at = self.entries.partition_point(|e| *e > key);
+        if self.entries.last().is_none_or(|last| *last < key) {
+            // The latest yet: the common case, no search.
+            self.entries.push(key);
+        } else {
+            self.insert_sorted(key);
+        }
+    }
+
+    #[inline(never)]
+    fn insert_sorted(&mut self, key: (D, T)) {
+        let at = self.entries.partition_point(|e| *e < key);
         if self.entries.get(at) != Some(&key) {
             self.entries.insert(at, key);
         }
     }
 
     /// Disarms a deadline, if armed.
+    #[inline]
     pub fn remove(&mut self, deadline: D, id: T) {
         let key = (deadline, id);
-        let at = self.entries.partition_point(|e| *e > key);
+        if self.entries.last() == Some(&key) {
+            // The latest: the common case, no search.
+            self.entries.pop();
+        } else {
+            self.remove_sorted(key);
+        }
+    }
+
+    #[inline(never)]
+    fn remove_sorted(&mut self, key: (D, T)) {
+        let at = self.entries.partition_point(|e| *e < key);
         if self.entries.get(at) == Some(&key) {
             self.entries.remove(at);
         }
     }
 
     /// The earliest deadline.
+    #[inline]
     pub fn first(&self) -> Option<(D, T)> {
-        self.entries.last().copied()
+        self.entries.first().copied()
     }
 
     /// Armed deadlines.
@@ -120,6 +148,7 @@ mod tests {
                 }
                 proptest::prop_assert_eq!(t.first(), m.first().copied());
                 proptest::prop_assert_eq!(t.len(), m.len());
+                proptest::prop_assert!(t.entries.iter().eq(m.iter()), "sorted, earliest first");
             }
         }
     }

@@ -228,9 +228,10 @@ impl Connection {
         }))
     }
 
-    /// Waits for an event on this end alone.
+    /// Waits for an event on this end alone (`PollOne`: the handle in a
+    /// register).
     pub fn wait(&self, timeout: Option<Duration>) -> Result<Ready, Error> {
-        poll(&[self.handle], timeout)
+        ready(call(Sys::PollOne, [self.handle.raw(), timeout_ns(timeout), 0, 0, 0, 0])?)
     }
 
     /// Sends `data` and waits for the peer's answer: the common
@@ -278,6 +279,7 @@ pub fn poll(handles: &[Handle], timeout: Option<Duration>) -> Result<Ready, Erro
 
 /// Waits for an event on any end of this thread and returns it with that
 /// end's peer buffer, all in registers: a poll and a read in one call.
+#[inline]
 pub fn receive(timeout: Option<Duration>) -> Result<Received, Error> {
     let (rax, regs) = crate::sys::call_wide(Sys::Receive, [timeout_ns(timeout), 0, 0, 0, 0, 0]);
     received(rax, regs)

@@ -34,6 +34,53 @@ pub struct Regs {
     pub ss: u64,
 }
 
+impl Regs {
+    /// Writes a finished call's result registers: `rax`, then `rdi, rsi,
+    /// rdx, r10` from `four`, and `r8, r9` from `wide` if given (the calls
+    /// that return six registers). Plain 64-bit stores from general
+    /// registers, never through a vector register: the system call fast
+    /// paths write another thread's results while the caller's vector
+    /// registers are still live (see `entry.rs`, "Vector state").
+    #[inline(always)]
+    pub fn set_results(&mut self, rax: u64, four: [u64; 4], wide: Option<[u64; 2]>) {
+        let [rdi, rsi, rdx, r10] = four;
+        // SAFETY: `self` is a live, exclusively borrowed `Regs`; the stores
+        // stay inside it (offsets from `offset_of!`).
+        unsafe {
+            core::arch::asm!(
+                "mov [{p} + {orax}], {rax}",
+                "mov [{p} + {ordi}], {rdi}",
+                "mov [{p} + {orsi}], {rsi}",
+                "mov [{p} + {ordx}], {rdx}",
+                "mov [{p} + {or10}], {r10}",
+                p = in(reg) self as *mut Regs,
+                rax = in(reg) rax, rdi = in(reg) rdi, rsi = in(reg) rsi,
+                rdx = in(reg) rdx, r10 = in(reg) r10,
+                orax = const core::mem::offset_of!(Regs, rax),
+                ordi = const core::mem::offset_of!(Regs, rdi),
+                orsi = const core::mem::offset_of!(Regs, rsi),
+                ordx = const core::mem::offset_of!(Regs, rdx),
+                or10 = const core::mem::offset_of!(Regs, r10),
+                options(nostack, preserves_flags),
+            );
+        }
+        if let Some([r8, r9]) = wide {
+            // SAFETY: as above.
+            unsafe {
+                core::arch::asm!(
+                    "mov [{p} + {or8}], {r8}",
+                    "mov [{p} + {or9}], {r9}",
+                    p = in(reg) self as *mut Regs,
+                    r8 = in(reg) r8, r9 = in(reg) r9,
+                    or8 = const core::mem::offset_of!(Regs, r8),
+                    or9 = const core::mem::offset_of!(Regs, r9),
+                    options(nostack, preserves_flags),
+                );
+            }
+        }
+    }
+}
+
 /// What an interrupt or exception stub leaves on its stack: the general
 /// registers, the vector and error code, and the CPU's frame.
 #[derive(Clone, Copy, Debug)]

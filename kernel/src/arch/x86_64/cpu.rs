@@ -107,15 +107,6 @@ pub fn rflags() -> u64 {
 /// DF (string instructions go up) and AC (SMAP stays in force).
 pub const RFLAGS_KERNEL_CLEAR: u64 = (1 << 10) | (1 << 18);
 
-/// The page tables loaded (CR3, the PML4's physical address).
-#[inline]
-pub fn read_cr3() -> u64 {
-    let v: u64;
-    // SAFETY: reading CR3 has no side effects.
-    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) }
-    v
-}
-
 /// Switches address space.
 ///
 /// # Safety
@@ -125,6 +116,16 @@ pub fn read_cr3() -> u64 {
 pub unsafe fn write_cr3(root: u64) {
     // SAFETY: the caller guarantees the kernel stays mapped.
     unsafe { asm!("mov cr3, {}", in(reg) root, options(nostack, preserves_flags)) }
+}
+
+/// The address space the CPU runs in: CR3, the physical address of its
+/// PML4 (no PCID bits: PCIDs are not used).
+#[inline]
+pub fn read_cr3() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR3 has no side effects.
+    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) }
+    v
 }
 
 /// The faulting address of the last page fault.

@@ -273,6 +273,22 @@ pub fn set_resched(cpu: usize, on: bool) {
     PER_CPU[cpu].resched.store(on as u64, Ordering::Relaxed);
 }
 
+/// The thread that runs on this CPU, read from the per-CPU block through
+/// GS (one load; [`current_identity`] has the rest).
+#[inline(always)]
+pub fn current_thread() -> ThreadId {
+    let thread: u64;
+    // SAFETY: GS holds the per-CPU block in the kernel; one plain load.
+    unsafe {
+        core::arch::asm!(
+            "mov {0}, gs:[80]",
+            out(reg) thread,
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    ThreadId::from_raw(thread)
+}
+
 /// Who runs on this CPU: its thread, its task, the task's uid and
 /// `task_flags`, read from the per-CPU block through GS (no lookup).
 #[inline(always)]
@@ -362,6 +378,28 @@ pub fn finish_current_wide_call(r: [u64; 7], user_pointer_end: u64) -> bool {
         );
     }
     rip < user_pointer_end
+}
+
+/// The current thread's first two system call argument registers (`rdi,
+/// rsi`), as [`current_args`] reads them, for the calls that take no more.
+#[inline(always)]
+pub fn current_args2() -> [u64; 2] {
+    let (a0, a1): (u64, u64);
+    // SAFETY: as for `current_args`: reads of the current thread's live
+    // `Regs` through the per-CPU block.
+    unsafe {
+        core::arch::asm!(
+            "mov {p}, gs:[24]",
+            "mov {a0}, [{p} + {rdi}]",
+            "mov {a1}, [{p} + {rsi}]",
+            p = out(reg) _,
+            a0 = out(reg) a0, a1 = out(reg) a1,
+            rdi = const core::mem::offset_of!(Regs, rdi),
+            rsi = const core::mem::offset_of!(Regs, rsi),
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    [a0, a1]
 }
 
 /// The current thread's six system call argument registers as saved by
@@ -771,16 +809,26 @@ syscall_entry:
 return_to_user:
     mov gs:[48], rax
     clts
-    /* The returning context's vector state, unless the CPU holds it. */
+    /* The returning context's vector state, unless the CPU holds it; the
+       owner's saved first (both with one choice of instructions). */
     mov rdi, gs:[40]
     mov rsi, gs:[56]
     cmp rdi, rsi
     je 4f
+    mov eax, -1
+    mov edx, -1
+    cmp qword ptr gs:[72], 0
+    je 9f
     test rsi, rsi
     jz 8f
-    FPU_SAVE rsi
-8:  FPU_RESTORE rdi
-    mov gs:[56], rdi
+    xsaveopt64 [rsi]
+8:  xrstor64 [rdi]
+    jmp 7f
+9:  test rsi, rsi
+    jz 6f
+    fxsave64 [rsi]
+6:  fxrstor64 [rdi]
+7:  mov gs:[56], rdi
 4:  mov rsp, gs:[24]
     POP_GPRS
     cmp qword ptr gs:[48], 0

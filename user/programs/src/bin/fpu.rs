@@ -191,6 +191,46 @@ fn send_then_receive(
     Received::decode(regs).ok_or("malformed reply")
 }
 
+/// `Send` then `PollOne` (without a time limit), each with `tag`'s
+/// pattern loaded: the poll parks through its fast path (the registers
+/// saved, another thread run) and the server's answer wakes it; then the
+/// answer is read (`Read`). The answer's bytes, or why not.
+fn send_then_poll(
+    handle: u64,
+    tag: u64,
+    round: u64,
+    msg: &[u8; 32],
+) -> Result<[u8; 32], &'static str> {
+    let want = pattern(tag, round);
+    let mut v = want;
+    let [w0, w1, w2, w3] = pack_message(msg);
+    let args = [handle, MESSAGE_MAX as u64, w0, w1, w2, w3];
+    let (rax, _) = sys::call_wide_keeping_vectors(Sys::Send as u64, args, &mut v);
+    if v != want || rax != 0 {
+        println!(
+            "fpu: task {} round {}: Send: rax {}, registers kept: {}",
+            tag,
+            round,
+            rax,
+            v == want
+        );
+        return Err("Send");
+    }
+    let forever = [handle, alux_abi::syscall::WAIT_FOREVER, 0, 0, 0, 0];
+    let (rax, regs) = sys::call_wide_keeping_vectors(Sys::PollOne as u64, forever, &mut v);
+    if v != want {
+        println!("fpu: task {} round {}: registers changed across PollOne", tag, round);
+        return Err("registers changed");
+    }
+    if rax != 0 || regs[0] != handle {
+        return Err("PollOne failed");
+    }
+    let mut data = [0u8; 32];
+    sys::call(Sys::Read, [handle, data.as_mut_ptr() as u64, 0, 0, 0, 0])
+        .map_err(|_| "Read failed")?;
+    Ok(data)
+}
+
 fn message(round: u64, salt: u8) -> [u8; 32] {
     let mut m = [0u8; 32];
     for (j, b) in m.iter_mut().enumerate() {
@@ -246,9 +286,12 @@ fn client(server: TaskId, rounds: u64) -> u64 {
     let h = conn.handle().raw();
     for i in 0..rounds {
         let m = message(i, 0x3c);
-        let r =
-            if i % 2 == 0 { exchange(h, 0xc1, i, &m) } else { send_then_receive(h, 0xc1, i, &m) };
-        let r = match r {
+        let r = match i % 3 {
+            0 => exchange(h, 0xc1, i, &m).map(|r| (r.handle.raw(), r.message.data)),
+            1 => send_then_receive(h, 0xc1, i, &m).map(|r| (r.handle.raw(), r.message.data)),
+            _ => send_then_poll(h, 0xc1, i, &m).map(|data| (h, data)),
+        };
+        let (handle, data) = match r {
             Ok(r) => r,
             Err(why) => {
                 println!("fpu: client: round {}: {}", i, why);
@@ -259,13 +302,13 @@ fn client(server: TaskId, rounds: u64) -> u64 {
         for b in want.iter_mut() {
             *b = b.wrapping_add(1);
         }
-        if r.handle.raw() != h || r.message.data != want {
-            println!("fpu: client: round {}: wrong reply {:?}", i, r.message.data);
+        if handle != h || data != want {
+            println!("fpu: client: round {}: wrong reply {:?}", i, data);
             return 1;
         }
     }
     println!(
-        "fpu: client: {} round trips (SendReceive, Send and Receive), registers and bytes checked",
+        "fpu: client: {} round trips (SendReceive; Send and Receive; Send, PollOne and Read), registers and bytes checked",
         rounds
     );
     0

@@ -77,6 +77,7 @@ fn allowed(sys: Sys) -> (&'static [Error], bool) {
             &[InvalidArgument, BadAddress, BadHandle, StaleHandle, WrongThread, Busy, TimedOut],
             false,
         ),
+        Sys::PollOne => (&[BadHandle, StaleHandle, WrongThread, Busy, TimedOut], false),
         // This thread has no end, so nothing can be ready.
         Sys::PollAll | Sys::Receive => (&[Busy, TimedOut], false),
         Sys::Close => (&HANDLE, false),
@@ -150,6 +151,7 @@ fn garbage_loop(rounds: u64, me: u64) -> u64 {
                 Some(Sys::Sleep) => a[0] &= 0xffff,
                 Some(Sys::ThreadJoin | Sys::TaskWait | Sys::Connect) => a[1] = 0,
                 Some(Sys::Poll) => a[2] = 0,
+                Some(Sys::PollOne) => a[1] = 0,
                 Some(Sys::PollAll | Sys::Receive) => a[0] = 0,
                 Some(Sys::TaskKill) if a[0] == me => a[0] ^= 1 << 40,
                 _ => {}

@@ -145,6 +145,9 @@ fn preempt(init: &Init<'_>) -> Verdict {
     let spinner = init.spawn("spinner", "")?;
     println!("init: spinner {} spins forever; a worker must still finish", spinner);
     expect("worker", init.run("demo", "worker 2 3 100000"), TaskEnd::Exited(0))?;
+    // Threads that only yield take their turns in order, the spinner among
+    // them: a yield never lets a thread run twice before another ready one.
+    expect("yielders", init.run("demo", "yield 4 200"), TaskEnd::Exited(0))?;
     task::kill(spinner).map_err(|e| format!("kill spinner: {}", e))?;
     expect("spinner", task::wait(spinner, WAIT), TaskEnd::Killed)
 }

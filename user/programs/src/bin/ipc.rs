@@ -890,13 +890,32 @@ fn raw_send(h: u64, len: u64) -> Option<Error> {
     call(Sys::Send, [h, len, w, w, w, w]).err()
 }
 
-/// `SendReceive` and `Send` with the server's thread parked in a receive,
-/// so that the fast path would apply but for one thing each time: a handle never
-/// issued, a message too long, a port, another thread's end, a stale end,
-/// a receiver with a deadline, an event already pending for the caller, a
-/// closed peer. Each must fail with the general path's error (and reach
-/// nobody) or succeed as the general path would; a valid exchange after
-/// the refusals proves the server saw none of them.
+/// A raw `Signal` on handle `h`: the error.
+fn raw_signal(h: u64) -> Option<Error> {
+    call(Sys::Signal, [h, 0, 0, 0, 0, 0]).err()
+}
+
+/// A raw `PollOne` of handle `h` with `timeout` ns: the error.
+fn raw_poll_one(h: u64, timeout: u64) -> Option<Error> {
+    call(Sys::PollOne, [h, timeout, 0, 0, 0, 0]).err()
+}
+
+/// A raw `Poll` of the `count` handles at `set` with `timeout` ns: the
+/// error.
+fn raw_poll(set: u64, count: u64, timeout: u64) -> Option<Error> {
+    call(Sys::Poll, [set, count, timeout, 0, 0, 0]).err()
+}
+
+/// `SendReceive`, `Send` and `Signal` with the server's thread parked in a
+/// receive, so that the fast path would apply but for one thing each time:
+/// a handle never issued, a message too long, a port, another thread's
+/// end, a stale end, a receiver with a deadline, an event already pending
+/// for the caller, a closed peer; and `PollOne` and `Poll` of one end with
+/// a bad, foreign or stale handle, an unreadable set, nothing ready and no
+/// wait. Each must fail with the general path's error (and reach nobody)
+/// or succeed as the general path would; a valid exchange after the
+/// refusals proves the server saw none of them. A `Poll` of one end that
+/// parks is woken by the server's `Send` (the poll fast paths).
 fn fast_refusals(server: TaskId) -> u64 {
     match fast_refusal_steps(server) {
         Ok(()) => {
@@ -943,13 +962,46 @@ fn fast_refusal_steps(server: TaskId) -> Result<(), String> {
         let foreign = thread::spawn(move || f(h1, 4)).map_err(|e| format!("{}", e))?;
         expect("another thread's end", foreign.join().unwrap_or(None), Error::WrongThread)?;
     }
+    println!("fast-refusals: Signal");
+    expect("never issued", raw_signal(0x1234_5678), Error::BadHandle)?;
+    expect("a port", raw_signal(port.handle().raw()), Error::NotConnected)?;
+    let foreign = thread::spawn(move || raw_signal(h1)).map_err(|e| format!("{}", e))?;
+    expect("another thread's end", foreign.join().unwrap_or(None), Error::WrongThread)?;
+    println!("fast-refusals: PollOne and Poll of one end");
+    let forever = u64::MAX;
+    expect("never issued", raw_poll_one(0x1234_5678, forever), Error::BadHandle)?;
+    let foreign = thread::spawn(move || raw_poll_one(h1, forever)).map_err(|e| format!("{}", e))?;
+    expect("another thread's end", foreign.join().unwrap_or(None), Error::WrongThread)?;
+    expect("nothing ready, no wait", raw_poll_one(h1, 0), Error::TimedOut)?;
+    let bad = [0x1234_5678u64];
+    expect("Poll: never issued", raw_poll(bad.as_ptr() as u64, 1, forever), Error::BadHandle)?;
+    let mine = [h1, 0];
+    let at = mine.as_ptr() as u64;
+    expect("Poll: nothing ready, no wait", raw_poll(at, 1, 0), Error::TimedOut)?;
+    expect("Poll: misaligned set", raw_poll(at + 4, 1, forever), Error::BadAddress)?;
+    expect("Poll: unmapped set", raw_poll(0x10, 1, forever), Error::BadAddress)?;
+    let kernel = 0xffff_8000_0000_0000;
+    expect("Poll: set in the kernel half", raw_poll(kernel, 1, forever), Error::BadAddress)?;
     let h2 = c2.handle().raw();
     drop(c2);
     settle();
     expect("a closed end", raw_send_receive(h2, 4), Error::StaleHandle)?;
     expect("a closed end (Send)", raw_send(h2, 4), Error::StaleHandle)?;
+    expect("a closed end (Signal)", raw_signal(h2), Error::StaleHandle)?;
+    expect("a closed end (PollOne)", raw_poll_one(h2, forever), Error::StaleHandle)?;
     // The server saw none of it: the next answer is to the next request.
     exchange(&c1, &ping_message(1))?;
+    // A `Poll` of one end parks (the set read from memory), and the
+    // server's `Send` wakes it with the poll's registers.
+    settle();
+    let p = ping_message(8);
+    c1.send(&p).map_err(|e| format!("send: {}", e))?;
+    let r = ipc::poll(&[c1.handle()], LONG).map_err(|e| format!("poll: {}", e))?;
+    let m = c1.read().map_err(|e| format!("read: {}", e))?;
+    if r.handle != c1.handle() || !r.events.contains(Events::SIGNAL) || m.data != pong_of(&p) {
+        return Err(format!("Poll of one end: {:?}, {:?}", r.events, m.data));
+    }
+    println!("fast-refusals: a Poll of one end woken by the answer");
     // A receiver parked with a deadline: the general path hands off.
     let mut t = ping_message(2);
     t[0] = b'T';
@@ -989,6 +1041,7 @@ fn fast_refusal_steps(server: TaskId) -> Result<(), String> {
     }
     expect("a closed peer", raw_send_receive(h1, 4), Error::PeerClosed)?;
     expect("a closed peer (Send)", raw_send(h1, 4), Error::PeerClosed)?;
+    expect("a closed peer (Signal)", raw_signal(h1), Error::PeerClosed)?;
     Ok(())
 }
 
